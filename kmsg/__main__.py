@@ -1,0 +1,3 @@
+from kmsg.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""logread: part of memlogd-py."""
+
+from memlogd import __version__
+
+__all__ = ["__version__"]

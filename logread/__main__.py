@@ -1,0 +1,3 @@
+from logread.cli import main
+
+main()

@@ -1,0 +1,3 @@
+from logwrite.cli import main
+
+main()

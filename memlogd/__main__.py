@@ -1,0 +1,3 @@
+from memlogd.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""The daemon's configuration, validated once. PURE: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memlogd.protocol import (
+    DEFAULT_LOG_SOCKET,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_LINE_LEN,
+    DEFAULT_MAX_LINES,
+    DEFAULT_MAX_SOURCES,
+    DEFAULT_QUERY_SOCKET,
+    DEFAULT_SOCKET_MODE,
+    MODE_TIMEOUT_S,
+    MemlogdError,
+)
+
+READ_CHUNK = 64 * 1024  # bytes read from a source fd at once: one batch
+FOLLOW_BATCH = 1024  # entries sent to a reader in one write at most
+CONSOLE_BUFFER = 1024 * 1024  # bytes of console echo held before lines are dropped
+DROP_REPORT_S = 10.0  # period of the summary of dropped lines
+
+
+class ConfigError(MemlogdError):
+    """An invalid combination of settings."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    socket_log: str = DEFAULT_LOG_SOCKET
+    socket_query: str = DEFAULT_QUERY_SOCKET
+    fd_log: int | None = None  # inherited, bound datagram socket (overrides socket_log)
+    fd_query: int | None = None  # inherited, listening stream socket (overrides socket_query)
+    max_lines: int = DEFAULT_MAX_LINES
+    max_line_len: int = DEFAULT_MAX_LINE_LEN  # bytes
+    max_bytes: int = 0  # message bytes held; 0 = bounded by lines only
+    max_sources: int = DEFAULT_MAX_SOURCES
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    socket_mode: int = DEFAULT_SOCKET_MODE
+    console: bool = True
+    mode_timeout_s: float = MODE_TIMEOUT_S
+    unlink_inherited: bool = False  # a -daemonize child owns the socket files it inherited
+
+    def __post_init__(self) -> None:
+        for name in ("max_lines", "max_line_len", "max_sources", "max_clients"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"-{name.replace('_', '-')} must be at least 1")
+        if self.max_bytes < 0:
+            raise ConfigError("-max-bytes must not be negative")
+        if 0 < self.max_bytes < self.max_line_len:
+            raise ConfigError("-max-bytes must be 0 or at least -max-line-len")
+        if not 0 <= self.socket_mode <= 0o777:
+            raise ConfigError("-socket-mode must be an octal mode between 0 and 0777")
+        if self.mode_timeout_s <= 0:
+            raise ConfigError("the mode timeout must be positive")
+
+    def limits(self) -> dict[str, int]:
+        """The configured limits, as reported by stats."""
+        return {
+            "max_lines": self.max_lines,
+            "max_line_len": self.max_line_len,
+            "max_bytes": self.max_bytes,
+            "max_sources": self.max_sources,
+            "max_clients": self.max_clients,
+        }

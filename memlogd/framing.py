@@ -1,0 +1,75 @@
+"""Line framing of a byte stream (SPEC section 3, "Lines"). PURE: no I/O.
+
+``LineSplitter.feed(chunk)`` returns the complete lines of a chunk in one list,
+doing its work per chunk with C-level ``bytes`` methods (find, replace, split)
+rather than per byte or per line in Python.  Rules:
+
+* lines end at ``\\n``; one ``\\r`` before it is removed;
+* a line longer than ``max_line_len`` bytes is cut at the last UTF-8 boundary
+  within the limit, and the rest of it, up to the next ``\\n``, is discarded.
+  The cut line is emitted as soon as the limit is passed, so a writer sending
+  100 MB without a newline costs ``max_line_len`` bytes of memory, not 100 MB;
+* ``close()`` returns the final partial line at EOF, if there is one.
+
+The result never depends on how the stream was chunked.
+"""
+
+from __future__ import annotations
+
+from memlogd.protocol import DEFAULT_MAX_LINE_LEN, utf8_boundary
+
+
+class LineSplitter:
+    __slots__ = ("_discarding", "_max", "_partial", "truncated")
+
+    def __init__(self, max_line_len: int = DEFAULT_MAX_LINE_LEN) -> None:
+        if max_line_len < 1:
+            raise ValueError("max_line_len must be at least 1")
+        self._max = max_line_len
+        self._partial = b""  # start of a line whose end has not arrived; never > _max
+        self._discarding = False  # inside the rest of a line that was cut
+        self.truncated = 0  # lines cut so far
+
+    def _cut(self, line: bytes) -> bytes:
+        self.truncated += 1
+        return line[: utf8_boundary(line, self._max)]
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines completed by ``chunk`` (without their line ends)."""
+        if self._discarding:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                return []
+            chunk = chunk[nl + 1 :]
+            self._discarding = False
+        data = self._partial + chunk if self._partial else chunk
+        last = data.rfind(b"\n")
+        if last < 0:
+            lines: list[bytes] = []
+            rest = data
+        else:
+            block = data[: last + 1]
+            if b"\r" in block:
+                block = block.replace(b"\r\n", b"\n")
+            lines = block.split(b"\n")
+            lines.pop()  # the empty string after the last newline
+            if max(map(len, lines)) > self._max:
+                lines = [line if len(line) <= self._max else self._cut(line) for line in lines]
+            rest = data[last + 1 :]
+        if len(rest) > self._max:
+            lines.append(self._cut(rest))
+            self._discarding = True
+            rest = b""
+        self._partial = rest
+        return lines
+
+    def close(self) -> bytes | None:
+        """At EOF: the final line that had no newline, or None."""
+        tail, self._partial = self._partial, b""
+        self._discarding = False
+        return tail or None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for a line not yet complete (at most ``max_line_len``)."""
+        return len(self._partial)

@@ -1,0 +1,110 @@
+"""Binding and adopting the daemon's two sockets (SPEC section 3, "Sockets").
+
+Plain (blocking-free) system calls, made once at start-up; the sockets are
+returned as trio sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+
+import trio
+
+from memlogd.protocol import MemlogdError
+
+LISTEN_BACKLOG = 128
+
+
+class SocketError(MemlogdError):
+    """A socket path that cannot be used; the message names the path."""
+
+
+def _is_live(path: str, kind: int) -> bool:
+    """Does something answer at the Unix socket ``path``?"""
+    probe = socket.socket(socket.AF_UNIX, kind)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        return True  # a listener with a full backlog is still alive
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return False
+        return True  # EACCES and friends: someone's socket, not ours to remove
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def prepare_path(path: str, kind: int) -> None:
+    """Remove a stale socket file at ``path``; refuse a live one or a non-socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SocketError(f"cannot use socket path {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketError(f"cannot use socket path {path}: it exists and is not a socket")
+    if _is_live(path, kind):
+        raise SocketError(f"a memlogd is already serving at {path}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def bind_unix(path: str, kind: int, mode: int) -> socket.socket:
+    """A new socket of ``kind`` bound at ``path`` with permissions ``mode``."""
+    prepare_path(path, kind)
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise SocketError(f"cannot bind socket {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    return sock
+
+
+def adopt_fd(fd: int, kind: int, what: str) -> socket.socket:
+    """An inherited, already bound socket (``-fd-log`` / ``-fd-query``)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise SocketError(f"{what} fd {fd} is not a usable socket: {exc.strerror}") from None
+    if sock.family != socket.AF_UNIX or sock.type != kind:
+        sock.detach()
+        raise SocketError(f"{what} fd {fd} is not a Unix socket of the right type")
+    os.set_inheritable(fd, False)
+    if kind == socket.SOCK_STREAM:
+        try:
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            sock.detach()
+            raise SocketError(f"{what} fd {fd} cannot listen: {exc.strerror}") from None
+    return sock
+
+
+def socket_path(sock: socket.socket) -> str | None:
+    name = sock.getsockname()
+    return name if isinstance(name, str) and name else None
+
+
+def to_trio(sock: socket.socket) -> trio.socket.SocketType:
+    sock.setblocking(False)
+    return trio.socket.from_stdlib_socket(sock)
+
+
+def unlink_quietly(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

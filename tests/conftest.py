@@ -1,0 +1,50 @@
+"""Shared fixtures: short socket paths, a real memlogd subprocess, logging reset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from hypothesis import HealthCheck, settings
+
+from tests.helpers import MemlogdProcess
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture(name="short_tmp")
+def fixture_short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path (AF_UNIX paths must be < 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ml-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(name="memlogd")
+def fixture_memlogd(short_tmp: Path) -> Iterator[MemlogdProcess]:
+    """A running `python -m memlogd` on sockets in short_tmp (ready when yielded)."""
+    proc = MemlogdProcess(short_tmp)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
