@@ -17,6 +17,7 @@ Query socket (for logread, logwrite, tests)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -133,9 +134,7 @@ async def connect_query(path: str) -> trio.SocketStream:
 
 
 @asynccontextmanager
-async def open_query(
-    path: str, what: proto.QueryMode | proto.QueryRequest
-) -> AsyncIterator[Query]:
+async def open_query(path: str, what: proto.QueryMode | proto.QueryRequest) -> AsyncIterator[Query]:
     """Connect to the query socket and send a base mode or an extended request."""
     stream = await connect_query(path)
     async with stream:
@@ -148,7 +147,5 @@ async def open_query(
 
 def close_fds(fds: Sequence[int]) -> None:
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass

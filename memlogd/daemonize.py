@@ -18,13 +18,19 @@ _FIRST_FREE_FD = 10
 def child_argv(args: list[str]) -> list[str]:
     """The child's command line: the same flags, without -daemonize, with the
     inherited sockets and readiness pipe at fixed fds."""
-    kept = [
-        a for a in args
-        if a.split("=", 1)[0] not in ("-daemonize", "--daemonize")
-    ]
+    kept = [a for a in args if a.split("=", 1)[0] not in ("-daemonize", "--daemonize")]
     return [
-        sys.executable, "-m", "memlogd", *kept,
-        "-fd-log", "3", "-fd-query", "4", "--ready-fd", "5", "--unlink-inherited",
+        sys.executable,
+        "-m",
+        "memlogd",
+        *kept,
+        "-fd-log",
+        "3",
+        "-fd-query",
+        "4",
+        "--ready-fd",
+        "5",
+        "--unlink-inherited",
     ]
 
 
@@ -36,11 +42,16 @@ def spawn_daemon(args: list[str], sockets: tuple[socket.socket, socket.socket, l
         for fd in (log_sock.fileno(), query_sock.fileno(), write_end)
     ]
     os.close(write_end)
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-    actions += [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(moved, (3, 4, 5))]
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+    ]
+    actions += [
+        (os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(moved, (3, 4, 5), strict=True)
+    ]
     try:
-        pid = os.posix_spawn(sys.executable, child_argv(args), os.environ,
-                             file_actions=actions, setsid=True)
+        pid = os.posix_spawn(
+            sys.executable, child_argv(args), os.environ, file_actions=actions, setsid=True
+        )
     finally:
         for fd in moved:
             os.close(fd)

@@ -39,8 +39,12 @@ def connect_sources(path: str, name: str) -> tuple[socket.socket | None, socket.
         send_fds(path, f"{name}.out", [out_theirs.fileno()])
         send_fds(path, name, [err_theirs.fileno()])
     except ConnectError as exc:
-        log.warning("memlogd_unavailable", path=path, reason=exc.reason,
-                    consequence="output goes to the console only")
+        log.warning(
+            "memlogd_unavailable",
+            path=path,
+            reason=exc.reason,
+            consequence="output goes to the console only",
+        )
         out_ours.close()
         err_ours.close()
         return None, None
@@ -111,8 +115,14 @@ async def run_command(argv: list[str], path: str, name: str) -> int:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "-help", "--help"]})
-@click.option("-socket", "--socket", "socket_path", default=proto.DEFAULT_LOG_SOCKET,
-              show_default=True, help="memlogd's log socket.")
+@click.option(
+    "-socket",
+    "--socket",
+    "socket_path",
+    default=proto.DEFAULT_LOG_SOCKET,
+    show_default=True,
+    help="memlogd's log socket.",
+)
 @click.option("-n", "--name", default=None, help="Source name (default: the command's name).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def main(socket_path: str, name: str | None, command: tuple[str, ...]) -> None:

@@ -183,7 +183,7 @@ def encode_entry(entry: LogEntry) -> bytes:
 
 def add_seq(encoded: bytes, seq: int) -> bytes:
     """An encoded entry (without newline) with ``"seq"`` appended as its last key."""
-    return b"%s,\"seq\":%d}" % (encoded[:-1], seq)
+    return b'%s,"seq":%d}' % (encoded[:-1], seq)
 
 
 def _expect_str(obj: Mapping[str, Any], key: str) -> str:

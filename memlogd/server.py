@@ -257,8 +257,9 @@ class Daemon:
     def append(self, source: str, lines: list[bytes]) -> None:
         """One batch of lines from one source into the ring, then to readers."""
         now = time.time_ns()
-        self.ring.extend(Batch(source, now), proto.encode_batch(now, source, lines),
-                         list(map(len, lines)))
+        self.ring.extend(
+            Batch(source, now), proto.encode_batch(now, source, lines), list(map(len, lines))
+        )
         n = len(lines)
         self.received += n
         info = self.sources.get(source)
@@ -312,16 +313,21 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self.warnings.warn(
-                "fds_refused", source=grant.name, fds=len(grant.fds), reason=refusal,
-                pid=grant.pid, uid=grant.uid,
+                "fds_refused",
+                source=grant.name,
+                fds=len(grant.fds),
+                reason=refusal,
+                pid=grant.pid,
+                uid=grant.uid,
             )
             return
         info = self._source_info(grant.name)
         info.pid, info.uid = grant.pid, grant.uid
         info.open += len(grant.fds)
         self.open_fds += len(grant.fds)
-        log.info("fd_registered", source=grant.name, fds=len(grant.fds), pid=grant.pid,
-                 uid=grant.uid)
+        log.info(
+            "fd_registered", source=grant.name, fds=len(grant.fds), pid=grant.pid, uid=grant.uid
+        )
         for fd in grant.fds:
             nursery.start_soon(self.read_source, fd, grant.name, info)
 
@@ -338,14 +344,14 @@ class Daemon:
                     try:
                         await trio.lowlevel.wait_readable(fd)
                     except OSError as exc:
-                        self.warnings.warn("source_unreadable", source=name,
-                                           error=exc.strerror or str(exc))
+                        self.warnings.warn(
+                            "source_unreadable", source=name, error=exc.strerror or str(exc)
+                        )
                         break
                     continue
                 except OSError as exc:
                     if exc.errno != errno.ECONNRESET:
-                        self.warnings.warn("source_unreadable", source=name,
-                                           error=exc.strerror)
+                        self.warnings.warn("source_unreadable", source=name, error=exc.strerror)
                     break
                 if not chunk:
                     break
@@ -358,8 +364,12 @@ class Daemon:
             if tail is not None:
                 self.append(name, [tail])
             if splitter.truncated:
-                log.info("lines_truncated", source=name, count=splitter.truncated,
-                         max_line_len=self.config.max_line_len)
+                log.info(
+                    "lines_truncated",
+                    source=name,
+                    count=splitter.truncated,
+                    max_line_len=self.config.max_line_len,
+                )
             with contextlib.suppress(OSError):
                 os.close(fd)
             info.open -= 1
@@ -382,8 +392,11 @@ class Daemon:
                 raise
             if self.clients >= self.config.max_clients:
                 conn.close()
-                self.warnings.warn("client_refused", reason="over -max-clients",
-                                   max_clients=self.config.max_clients)
+                self.warnings.warn(
+                    "client_refused",
+                    reason="over -max-clients",
+                    max_clients=self.config.max_clients,
+                )
                 continue
             conn.setblocking(False)
             self.clients += 1
@@ -411,8 +424,11 @@ class Daemon:
                     return buf[0], buf[1:nl]
                 if len(buf) > proto.MAX_REQUEST_BYTES + 1:
                     return buf[0], buf[1:]  # parse_request rejects it as too long
-        self.warnings.warn("query_timeout", reason="no request within the time limit",
-                           seconds=self.config.mode_timeout_s)
+        self.warnings.warn(
+            "query_timeout",
+            reason="no request within the time limit",
+            seconds=self.config.mode_timeout_s,
+        )
         return None
 
     async def handle_query(self, conn: socket.socket) -> None:
@@ -463,8 +479,9 @@ class Daemon:
         ring = self.ring
         header = proto.encode_header(proto.Header(self.instance, ring.first_seq, ring.next_seq))
         if req.stats:
-            return Reader(self, conn, iter([header, proto.encode_stats(self.stats())]), None,
-                          _render_base)
+            return Reader(
+                self, conn, iter([header, proto.encode_stats(self.stats())]), None, _render_base
+            )
         render = _extended_renderer(ring, req)
         chunks: list[Iterator[bytes]] = [iter([header])]
         follow_from: int | None = None
@@ -495,8 +512,13 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 3),
             "limits": self.config.limits(),
             "sources": {
-                name: {"entries": held[name], "received": info.received, "open": info.open,
-                       "pid": info.pid, "uid": info.uid}
+                name: {
+                    "entries": held[name],
+                    "received": info.received,
+                    "open": info.open,
+                    "pid": info.pid,
+                    "uid": info.uid,
+                }
                 for name, info in self.sources.items()
             },
         }
@@ -508,12 +530,18 @@ class Daemon:
             await trio.sleep(DROP_REPORT_S)
             self.warnings.report()
             if self.reader_dropped > self._reported_dropped:
-                log.warning("readers_dropped", count=self.reader_dropped - self._reported_dropped,
-                            total=self.reader_dropped)
+                log.warning(
+                    "readers_dropped",
+                    count=self.reader_dropped - self._reported_dropped,
+                    total=self.reader_dropped,
+                )
                 self._reported_dropped = self.reader_dropped
             if self.console is not None and self.console.dropped > console_reported:
-                log.warning("console_dropped", count=self.console.dropped - console_reported,
-                            total=self.console.dropped)
+                log.warning(
+                    "console_dropped",
+                    count=self.console.dropped - console_reported,
+                    total=self.console.dropped,
+                )
                 console_reported = self.console.dropped
 
     def begin_shutdown(self) -> None:
@@ -548,7 +576,8 @@ def _matching(ring: Ring, req: proto.QueryRequest, start: int, data: list[bytes]
         return list(range(len(data)))
     since = req.since_ns
     return [
-        i for i, batch in enumerate(ring.batches(start, len(data)))
+        i
+        for i, batch in enumerate(ring.batches(start, len(data)))
         if req.matches_source(batch.source) and (since is None or batch.time_ns >= since)
     ]
 
@@ -560,8 +589,10 @@ def _extended_renderer(ring: Ring, req: proto.QueryRequest) -> Callable[[Slice],
             out.append(proto.encode_dropped(piece.start - piece.missed, piece.missed))
         data = piece.data
         if data:
-            lines = [proto.add_seq(data[i], piece.start + i)
-                     for i in _matching(ring, req, piece.start, data)]
+            lines = [
+                proto.add_seq(data[i], piece.start + i)
+                for i in _matching(ring, req, piece.start, data)
+            ]
             out.append(proto.join_lines(lines))
         return b"".join(out)
 
@@ -654,8 +685,12 @@ async def serve(
                 async with trio.open_nursery() as intake:
                     intake.start_soon(daemon.receive_fds, log_sock, intake)
                     intake.start_soon(daemon.accept_queries, query_sock, queries)
-                    log.info("memlogd started", instance=daemon.instance, pid=os.getpid(),
-                             **config.limits())
+                    log.info(
+                        "memlogd started",
+                        instance=daemon.instance,
+                        pid=os.getpid(),
+                        **config.limits(),
+                    )
                     task_status.started(daemon)
                     await daemon.wait_closing()
                     intake.cancel_scope.cancel()

@@ -32,9 +32,8 @@ def _is_live(path: str, kind: int) -> bool:
     except BlockingIOError:
         return True  # a listener with a full backlog is still alive
     except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            return False
-        return True  # EACCES and friends: someone's socket, not ours to remove
+        # EACCES and friends: someone's socket, not ours to remove
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
     else:
         return True
     finally:

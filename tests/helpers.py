@@ -20,8 +20,9 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
-             what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, what: str = "condition"
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -51,8 +52,16 @@ class MemlogdProcess:
         self.stdout_path = tmp / "memlogd.stdout"
 
     def command(self, ready_fd: int) -> list[str]:
-        cmd = python_m("memlogd", "-socket-log", self.log_path, "-socket-query",
-                       self.query_path, "--ready-fd", str(ready_fd), *self.args)
+        cmd = python_m(
+            "memlogd",
+            "-socket-log",
+            self.log_path,
+            "-socket-query",
+            self.query_path,
+            "--ready-fd",
+            str(ready_fd),
+            *self.args,
+        )
         if not self.console:
             cmd.append("--no-console")
         return cmd
@@ -60,8 +69,9 @@ class MemlogdProcess:
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         r, w = os.pipe()
         with open(self.stderr_path, "ab") as err, open(self.stdout_path, "ab") as out:
-            self.proc = subprocess.Popen(self.command(w), pass_fds=(w,), stdout=out,
-                                         stderr=err, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.command(w), pass_fds=(w,), stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
         os.close(w)
         try:
             ready, _, _ = select.select([r], [], [], timeout)
@@ -141,15 +151,14 @@ class LineReader:
 
     def lines(self, count: int, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
         deadline = time.monotonic() + timeout
-        while self.buf.count(b"\n") < count:
+        while (have := self.buf.count(b"\n")) < count:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(
-                    f"timed out waiting for {count} lines, have {self.buf.count(b'\n')}")
+                raise AssertionError(f"timed out waiting for {count} lines, have {have}")
             self.sock.settimeout(left)
             chunk = self.sock.recv(1 << 16)
             if not chunk:
-                raise AssertionError(f"connection closed after {self.buf.count(b'\n')} lines")
+                raise AssertionError(f"connection closed after {have} lines")
             self.buf += chunk
         out = self.buf.split(b"\n")
         self.buf = b"\n".join(out[count:])

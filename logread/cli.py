@@ -1,0 +1,8 @@
+"""logread command line (placeholder until its issue lands)."""
+
+import sys
+
+
+def main() -> None:
+    print("logread: not implemented yet", file=sys.stderr)
+    sys.exit(2)
