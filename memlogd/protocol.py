@@ -193,12 +193,19 @@ def _expect_str(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _load_json(line: bytes | str) -> Any:
+    """``json.loads`` with every failure as a ProtocolError: bad syntax, bad
+    UTF-8, an integer of too many digits, and nesting too deep for the parser
+    (which raises RecursionError, e.g. for 64 KiB of ``[``)."""
+    try:
+        return json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"not a JSON line: {exc}") from None
+
+
 def decode_entry(line: bytes | str) -> LogEntry:
     """Parse one JSON entry line (base or extended)."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"not a JSON line: {exc}") from None
+    obj = _load_json(line)
     if not isinstance(obj, dict):
         raise ProtocolError("entry is not a JSON object")
     return _entry_from_obj(obj)
@@ -256,8 +263,8 @@ def parse_request(line: bytes) -> QueryRequest:
     if len(line) > MAX_REQUEST_BYTES:
         raise ProtocolError(f"request longer than {MAX_REQUEST_BYTES} bytes")
     try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+        obj = _load_json(line)
+    except ProtocolError:
         raise ProtocolError("request is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("request is not a JSON object")
@@ -356,23 +363,16 @@ def encode_stats(values: Mapping[str, Any]) -> bytes:
 
 def decode_reply(line: bytes | str) -> Reply:
     """Parse one line of an extended answer into its kind."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"not a JSON line: {exc}") from None
+    obj = _load_json(line)
     if not isinstance(obj, dict):
         raise ProtocolError("reply is not a JSON object")
     if "memlogd" in obj:
         head = obj["memlogd"]
-        try:
-            return Header(str(head["instance"]), int(head["first_seq"]), int(head["next_seq"]))
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError("malformed header line") from None
+        if not isinstance(head, dict) or not isinstance(head.get("instance"), str):
+            raise ProtocolError("malformed header line")
+        return Header(head["instance"], _reply_int(head, "first_seq"), _reply_int(head, "next_seq"))
     if "dropped" in obj:
-        try:
-            return Dropped(int(obj["seq"]), int(obj["dropped"]))
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError("malformed dropped record") from None
+        return Dropped(_reply_int(obj, "seq"), _reply_int(obj, "dropped"))
     if "stats" in obj:
         if not isinstance(obj["stats"], dict):
             raise ProtocolError("malformed stats line")
@@ -380,6 +380,14 @@ def decode_reply(line: bytes | str) -> Reply:
     if "error" in obj:
         return ErrorReply(str(obj["error"]))
     return _entry_from_obj(obj)
+
+
+def _reply_int(obj: Mapping[str, Any], key: str) -> int:
+    """An integer field of a reply (a JSON float, bool or string is malformed)."""
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"reply field {key!r} is not an integer")
+    return value
 
 
 def join_lines(encoded: Iterable[bytes]) -> bytes:
