@@ -159,14 +159,18 @@ class Ring:
     # ------------------------------------------------------------------ reading
 
     def read(self, cursor: int, limit: int | None = None) -> Slice:
-        """Entries from seq ``cursor`` on (at most ``limit`` of them)."""
+        """Entries from seq ``cursor`` on (at most ``limit`` of them).
+
+        ``missed`` counts the entries before ``first_seq`` that the cursor asked
+        for: seqs start at 1, so a cursor below 1 misses nothing more than 1 does.
+        """
         missed = 0
         if cursor < self.first_seq:
-            missed = self.first_seq - cursor
+            missed = self.first_seq - max(cursor, 1)
             cursor = self.first_seq
         count = max(0, self.next_seq - cursor)
         if limit is not None:
-            count = min(count, limit)
+            count = max(0, min(count, limit))
         data: list[bytes] = self._get(cursor, count, self._data) if count else []
         return Slice(missed, cursor, data)
 
