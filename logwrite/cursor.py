@@ -1,0 +1,56 @@
+"""The cursor file ``DIR/logwrite.cursor``: where a restarted logwrite resumes. I/O.
+
+Saved atomically (a temporary file written, fsynced, then renamed over the
+old one) and only after the data it covers has been written, so after a
+crash it never claims more than the files hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+
+from logwrite.lines import Cursor, CursorError, decode_cursor, encode_cursor
+
+CURSOR_NAME = "logwrite.cursor"
+CURSOR_TMP = CURSOR_NAME + ".tmp"
+MAX_CURSOR_BYTES = 4096
+
+
+def load_cursor(dir_fd: int) -> Cursor | None:
+    """The saved cursor, or None when there is none.  Raises CursorError for
+    a file that cannot be used (the caller logs it and starts afresh)."""
+    try:
+        fd = os.open(CURSOR_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CursorError(f"cannot open {CURSOR_NAME}: {exc.strerror}") from None
+    try:
+        data = os.read(fd, MAX_CURSOR_BYTES)
+    except OSError as exc:
+        raise CursorError(f"cannot read {CURSOR_NAME}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return decode_cursor(data)
+
+
+def save_cursor(dir_fd: int, cursor: Cursor, *, sync_dir: bool = False) -> None:
+    """Write the cursor atomically; OSError on failure (the old one stays)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(CURSOR_TMP, flags, 0o640, dir_fd=dir_fd)
+    try:
+        data = encode_cursor(cursor)
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write of the cursor file")
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(CURSOR_TMP, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    os.rename(CURSOR_TMP, CURSOR_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if sync_dir:
+        os.fsync(dir_fd)
