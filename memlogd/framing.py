@@ -20,7 +20,7 @@ from memlogd.protocol import DEFAULT_MAX_LINE_LEN, utf8_boundary
 
 
 class LineSplitter:
-    __slots__ = ("_discarding", "_max", "_partial", "truncated")
+    __slots__ = ("_discarding", "_max", "_maybe_crlf", "_partial", "truncated")
 
     def __init__(self, max_line_len: int = DEFAULT_MAX_LINE_LEN) -> None:
         if max_line_len < 1:
@@ -28,6 +28,9 @@ class LineSplitter:
         self._max = max_line_len
         self._partial = b""  # start of a line whose end has not arrived; never > _max
         self._discarding = False  # inside the rest of a line that was cut
+        # The line cut last was max_line_len bytes and a "\r": if "\n" comes next,
+        # it was a CRLF split between chunks and the line was not too long.
+        self._maybe_crlf = False
         self.truncated = 0  # lines cut so far
 
     def _cut(self, line: bytes) -> bytes:
@@ -37,6 +40,10 @@ class LineSplitter:
     def feed(self, chunk: bytes) -> list[bytes]:
         """The lines completed by ``chunk`` (without their line ends)."""
         if self._discarding:
+            if self._maybe_crlf and chunk:
+                self._maybe_crlf = False
+                if chunk[0] == 0x0A:
+                    self.truncated -= 1  # only its "\r\n" went past the limit
             nl = chunk.find(b"\n")
             if nl < 0:
                 return []
@@ -59,6 +66,7 @@ class LineSplitter:
         if len(rest) > self._max:
             lines.append(self._cut(rest))
             self._discarding = True
+            self._maybe_crlf = len(rest) == self._max + 1 and rest[-1] == 0x0D
             rest = b""
         self._partial = rest
         return lines
@@ -66,7 +74,7 @@ class LineSplitter:
     def close(self) -> bytes | None:
         """At EOF: the final line that had no newline, or None."""
         tail, self._partial = self._partial, b""
-        self._discarding = False
+        self._discarding = self._maybe_crlf = False
         return tail or None
 
     @property
