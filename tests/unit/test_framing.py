@@ -1,0 +1,159 @@
+"""LineSplitter (memlogd.framing) against a simple reference model of SPEC 3 "Lines"."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memlogd.framing import LineSplitter
+from tests.strategies import splits, stream_bytes
+
+pytestmark = pytest.mark.unit
+
+max_lens = st.one_of(st.integers(1, 12), st.sampled_from([1024]))
+
+
+def ref_boundary(line: bytes, limit: int) -> int:
+    """The last cut <= limit that starts no continuation byte, looking back at most
+    three bytes (the longest tail of a UTF-8 sequence); ``limit`` if there is none."""
+    if len(line) <= limit:
+        return len(line)
+    for cut in range(limit, max(limit - 3, 0) - 1, -1):
+        if line[cut] & 0xC0 != 0x80:
+            return cut
+    return limit
+
+
+def reference(data: bytes, max_len: int) -> tuple[list[bytes], bytes | None, int]:
+    """(every line, the close() tail, lines cut) the naive way: split on \\n,
+    strip one \\r before it, cut long lines; a final line without \\n is the tail
+    unless it is too long (then it is emitted, cut, before EOF)."""
+    *complete, last = data.split(b"\n")
+    lines = []
+    truncated = 0
+    for line in complete:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > max_len:
+            truncated += 1
+        lines.append(line[: ref_boundary(line, max_len)])
+    tail: bytes | None = last or None
+    if len(last) > max_len:
+        truncated += 1
+        lines.append(last[: ref_boundary(last, max_len)])
+        tail = None
+    return lines, tail, truncated
+
+
+def run(chunks: list[bytes], max_len: int) -> tuple[list[bytes], bytes | None, int]:
+    splitter = LineSplitter(max_len)
+    lines: list[bytes] = []
+    for chunk in chunks:
+        lines.extend(splitter.feed(chunk))
+        assert splitter.pending <= max_len
+    truncated = splitter.truncated
+    return lines, splitter.close(), truncated
+
+
+@given(st.data(), stream_bytes(), max_lens)
+def test_any_chunking_equals_reference_model(data: st.DataObject, stream: bytes, max_len: int):
+    chunks = data.draw(splits(stream))
+    assert run(chunks, max_len) == reference(stream, max_len)
+
+
+@given(st.data(), stream_bytes(), max_lens)
+def test_any_split_yields_same_lines(data: st.DataObject, stream: bytes, max_len: int):
+    one = data.draw(splits(stream))
+    other = data.draw(splits(stream))
+    assert run(one, max_len) == run(other, max_len) == run([stream], max_len)
+
+
+@given(st.data(), stream_bytes(), st.integers(1, 8))
+def test_no_line_exceeds_the_limit(data: st.DataObject, stream: bytes, max_len: int):
+    lines, tail, _ = run(data.draw(splits(stream)), max_len)
+    assert all(len(line) <= max_len for line in lines)
+    assert tail is None or len(tail) <= max_len
+    assert all(b"\n" not in line for line in lines)
+
+
+@given(st.data(), st.text(max_size=40), st.integers(1, 10))
+def test_cut_of_valid_utf8_never_splits_a_sequence(data: st.DataObject, text: str, max_len: int):
+    stream = text.encode("utf-8")
+    lines, tail, _ = run(data.draw(splits(stream)), max_len)
+    for line in [*lines, tail or b""]:
+        line.decode("utf-8")  # strict: raises on a split sequence
+        assert len(line) <= max_len
+
+
+def test_cut_keeps_as_many_whole_characters_as_fit():
+    # "€" is 3 bytes: 1 + 3 + 3 = 7 > 6, so the second "€" goes entirely.
+    assert run([b"a\xe2\x82\xac\xe2\x82\xac\n"], 6) == ([b"a\xe2\x82\xac"], None, 1)
+    # a four-byte sequence that starts exactly at the limit goes entirely
+    assert run(["ab𝄞\n".encode()], 3) == ([b"ab"], None, 1)
+    # invalid UTF-8 (continuation bytes only) is cut at the limit itself
+    assert run([b"\x80" * 8 + b"\n"], 5) == ([b"\x80" * 5], None, 1)
+
+
+def test_crlf_and_lf_lines():
+    assert run([b"one\r\ntwo\nthree\r\n"], 1024) == ([b"one", b"two", b"three"], None, 0)
+
+
+def test_only_one_cr_before_lf_is_removed():
+    assert run([b"a\r\r\n"], 1024) == ([b"a\r"], None, 0)
+
+
+def test_lone_cr_is_kept():
+    assert run([b"a\rb\n\r"], 1024) == ([b"a\rb"], b"\r", 0)
+
+
+def test_empty_lines_are_kept():
+    assert run([b"\n\n\r\nx\n\n"], 1024) == ([b"", b"", b"", b"x", b""], None, 0)
+
+
+def test_final_partial_line_is_the_tail_at_eof():
+    assert run([b"a\nb", b"c"], 1024) == ([b"a"], b"bc", 0)
+    assert run([b"", b""], 1024) == ([], None, 0)
+
+
+def test_crlf_split_at_the_limit_is_not_a_truncation():
+    # 4 bytes + CRLF with max 4: the line fits whichever way the CRLF is chunked
+    for chunks in ([b"abcd\r\n"], [b"abcd\r", b"\n"], [b"abcd\r", b"", b"\nx\n"]):
+        lines, _tail, truncated = run(chunks, 4)
+        assert lines[0] == b"abcd"
+        assert truncated == 0, chunks
+    # ... but a CR followed by more text makes the line too long
+    assert run([b"abcd\r", b"e\n"], 4) == ([b"abcd"], None, 1)
+    assert run([b"abcd\r"], 4) == ([b"abcd"], None, 1)
+
+
+def test_rest_of_a_cut_line_is_dropped_up_to_the_next_newline():
+    chunks = [b"0123456789", b"abcdef", b"gh\nnext\n"]
+    assert run(chunks, 4) == ([b"0123", b"next"], None, 1)
+
+
+def test_close_resets_for_a_new_stream():
+    splitter = LineSplitter(4)
+    assert splitter.feed(b"0123456") == [b"0123"]
+    assert splitter.close() is None
+    assert splitter.feed(b"ab\n") == [b"ab"]  # not discarded as the rest of the cut line
+
+
+def test_max_line_len_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        LineSplitter(0)
+
+
+def test_100_mb_without_newline_keeps_memory_bounded():
+    """100 MB fed in 1 MiB chunks: at most max_line_len bytes are ever held, and
+    exactly one (cut) line comes out."""
+    splitter = LineSplitter(1024)
+    chunk = b"x" * (1 << 20)
+    lines: list[bytes] = []
+    for _i in range(100):
+        lines.extend(splitter.feed(chunk))
+        assert splitter.pending <= 1024
+    assert lines == [b"x" * 1024]
+    assert splitter.truncated == 1
+    assert splitter.close() is None
+    assert splitter.feed(b"\nafter\n") == [b"", b"after"]
