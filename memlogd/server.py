@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import stat
 import time
@@ -442,7 +443,13 @@ class Daemon:
             if reader is None:
                 return
             self.readers.add(reader)
-            await reader.run()
+            if reader.cursor is None:  # a dump ends by itself
+                await reader.run()
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_watch_hangup, conn, reader)
+                    await reader.run()
+                    nursery.cancel_scope.cancel()
         except _PEER_GONE:
             pass
         finally:
@@ -550,6 +557,26 @@ class Daemon:
 
     async def wait_closing(self) -> None:
         await self._closing_event.wait()
+
+
+async def _watch_hangup(conn: socket.socket, reader: Reader) -> None:
+    """Notice a follower that went away while nothing was sent to it, so it does
+    not hold a client slot until the next entry.  A client that only shut down
+    its writing side (``printf '\\1' | socat ...``) keeps being served."""
+    while True:
+        await trio.lowlevel.wait_readable(conn)
+        try:
+            data = conn.recv(4096)  # anything a follower sends is ignored
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            poller = select.poll()
+            poller.register(conn, select.POLLHUP)
+            if poller.poll(0):
+                reader.finish()
+            return
 
 
 # ---------------------------------------------------------------------- rendering

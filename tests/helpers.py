@@ -34,6 +34,25 @@ def wait_for(
         time.sleep(0.01)
 
 
+def wait_value(
+    fetch: Callable[[], T],
+    ok: Callable[[T], bool],
+    timeout: float = DEFAULT_TIMEOUT,
+    what: str = "value",
+) -> T:
+    """Call ``fetch`` until ``ok(value)``; return that value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last: {value!r}"[:2000]
+            )
+        time.sleep(0.01)
+
+
 def python_m(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
@@ -156,7 +175,11 @@ class LineReader:
             if left <= 0:
                 raise AssertionError(f"timed out waiting for {count} lines, have {have}")
             self.sock.settimeout(left)
-            chunk = self.sock.recv(1 << 16)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except TimeoutError:
+                raise AssertionError(
+                    f"timed out waiting for {count} lines, have {have}") from None
             if not chunk:
                 raise AssertionError(f"connection closed after {have} lines")
             self.buf += chunk
