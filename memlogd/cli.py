@@ -30,7 +30,7 @@ def _octal(_ctx: Any, _param: Any, value: str) -> int:
         raise click.BadParameter(f"{value!r} is not an octal mode such as 0600") from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "-help", "--help"]})
+@click.command("memlogd", context_settings={"help_option_names": ["-h", "-help", "--help"]})
 @click.option(
     "-socket-log",
     "--socket-log",

@@ -114,7 +114,7 @@ async def run_command(argv: list[str], path: str, name: str) -> int:
     return 128 - status if status < 0 else status
 
 
-@click.command(context_settings={"help_option_names": ["-h", "-help", "--help"]})
+@click.command("memlogd-exec", context_settings={"help_option_names": ["-h", "-help", "--help"]})
 @click.option(
     "-socket",
     "--socket",
@@ -130,3 +130,7 @@ def main(socket_path: str, name: str | None, command: tuple[str, ...]) -> None:
     configure_logging()
     source = name or os.path.basename(command[0]) or proto.UNNAMED_SOURCE
     sys.exit(trio.run(run_command, list(command), socket_path, source))
+
+
+if __name__ == "__main__":
+    main()

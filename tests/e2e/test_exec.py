@@ -1,0 +1,140 @@
+"""memlogd-exec as a real subprocess against a real memlogd (SPEC section 7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from memlogd import client
+from tests.helpers import MemlogdProcess, messages, python_m, query_raw, wait_value
+
+pytestmark = pytest.mark.e2e
+
+
+def run_exec(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        python_m("memlogd.exec", *args), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_tees_output_and_passes_exit_status(memlogd: MemlogdProcess) -> None:
+    result = run_exec(
+        "-socket",
+        memlogd.log_path,
+        "-n",
+        "demo",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; echo err >&2; echo two; exit 3",
+    )
+    assert result.returncode == 3
+    assert result.stdout == "hi\ntwo\n"
+    assert result.stderr.endswith("err\n")
+    assert wait_value(lambda: messages(memlogd.query_path, "demo.out"), lambda m: len(m) >= 2) == [
+        "hi",
+        "two",
+    ]
+    assert messages(memlogd.query_path, "demo") == ["err"]
+
+
+def test_upstream_client_mode_2_sees_the_lines(memlogd: MemlogdProcess) -> None:
+    """The issue's acceptance scenario, read with the raw protocol as upstream clients do."""
+    run_exec("-socket", memlogd.log_path, "-n", "demo", "--", "sh", "-c", "echo hi; echo err >&2")
+    wait_value(lambda: messages(memlogd.query_path, "demo"), lambda m: m == ["err"])
+    sock = client.socket.socket(client.socket.AF_UNIX)
+    sock.connect(memlogd.query_path)
+    sock.settimeout(10)
+    sock.sendall(b"\x02")
+    data = b""
+    while data.count(b"\n") < 5:
+        data += sock.recv(65536)
+    sock.close()
+    entries = [json.loads(line) for line in data.splitlines()]
+    by_source = {(e["source"], e["msg"]) for e in entries}
+    assert {("demo.out", "hi"), ("demo", "err")} <= by_source
+    assert all(list(e) == ["time", "source", "msg"] for e in entries)
+
+
+def test_default_name_is_the_command(memlogd: MemlogdProcess) -> None:
+    result = run_exec("-socket", memlogd.log_path, "--", "echo", "named")
+    assert result.returncode == 0
+    assert wait_value(lambda: messages(memlogd.query_path, "echo.out"), bool) == ["named"]
+
+
+def test_killed_command_exits_128_plus_signal(memlogd: MemlogdProcess) -> None:
+    result = run_exec("-socket", memlogd.log_path, "--", "sh", "-c", "kill -TERM $$")
+    assert result.returncode == 128 + signal.SIGTERM
+
+
+def test_without_memlogd_warns_and_still_runs(short_tmp: Path) -> None:
+    missing = str(short_tmp / "nobody.sock")
+    result = run_exec("-socket", missing, "-n", "x", "--", "sh", "-c", "echo out; exit 4")
+    assert result.returncode == 4
+    assert result.stdout == "out\n"
+    assert "memlogd_unavailable" in result.stderr
+    assert missing in result.stderr
+
+
+def test_memlogd_going_away_does_not_hurt_the_command(short_tmp: Path) -> None:
+    proc = MemlogdProcess(short_tmp)
+    proc.start()
+    gate = short_tmp / "gate"
+    os.mkfifo(gate)
+    script = (
+        f"echo before; read x < {gate}; i=0; while [ $i -lt 2000 ]; do echo line $i; "
+        "i=$((i+1)); done; echo after"
+    )
+    child = subprocess.Popen(
+        python_m("memlogd.exec", "-socket", proc.log_path, "-n", "gone", "--", "sh", "-c", script),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_value(lambda: messages(proc.query_path, "gone.out"), lambda m: m == ["before"])
+        assert proc.proc is not None
+        proc.proc.kill()
+        assert proc.proc.wait(10) == -signal.SIGKILL
+        with open(gate, "w") as g:
+            g.write("go\n")
+        out, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert child.returncode == 0  # no SIGPIPE reached the command
+    assert out.splitlines() == ["before", *(f"line {i}" for i in range(2000)), "after"]
+    assert "Traceback" not in err
+
+
+def test_missing_command_exits_127(memlogd: MemlogdProcess) -> None:
+    result = run_exec("-socket", memlogd.log_path, "--", "/nonexistent/cmd")
+    assert result.returncode == 127
+    assert result.stderr.strip().endswith(
+        "memlogd-exec: cannot run /nonexistent/cmd: No such file or directory"
+    )
+
+
+def test_python_api_open_log_stream(memlogd: MemlogdProcess) -> None:
+    with client.open_log_stream(memlogd.log_path, "api") as stream:
+        stream.sendall(b"from the api\n")
+    assert wait_value(lambda: messages(memlogd.query_path, "api"), bool) == ["from the api"]
+    raw = query_raw(memlogd.query_path, b"\x00")
+    assert b'"source":"api","msg":"from the api"}\n' in raw
+
+
+def test_python_api_send_fds_error_names_the_path(short_tmp: Path) -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(client.ConnectError) as info:
+            client.send_fds(str(short_tmp / "none.sock"), "x", [r])
+    finally:
+        os.close(r)
+        os.close(w)
+    assert str(info.value) == (
+        f"cannot connect to memlogd at {short_tmp / 'none.sock'}: No such file or directory"
+    )
