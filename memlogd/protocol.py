@@ -415,13 +415,17 @@ def parse_request(line: bytes) -> QueryRequest:
         if key in obj and obj[key] < 0:
             raise ProtocolError(f"request key {key!r} must not be negative")
     since = obj.get("since")
+    try:
+        since_ns = None if since is None else parse_time(since)
+    except ProtocolError as exc:
+        raise ProtocolError(f"request key 'since' is {exc}") from None
     return QueryRequest(
         dump=obj.get("dump", True),
         follow=obj.get("follow", False),
         sources=tuple(sources),
         after_seq=obj.get("after_seq"),
         tail=obj.get("tail"),
-        since_ns=None if since is None else parse_time(since),
+        since_ns=since_ns,
         stats=obj.get("stats", False),
     )
 
