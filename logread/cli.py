@@ -260,15 +260,14 @@ class Session:
         self.out = out
         self.render = render
         self.cursor = Cursor()
+        self.answered = False  # the current connection sent its header
         self.base = replace(opts.request, after_seq=None)
-
-    def first_request(self) -> proto.QueryRequest:
-        return self.opts.request
+        self.fresh = opts.request  # what to ask an instance nothing was read from yet
 
     def resume_request(self) -> proto.QueryRequest:
         """After a lost connection to the same instance: carry on from the cursor."""
         if self.cursor.seq is None:
-            return self.first_request()  # nothing printed yet: ask again
+            return self.fresh  # nothing accounted for yet: ask again
         return replace(self.base, dump=False, follow=True, tail=None, after_seq=self.cursor.seq)
 
     def whole_ring_request(self) -> proto.QueryRequest:
@@ -276,7 +275,7 @@ class Session:
         return replace(self.base, dump=True, follow=True, tail=None)
 
     async def run(self) -> None:
-        request = self.first_request()
+        request = self.fresh
         expect: str | None = None  # the instance a resume request is valid for
         delay = RETRY_INITIAL_S
         outage = False
@@ -293,25 +292,28 @@ class Session:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
+            self.answered = False
             try:
                 async with stream:
                     await send_request(stream, proto.encode_request(request))
-                    restarted = await self.receive(stream, expect)
+                    restarted = await self.receive(stream, request, expect)
             except _ConnectionLost:
                 restarted = False
             if restarted:
                 say("memlogd restarted (new instance); printing its whole ring")
                 request, expect = self.whole_ring_request(), None
+                self.fresh = request
                 continue  # at once: the daemon is there
-            if not self.opts.follow or not self.opts.retry:
-                if self.cursor.instance is None:
+            if not (self.opts.follow and self.opts.retry):
+                if not self.answered:
                     raise Fatal(
                         f"memlogd at {self.opts.socket} closed the connection without "
                         "answering the extended query (is it upstream's memlogd?)"
                     )
                 return
-            if self.cursor.instance is not None:
-                delay = RETRY_INITIAL_S  # the connection had worked
+            if self.answered:  # the connection had worked: a new outage starts
+                delay = RETRY_INITIAL_S
+                outage = False
             if not outage:
                 say(f"lost connection to memlogd at {self.opts.socket}; reconnecting")
                 outage = True
@@ -320,7 +322,9 @@ class Session:
             await trio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
-    async def receive(self, stream: trio.SocketStream, expect: str | None) -> bool:
+    async def receive(
+        self, stream: trio.SocketStream, request: proto.QueryRequest, expect: str | None
+    ) -> bool:
         """Print one answer; True when its daemon is not the instance ``expect``."""
         header: proto.Header | None = None
         async for lines in line_batches(stream):
@@ -335,11 +339,12 @@ class Session:
                     if not isinstance(reply, proto.Header):
                         raise Fatal("malformed reply from memlogd: no header line")
                     header = reply
+                    self.answered = True
                     if expect is not None and header.instance != expect:
                         return True
                     if self.cursor.instance != header.instance:
                         self.cursor = Cursor(header.instance)
-                    if self.cursor.seq is None and not self.opts.dump:
+                    if self.cursor.seq is None and not request.dump:
                         self.cursor.seq = header.next_seq - 1  # a follow starts there
                     continue
                 if isinstance(reply, proto.LogEntry):
