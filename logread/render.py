@@ -17,9 +17,11 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Mapping
+from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
-from memlogd.protocol import LogEntry, ProtocolError, encode_entry, format_time, parse_time
+from memlogd.protocol import LogEntry, ProtocolError, entry_prefix, format_time, parse_time
 
 RESET = "\x1b[0m"
 # Readable on dark and light backgrounds alike: the normal and bright colours, minus
@@ -65,18 +67,32 @@ def source_color(source: str) -> str:
     return PALETTE[zlib.crc32(source.encode("utf-8", "surrogatepass")) % len(PALETTE)]
 
 
+@lru_cache(maxsize=64)
+def _time_text(time_ns: int) -> str:
+    """format_time, remembered: the lines of one memlogd batch share their time."""
+    return format_time(time_ns)
+
+
 def render_text(entry: LogEntry, *, color: bool = False) -> str:
     """``TIME;SOURCE;MSG\\n`` (Go's RFC3339Nano time); with ``color`` the source
     (and only it) is wrapped in its ANSI colour."""
     source = escape_source(entry.source)
     if color:
         source = source_color(entry.source) + source + RESET
-    return format_time(entry.time_ns) + ";" + source + ";" + entry.msg + "\n"
+    return _time_text(entry.time_ns) + ";" + source + ";" + entry.msg + "\n"
 
 
 def render_json(entry: LogEntry) -> str:
     """The entry object as memlogd sends it (keys ``time, source, msg[, seq]``)."""
-    return encode_entry(entry).decode("utf-8")
+    text = _prefix(entry.time_ns, entry.source) + encode_basestring(entry.msg)
+    if entry.seq is not None:
+        text += ',"seq":' + str(entry.seq)
+    return text + "}\n"
+
+
+@lru_cache(maxsize=64)
+def _prefix(time_ns: int, source: str) -> str:
+    return entry_prefix(time_ns, source)
 
 
 def render_raw(entry: LogEntry) -> str:

@@ -58,7 +58,8 @@ def test_render_text_is_time_escaped_source_msg(entry: proto.LogEntry) -> None:
     escaped = escape_source(entry.source)
     assert text == f"{proto.format_time(entry.time_ns)};{escaped};{entry.msg}\n"
     assert re.search(r"(?<!\\);", escaped) is None  # every ';' of the source is escaped
-    assert escaped.replace("\\;", ";") == entry.source.replace("\\;", ";")
+    if "\\" not in entry.source:  # as in Go, a backslash itself is not escaped
+        assert escaped.replace("\\;", ";") == entry.source
 
 
 @given(entries)
