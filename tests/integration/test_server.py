@@ -1,0 +1,137 @@
+"""serve() in-process under trio, over real Unix sockets and real fds."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from memlogd import client
+from memlogd import protocol as proto
+from memlogd.config import DaemonConfig
+from memlogd.logconfig import configure_logging
+from memlogd.server import Daemon, serve
+
+pytestmark = pytest.mark.integration
+
+
+def make_config(tmp: Path, **kw: object) -> DaemonConfig:
+    return DaemonConfig(
+        socket_log=str(tmp / "l.sock"), socket_query=str(tmp / "q.sock"), console=False, **kw
+    )  # type: ignore[arg-type]
+
+
+async def collect(path: str, what: proto.QueryMode | proto.QueryRequest) -> list[proto.Reply]:
+    async with client.open_query(path, what) as query:
+        return [reply async for reply in query]
+
+
+async def wait_entries(daemon: Daemon, count: int) -> None:
+    while daemon.received < count:
+        await trio.sleep(0.005)
+
+
+async def test_serve_dump_and_shutdown(short_tmp: Path) -> None:
+    configure_logging("json")
+    config = make_config(short_tmp)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            daemon: Daemon = await nursery.start(serve, config)
+            r, w = os.pipe()
+            await client.register_fd(config.socket_log, "pipe", [r])
+            os.close(r)
+            os.write(w, b"a\nb\n")
+            os.close(w)
+            await wait_entries(daemon, 4)  # memlogd started, fd_registered, a, b
+            entries = await collect(config.socket_query, proto.QueryMode.DUMP)
+            assert [(e.source, e.msg) for e in entries if isinstance(e, proto.LogEntry)][-2:] == [
+                ("pipe", "a"),
+                ("pipe", "b"),
+            ]
+            daemon.begin_shutdown()
+    assert not os.path.exists(config.socket_query)
+    assert not os.path.exists(config.socket_log)
+
+
+async def test_follower_a_ring_behind_loses_oldest_and_it_is_counted(short_tmp: Path) -> None:
+    configure_logging("json")
+    config = make_config(short_tmp, max_lines=50)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            daemon: Daemon = await nursery.start(serve, config)
+            stuck = socket.socket(socket.AF_UNIX)
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            stuck.connect(config.socket_query)
+            stuck.sendall(bytes([proto.QueryMode.FOLLOW]))
+            while not daemon.readers:
+                await trio.sleep(0.005)
+            follow_start = daemon.ring.next_seq  # the follower's cursor: nothing came since
+            ours, theirs = socket.socketpair()
+            await client.register_fd(config.socket_log, "fast", [theirs.fileno()])
+            theirs.close()
+            writer = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+            await writer.send_all(b"".join(b"line %d %s\n" % (i, b"x" * 100) for i in range(2000)))
+            await writer.aclose()
+            await wait_entries(daemon, 2000)
+            # now read everything the stuck follower can still get
+            stuck.setblocking(False)
+            data = b""
+            seen_end = False
+            while not seen_end:
+                await trio.lowlevel.wait_readable(stuck)
+                chunk = stuck.recv(65536)
+                data += chunk
+                seen_end = b"line 1999 " in data
+            got = [proto.decode_entry(x) for x in data.splitlines()]
+            fast = [int(e.msg.split()[1]) for e in got if e.source == "fast"]
+            reader = next(iter(daemon.readers))
+            # what it got is in order, ends at the last line, and the rest is counted as lost
+            assert fast == sorted(fast) and fast[-1] == 1999
+            assert reader.dropped > 0
+            assert daemon.reader_dropped == reader.dropped
+            # every entry since it started is either received or counted as dropped
+            assert len(got) + reader.dropped == daemon.ring.next_seq - follow_start
+            stuck.close()
+            daemon.begin_shutdown()
+
+
+async def test_extended_stats_reports_sources(short_tmp: Path) -> None:
+    configure_logging("json")
+    config = make_config(short_tmp)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            daemon: Daemon = await nursery.start(serve, config)
+            stream = client.open_log_stream(config.socket_log, "svc")
+            stream.sendall(b"1\n2\n3\n")
+            await wait_entries(daemon, 5)
+            replies = await collect(config.socket_query, proto.QueryRequest(stats=True))
+            assert isinstance(replies[0], proto.Header)
+            assert replies[0].instance == daemon.instance
+            stats = replies[1]
+            assert isinstance(stats, proto.Stats)
+            svc = stats.values["sources"]["svc"]
+            assert svc == {
+                "entries": 3,
+                "received": 3,
+                "open": 1,
+                "pid": os.getpid(),
+                "uid": os.getuid(),
+            }
+            assert stats.values["limits"]["max_lines"] == 5000
+            stream.close()
+            daemon.begin_shutdown()
+
+
+async def test_ready_before_started_and_sockets_serve(short_tmp: Path) -> None:
+    config = make_config(short_tmp)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            daemon = await nursery.start(partial(serve, config))
+            # as soon as start() returns, both sockets answer
+            assert await collect(config.socket_query, proto.QueryMode.DUMP) is not None
+            await client.register_fd(config.socket_log, "x", [os.open(os.devnull, os.O_RDONLY)])
+            daemon.begin_shutdown()
