@@ -28,6 +28,8 @@ class Reporter:
         held = self.limiter.allow(f"{event}:{kind}", time.monotonic())
         if held is None:
             return
+        if kind:
+            kw["kind"] = kind
         if held:
             kw["suppressed"] = held
         log.error(event, **kw)

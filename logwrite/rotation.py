@@ -64,8 +64,8 @@ def safe_log_name(source: str) -> str:
         escaped = "".join(_escape(c) for c in source)
     else:
         escaped = "".join(_escape(c) if _unsafe(c) else c for c in source)
-    if escaped == source and len(source.encode("utf-8", "surrogatepass")) <= MAX_STEM_BYTES:
-        return source
+        if escaped == source and len(source.encode("utf-8")) <= MAX_STEM_BYTES:
+            return source
     suffix = HASH_MARK + name_hash(source)
     return _utf8_cut(escaped, MAX_STEM_BYTES - len(suffix)) + suffix
 

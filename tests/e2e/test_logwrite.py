@@ -1,0 +1,636 @@
+"""logwrite as a real subprocess against a real memlogd (SPEC section 5)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logwrite.rotation import safe_log_name
+from memlogd import protocol as proto
+from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+class Logwrite:
+    """``python -m logwrite`` with its stderr (JSON events) in a file."""
+
+    def __init__(self, tmp: Path, query_path: str, log_dir: Path, *args: str) -> None:
+        self.cmd = python_m("logwrite", "-socket", query_path, "-log-dir", str(log_dir), *args)
+        self.stderr_path = tmp / f"logwrite-{id(self)}.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Logwrite:
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+        return self
+
+    def run(self, timeout: float = 10) -> int:
+        self.start()
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stderr().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if name is None or event.get("event") == name:
+                    out.append(event)
+        return out
+
+    def wait_event(self, name: str, count: int = 1) -> list[dict[str, Any]]:
+        wait_for(lambda: len(self.events(name)) >= count, what=name)
+        return self.events(name)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("logwrite did not exit") from None
+
+
+@pytest.fixture(name="running")
+def fixture_running() -> Iterator[list[Logwrite]]:
+    """Logwrite processes to stop at the end of a test, whatever happens."""
+    procs: list[Logwrite] = []
+    yield procs
+    for proc in procs:
+        with contextlib.suppress(AssertionError):
+            proc.stop(signal.SIGKILL)
+
+
+def read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def messages(path: Path) -> list[str]:
+    """The MSG part of each line of a log file."""
+    return [line.split(" ", 2)[2] for line in read(path).decode().splitlines()]
+
+
+def numbers(data: bytes) -> list[int]:
+    return [int(line.rsplit(b" ", 1)[1]) for line in data.splitlines()]
+
+
+def ends_with(path: Path, tail: bytes) -> Callable[[], bool]:
+    return lambda: read(path).endswith(tail)
+
+
+def header(query_path: str) -> proto.Header:
+    raw = query_raw(query_path, proto.encode_request(proto.QueryRequest(dump=False)))
+    reply = proto.decode_reply(raw.splitlines()[0])
+    assert isinstance(reply, proto.Header)
+    return reply
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+def test_rotation_keeps_a_contiguous_run_in_upstream_names(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    logs = short_tmp / "logs"
+    lw = Logwrite(
+        short_tmp, memlogd.query_path, logs, "-max-log-size", "1024", "-max-log-files", "3"
+    )
+    running.append(lw.start())
+    src = new_source(memlogd.log_path, "svc.out")
+    for i in range(1, 501):
+        src.sendall(b"line %04d\n" % i)
+    wait_for(ends_with(logs / "svc.out.log", b" svc.out line 0500\n"), what="line 500")
+    assert lw.stop() == 0
+    parts = [read(logs / name) for name in ("svc.out.log.2", "svc.out.log.1", "svc.out.log.0")]
+    live = read(logs / "svc.out.log")
+    got = numbers(b"".join([*parts, live]))
+    assert got == list(range(got[0], 501)) and got[0] > 1
+    assert not (logs / "svc.out.log.3").exists()
+    for part in parts:  # each rotated file went past 1024 bytes with its last line, not before
+        assert len(part) > 1024
+        assert len(part) - len(part.splitlines(keepends=True)[-1]) <= 1024
+    assert len(live) <= 1024
+    assert live.startswith(b"20") and b"Z svc.out line " in live
+
+
+# --------------------------------------------------------------------------- names and safety
+
+
+def test_hostile_source_names_stay_inside_the_dir(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    logs = short_tmp / "logs"
+    before = sorted(os.listdir(short_tmp))
+    raw_names = [
+        b"../evil",
+        b"a/b",
+        b"..",
+        b".",
+        b"x\ny",
+        b"\xff\xfe",
+        b"n" * 600,
+        b"logwrite.cursor",
+        b"/etc/passwd",
+        b"",
+    ]
+    lw = Logwrite(short_tmp, memlogd.query_path, logs, "--skip-source", "nothing-skipped")
+    running.append(lw.start())
+    for i, raw in enumerate(raw_names):
+        new_source(memlogd.log_path, raw).sendall(b"message %d\n" % i)
+    expected = {}
+    for i, raw in enumerate(raw_names):
+        name = proto.decode_name(raw)
+        expected[safe_log_name(name) + ".log"] = f"message {i}"
+    assert len(expected) == len(raw_names)
+    for file_name, msg in expected.items():
+        wait_for(lambda: messages(logs / file_name) == [msg], what=file_name)  # noqa: B023
+    for entry in os.scandir(logs):
+        assert entry.is_file(follow_symlinks=False)
+    after = [n for n in sorted(os.listdir(short_tmp)) if not n.startswith("logwrite-")]
+    assert after == sorted([*before, "logs"])
+    assert not Path("/etc/passwd.log").exists()
+
+
+def test_planted_symlinks_are_never_followed(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    logs = short_tmp / "logs"
+    logs.mkdir()
+    outside = short_tmp / "outside.txt"
+    outside.write_bytes(b"precious\n")
+    (logs / "x.log").symlink_to(outside)
+    outside2 = short_tmp / "outside2.txt"
+    outside2.write_bytes(b"precious too\n")
+    (logs / "r.log.0").symlink_to(outside2)  # a rotation target: replaced, not followed
+    lw = Logwrite(short_tmp, memlogd.query_path, logs, "-max-log-size", "256")
+    running.append(lw.start())
+    x = new_source(memlogd.log_path, "x")
+    for i in range(20):
+        x.sendall(b"attack %d\n" % i)
+    wait_for(lambda: len(dump(memlogd.query_path)) >= 22, what="x lines in the ring")
+    r = new_source(memlogd.log_path, "r")
+    for i in range(30):
+        r.sendall(b"rotating line number %03d\n" % i)
+
+    def r_lines() -> list[str]:
+        names = [n for n in os.listdir(logs) if n.startswith("r.log")]
+        names.sort(key=lambda n: -int(n.rsplit(".", 1)[1]) if n != "r.log" else 1)
+        regular = [n for n in names if not (logs / n).is_symlink()]
+        return [m for n in regular for m in messages(logs / n)]
+
+    want = [f"rotating line number {i:03d}" for i in range(30)]
+    wait_for(lambda: r_lines() == want, what="r lines")
+    assert outside.read_bytes() == b"precious\n"
+    assert outside2.read_bytes() == b"precious too\n"
+    assert (logs / "x.log").is_symlink()
+    assert not (logs / "r.log.0").is_symlink()  # the planted link was moved, never followed
+    refused = lw.events("log_file_refused")
+    assert len(refused) == 1  # rate-limited: one line per kind per 10 s
+    assert refused[0]["file"] == "x.log" and refused[0]["kind"] == "ELOOP"
+    assert lw.proc is not None and lw.proc.poll() is None
+
+
+def test_at_most_max_open_files_handles(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, memlogd.query_path, logs, "--max-open-files", "2")
+    running.append(lw.start())
+    sources = [new_source(memlogd.log_path, f"s{k}") for k in range(5)]
+    for i in range(20):
+        for src in sources:
+            src.sendall(b"line %d\n" % i)
+    for k in range(5):
+        wait_for(lambda: len(messages(logs / f"s{k}.log")) == 20, what=f"s{k}")  # noqa: B023
+        assert messages(logs / f"s{k}.log") == [f"line {i}" for i in range(20)]
+    assert lw.proc is not None
+    fd_dir = Path(f"/proc/{lw.proc.pid}/fd")
+    open_logs = [
+        target
+        for fd in os.listdir(fd_dir)
+        if (target := os.readlink(fd_dir / fd) if (fd_dir / fd).exists() else "").endswith(".log")
+    ]
+    assert 1 <= len(open_logs) <= 2
+
+
+# --------------------------------------------------------------------------- continuity
+
+WRITER = """
+import os, sys, time
+fd, count = int(sys.argv[1]), int(sys.argv[2])
+for i in range(count):
+    os.write(fd, b"n %05d\\n" % i)
+    time.sleep(0.001)
+"""
+
+
+def test_restarting_logwrite_loses_and_duplicates_nothing(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    logs = short_tmp / "logs"
+    count = 1500
+    src = new_source(memlogd.log_path, "w")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(src.fileno()), str(count)], pass_fds=[src.fileno()]
+    )
+    src.close()
+    try:
+        first = Logwrite(short_tmp, memlogd.query_path, logs)
+        running.append(first.start())
+        wait_for(lambda: len(read(logs / "w.log").splitlines()) >= 100, what="first lines")
+        assert first.stop() == 0
+        assert writer.poll() is None, "the writer should still be writing"
+        cursor = json.loads((logs / "logwrite.cursor").read_text())
+        assert cursor["instance"] == header(memlogd.query_path).instance
+        second = Logwrite(short_tmp, memlogd.query_path, logs)
+        running.append(second.start())
+        assert writer.wait(10) == 0
+        wait_for(ends_with(logs / "w.log", b" w n %05d\n" % (count - 1)), what="last line")
+        assert second.stop() == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    assert numbers(read(logs / "w.log")) == list(range(count))
+    assert second.events("connected")[0]["after_seq"] == cursor["seq"]
+    assert not read(logs / "logwrite.log")  # no gap
+
+
+def test_memlogd_killed_and_restarted_under_logwrite(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, memlogd.query_path, logs)
+    running.append(lw.start())
+    new_source(memlogd.log_path, "svc").sendall(b"before\n")
+    wait_for(lambda: messages(logs / "svc.log") == ["before"], what="before")
+    assert memlogd.proc is not None
+    memlogd.proc.kill()
+    memlogd.proc.wait(10)
+    memlogd.start()
+    new_source(memlogd.log_path, "svc").sendall(b"after\n")
+    wait_for(lambda: messages(logs / "svc.log") == ["before", "after"], what="after")
+    started = [m for m in messages(logs / "memlogd.log") if m.startswith("memlogd started")]
+    assert len(started) == 2  # the new daemon's whole ring was read
+    restarted = lw.wait_event("memlogd_restarted")
+    assert restarted[0]["instance"] == header(memlogd.query_path).instance
+    assert lw.proc is not None and lw.proc.poll() is None
+    assert lw.stop() == 0
+
+
+def test_logwrite_waits_for_memlogd_to_appear(short_tmp: Path, running: list[Logwrite]) -> None:
+    daemon = MemlogdProcess(short_tmp)
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, daemon.query_path, logs)
+    running.append(lw.start())
+    lw.wait_event("memlogd_unreachable")
+    daemon.start()
+    try:
+        new_source(daemon.log_path, "late").sendall(b"hello\n")
+        wait_for(lambda: messages(logs / "late.log") == ["hello"], what="late line")
+        assert len(lw.events("memlogd_unreachable")) == 1  # rate-limited
+    finally:
+        daemon.stop()
+
+
+def test_a_gap_is_recorded_in_logwrite_log(short_tmp: Path, running: list[Logwrite]) -> None:
+    daemon = MemlogdProcess(short_tmp, ["-max-lines", "20"])
+    daemon.start()
+    try:
+        logs = short_tmp / "logs"
+        src = new_source(daemon.log_path, "s")
+        src.sendall(b"kept\n")
+        wait_for(lambda: any(e["msg"] == "kept" for e in dump(daemon.query_path)), what="kept")
+        assert Logwrite(short_tmp, daemon.query_path, logs, "--once").run() == 0
+        cursor = json.loads((logs / "logwrite.cursor").read_text())
+        for i in range(50):
+            src.sendall(b"burst %d\n" % i)
+        wait_for(lambda: dump(daemon.query_path)[-1]["msg"] == "burst 49", what="burst")
+        first = header(daemon.query_path).first_seq
+        assert Logwrite(short_tmp, daemon.query_path, logs, "--once").run() == 0
+        lost = first - cursor["seq"] - 1
+        assert messages(logs / "logwrite.log") == [
+            f"lost {lost} entries (seq {cursor['seq'] + 1}-{first - 1})"
+        ]
+        assert messages(logs / "s.log")[0] == "kept"
+        assert messages(logs / "s.log")[-1] == "burst 49"
+    finally:
+        daemon.stop()
+
+
+# --------------------------------------------------------------------------- --once, formats
+
+
+def expected_lines(entries: list[dict[str, Any]], source: str, nano: bool = False) -> bytes:
+    fmt = proto.format_time if nano else proto.format_time_seconds
+    return b"".join(
+        f"{fmt(proto.parse_time(e['time']))} {source} {e['msg']}\n".encode()
+        for e in entries
+        if e["source"] == source
+    )
+
+
+def test_once_writes_exactly_the_ring_and_skips_logwrite(
+    memlogd: MemlogdProcess, short_tmp: Path
+) -> None:
+    q = memlogd.query_path
+    a, b, own = (new_source(memlogd.log_path, n) for n in ("a", "b", "logwrite-svc"))
+    for i in range(30):
+        a.sendall(b"a says %d\n" % i)
+        b.sendall(b"b says %d\n" % i)
+        own.sendall(b"own %d\n" % i)
+    wait_for(lambda: len(dump(q)) >= 94, what="all lines in the ring")
+    ring = dump(q)
+    logs = short_tmp / "logs"
+    assert Logwrite(short_tmp, q, logs, "--once").run() == 0
+    assert dump(q) == ring  # nothing new meanwhile: the files must be the ring
+    names = sorted(n for n in os.listdir(logs))
+    assert names == ["a.log", "b.log", "logwrite.cursor", "memlogd.log"]
+    for source in ("a", "b", "memlogd"):
+        assert read(logs / f"{source}.log") == expected_lines(ring, source)
+    # run again: the cursor says everything is written
+    assert Logwrite(short_tmp, q, logs, "--once").run() == 0
+    for source in ("a", "b", "memlogd"):
+        assert read(logs / f"{source}.log") == expected_lines(ring, source)
+    a.sendall(b"one more\n")
+    wait_for(lambda: dump(q)[-1]["msg"] == "one more", what="one more")
+    assert Logwrite(short_tmp, q, logs, "--once").run() == 0
+    assert messages(logs / "a.log")[-2:] == ["a says 29", "one more"]
+    assert len(messages(logs / "a.log")) == 31
+    # nanoseconds, and a --skip-source that replaces the default
+    nano = short_tmp / "nano"
+    lw = Logwrite(
+        short_tmp, q, nano, "--once", "--time-format", "rfc3339nano", "--skip-source", "b"
+    )
+    assert lw.run() == 0
+    ring = dump(q)
+    assert read(nano / "a.log") == expected_lines(ring, "a", nano=True)
+    assert read(nano / "logwrite-svc.log") == expected_lines(ring, "logwrite-svc", nano=True)
+    assert not (nano / "b.log").exists()
+
+
+def test_sighup_reopens_files(memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]):
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, memlogd.query_path, logs)
+    running.append(lw.start())
+    src = new_source(memlogd.log_path, "s")
+    src.sendall(b"one\n")
+    wait_for(lambda: messages(logs / "s.log") == ["one"], what="one")
+    os.rename(logs / "s.log", logs / "s.log.moved")
+    assert lw.proc is not None
+    lw.proc.send_signal(signal.SIGHUP)
+    lw.wait_event("files_reopened")
+    src.sendall(b"two\n")
+    wait_for(lambda: messages(logs / "s.log") == ["two"], what="two")
+    assert messages(logs / "s.log.moved") == ["one"]
+    assert lw.stop() == 0
+
+
+# --------------------------------------------------------------------------- upstream memlogd
+
+FAKE_UPSTREAM = """
+import json, socket, sys
+entries = [
+    json.dumps({"time": "2026-11-29T10:00:0%dZ" % i, "source": "up", "msg": "hello %d" % i},
+               separators=(",", ":"))
+    for i in range(3)
+]
+data = ("\\n".join(entries) + "\\n").encode()
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sys.argv[1])
+srv.listen(8)
+print("ready", flush=True)
+held = []
+while True:
+    conn, _ = srv.accept()
+    mode = conn.recv(1)
+    if mode in (b"\\x00", b"\\x02"):
+        conn.sendall(data)
+        if mode == b"\\x02":
+            held.append(conn)
+            continue
+    conn.close()  # upstream closes on an unknown mode
+"""
+
+
+@pytest.fixture(name="upstream")
+def fixture_upstream(short_tmp: Path) -> Iterator[str]:
+    path = str(short_tmp / "upstream.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE_UPSTREAM, path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield path
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+UPSTREAM_LINES = b"".join(b"2026-11-29T10:00:0%dZ up hello %d\n" % (i, i) for i in range(3))
+
+
+def test_falls_back_to_base_mode_with_upstream_memlogd(
+    upstream: str, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    once = short_tmp / "once"
+    lw = Logwrite(short_tmp, upstream, once, "--once")
+    assert lw.run() == 0
+    assert read(once / "up.log") == UPSTREAM_LINES
+    assert lw.events("extended_query_unavailable")
+    follow = short_tmp / "follow"
+    lw = Logwrite(short_tmp, upstream, follow)
+    running.append(lw.start())
+    wait_for(lambda: read(follow / "up.log") == UPSTREAM_LINES, what="followed lines")
+    assert lw.events("connected")[-1]["mode"] == "base"
+    assert lw.stop() == 0
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.fixture(name="tmpfs")
+def fixture_tmpfs(short_tmp: Path) -> Iterator[Callable[[str], Path]]:
+    """mount(size) -> a fresh tmpfs of that size; unmounted at the end."""
+    mounted: list[Path] = []
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+
+    def mount(size: str) -> Path:
+        path = short_tmp / f"fs{len(mounted)}"
+        path.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+
+
+def try_remount(path: Path, options: str) -> bool:
+    cmd = ["mount", "-o", f"remount,{options}", str(path)]
+    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+
+def test_disk_full_deletes_the_oldest_rotated_file_and_goes_on(
+    memlogd: MemlogdProcess,
+    short_tmp: Path,
+    tmpfs: Callable[[str], Path],
+    running: list[Logwrite],
+) -> None:
+    logs = tmpfs("256k")
+    lw = Logwrite(
+        short_tmp, memlogd.query_path, logs, "-max-log-size", "16384", "-max-log-files", "100"
+    )
+    running.append(lw.start())
+    src = new_source(memlogd.log_path, "big")
+    pad = b"x" * 900
+    for i in range(600):
+        src.sendall(pad + b" %05d\n" % i)
+    wait_for(ends_with(logs / "big.log", b" %05d\n" % 599), what="last line")
+    assert lw.proc is not None and lw.proc.poll() is None
+    assert any(e["kind"] == "ENOSPC" for e in lw.events("write_failed"))
+    assert lw.events("rotated_file_deleted")
+    rotated = sorted(
+        (int(n.rsplit(".", 1)[1]) for n in os.listdir(logs) if n.startswith("big.log.")),
+        reverse=True,
+    )
+    data = b"".join(read(logs / f"big.log.{i}") for i in rotated) + read(logs / "big.log")
+    got = numbers(data)
+    assert got == list(range(got[0], 600)) and got[0] > 0  # the oldest went, nothing torn
+    assert lw.stop() == 0
+
+
+def test_disk_full_then_space_returns(
+    memlogd: MemlogdProcess,
+    short_tmp: Path,
+    tmpfs: Callable[[str], Path],
+    running: list[Logwrite],
+) -> None:
+    logs = tmpfs("64k")
+    lw = Logwrite(short_tmp, memlogd.query_path, logs)
+    running.append(lw.start())
+    src = new_source(memlogd.log_path, "big")
+    pad = b"y" * 900
+    for i in range(200):
+        src.sendall(pad + b" %05d\n" % i)
+    wait_for(lambda: any(e["kind"] == "ENOSPC" for e in lw.events("write_failed")), what="ENOSPC")
+    assert lw.proc is not None and lw.proc.poll() is None
+    remount(logs, "size=2m")
+    wait_for(ends_with(logs / "big.log", b" %05d\n" % 199), what="last line")
+    assert numbers(read(logs / "big.log")) == list(range(200))  # each once, none torn
+    assert lw.stop() == 0
+    assert (
+        json.loads((logs / "logwrite.cursor").read_text())["seq"]
+        == header(memlogd.query_path).next_seq - 1
+    )
+
+
+def test_read_only_dir_then_writable_again(
+    memlogd: MemlogdProcess,
+    short_tmp: Path,
+    tmpfs: Callable[[str], Path],
+    running: list[Logwrite],
+) -> None:
+    logs = tmpfs("1m")
+    lw = Logwrite(short_tmp, memlogd.query_path, logs)
+    running.append(lw.start())
+    src = new_source(memlogd.log_path, "s")
+    for i in range(10):
+        src.sendall(b"line %d\n" % i)
+    wait_for(lambda: len(messages(logs / "s.log")) == 10, what="first lines")
+    # a file system cannot turn read-only while files are open for writing:
+    # SIGHUP makes logwrite close them, as an administrator would do
+    assert lw.proc is not None
+    lw.proc.send_signal(signal.SIGHUP)
+    lw.wait_event("files_reopened")
+    wait_for(lambda: try_remount(logs, "ro"), what="read-only remount")
+    try:
+        for i in range(10, 20):
+            src.sendall(b"line %d\n" % i)
+        wait_for(lambda: any(e["kind"] == "EROFS" for e in lw.events("write_failed")), what="EROFS")
+        assert lw.proc is not None and lw.proc.poll() is None
+    finally:
+        remount(logs, "rw")
+    wait_for(lambda: len(messages(logs / "s.log")) == 20, what="all lines")
+    assert messages(logs / "s.log") == [f"line {i}" for i in range(20)]
+    assert lw.stop() == 0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["-max-log-files", "-1"], ["-max-log-size", "0"], ["--time-format", "iso"], ["--bogus"]],
+)
+def test_bad_flags_exit_2_with_a_message(args: list[str]) -> None:
+    done = subprocess.run(python_m("logwrite", *args), capture_output=True, timeout=10)
+    assert done.returncode == 2
+    assert b"Error" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_once_without_memlogd_exits_1(short_tmp: Path) -> None:
+    path = str(short_tmp / "nothing.sock")
+    lw = Logwrite(short_tmp, path, short_tmp / "logs", "--once")
+    assert lw.run() == 1
+    assert f"logwrite: cannot connect to memlogd at {path}: " in lw.stderr()
+    assert "Traceback" not in lw.stderr()
+
+
+def test_unusable_log_dir_exits_1(short_tmp: Path) -> None:
+    (short_tmp / "file").write_text("x")
+    lw = Logwrite(short_tmp, str(short_tmp / "q.sock"), short_tmp / "file" / "logs")
+    assert lw.run() == 1
+    assert "logwrite: cannot use log directory" in lw.stderr()
+    assert "Traceback" not in lw.stderr()
+
+
+def test_long_flags_are_accepted_too(memlogd: MemlogdProcess, short_tmp: Path) -> None:
+    logs = short_tmp / "logs"
+    new_source(memlogd.log_path, "s").sendall(b"hi\n")
+    wait_for(lambda: any(e["msg"] == "hi" for e in dump(memlogd.query_path)), what="hi")
+    cmd = python_m(
+        "logwrite",
+        f"--socket={memlogd.query_path}",
+        "--log-dir",
+        str(logs),
+        "--max-log-files=2",
+        "--max-log-size",
+        "100",
+        "-once",
+    )
+    assert subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+    assert messages(logs / "s.log") == ["hi"]
