@@ -293,18 +293,21 @@ class Session:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             self.answered = False
+            broken = False
             try:
                 async with stream:
                     await send_request(stream, proto.encode_request(request))
                     restarted = await self.receive(stream, request, expect)
             except _ConnectionLost:
-                restarted = False
+                restarted, broken = False, True
             if restarted:
                 say("memlogd restarted (new instance); printing its whole ring")
                 request, expect = self.whole_ring_request(), None
                 self.fresh = request
                 continue  # at once: the daemon is there
-            if not (self.opts.follow and self.opts.retry):
+            # a daemon that closes a mode 3 query without a word is upstream's memlogd
+            upstream = not self.answered and not broken and self.cursor.instance is None
+            if upstream or not (self.opts.follow and self.opts.retry):
                 if not self.answered:
                     raise Fatal(
                         f"memlogd at {self.opts.socket} closed the connection without "

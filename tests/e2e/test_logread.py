@@ -73,6 +73,19 @@ class Logread:
         code = self.proc.wait(DEADLINE_S)
         return code, self.stderr()
 
+    def stderr_line(self, timeout: float = DEADLINE_S) -> bytes:
+        """One line of stderr while logread runs."""
+        assert self.proc.stderr is not None
+        fd, line = self.proc.stderr.fileno(), b""
+        deadline = time.monotonic() + timeout
+        while not line.endswith(b"\n"):
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no line on stderr, have {line!r}"
+            byte = os.read(fd, 1)
+            assert byte, f"stderr closed after {line!r}"
+            line += byte
+        return line
+
     def stderr(self) -> bytes:
         assert self.proc.stderr is not None
         if self.proc.poll() is None:
@@ -315,6 +328,18 @@ def test_sigint_exits_130_without_traceback(memlogd: MemlogdProcess, logread) ->
     assert reader.interrupt() == (130, b"")
 
 
+def test_sigint_while_stdout_is_full(memlogd: MemlogdProcess, logread) -> None:
+    """Nobody reads logread's stdout: Ctrl-C still ends it at once."""
+    src = new_source(memlogd.log_path, "svc")
+    src.sendall(b"".join(b"%d %s\n" % (i, b"x" * 200) for i in range(3000)))
+    wait_landed(memlogd.query_path, "2999 " + "x" * 200)
+    reader = logread("-socket", memlogd.query_path, "-F")
+    assert reader.proc.stdout is not None
+    # logread has started writing: 750 KB cannot all fit in the pipe, so it is stuck
+    wait_for(lambda: select.select([reader.fd], [], [], 0)[0], DEADLINE_S, "logread writing")
+    assert reader.interrupt() == (130, b"")
+
+
 @pytest.mark.parametrize("args", [[], ["-F"], ["-o", "json"], ["--stats"]], ids=str)
 def test_cannot_connect(short_tmp: Path, args: list[str]) -> None:
     path = str(short_tmp / "absent.sock")
@@ -434,8 +459,11 @@ def test_malformed_reply_is_one_line_and_exit_1(fake: FakeServer, logread, args)
     assert err.count(b"\n") == 1
 
 
-def test_extended_query_against_upstream_memlogd_says_so(fake: FakeServer, logread) -> None:
-    reader = logread("-socket", fake.path, "-o", "json")
+@pytest.mark.parametrize("args", [["-o", "json"], ["-F", "--retry"]], ids=str)
+def test_extended_query_against_upstream_memlogd_says_so(
+    fake: FakeServer, logread, args: list[str]
+) -> None:
+    reader = logread("-socket", fake.path, *args)
     with fake.accept() as conn:
         assert fake.read_request(conn).startswith(b"\x03{")
         # upstream memlogd closes a connection with an unknown mode
@@ -570,19 +598,18 @@ def test_retry_waits_for_memlogd_to_start(short_tmp: Path, logread) -> None:
     proc = MemlogdProcess(short_tmp)
     reader = logread("-socket", proc.query_path, "-f", "--retry", "-o", "raw")
     try:
-        proc.start()
-        src = new_source(proc.log_path, "svc")
-        assert sync(src, reader)[0].startswith(b"sync ")
-        src.sendall(b"hello\n")
-        assert reader.lines(1) == [b"hello"]
-        code, err = reader.interrupt()
-        assert code == 130
         assert (
-            err
+            reader.stderr_line()
             == (
                 f"logread: cannot connect to memlogd at {proc.query_path}: "
                 "No such file or directory; retrying\n"
             ).encode()
         )
+        proc.start()
+        src = new_source(proc.log_path, "svc")
+        assert sync(src, reader)[0].startswith(b"sync ")
+        src.sendall(b"hello\n")
+        assert reader.lines(1) == [b"hello"]
+        assert reader.interrupt() == (130, b"")
     finally:
         proc.stop()
