@@ -273,7 +273,7 @@ class LogFiles:
             self.reporter.error("free_space_failed", kind=errno_name(exc), error=exc.strerror)
             return None
         if victim is not None:
-            log.warning("rotated_file_deleted", file=victim, reason="disk full")
+            self.reporter.warning("rotated_file_deleted", file=victim, reason="disk full")
         return victim
 
     # ------------------------------------------------------------------ lifecycle
@@ -318,6 +318,15 @@ class LogFiles:
             return
         os.close(self.dir_fd)
         self.dir_fd = new_fd
+
+    def recreate_dir(self) -> None:
+        """The directory was removed: create it again and use the new one."""
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+        except OSError as exc:
+            self.reporter.error("log_dir_failed", kind=errno_name(exc), error=exc.strerror)
+            return
+        self.reopen()
 
     def close(self) -> None:
         self.sync()

@@ -143,7 +143,7 @@ class Persister:
             elif isinstance(reply, proto.Dropped):
                 last = reply.seq + reply.count - 1
                 self.dropped += reply.count
-                log.warning("entries_lost", count=reply.count, first_seq=reply.seq)
+                self.reporter.warning("entries_lost", count=reply.count, first_seq=reply.seq)
                 data = self.formatter.lost_line(time.time_ns(), reply.seq, reply.count)
                 items.append(Item(reply.seq, safe_log_name(OWN_SOURCE), data))
             elif isinstance(reply, proto.ErrorReply):
@@ -184,6 +184,8 @@ class Persister:
             )
             if exc.errno in DISK_FULL and self.files.free_space() is not None:
                 return self.write_pending()
+            if exc.errno == errno.ENOENT:  # the directory was removed: make it again
+                self.files.recreate_dir()
         return exc
 
     async def drain(self, max_attempts: int | None = None) -> None:
@@ -272,19 +274,21 @@ class Follower:
 
     async def _pump(
         self, query: Query, buffer: LineBuffer, lines: list[bytes], extended: bool
-    ) -> None:
-        """Write batches until memlogd closes the connection."""
+    ) -> bool:
+        """Write batches until memlogd closes the connection; True if any came."""
         attempts = ONCE_WRITE_ATTEMPTS if self.config.once else None
+        received = False
         while True:
             if lines:
+                received = True
                 self.persister.add(self._decode(lines, extended))
                 await self.persister.drain(attempts)
             try:
                 data = await query.stream.receive_some(RECV_CHUNK)
             except (trio.BrokenResourceError, OSError):
-                return
+                return received
             if not data:
-                return
+                return received
             lines = buffer.feed(data)
 
     async def session(self) -> bool:
@@ -302,7 +306,7 @@ class Follower:
                     buffer = LineBuffer()
                     header, lines = await _read_header(query, buffer)
                     if cursor is not None and header.instance != cursor.instance:
-                        log.info(
+                        self.reporter.info(
                             "memlogd_restarted",
                             old_instance=cursor.instance,
                             instance=header.instance,
@@ -310,7 +314,7 @@ class Follower:
                         persister.forget_cursor()
                         continue  # the after_seq we sent meant nothing to this daemon
                     persister.instance = header.instance
-                    log.info(
+                    self.reporter.info(
                         "connected",
                         mode="extended",
                         instance=header.instance,
@@ -322,7 +326,9 @@ class Follower:
                     return True
             except (ExtendedUnavailableError, trio.BrokenResourceError) as exc:
                 # upstream memlogd closes the connection after an unknown mode byte
-                log.info("extended_query_unavailable", reason=str(exc) or "connection closed")
+                self.reporter.info(
+                    "extended_query_unavailable", reason=str(exc) or "connection closed"
+                )
                 return await self._base_session()
         return False
 
@@ -331,9 +337,8 @@ class Follower:
         mode = proto.QueryMode.DUMP if self.config.once else proto.QueryMode.DUMP_FOLLOW
         self.persister.instance = None
         async with open_query(self.config.socket, mode) as query:
-            log.info("connected", mode="base")
-            await self._pump(query, LineBuffer(), [], extended=False)
-        return True
+            self.reporter.info("connected", kind="base", mode="base")
+            return await self._pump(query, LineBuffer(), [], extended=False)
 
     async def run(self) -> None:
         """Sessions until cancelled (or one, with ``--once``)."""
@@ -345,7 +350,7 @@ class Follower:
             try:
                 if await self.session():
                     delay = BACKOFF_MIN_S
-                    log.info("disconnected")
+                self.reporter.info("disconnected")
             except ConnectError as exc:
                 self.reporter.error("memlogd_unreachable", path=exc.path, reason=exc.reason)
             except (trio.BrokenResourceError, OSError) as exc:

@@ -25,6 +25,16 @@ class Reporter:
     def error(self, event: str, kind: str = "", **kw: Any) -> None:
         """Log ``event`` unless one of the same kind (event + ``kind``) was
         logged in the last period; ``suppressed`` counts the ones held back."""
+        self._emit("error", event, kind, kw)
+
+    def warning(self, event: str, kind: str = "", **kw: Any) -> None:
+        self._emit("warning", event, kind, kw)
+
+    def info(self, event: str, kind: str = "", **kw: Any) -> None:
+        """For events that can repeat with the connection (reconnects)."""
+        self._emit("info", event, kind, kw)
+
+    def _emit(self, level: str, event: str, kind: str, kw: dict[str, Any]) -> None:
         held = self.limiter.allow(f"{event}:{kind}", time.monotonic())
         if held is None:
             return
@@ -32,10 +42,10 @@ class Reporter:
             kw["kind"] = kind
         if held:
             kw["suppressed"] = held
-        log.error(event, **kw)
+        getattr(log, level)(event, **kw)
 
     def report_held(self) -> None:
-        """Log the count of held-back errors whose period is over."""
+        """Log the count of held-back events whose period is over."""
         for key, count in self.limiter.due(time.monotonic()):
             event, _, kind = key.partition(":")
-            log.error("errors_suppressed", kind=event + (f" {kind}" if kind else ""), count=count)
+            log.warning("events_suppressed", kind=event + (f" {kind}" if kind else ""), count=count)
