@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_upstream_client_mode_2_sees_the_lines(memlogd: MemlogdProcess) -> None:
     """The issue's acceptance scenario, read with the raw protocol as upstream clients do."""
     run_exec("-socket", memlogd.log_path, "-n", "demo", "--", "sh", "-c", "echo hi; echo err >&2")
     wait_value(lambda: messages(memlogd.query_path, "demo"), lambda m: m == ["err"])
-    sock = client.socket.socket(client.socket.AF_UNIX)
+    sock = socket.socket(socket.AF_UNIX)
     sock.connect(memlogd.query_path)
     sock.settimeout(10)
     sock.sendall(b"\x02")

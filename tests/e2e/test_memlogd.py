@@ -112,7 +112,7 @@ def test_dump_follow_complete_with_large_ring(short_tmp: Path) -> None:
             held(proc.query_path, "w", 10_000)
             reader = open_query(proc.query_path, b"\x02")
             w.sendall(b"".join(b"%d\n" % i for i in range(10_000, total)))
-            got = []
+            got: list[int] = []
             while len(got) < total:
                 got.extend(int(e["msg"]) for e in reader.json(1) if e["source"] == "w")
         reader.sock.close()
@@ -129,11 +129,11 @@ def test_ring_overflow_keeps_exactly_the_newest(short_tmp: Path) -> None:
             w.sendall(b"".join(b"%d\n" % i for i in range(1000)))
             w.sendall(b"end\n")
 
-        def newest() -> list[dict[str, object]] | None:
-            entries = dump(proc.query_path)
-            return entries if entries and entries[-1]["msg"] == "end" else None
-
-        entries = wait_for(newest, what="the last line")
+        entries = wait_value(
+            lambda: dump(proc.query_path),
+            lambda d: bool(d) and d[-1]["msg"] == "end",
+            what="the last line",
+        )
         assert len(entries) == 100
         assert [e["msg"] for e in entries] == [str(i) for i in range(901, 1000)] + ["end"]
     finally:
@@ -382,6 +382,7 @@ def test_clients_over_max_clients_are_closed(short_tmp: Path) -> None:
         refused.close()
         for f in followers:
             f.sock.close()
+
         def dump_or_refused() -> list[dict[str, object]] | None:
             try:
                 return dump(proc.query_path)
@@ -391,7 +392,7 @@ def test_clients_over_max_clients_are_closed(short_tmp: Path) -> None:
         # the slots are freed as soon as memlogd notices the followers hung up
         wait_for(dump_or_refused, what="a dump after the followers left")
         log_text = "\n".join(messages(proc.query_path, "memlogd"))
-        assert "client_refused level=warning reason=\"over -max-clients\" max_clients=3" in log_text
+        assert 'client_refused level=warning reason="over -max-clients" max_clients=3' in log_text
     finally:
         proc.stop()
 

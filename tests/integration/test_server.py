@@ -19,10 +19,13 @@ from memlogd.server import Daemon, serve
 pytestmark = pytest.mark.integration
 
 
-def make_config(tmp: Path, **kw: object) -> DaemonConfig:
+def make_config(tmp: Path, max_lines: int = 5000) -> DaemonConfig:
     return DaemonConfig(
-        socket_log=str(tmp / "l.sock"), socket_query=str(tmp / "q.sock"), console=False, **kw
-    )  # type: ignore[arg-type]
+        socket_log=str(tmp / "l.sock"),
+        socket_query=str(tmp / "q.sock"),
+        console=False,
+        max_lines=max_lines,
+    )
 
 
 async def collect(path: str, what: proto.QueryMode | proto.QueryRequest) -> list[proto.Reply]:

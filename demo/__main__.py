@@ -1,0 +1,3 @@
+from demo.boot import main
+
+main()

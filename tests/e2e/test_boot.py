@@ -1,0 +1,35 @@
+"""System test: a whole simulated boot (the demo's), checked file by file (issue 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from demo.boot import MAX_LOG_FILES, MAX_LOG_SIZE, persisted, simulate_boot
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_every_boot_line_is_persisted_and_chatty_rotates(short_tmp: Path) -> None:
+    said: list[str] = []
+    with trio.fail_after(60):
+        boot = await simulate_boot(short_tmp / "run", said.append)
+    assert said[0].startswith("1. memlogd starts first")
+    for source, lines in boot.expected.items():
+        got = persisted(boot.log_dir, source)
+        # everything written before logwrite started, in order, nothing twice
+        assert got[: len(lines)] == lines, source
+        assert len(set(got)) == len(got), source
+    chatty = sorted(p.name for p in boot.log_dir.glob("chatty.out.log*"))
+    assert "chatty.out.log.0" in chatty and "chatty.out.log.1" in chatty
+    assert f"chatty.out.log.{MAX_LOG_FILES}" not in chatty
+    for path in boot.log_dir.glob("chatty.out.log.*"):
+        size = path.stat().st_size
+        assert MAX_LOG_SIZE < size < MAX_LOG_SIZE + 200  # rotated by the entry that crossed
+    if boot.kmsg:
+        kernel = persisted(boot.log_dir, "kmsg")
+        assert kernel and all(line.startswith("(") and ") - " in line for line in kernel)
+    # sockets cleaned up by memlogd's clean exit
+    assert not Path(boot.log_sock).exists() and not Path(boot.query_sock).exists()
