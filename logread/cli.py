@@ -409,6 +409,8 @@ async def run(opts: Options) -> int:
 
 def quiet_exit(code: int) -> NoReturn:
     """Exit without Python's final flush of stdout failing on a closed pipe."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()  # what click printed (help, usage)
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)

@@ -196,16 +196,19 @@ def test_late_resume_in_a_small_ring_counts_exactly_what_was_missed(
 # ---------------------------------------------------------------------- slow follower
 
 
+@pytest.mark.parametrize("dump", [False, True], ids=["follow", "dump+follow"])
 @pytest.mark.parametrize("pace", ["stalled", "slow", "keeping_up"])
 @pytest.mark.parametrize("run", range(2))
-def test_slow_follower_gets_or_is_told_of_every_entry(start_memlogd, pace: str, run: int) -> None:
+def test_slow_follower_gets_or_is_told_of_every_entry(
+    start_memlogd, pace: str, run: int, dump: bool
+) -> None:
     written = 20_000
     proc = start_memlogd("-max-lines", "100")
     src = new_source(proc.log_path, "writer")
     write_lines(src, "writer", proc.query_path, ["registered"])  # fd_registered is logged
-    follower = connect_follower(proc.query_path, rcvbuf=4096, dump=False, follow=True)
-    start = follower.next()["memlogd"]["next_seq"]
-
+    follower = connect_follower(proc.query_path, rcvbuf=4096, dump=dump, follow=True)
+    header = follower.next()["memlogd"]
+    start = header["next_seq"]
     payload = b"".join(b"w%d %s\n" % (i, b"x" * (i % 40)) for i in range(written))
     step = 16 * 1024
     for offset in range(0, len(payload), step):
@@ -220,6 +223,11 @@ def test_slow_follower_gets_or_is_told_of_every_entry(start_memlogd, pace: str, 
                     follower.buf += chunk
             except BlockingIOError:
                 pass
+
+    # the dump part is a snapshot: whole, though read only after the flood
+    held = [follower.next() for _ in range(start - header["first_seq"]) if dump]
+    assert [e["seq"] for e in held] == list(range(header["first_seq"], start))[: len(held)]
+    assert not dump or (len(held) > 1 and held[-1]["msg"] == "registered")
 
     expect_seq = start
     received: list[str] = []
