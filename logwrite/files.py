@@ -201,6 +201,9 @@ class LogFiles:
         done = 0
         try:
             handle = self._get(stem)
+            if os.fstat(handle.fd).st_nlink == 0:  # deleted under us (or its directory)
+                self._close(stem, sync=False)
+                handle = self._get(stem)
         except OSError as exc:
             raise _Stopped(0, 0, exc) from None
         segments = plan_segments(handle.size, [len(item.data) for item in items], self.max_size)

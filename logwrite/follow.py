@@ -165,17 +165,18 @@ class Persister:
             self.cursor = Cursor(self.instance, seq)
 
     def write_pending(self) -> OSError | None:
-        """One attempt at writing the queued batch; the error that stopped it."""
-        if not self.pending:
-            return None
-        before = len(self.pending)
-        outcome = self.files.write(self.pending)
-        self.pending = outcome.remaining
-        self.written += before - len(outcome.remaining) - outcome.refused
-        self._advance()
-        self.save_cursor()
-        exc = outcome.error
-        if exc is not None:
+        """One attempt at writing the queued batch (repeated at once while a full
+        disk can be relieved by deleting a rotated file); the error that stopped it."""
+        while self.pending:
+            before = len(self.pending)
+            outcome = self.files.write(self.pending)
+            self.pending = outcome.remaining
+            self.written += before - len(outcome.remaining) - outcome.refused
+            self._advance()
+            self.save_cursor()
+            exc = outcome.error
+            if exc is None:
+                return None
             self.reporter.error(
                 "write_failed",
                 kind=errno_name(exc),
@@ -183,10 +184,11 @@ class Persister:
                 lines_waiting=len(self.pending),
             )
             if exc.errno in DISK_FULL and self.files.free_space() is not None:
-                return self.write_pending()
+                continue
             if exc.errno == errno.ENOENT:  # the directory was removed: make it again
                 self.files.recreate_dir()
-        return exc
+            return exc
+        return None
 
     async def drain(self, max_attempts: int | None = None) -> None:
         """Write the queued batch, retrying with backoff until it is all written."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,6 +405,21 @@ def test_sighup_reopens_files(memlogd: MemlogdProcess, short_tmp: Path, running:
     src.sendall(b"two\n")
     wait_for(lambda: messages(logs / "s.log") == ["two"], what="two")
     assert messages(logs / "s.log.moved") == ["one"]
+    assert lw.stop() == 0
+
+
+def test_a_deleted_log_dir_is_made_again(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, memlogd.query_path, logs)
+    running.append(lw.start())
+    src = new_source(memlogd.log_path, "s")
+    src.sendall(b"one\n")
+    wait_for(lambda: messages(logs / "s.log") == ["one"], what="one")
+    shutil.rmtree(logs)
+    src.sendall(b"two\n")
+    wait_for(lambda: messages(logs / "s.log") == ["two"], what="two in a new dir")
     assert lw.stop() == 0
 
 
