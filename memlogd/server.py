@@ -46,6 +46,7 @@ from memlogd.sockets import adopt_fd, bind_unix, socket_path, unlink_quietly
 
 log = structlog.get_logger("memlogd")
 
+HOLD_S = 0.1  # intake waits at most this long, per episode, for a follower a half ring behind
 GRACE_S = 2.0  # on shutdown, followers get this long to receive what the ring holds
 WARN_BURST = 5  # warnings of one kind let through per DROP_REPORT_S; the rest are counted
 _PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
@@ -146,10 +147,14 @@ class Reader:
         self.done = False
         self.dropped = 0
         self._kick = trio.Event()
+        self.lag_since: float | None = None  # when it fell half a ring behind
 
     def push(self) -> None:
         """Send what there is without ever blocking: called by appenders."""
-        if self.blocked or self.done:
+        if self.blocked:
+            self._check_lag()
+            return
+        if self.done:
             return
         try:
             while True:
@@ -197,6 +202,26 @@ class Reader:
     def _block(self) -> None:
         self.blocked = True
         self._kick.set()
+        self._check_lag()
+
+    def _check_lag(self) -> None:
+        if self.cursor is not None and self.lag_since is None and not self.done:
+            ring = self.daemon.ring
+            if ring.next_seq - self.cursor > ring.capacity // 2:
+                self.lag_since = trio.current_time()
+                self.daemon.lagging.add(self)
+
+    def _caught_up(self) -> None:
+        if self.lag_since is not None:
+            ring = self.daemon.ring
+            if (
+                self.done
+                or self.cursor is None
+                or ring.next_seq - self.cursor <= ring.capacity // 2
+            ):
+                self.lag_since = None
+                self.daemon.lagging.discard(self)
+                self.daemon.note_progress()
 
     def finish(self) -> None:
         self.done = True
@@ -212,6 +237,7 @@ class Reader:
                 await trio.lowlevel.wait_writable(self.sock)
                 self.blocked = False
                 self.push()
+                self._caught_up()
 
 
 class RateLimitedWarnings:
@@ -251,6 +277,8 @@ class Daemon:
         self.console = Console(console_fd) if console_fd is not None else None
         self.warnings = RateLimitedWarnings()
         self._closing_event = trio.Event()
+        self.lagging: set[Reader] = set()  # followers a half ring behind: intake waits for them
+        self._progress = trio.Event()
         self.sources[proto.INTERNAL_SOURCE] = SourceInfo(pid=os.getpid(), uid=os.getuid())
 
     # ------------------------------------------------------------------ intake
@@ -271,6 +299,25 @@ class Daemon:
             self.console.write(prefix + (b"\n" + prefix).join(lines) + b"\n", n)
         for reader in list(self.readers):
             reader.push()
+
+    def note_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def wait_for_followers(self) -> None:
+        """While a live follower is half a ring behind, let it catch up (each
+        follower holds intake for at most HOLD_S per episode, so one that
+        does not read cannot stall the writers)."""
+        while self.lagging:
+            now = trio.current_time()
+            until = max(
+                (r.lag_since + HOLD_S for r in self.lagging if r.lag_since is not None),
+                default=now,
+            )
+            if until <= now or self.closing:
+                return
+            with trio.move_on_at(until):
+                await self._progress.wait()
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""
@@ -339,6 +386,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 os.set_blocking(fd, False)
             while True:
+                if self.lagging:
+                    await self.wait_for_followers()
                 try:
                     chunk = os.read(fd, READ_CHUNK)
                 except BlockingIOError:
@@ -455,6 +504,8 @@ class Daemon:
         finally:
             if reader is not None:
                 self.readers.discard(reader)
+                self.lagging.discard(reader)
+                self.note_progress()
                 if reader.dropped and reader.cursor is not None:
                     log.warning("reader_dropped", count=reader.dropped)
             trio.lowlevel.notify_closing(conn)

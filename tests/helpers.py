@@ -178,8 +178,7 @@ class LineReader:
             try:
                 chunk = self.sock.recv(1 << 16)
             except TimeoutError:
-                raise AssertionError(
-                    f"timed out waiting for {count} lines, have {have}") from None
+                raise AssertionError(f"timed out waiting for {count} lines, have {have}") from None
             if not chunk:
                 raise AssertionError(f"connection closed after {have} lines")
             self.buf += chunk
