@@ -11,6 +11,8 @@ import sys
 
 import trio
 
+from memlogd.sockets import unlink_quietly
+
 READY_TIMEOUT_S = 30.0
 _FIRST_FREE_FD = 10
 
@@ -35,7 +37,7 @@ def child_argv(args: list[str]) -> list[str]:
 
 
 def spawn_daemon(args: list[str], sockets: tuple[socket.socket, socket.socket, list[str]]) -> int:
-    log_sock, query_sock, _paths = sockets
+    log_sock, query_sock, paths = sockets
     read_end, write_end = os.pipe()
     moved = [
         fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _FIRST_FREE_FD)
@@ -66,6 +68,8 @@ def spawn_daemon(args: list[str], sockets: tuple[socket.socket, socket.socket, l
         status = 0
     code = os.waitstatus_to_exitcode(status) if status else 1
     print(f"memlogd: the daemon failed to start (status {code})", file=sys.stderr)
+    for path in paths:  # the child never served: the files are ours to remove
+        unlink_quietly(path)
     return 1
 
 
