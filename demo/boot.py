@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -71,6 +72,19 @@ def onboot_actions() -> list[tuple[str, list[str]]]:
 def _echo_script(lines: list[str], fd: int = 1) -> str:
     redirect = "" if fd == 1 else f" >&{fd}"
     return "; ".join(f"echo '{line}'{redirect}" for line in lines)
+
+
+def _exec(boot: Boot, name: str, *command: str) -> list[str]:
+    """memlogd-exec running ``command`` as source ``name``."""
+    return _py("memlogd.exec", "-socket", boot.log_sock, "-n", name, "--", *command)
+
+
+async def _start(nursery: trio.Nursery, command: list[str], **kw: Any) -> trio.Process:
+    """A background process (reaped by the nursery)."""
+    process: trio.Process = await nursery.start(
+        partial(trio.run_process, command, check=False, **kw)
+    )
+    return process
 
 
 async def _wait_ready(fd: int) -> None:
@@ -139,26 +153,23 @@ async def simulate_boot(
         say("1. memlogd starts first, before any disk exists: it will hold every line in RAM.")
         r, w = os.pipe()
         with open(run_dir / "memlogd.stderr", "wb") as err:
-            memlogd = await nursery.start(
-                partial(
-                    trio.run_process,
-                    _py(
-                        "memlogd",
-                        "-socket-log",
-                        boot.log_sock,
-                        "-socket-query",
-                        boot.query_sock,
-                        "--no-console",
-                        "--ready-fd",
-                        str(w),
-                        "-log-format",
-                        "json",
-                    ),
-                    pass_fds=(w,),
-                    stdout=quiet,
-                    stderr=err,
-                    check=False,
-                )
+            memlogd = await _start(
+                nursery,
+                _py(
+                    "memlogd",
+                    "-socket-log",
+                    boot.log_sock,
+                    "-socket-query",
+                    boot.query_sock,
+                    "--no-console",
+                    "--ready-fd",
+                    str(w),
+                    "-log-format",
+                    "json",
+                ),
+                pass_fds=(w,),
+                stdout=quiet,
+                stderr=err,
             )
         os.close(w)
         await _wait_ready(r)
@@ -167,83 +178,33 @@ async def simulate_boot(
         say("2. On-boot actions run one after the other, their output handed to memlogd:")
         for name, lines in onboot_actions():
             await trio.run_process(
-                _py(
-                    "memlogd.exec",
-                    "-socket",
-                    boot.log_sock,
-                    "-n",
-                    name,
-                    "--",
-                    "sh",
-                    "-c",
-                    _echo_script(lines),
-                ),
-                stdout=out,
-                stderr=out,
-                check=True,
+                _exec(boot, name, "sh", "-c", _echo_script(lines)), stdout=out, stderr=out
             )
             boot.expected[f"{name}.out"] = lines
 
         say("3. Services start, each through memlogd-exec:")
         chatty = [f"chatty: request {i:04d} served in {i % 97} ms" for i in range(CHATTY_LINES)]
         stderr_lines = ["worker: warning: cache is cold", "worker: error: retrying upstream"]
-        services = [
-            (
-                "chatty",
-                _echo_script(chatty) + "; i=0; while :; do i=$((i+1)); "
-                'echo "chatty: heartbeat $i"; sleep 0.3; done',
-            ),
-            ("worker", _echo_script(stderr_lines, fd=2) + "; while :; do sleep 1; done"),
-        ]
         boot.expected["chatty.out"] = chatty
         boot.expected["worker"] = stderr_lines
+        heartbeat = 'i=0; while :; do i=$((i+1)); echo "chatty: heartbeat $i"; sleep 0.3; done'
+        services = [
+            ("chatty", ["sh", "-c", _echo_script(chatty) + "; " + heartbeat]),
+            (
+                "worker",
+                ["sh", "-c", _echo_script(stderr_lines, fd=2) + "; while :; do sleep 1; done"],
+            ),
+        ]
+        if boot.kmsg:
+            services.append(("kmsg", _py("kmsg")))
         procs = []
-        for name, script in services:
+        for name, command in services:
             say(f"   - {name}")
             procs.append(
-                await nursery.start(
-                    partial(
-                        trio.run_process,
-                        _py(
-                            "memlogd.exec",
-                            "-socket",
-                            boot.log_sock,
-                            "-n",
-                            name,
-                            "--",
-                            "sh",
-                            "-c",
-                            script,
-                        ),
-                        stdout=quiet,
-                        stderr=quiet,
-                        check=False,
-                    )
-                )
+                await _start(nursery, _exec(boot, name, *command), stdout=quiet, stderr=quiet)
             )
-        if boot.kmsg:
-            say("   - kmsg (the kernel log, /dev/kmsg is readable here)")
-            procs.append(
-                await nursery.start(
-                    partial(
-                        trio.run_process,
-                        _py(
-                            "memlogd.exec",
-                            "-socket",
-                            boot.log_sock,
-                            "-n",
-                            "kmsg",
-                            "--",
-                            *_py("kmsg"),
-                        ),
-                        stdout=quiet,
-                        stderr=quiet,
-                        check=False,
-                    )
-                )
-            )
-        else:
-            say("   - (kmsg skipped: /dev/kmsg is not readable here)")
+        if not boot.kmsg:
+            say("   - (no kmsg: /dev/kmsg is not readable here)")
 
         await _wait_until_held(boot)
         held = await _held(boot)
@@ -254,37 +215,30 @@ async def simulate_boot(
 
         say("4. The disk is ready: logwrite starts and persists everything memlogd held.")
         with open(run_dir / "logwrite.stderr", "wb") as err:
-            logwrite = await nursery.start(
-                partial(
-                    trio.run_process,
-                    _py(
-                        "logwrite",
-                        "-socket",
-                        boot.query_sock,
-                        "-log-dir",
-                        str(boot.log_dir),
-                        "-max-log-size",
-                        str(MAX_LOG_SIZE),
-                        "-max-log-files",
-                        str(MAX_LOG_FILES),
-                    ),
-                    stdout=quiet,
-                    stderr=err,
-                    check=False,
-                )
+            logwrite = await _start(
+                nursery,
+                _py(
+                    "logwrite",
+                    "-socket",
+                    boot.query_sock,
+                    "-log-dir",
+                    str(boot.log_dir),
+                    "-max-log-size",
+                    str(MAX_LOG_SIZE),
+                    "-max-log-files",
+                    str(MAX_LOG_FILES),
+                ),
+                stdout=quiet,
+                stderr=err,
             )
 
         if show_seconds:
             say(
-                f"5. `logread -F` for {show_seconds:g} seconds: the ring so far, then new lines "
-                "as they come (TIME;SOURCE;MSG):"
+                f"5. `logread -F -n 25` for {show_seconds:g} seconds: the newest 25 lines held, "
+                "then new lines as they come (TIME;SOURCE;MSG):"
             )
-            reader = await nursery.start(
-                partial(
-                    trio.run_process,
-                    _py("logread", "-socket", boot.query_sock, "-F"),
-                    check=False,
-                )
+            reader = await _start(
+                nursery, _py("logread", "-socket", boot.query_sock, "-F", "-n", "25")
             )
             await trio.sleep(show_seconds)
             reader.send_signal(signal.SIGINT)
@@ -298,12 +252,10 @@ async def simulate_boot(
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             await proc.wait()
-        logwrite.send_signal(signal.SIGTERM)
-        if await logwrite.wait() != 0:
-            raise RuntimeError("logwrite did not exit cleanly; see logwrite.stderr")
-        memlogd.send_signal(signal.SIGTERM)
-        if await memlogd.wait() != 0:
-            raise RuntimeError("memlogd did not exit cleanly; see memlogd.stderr")
+        for proc, name in ((logwrite, "logwrite"), (memlogd, "memlogd")):
+            proc.send_signal(signal.SIGTERM)
+            if await proc.wait() != 0:
+                raise RuntimeError(f"{name} did not exit cleanly; see {name}.stderr")
     return boot
 
 
