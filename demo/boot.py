@@ -127,6 +127,9 @@ def persisted(log_dir: Path, source: str) -> list[str]:
 
 
 def all_persisted(boot: Boot) -> bool:
+    """Every expected line is on disk (and some kernel lines, when kmsg runs)."""
+    if boot.kmsg and not persisted(boot.log_dir, "kmsg"):
+        return False
     return all(
         set(lines) <= set(persisted(boot.log_dir, source))
         for source, lines in boot.expected.items()
@@ -267,7 +270,10 @@ async def _wait_until_held(boot: Boot) -> None:
                 held = await _held(boot)
             except ConnectError:
                 held = {}
-            if all(set(lines) <= set(held.get(src, [])) for src, lines in boot.expected.items()):
+            kernel = held.get("kmsg") if boot.kmsg else True
+            if kernel and all(
+                set(lines) <= set(held.get(src, [])) for src, lines in boot.expected.items()
+            ):
                 return
             await trio.sleep(0.05)
 
