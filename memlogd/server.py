@@ -147,7 +147,7 @@ class Reader:
         self.done = False
         self.dropped = 0
         self._kick = trio.Event()
-        self.lag_since: float | None = None  # when it fell half a ring behind
+        self.lagging = False  # more than half a ring behind since it last blocked
 
     def push(self) -> None:
         """Send what there is without ever blocking: called by appenders."""
@@ -205,23 +205,22 @@ class Reader:
         self._check_lag()
 
     def _check_lag(self) -> None:
-        if self.cursor is not None and self.lag_since is None and not self.done:
+        if self.cursor is not None and not self.lagging and not self.done:
             ring = self.daemon.ring
             if ring.next_seq - self.cursor > ring.capacity // 2:
-                self.lag_since = trio.current_time()
-                self.daemon.lagging.add(self)
+                self.lagging = True
+                self.daemon.start_hold(self)
 
     def _caught_up(self) -> None:
-        if self.lag_since is not None:
+        if self.lagging:
             ring = self.daemon.ring
             if (
                 self.done
                 or self.cursor is None
                 or ring.next_seq - self.cursor <= ring.capacity // 2
             ):
-                self.lag_since = None
-                self.daemon.lagging.discard(self)
-                self.daemon.note_progress()
+                self.lagging = False
+                self.daemon.end_hold(self)
 
     def finish(self) -> None:
         self.done = True
@@ -277,8 +276,10 @@ class Daemon:
         self.console = Console(console_fd) if console_fd is not None else None
         self.warnings = RateLimitedWarnings()
         self._closing_event = trio.Event()
-        self.lagging: set[Reader] = set()  # followers a half ring behind: intake waits for them
-        self._progress = trio.Event()
+        # Followers half a ring behind hold the intake, each until its deadline.
+        self.holding: dict[Reader, float] = {}
+        self._gate: list[trio.Event] = []  # intake tasks waiting for the hold to end
+        self._hold_started = trio.Event()
         self.sources[proto.INTERNAL_SOURCE] = SourceInfo(pid=os.getpid(), uid=os.getuid())
 
     # ------------------------------------------------------------------ intake
@@ -300,24 +301,47 @@ class Daemon:
         for reader in list(self.readers):
             reader.push()
 
-    def note_progress(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
+    def start_hold(self, reader: Reader) -> None:
+        """``reader`` fell half a ring behind: intake waits for it, at most HOLD_S."""
+        self.holding[reader] = trio.current_time() + HOLD_S
+        self._hold_started.set()
+
+    def end_hold(self, reader: Reader) -> None:
+        if self.holding.pop(reader, None) is not None and not self.holding:
+            self._release()
+
+    def _release(self) -> None:
+        """The hold ended: every waiting intake task goes on (and waits again,
+        cheaply, if a new hold starts before its turn)."""
+        gate, self._gate = self._gate, []
+        for event in gate:
+            event.set()
+
+    async def expire_holds(self) -> None:
+        """End each hold at its deadline, so a follower that does not read
+        costs the writers at most HOLD_S per episode."""
+        while True:
+            if not self.holding:
+                await self._hold_started.wait()
+                self._hold_started = trio.Event()
+                continue
+            await trio.sleep_until(min(self.holding.values()))
+            now = trio.current_time()
+            for reader, deadline in list(self.holding.items()):
+                if deadline <= now:
+                    self.end_hold(reader)
 
     async def wait_for_followers(self) -> None:
-        """While a live follower is half a ring behind, let it catch up (each
-        follower holds intake for at most HOLD_S per episode, so one that
-        does not read cannot stall the writers)."""
-        while self.lagging:
-            now = trio.current_time()
-            until = max(
-                (r.lag_since + HOLD_S for r in self.lagging if r.lag_since is not None),
-                default=now,
-            )
-            if until <= now or self.closing:
-                return
-            with trio.move_on_at(until):
-                await self._progress.wait()
+        """Wait while a follower holds the intake."""
+        while self.holding and not self.closing:
+            event = trio.Event()
+            self._gate.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                if not event.is_set():
+                    self._gate.remove(event)
+                raise
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""
@@ -386,7 +410,7 @@ class Daemon:
             with contextlib.suppress(OSError):
                 os.set_blocking(fd, False)
             while True:
-                if self.lagging:
+                if self.holding:
                     await self.wait_for_followers()
                 try:
                     chunk = os.read(fd, READ_CHUNK)
@@ -504,8 +528,7 @@ class Daemon:
         finally:
             if reader is not None:
                 self.readers.discard(reader)
-                self.lagging.discard(reader)
-                self.note_progress()
+                self.end_hold(reader)
                 if reader.dropped and reader.cursor is not None:
                     log.warning("reader_dropped", count=reader.dropped)
             trio.lowlevel.notify_closing(conn)
@@ -605,6 +628,7 @@ class Daemon:
     def begin_shutdown(self) -> None:
         self.closing = True
         self._closing_event.set()
+        self._release()
 
     async def wait_closing(self) -> None:
         await self._closing_event.wait()
@@ -759,6 +783,7 @@ async def serve(
             if daemon.console is not None:
                 outer.start_soon(daemon.console.run)
             outer.start_soon(daemon.report_drops)
+            outer.start_soon(daemon.expire_holds)
             async with trio.open_nursery() as queries:
                 async with trio.open_nursery() as intake:
                     intake.start_soon(daemon.receive_fds, log_sock, intake)
