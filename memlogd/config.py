@@ -18,6 +18,7 @@ from memlogd.protocol import (
 
 READ_CHUNK = 64 * 1024  # bytes read from a source fd at once: one batch
 FOLLOW_BATCH = 1024  # entries sent to a reader in one write at most
+FOLLOWER_SNDBUF = 1024 * 1024  # bytes asked for a follower's socket send buffer (kernel memory)
 CONSOLE_BUFFER = 1024 * 1024  # bytes of console echo held before lines are dropped
 DROP_REPORT_S = 10.0  # period of the summary of dropped lines
 
