@@ -15,6 +15,7 @@ end in extended mode.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,6 +117,7 @@ def format_time_seconds(time_ns: int) -> str:
     return _format_seconds(time_ns // 1_000_000_000) + "Z"
 
 
+@functools.lru_cache(maxsize=256)  # the lines of one batch share their time text
 def parse_time(text: str) -> int:
     """An RFC 3339 time (any offset) -> ns since the epoch.
 

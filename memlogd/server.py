@@ -574,7 +574,9 @@ class Daemon:
             if req.follow:
                 follow_from = ring.next_seq
         elif req.follow:
-            follow_from = ring.next_seq if req.after_seq is None else req.after_seq + 1
+            # a cursor beyond the ring's end (another instance's) follows from now
+            after = req.after_seq
+            follow_from = ring.next_seq if after is None else min(after + 1, ring.next_seq)
         return Reader(self, conn, _chain(chunks), follow_from, render)
 
     # ------------------------------------------------------------------ reporting
@@ -589,7 +591,8 @@ class Daemon:
             "overwritten": ring.overwritten,
             "console_dropped": self.console.dropped if self.console else 0,
             "reader_dropped": self.reader_dropped,
-            "readers": self.clients,
+            "readers": len(self.readers),  # answering now, not counting the asker
+            "clients": self.clients,  # query connections, including those not yet answered
             "open_fds": self.open_fds,
             "first_seq": ring.first_seq,
             "next_seq": ring.next_seq,

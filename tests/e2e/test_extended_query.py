@@ -430,3 +430,25 @@ def test_stats_of_a_full_ring(start_memlogd) -> None:
     assert values["sources"]["busy"]["received"] == 40
     assert values["received"] == values["entries"] + values["overwritten"]
     assert sum(s["entries"] for s in values["sources"].values()) == 5
+
+
+def test_follow_from_a_cursor_beyond_the_ring_starts_now(start_memlogd: Any) -> None:
+    """A cursor from another instance (past next_seq) must not stall the follow."""
+    proc = start_memlogd()
+    src = new_source(proc.log_path, "c")
+    write_lines(src, "c", proc.query_path, ["before"])
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(proc.query_path)
+    sock.settimeout(DEADLINE_S)
+    sock.sendall(request(dump=False, follow=True, after_seq=10**9))
+    data = b""
+    while b"\n" not in data:
+        data += sock.recv(65536)
+    next_seq = json.loads(data.split(b"\n")[0])["memlogd"]["next_seq"]
+    src.sendall(b"after\n")
+    while data.count(b"\n") < 2:
+        data += sock.recv(65536)
+    first = json.loads(data.split(b"\n")[1])
+    assert (first["source"], first["msg"], first["seq"]) == ("c", "after", next_seq)
+    sock.close()
+    src.close()

@@ -125,7 +125,7 @@ def readers(query_path: str) -> int:
     """Query connections open now, not counting the one asking."""
     lines = ext_dump(query_path, stats=True)
     value: int = json.loads(lines[0])["stats"]["readers"]
-    return value - 1
+    return value
 
 
 def wait_landed(query_path: str, msg: str) -> None:
