@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -486,37 +487,56 @@ def test_unbindable_path_is_named_in_error(short_tmp: Path) -> None:
     assert result.stderr == f"memlogd: cannot bind socket {bad}: No such file or directory\n"
 
 
+def pids_with_argument(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (to clean up a detached daemon)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def test_daemonize_parent_exits_zero_once_child_serves(short_tmp: Path) -> None:
     log_path, query_path = str(short_tmp / "l.sock"), str(short_tmp / "q.sock")
     err_path = short_tmp / "stderr"
-    with open(err_path, "wb") as err:  # the daemon keeps its stderr: not a pipe we wait on
-        result = subprocess.run(
-            python_m(
-                "memlogd",
-                "-daemonize",
-                "-socket-log",
-                log_path,
-                "-socket-query",
-                query_path,
-                "--no-console",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            timeout=20,
+    try:
+        with open(err_path, "wb") as err:  # the daemon keeps its stderr: not a pipe we wait on
+            result = subprocess.run(
+                python_m(
+                    "memlogd",
+                    "-daemonize",
+                    "-socket-log",
+                    log_path,
+                    "-socket-query",
+                    query_path,
+                    "--no-console",
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=20,
+            )
+        assert result.returncode == 0, err_path.read_text()
+        entries = dump(query_path)  # serving as soon as the parent returned
+        started = entries[0]["msg"]
+        assert started.startswith("memlogd started")
+        pid = int(started.split("pid=")[1].split()[0])
+        assert pids_with_argument(log_path) == [pid]  # the parent is gone, the child serves
+        assert os.getsid(pid) == pid  # in a session of its own
+        with new_source(log_path, "bg") as w:
+            w.sendall(b"daemon line\n")
+        assert held(query_path, "bg", 1) == ["daemon line"]
+        os.kill(pid, signal.SIGTERM)
+        wait_for(
+            lambda: not os.path.exists(query_path) and not os.path.exists(log_path),
+            what="socket files removed by the daemon child",
         )
-    assert result.returncode == 0, err_path.read_text()
-    entries = dump(query_path)  # serving as soon as the parent returned
-    started = entries[0]["msg"]
-    assert started.startswith("memlogd started")
-    pid = int(started.split("pid=")[1].split()[0])
-    with new_source(log_path, "bg") as w:
-        w.sendall(b"daemon line\n")
-    assert held(query_path, "bg", 1) == ["daemon line"]
-    os.kill(pid, 15)
-    wait_for(
-        lambda: not os.path.exists(query_path) and not os.path.exists(log_path),
-        what="socket files removed by the daemon child",
-    )
+    finally:
+        for stray in pids_with_argument(log_path):
+            os.kill(stray, signal.SIGKILL)
 
 
 def test_inherited_fds_upstream_command_line(short_tmp: Path) -> None:
