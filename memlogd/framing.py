@@ -55,14 +55,12 @@ class LineSplitter:
             lines: list[bytes] = []
             rest = data
         else:
-            block = data[: last + 1]
-            if b"\r" in block:
-                block = block.replace(b"\r\n", b"\n")
-            lines = block.split(b"\n")
-            lines.pop()  # the empty string after the last newline
+            if b"\r" in data:
+                data = data[: last + 1].replace(b"\r\n", b"\n") + data[last + 1 :]
+            lines = data.split(b"\n")  # no copy of the block before splitting
+            rest = lines.pop()  # what follows the last newline
             if max(map(len, lines)) > self._max:
                 lines = [line if len(line) <= self._max else self._cut(line) for line in lines]
-            rest = data[last + 1 :]
         if len(rest) > self._max:
             lines.append(self._cut(rest))
             self._discarding = True

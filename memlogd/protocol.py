@@ -206,8 +206,13 @@ def encode_batch(time_ns: int, source: str, lines: Sequence[bytes]) -> list[byte
     block = b"\n".join(lines)
     if not block.translate(None, _JSON_PLAIN) and (block.isascii() or _valid_utf8(block)):
         # nothing to escape or replace: the lines' bytes are their JSON text
-        hb = head.encode("utf-8", "replace") + b'"'
-        return (hb + (b'"}\n' + hb).join(lines) + b'"}').split(b"\n")
+        # joined with a leading empty line, so the whole batch is copied once: the
+        # first piece is then a stray '"}' and the last entry lacks its '"}'
+        sep = b'"}\n' + head.encode("utf-8", "replace") + b'"'
+        entries = sep.join([b"", *lines]).split(b"\n")
+        del entries[0]
+        entries[-1] += b'"}'
+        return entries
     texts = block.decode("utf-8", "replace").split("\n")
     body = ("}\n" + head).join(map(_encode_str, texts))
     return (head + body + "}").encode("utf-8", "replace").split(b"\n")
@@ -552,6 +557,9 @@ def _reply_int(obj: Mapping[str, Any], key: str) -> int:
 
 
 def join_lines(encoded: Iterable[bytes]) -> bytes:
-    """Encoded entries (without newlines) as the bytes to send."""
-    data = b"\n".join(encoded)
-    return data + b"\n" if data else b""
+    """Encoded entries (without newlines) as the bytes to send: one copy."""
+    parts = list(encoded)
+    if not parts:
+        return b""
+    parts.append(b"")  # the last entry's newline, without copying the whole again
+    return b"\n".join(parts)
