@@ -279,6 +279,7 @@ class Daemon:
         self._closing_event = trio.Event()
         # Followers half a ring behind hold the intake, each until its deadline.
         self.holding: dict[Reader, float] = {}
+        self.holds = 0  # episodes, for stats and the periodic summary
         self._gate: list[trio.Event] = []  # intake tasks waiting for the hold to end
         self._hold_started = trio.Event()
         self.sources[proto.INTERNAL_SOURCE] = SourceInfo(pid=os.getpid(), uid=os.getuid())
@@ -305,6 +306,7 @@ class Daemon:
     def start_hold(self, reader: Reader) -> None:
         """``reader`` fell half a ring behind: intake waits for it, at most HOLD_S."""
         self.holding[reader] = trio.current_time() + HOLD_S
+        self.holds += 1
         self._hold_started.set()
 
     def end_hold(self, reader: Reader) -> None:
@@ -591,6 +593,7 @@ class Daemon:
             "overwritten": ring.overwritten,
             "console_dropped": self.console.dropped if self.console else 0,
             "reader_dropped": self.reader_dropped,
+            "intake_holds": self.holds,
             "readers": len(self.readers),  # answering now, not counting the asker
             "clients": self.clients,  # query connections, including those not yet answered
             "open_fds": self.open_fds,
@@ -612,10 +615,18 @@ class Daemon:
 
     async def report_drops(self) -> None:
         """Periodic summaries of what was dropped, so no loss goes unlogged."""
-        console_reported = 0
+        console_reported = holds_reported = 0
         while True:
             await trio.sleep(DROP_REPORT_S)
             self.warnings.report()
+            if self.holds > holds_reported:
+                log.info(
+                    "intake_held",
+                    count=self.holds - holds_reported,
+                    total=self.holds,
+                    max_s_each=HOLD_S,
+                )
+                holds_reported = self.holds
             if self.reader_dropped > self._reported_dropped:
                 log.warning(
                     "readers_dropped",

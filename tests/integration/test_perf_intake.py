@@ -126,6 +126,8 @@ async def test_stuck_follower_holds_many_sources_only_for_a_while(short_tmp: Pat
             assert not daemon._gate
             (reader,) = daemon.readers
             assert reader.dropped > 0  # it never read: it lost the oldest entries
+            assert daemon.holds == 1  # one episode: it never caught up, so it never held again
+            assert daemon.stats()["intake_holds"] == 1
             stuck.close()
             daemon.begin_shutdown()
 
