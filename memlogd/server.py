@@ -280,6 +280,7 @@ class Daemon:
         # Followers half a ring behind hold the intake, each until its deadline.
         self.holding: dict[Reader, float] = {}
         self.holds = 0  # episodes, for stats and the periodic summary
+        self._awaiting_request: set[trio.CancelScope] = set()  # connections before their mode
         self._gate: list[trio.Event] = []  # intake tasks waiting for the hold to end
         self._hold_started = trio.Event()
         self.sources[proto.INTERNAL_SOURCE] = SourceInfo(pid=os.getpid(), uid=os.getuid())
@@ -511,7 +512,15 @@ class Daemon:
     async def handle_query(self, conn: socket.socket) -> None:
         reader: Reader | None = None
         try:
-            request = await self._recv_request(conn)
+            request = None
+            with trio.CancelScope() as waiting:  # cancelled at shutdown: nothing to finish
+                if self.closing:
+                    return
+                self._awaiting_request.add(waiting)
+                try:
+                    request = await self._recv_request(conn)
+                finally:
+                    self._awaiting_request.discard(waiting)
             if request is None:
                 return
             mode, line = request
@@ -647,6 +656,8 @@ class Daemon:
         self.closing = True
         self._closing_event.set()
         self._release()
+        for scope in self._awaiting_request:
+            scope.cancel()
 
     async def wait_closing(self) -> None:
         await self._closing_event.wait()

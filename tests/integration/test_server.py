@@ -138,3 +138,25 @@ async def test_ready_before_started_and_sockets_serve(short_tmp: Path) -> None:
             assert await collect(config.socket_query, proto.QueryMode.DUMP) is not None
             await client.register_fd(config.socket_log, "x", [os.open(os.devnull, os.O_RDONLY)])
             daemon.begin_shutdown()
+
+
+async def test_shutdown_does_not_wait_for_clients_that_sent_nothing(short_tmp: Path) -> None:
+    """A connection still waiting for its mode byte is closed at once on shutdown
+    (it has nothing to finish), not after the followers' grace period."""
+    configure_logging("json")
+    config = make_config(short_tmp)
+    silent = socket.socket(socket.AF_UNIX)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            daemon: Daemon = await nursery.start(serve, config)
+            silent.connect(config.socket_query)
+            while daemon.clients < 1:
+                await trio.sleep(0.005)
+            daemon.begin_shutdown()
+            # well inside the 2 s grace period followers would get
+            with trio.fail_after(1.5):
+                while daemon.clients:
+                    await trio.sleep(0.005)
+    silent.settimeout(5)
+    assert silent.recv(1) == b""
+    silent.close()
