@@ -595,3 +595,32 @@ def test_console_echo_format(short_tmp: Path) -> None:
         assert time_text.endswith("Z") and "T" in time_text
     finally:
         proc.stop()
+
+
+def test_max_bytes_bounds_the_ring_by_message_bytes(short_tmp: Path) -> None:
+    proc = MemlogdProcess(short_tmp, ["-max-bytes", "2048", "-max-line-len", "1024"])
+    proc.start()
+    try:
+        with new_source(proc.log_path, "b") as w:
+            w.sendall(b"".join(b"%d%s\n" % (i, b"x" * 499) for i in range(10)))
+            w.sendall(b"end\n")
+        entries = wait_value(
+            lambda: dump(proc.query_path),
+            lambda d: bool(d) and d[-1]["msg"] == "end",
+            what="the last line",
+        )
+        # newest first until 2048 bytes: "end" (3) + four 500-byte lines (2000) fit, a fifth not
+        assert [e["msg"][:1] for e in entries] == ["6", "7", "8", "9", "e"]
+        assert sum(len(e["msg"].encode()) for e in entries) <= 2048
+    finally:
+        proc.stop()
+
+
+def test_socket_mode_flag(short_tmp: Path) -> None:
+    proc = MemlogdProcess(short_tmp, ["-socket-mode", "0660"])
+    proc.start()
+    try:
+        for path in (proc.log_path, proc.query_path):
+            assert os.stat(path).st_mode & 0o777 == 0o660
+    finally:
+        proc.stop()
