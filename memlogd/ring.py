@@ -16,8 +16,9 @@ work per line on the hot path.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -80,7 +81,7 @@ class Ring:
         self._max_bytes = max_bytes
         self._data: list[bytes] = [b""] * max_lines
         self._meta: list[Batch | None] = [None] * max_lines
-        self._sizes: list[int] = [0] * max_lines
+        self._sizes = array("l", [0]) * max_lines  # machine ints: no object per entry
         self.first_seq = 1
         self.next_seq = 1
         self.bytes = 0
@@ -95,7 +96,7 @@ class Ring:
 
     # ------------------------------------------------------------------ writing
 
-    def _put(self, seq: int, values: Sequence[T], target: list[T]) -> None:
+    def _put(self, seq: int, values: Sequence[T], target: MutableSequence[T]) -> None:
         """Write ``values`` into the slots of seq .. seq+len-1 (at most two slices)."""
         start = seq % self._cap
         first = min(len(values), self._cap - start)
@@ -109,6 +110,15 @@ class Ring:
         if end <= self._cap:
             return source[start:end]
         return source[start:] + source[: end - self._cap]
+
+    def _size_of(self, seq: int, count: int) -> int:
+        """Message bytes of the entries seq .. seq+count-1."""
+        start = seq % self._cap
+        end = start + count
+        sizes = self._sizes
+        if end <= self._cap:
+            return sum(sizes[start:end])
+        return sum(sizes[start:]) + sum(sizes[: end - self._cap])
 
     def extend(self, batch: Batch, encoded: Sequence[bytes], sizes: Sequence[int]) -> int:
         """Append the entries of one batch; returns the ring's new ``next_seq``."""
@@ -127,7 +137,7 @@ class Ring:
             self._evict(overflow)
         seq = self.next_seq
         self._put(seq, encoded, self._data)
-        self._put(seq, sizes, self._sizes)
+        self._put(seq, array("l", sizes), self._sizes)
         self._put(seq, [batch] * n, self._meta)
         self.next_seq = seq + n
         self.bytes += sum(sizes)
@@ -139,7 +149,7 @@ class Ring:
         count = min(count, len(self))
         if count <= 0:
             return
-        self.bytes -= sum(self._get(self.first_seq, count, self._sizes))
+        self.bytes -= self._size_of(self.first_seq, count)
         self._put(self.first_seq, [None] * count, self._meta)  # free the batches
         self._put(self.first_seq, [b""] * count, self._data)
         self.first_seq += count
