@@ -624,3 +624,43 @@ def test_socket_mode_flag(short_tmp: Path) -> None:
             assert os.stat(path).st_mode & 0o777 == 0o660
     finally:
         proc.stop()
+
+
+def test_console_nobody_reads_drops_echo_never_lines(short_tmp: Path) -> None:
+    """stdout is a pipe nobody reads: the echo is dropped (counted); the ring, the
+    queries and the writers are unaffected; SIGINT still exits 0."""
+    log_path, query_path = str(short_tmp / "l.sock"), str(short_tmp / "q.sock")
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        python_m(
+            "memlogd",
+            "-socket-log",
+            log_path,
+            "-socket-query",
+            query_path,
+            "--ready-fd",
+            str(w),
+            "-max-lines",
+            "20000",
+        ),
+        pass_fds=(w,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"\n"
+        with new_source(log_path, "loud") as src:
+            for i in range(10):
+                src.sendall(b"".join(b"%d-%d %s\n" % (i, j, b"e" * 100) for j in range(1000)))
+        msgs = held(query_path, "loud", 10_000)
+        assert msgs[-1].startswith("9-999 ")
+        stats = json.loads(query_raw(query_path, b'\x03{"stats": true}\n').splitlines()[1])
+        assert stats["stats"]["console_dropped"] > 0
+        assert stats["stats"]["sources"]["loud"]["received"] == 10_000
+    finally:
+        os.close(r)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
