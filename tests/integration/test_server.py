@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from functools import partial
@@ -12,7 +13,7 @@ import trio
 
 from memlogd import client
 from memlogd import protocol as proto
-from memlogd.config import DaemonConfig
+from memlogd.config import DROP_REPORT_S, DaemonConfig
 from memlogd.logconfig import configure_logging
 from memlogd.server import Daemon, serve
 
@@ -160,3 +161,50 @@ async def test_shutdown_does_not_wait_for_clients_that_sent_nothing(short_tmp: P
     silent.settimeout(5)
     assert silent.recv(1) == b""
     silent.close()
+
+
+async def test_periodic_summary_reports_drops_and_holds(
+    short_tmp: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Every DROP_REPORT_S, what readers lost and how often intake was held is
+    logged into the ring as memlogd's own lines (virtual time: no real wait)."""
+    configure_logging("json")
+    config = make_config(short_tmp)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            daemon: Daemon = await nursery.start(serve, config)
+            stuck = socket.socket(socket.AF_UNIX)
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            stuck.connect(config.socket_query)
+            stuck.sendall(bytes([proto.QueryMode.FOLLOW]))
+            while not daemon.readers:
+                await trio.sleep(0.01)
+            ours, theirs = socket.socketpair()
+            await client.register_fd(config.socket_log, "fast", [theirs.fileno()])
+            theirs.close()
+            writer = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+            # more than the follower's 1 MiB send buffer: it blocks, falls half a ring
+            # behind, and holds the intake once (for 0.1 s of virtual time)
+            for _ in range(80):
+                await writer.send_all(
+                    b"".join(b"line %d %s\n" % (i, b"x" * 100) for i in range(500))
+                )
+            await writer.aclose()
+            while daemon.received < 40_000:
+                await trio.sleep(0.01)
+            assert daemon.holds >= 1
+            stuck.setblocking(False)
+            while daemon.reader_dropped == 0:  # the follower reads again: its loss is counted
+                with contextlib.suppress(BlockingIOError):
+                    stuck.recv(65536)
+                await trio.sleep(0.01)
+            await trio.sleep(DROP_REPORT_S + 1)
+            own = [
+                proto.decode_entry(line).msg
+                for line in daemon.ring.snapshot().data
+                if b'"source":"memlogd"' in line
+            ]
+            assert any(m.startswith("readers_dropped level=warning count=") for m in own), own
+            assert any(m.startswith("intake_held count=") for m in own), own
+            stuck.close()
+            daemon.begin_shutdown()
