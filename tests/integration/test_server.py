@@ -39,6 +39,25 @@ async def wait_entries(daemon: Daemon, count: int) -> None:
         await trio.sleep(0.005)
 
 
+async def stuck_follower(daemon: Daemon, config: DaemonConfig) -> socket.socket:
+    """A follower (mode 1) with a tiny receive buffer that reads nothing (yet)."""
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    stuck.connect(config.socket_query)
+    stuck.sendall(bytes([proto.QueryMode.FOLLOW]))
+    while not daemon.readers:
+        await trio.sleep(0.005)
+    return stuck
+
+
+async def new_writer(config: DaemonConfig, name: str) -> trio.SocketStream:
+    """A stream whose bytes memlogd reads as source ``name``."""
+    ours, theirs = socket.socketpair()
+    await client.register_fd(config.socket_log, name, [theirs.fileno()])
+    theirs.close()
+    return trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+
+
 async def test_serve_dump_and_shutdown(short_tmp: Path) -> None:
     configure_logging("json")
     config = make_config(short_tmp)
@@ -67,17 +86,9 @@ async def test_follower_a_ring_behind_loses_oldest_and_it_is_counted(short_tmp: 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             daemon: Daemon = await nursery.start(serve, config)
-            stuck = socket.socket(socket.AF_UNIX)
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-            stuck.connect(config.socket_query)
-            stuck.sendall(bytes([proto.QueryMode.FOLLOW]))
-            while not daemon.readers:
-                await trio.sleep(0.005)
+            stuck = await stuck_follower(daemon, config)
             follow_start = daemon.ring.next_seq  # the follower's cursor: nothing came since
-            ours, theirs = socket.socketpair()
-            await client.register_fd(config.socket_log, "fast", [theirs.fileno()])
-            theirs.close()
-            writer = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+            writer = await new_writer(config, "fast")
             await writer.send_all(b"".join(b"line %d %s\n" % (i, b"x" * 100) for i in range(2000)))
             await writer.aclose()
             await wait_entries(daemon, 2000)
@@ -173,16 +184,8 @@ async def test_periodic_summary_reports_drops_and_holds(
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             daemon: Daemon = await nursery.start(serve, config)
-            stuck = socket.socket(socket.AF_UNIX)
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-            stuck.connect(config.socket_query)
-            stuck.sendall(bytes([proto.QueryMode.FOLLOW]))
-            while not daemon.readers:
-                await trio.sleep(0.01)
-            ours, theirs = socket.socketpair()
-            await client.register_fd(config.socket_log, "fast", [theirs.fileno()])
-            theirs.close()
-            writer = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+            stuck = await stuck_follower(daemon, config)
+            writer = await new_writer(config, "fast")
             # more than the follower's 1 MiB send buffer: it blocks, falls half a ring
             # behind, and holds the intake once (for 0.1 s of virtual time)
             for _ in range(80):
