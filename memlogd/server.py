@@ -616,11 +616,10 @@ class Daemon:
             if reader is None:
                 return
             self.readers.add(reader)
-            if reader.cursor is not None:
-                _widen_send_buffer(conn)
             if reader.cursor is None:  # a dump ends by itself
                 await reader.run()
             else:
+                _widen_send_buffer(conn)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_watch_hangup, conn, reader)
                     await reader.run()
