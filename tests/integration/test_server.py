@@ -142,13 +142,21 @@ async def test_extended_stats_reports_sources(short_tmp: Path) -> None:
 
 
 async def test_ready_before_started_and_sockets_serve(short_tmp: Path) -> None:
+    configure_logging("json")
     config = make_config(short_tmp)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             daemon = await nursery.start(partial(serve, config))
             # as soon as start() returns, both sockets answer
-            assert await collect(config.socket_query, proto.QueryMode.DUMP) is not None
-            await client.register_fd(config.socket_log, "x", [os.open(os.devnull, os.O_RDONLY)])
+            (first,) = await collect(config.socket_query, proto.QueryMode.DUMP)
+            assert isinstance(first, proto.LogEntry)
+            assert (first.source, first.msg.split()[:2]) == ("memlogd", ["memlogd", "started"])
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            await client.register_fd(config.socket_log, "x", [devnull])
+            os.close(devnull)
+            while "x" not in daemon.sources or daemon.sources["x"].open:
+                await trio.sleep(0.005)  # /dev/null: read to its (immediate) end and closed
+            assert daemon.open_fds == 0
             daemon.begin_shutdown()
 
 
@@ -201,12 +209,19 @@ async def test_periodic_summary_reports_drops_and_holds(
                 with contextlib.suppress(BlockingIOError):
                     stuck.recv(65536)
                 await trio.sleep(0.01)
-            await trio.sleep(DROP_REPORT_S + 1)
-            own = [
-                proto.decode_entry(line).msg
-                for line in daemon.ring.snapshot().data
-                if b'"source":"memlogd"' in line
-            ]
+
+            def own_lines() -> list[str]:
+                return [
+                    proto.decode_entry(line).msg
+                    for line in daemon.ring.snapshot().data
+                    if b'"source":"memlogd"' in line
+                ]
+
+            started = trio.current_time()
+            while not any(m.startswith("readers_dropped") for m in own_lines()):
+                await trio.sleep(0.5)  # virtual time: the clock jumps while all wait
+            assert trio.current_time() - started <= DROP_REPORT_S + 1  # one period at most
+            own = own_lines()
             assert any(m.startswith("readers_dropped level=warning count=") for m in own), own
             assert any(m.startswith("intake_held count=") for m in own), own
             stuck.close()
