@@ -22,7 +22,7 @@ import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 import click
@@ -85,7 +85,6 @@ class Outcome:
     code: int = 0
     interrupted: bool = False
     stdout_closed: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def say(message: str) -> None:

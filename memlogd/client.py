@@ -17,8 +17,6 @@ Query socket (for logread, logwrite, tests)::
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -143,9 +141,3 @@ async def open_query(path: str, what: proto.QueryMode | proto.QueryRequest) -> A
         else:
             await stream.send_all(bytes([what]))
         yield Query(stream, isinstance(what, proto.QueryRequest))
-
-
-def close_fds(fds: Sequence[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -120,9 +120,11 @@ class Ring:
             return sum(sizes[start:end])
         return sum(sizes[start:]) + sum(sizes[: end - self._cap])
 
-    def extend(self, batch: Batch, encoded: Sequence[bytes], sizes: Sequence[int]) -> int:
-        """Append the entries of one batch; returns the ring's new ``next_seq``."""
+    def extend(self, batch: Batch, encoded: Sequence[bytes], sizes: Iterable[int]) -> int:
+        """Append the entries of one batch (``sizes``: their message bytes, in order);
+        returns the ring's new ``next_seq``."""
         n = len(encoded)
+        size_of = array("l", sizes)
         if n == 0:
             return self.next_seq
         if n > self._cap:  # only the newest fit; the rest pass through at once
@@ -131,16 +133,16 @@ class Ring:
             self.overwritten += skipped
             self.next_seq += skipped
             self.first_seq = self.next_seq
-            encoded, sizes, n = encoded[skipped:], sizes[skipped:], self._cap
+            encoded, size_of, n = encoded[skipped:], size_of[skipped:], self._cap
         overflow = len(self) + n - self._cap
         if overflow > 0:  # the oldest entries make room
             self._evict(overflow)
         seq = self.next_seq
         self._put(seq, encoded, self._data)
-        self._put(seq, array("l", sizes), self._sizes)
+        self._put(seq, size_of, self._sizes)
         self._put(seq, [batch] * n, self._meta)
         self.next_seq = seq + n
-        self.bytes += sum(sizes)
+        self.bytes += sum(size_of)
         if self._max_bytes and self.bytes > self._max_bytes:
             self._evict_bytes()
         return self.next_seq

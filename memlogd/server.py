@@ -296,7 +296,7 @@ class Source:
             return ReadState.DONE
         lines = self.splitter.feed(chunk)
         if lines:
-            self.daemon.append(self.name, lines)
+            self.daemon.append(self.name, lines, self.info)
         return ReadState.DATA
 
     def warn_unreadable(self, exc: OSError) -> None:
@@ -309,7 +309,7 @@ class Source:
         daemon, splitter = self.daemon, self.splitter
         tail = splitter.close()
         if tail is not None:
-            daemon.append(self.name, [tail])
+            daemon.append(self.name, [tail], self.info)
         if splitter.truncated:
             log.info(
                 "lines_truncated",
@@ -401,15 +401,16 @@ class Daemon:
 
     # ------------------------------------------------------------------ intake
 
-    def append(self, source: str, lines: list[bytes]) -> None:
+    def append(self, source: str, lines: list[bytes], info: SourceInfo | None = None) -> None:
         """One batch of lines from one source into the ring, then to readers."""
         now = time.time_ns()
         self.ring.extend(
-            Batch(source, now), proto.encode_batch(now, source, lines), list(map(len, lines))
+            Batch(source, now), proto.encode_batch(now, source, lines), map(len, lines)
         )
         n = len(lines)
         self.received += n
-        info = self.sources.get(source)
+        if info is None:
+            info = self.sources.get(source)
         if info is not None:
             info.received += n
         if self.console is not None:

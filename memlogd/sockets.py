@@ -1,7 +1,7 @@
 """Binding and adopting the daemon's two sockets (SPEC section 3, "Sockets").
 
-Plain (blocking-free) system calls, made once at start-up; the sockets are
-returned as trio sockets.
+Plain (non-blocking) system calls, made once at start-up; the daemon waits on
+the returned stdlib sockets with trio's lowlevel wait_readable/wait_writable.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import errno
 import os
 import socket
 import stat
-
-import trio
 
 from memlogd.protocol import MemlogdError
 
@@ -96,11 +94,6 @@ def adopt_fd(fd: int, kind: int, what: str) -> socket.socket:
 def socket_path(sock: socket.socket) -> str | None:
     name = sock.getsockname()
     return name if isinstance(name, str) and name else None
-
-
-def to_trio(sock: socket.socket) -> trio.socket.SocketType:
-    sock.setblocking(False)
-    return trio.socket.from_stdlib_socket(sock)
 
 
 def unlink_quietly(path: str | None) -> None:
