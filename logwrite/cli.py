@@ -17,7 +17,7 @@ from logwrite.lines import TimeFormat
 from logwrite.report import Reporter
 from memlogd import protocol as proto
 from memlogd.client import ConnectError
-from memlogd.logconfig import configure_logging
+from memlogd.logconfig import configure_logging, log_format_option
 
 log = structlog.get_logger("logwrite")
 
@@ -83,14 +83,7 @@ log = structlog.get_logger("logwrite")
     is_flag=True,
     help="Write what memlogd holds now, then exit.",
 )
-@click.option(
-    "-log-format",
-    "--log-format",
-    type=click.Choice(["auto", "json", "console"]),
-    default="auto",
-    show_default=True,
-    help="Format of logwrite's own events on stderr.",
-)
+@log_format_option("logwrite")
 def main(
     socket: str,
     log_dir: str,
@@ -113,7 +106,7 @@ def main(
         skip_sources=tuple(skip_source),
         once=once,
     )
-    configure_logging(log_format)  # type: ignore[arg-type]
+    configure_logging(log_format)
     sys.exit(trio.run(run_logwrite, config))
 
 

@@ -14,13 +14,11 @@ import trio
 
 from memlogd import protocol as proto
 from memlogd.config import ConfigError, DaemonConfig
-from memlogd.logconfig import configure_logging
+from memlogd.logconfig import configure_logging, log_format_option
 from memlogd.server import open_sockets, serve
 from memlogd.sockets import SocketError
 
 log = structlog.get_logger("memlogd")
-
-LOG_FORMATS = click.Choice(["auto", "json", "console"])
 
 
 def _octal(_ctx: Any, _param: Any, value: str) -> int:
@@ -127,14 +125,7 @@ def _octal(_ctx: Any, _param: Any, value: str) -> int:
     default=None,
     help="Write a newline to this fd once both sockets serve, then close it.",
 )
-@click.option(
-    "-log-format",
-    "--log-format",
-    type=LOG_FORMATS,
-    default="auto",
-    show_default=True,
-    help="Format of memlogd's own events on stderr.",
-)
+@log_format_option("memlogd")
 @click.option("--unlink-inherited", is_flag=True, hidden=True)
 def main(
     socket_log: str,
@@ -171,7 +162,7 @@ def main(
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(log_format)  # type: ignore[arg-type]
+    configure_logging(log_format)
     try:
         sockets = open_sockets(config)
     except SocketError as exc:

@@ -12,8 +12,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable, MutableMapping
-from typing import Any, Literal
+from typing import Any
 
+import click
 import structlog
 
 EventSink = Callable[[str], None]
@@ -51,9 +52,25 @@ def _tee(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
     return event_dict
 
 
-def configure_logging(
-    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
-) -> None:
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def log_format_option(program: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``-log-format`` flag every long-running program has."""
+    return click.option(
+        "-log-format",
+        "--log-format",
+        type=click.Choice(LOG_FORMATS),
+        default="auto",
+        show_default=True,
+        help=f"Format of {program}'s own events on stderr.",
+    )
+
+
+def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+    """``fmt``: one of LOG_FORMATS ("auto": console on a terminal, else JSON)."""
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}")
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: Any = (
