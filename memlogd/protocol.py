@@ -102,6 +102,7 @@ def _format_seconds(secs: int) -> str:
     return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
 
 
+@functools.lru_cache(maxsize=8)  # a batch's time is formatted for its JSON and its echo
 def format_time(time_ns: int) -> str:
     """Go's ``time.RFC3339Nano`` in UTC: trailing zeros of the fraction removed,
     no fraction at all when it is zero."""
