@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,26 @@ def fixture_short_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+StartMemlogd = Callable[..., MemlogdProcess]
+
+
+@pytest.fixture(name="start_memlogd")
+def fixture_start_memlogd(short_tmp: Path) -> Iterator[StartMemlogd]:
+    """Start a memlogd with extra flags (``start_memlogd("-max-lines", "100")``); each
+    one must exit 0 on SIGTERM at the end of the test."""
+    started: list[MemlogdProcess] = []
+
+    def start(*args: str, console: bool = False) -> MemlogdProcess:
+        proc = MemlogdProcess(short_tmp, args=list(args), console=console)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    codes = [proc.stop() for proc in started]
+    assert all(code == 0 for code in codes), f"memlogd exit statuses: {codes}"
 
 
 @pytest.fixture(name="memlogd")

@@ -11,33 +11,16 @@ import random
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from memlogd import protocol as proto
-from tests.helpers import MemlogdProcess, new_source, python_m, query_raw, wait_for
+from tests.helpers import new_source, python_m, query_raw, wait_for
 
 pytestmark = pytest.mark.e2e
 
 DEADLINE_S = 10.0
-
-
-@pytest.fixture(name="start_memlogd")
-def fixture_start_memlogd(short_tmp: Path) -> Iterator[Any]:
-    started: list[MemlogdProcess] = []
-
-    def start(*args: str) -> MemlogdProcess:
-        proc = MemlogdProcess(short_tmp, args=list(args))
-        proc.start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def request(**req: Any) -> bytes:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import StartMemlogd
 from tests.helpers import (
     LineReader,
     MemlogdProcess,
@@ -103,68 +104,56 @@ def test_dump_follow_has_no_gap_and_no_duplicate(memlogd: MemlogdProcess) -> Non
     assert got == list(range(total))
 
 
-def test_dump_follow_complete_with_large_ring(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-lines", "50000"])
-    proc.start()
-    try:
-        total = 30_000
-        with new_source(proc.log_path, "w") as w:
-            w.sendall(b"".join(b"%d\n" % i for i in range(10_000)))
-            held(proc.query_path, "w", 10_000)
-            reader = open_query(proc.query_path, b"\x02")
-            w.sendall(b"".join(b"%d\n" % i for i in range(10_000, total)))
-            got: list[int] = []
-            while len(got) < total:
-                got.extend(int(e["msg"]) for e in reader.json(1) if e["source"] == "w")
-        reader.sock.close()
-        assert got == list(range(total))
-    finally:
-        assert proc.stop() == 0
+def test_dump_follow_complete_with_large_ring(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-lines", "50000")
+    total = 30_000
+    with new_source(proc.log_path, "w") as w:
+        w.sendall(b"".join(b"%d\n" % i for i in range(10_000)))
+        held(proc.query_path, "w", 10_000)
+        reader = open_query(proc.query_path, b"\x02")
+        w.sendall(b"".join(b"%d\n" % i for i in range(10_000, total)))
+        got: list[int] = []
+        while len(got) < total:
+            got.extend(int(e["msg"]) for e in reader.json(1) if e["source"] == "w")
+    reader.sock.close()
+    assert got == list(range(total))
 
 
-def test_ring_overflow_keeps_exactly_the_newest(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-lines", "100"])
-    proc.start()
-    try:
-        with new_source(proc.log_path, "o") as w:
-            w.sendall(b"".join(b"%d\n" % i for i in range(1000)))
-            w.sendall(b"end\n")
+def test_ring_overflow_keeps_exactly_the_newest(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-lines", "100")
+    with new_source(proc.log_path, "o") as w:
+        w.sendall(b"".join(b"%d\n" % i for i in range(1000)))
+        w.sendall(b"end\n")
 
-        entries = wait_value(
-            lambda: dump(proc.query_path),
-            lambda d: bool(d) and d[-1]["msg"] == "end",
-            what="the last line",
-        )
-        assert len(entries) == 100
-        assert [e["msg"] for e in entries] == [str(i) for i in range(901, 1000)] + ["end"]
-    finally:
-        proc.stop()
+    entries = wait_value(
+        lambda: dump(proc.query_path),
+        lambda d: bool(d) and d[-1]["msg"] == "end",
+        what="the last line",
+    )
+    assert len(entries) == 100
+    assert [e["msg"] for e in entries] == [str(i) for i in range(901, 1000)] + ["end"]
 
 
-def test_slow_dump_reader_gets_the_whole_dump(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-lines", "3000"])
-    proc.start()
-    try:
-        line = b"x" * 1000
-        with new_source(proc.log_path, "big") as w:
-            w.sendall(b"".join(b"%04d%s\n" % (i, line) for i in range(3000)))
-            held(proc.query_path, "big", 3000)
-            sock = socket.socket(socket.AF_UNIX)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(proc.query_path)
-            sock.sendall(b"\x00")
-            sock.settimeout(10)
-            data = sock.recv(1)  # the first byte: the snapshot is taken
-            # the ring moves on completely while the dump reader reads nothing
-            w.sendall(b"".join(b"new%d\n" % i for i in range(6000)))
-            wait_for(lambda: "new5999" in messages(proc.query_path, "big"), what="new lines")
-            while chunk := sock.recv(4096):
-                data += chunk
-            sock.close()
-        msgs = [json.loads(x)["msg"] for x in data.splitlines()]
-        assert msgs == [f"{i:04d}" + "x" * 1000 for i in range(3000)]
-    finally:
-        proc.stop()
+def test_slow_dump_reader_gets_the_whole_dump(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-lines", "3000")
+    line = b"x" * 1000
+    with new_source(proc.log_path, "big") as w:
+        w.sendall(b"".join(b"%04d%s\n" % (i, line) for i in range(3000)))
+        held(proc.query_path, "big", 3000)
+        sock = socket.socket(socket.AF_UNIX)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(proc.query_path)
+        sock.sendall(b"\x00")
+        sock.settimeout(10)
+        data = sock.recv(1)  # the first byte: the snapshot is taken
+        # the ring moves on completely while the dump reader reads nothing
+        w.sendall(b"".join(b"new%d\n" % i for i in range(6000)))
+        wait_for(lambda: "new5999" in messages(proc.query_path, "big"), what="new lines")
+        while chunk := sock.recv(4096):
+            data += chunk
+        sock.close()
+    msgs = [json.loads(x)["msg"] for x in data.splitlines()]
+    assert msgs == [f"{i:04d}" + "x" * 1000 for i in range(3000)]
 
 
 def test_hundred_fds_in_one_datagram(memlogd: MemlogdProcess) -> None:
@@ -198,15 +187,11 @@ def test_three_hundred_concurrent_writers(memlogd: MemlogdProcess) -> None:
         assert by_source[f"w{i}"] == [f"{i}-0", f"{i}-1", f"{i}-2"]  # per-fd order kept
 
 
-def test_long_line_is_cut_at_utf8_boundary_and_rest_discarded(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-line-len", "10"])
-    proc.start()
-    try:
-        with new_source(proc.log_path, "cut") as w:
-            w.sendall("aaaaaaaaé€tail\nnext\n".encode())
-        assert held(proc.query_path, "cut", 2) == ["aaaaaaaaé", "next"]
-    finally:
-        proc.stop()
+def test_long_line_is_cut_at_utf8_boundary_and_rest_discarded(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-line-len", "10")
+    with new_source(proc.log_path, "cut") as w:
+        w.sendall("aaaaaaaaé€tail\nnext\n".encode())
+    assert held(proc.query_path, "cut", 2) == ["aaaaaaaaé", "next"]
 
 
 def test_hundred_megabytes_without_newline_stays_bounded(memlogd: MemlogdProcess) -> None:
@@ -284,70 +269,62 @@ def test_bad_datagrams_and_fds_warn_and_daemon_keeps_serving(memlogd: MemlogdPro
     assert held(memlogd.query_path, "still", 1) == ["alive"]
 
 
-def test_sources_over_max_sources_are_refused_whole(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-sources", "50"])
-    proc.start()
-    try:
-        keep = [new_source(proc.log_path, f"k{i}") for i in range(48)]
-        ours = [socket.socketpair() for _ in range(3)]
-        send_fds(proc.log_path, b"three", [t.fileno() for _, t in ours])
-        for _, t in ours:
-            t.close()
-        for o, _ in ours:  # refused: the writer sees EOF/EPIPE
-            o.settimeout(10)
-            assert o.recv(1) == b""
-            o.close()
-        extra = [new_source(proc.log_path, f"x{i}") for i in range(2000)]
-        for i, w in enumerate(keep):
-            w.sendall(b"kept %d\n" % i)
-        assert held(proc.query_path, "k47", 1) == ["kept 47"]
-        accepted = 0
-        for w in extra:
-            try:
-                w.sendall(b"x\n")
-                accepted += 1
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            w.close()
-        for w in keep:
-            w.close()
-        assert accepted <= 2 + 10  # at most the two free slots (EPIPE can be late)
-        log_text = "\n".join(messages(proc.query_path, "memlogd"))
-        assert "fds_refused" in log_text and "over -max-sources 50" in log_text
-    finally:
-        proc.stop()
+def test_sources_over_max_sources_are_refused_whole(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-sources", "50")
+    keep = [new_source(proc.log_path, f"k{i}") for i in range(48)]
+    ours = [socket.socketpair() for _ in range(3)]
+    send_fds(proc.log_path, b"three", [t.fileno() for _, t in ours])
+    for _, t in ours:
+        t.close()
+    for o, _ in ours:  # refused: the writer sees EOF/EPIPE
+        o.settimeout(10)
+        assert o.recv(1) == b""
+        o.close()
+    extra = [new_source(proc.log_path, f"x{i}") for i in range(2000)]
+    for i, w in enumerate(keep):
+        w.sendall(b"kept %d\n" % i)
+    assert held(proc.query_path, "k47", 1) == ["kept 47"]
+    accepted = 0
+    for w in extra:
+        try:
+            w.sendall(b"x\n")
+            accepted += 1
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        w.close()
+    for w in keep:
+        w.close()
+    assert accepted <= 2 + 10  # at most the two free slots (EPIPE can be late)
+    log_text = "\n".join(messages(proc.query_path, "memlogd"))
+    assert "fds_refused" in log_text and "over -max-sources 50" in log_text
 
 
-def test_bad_query_clients_do_not_delay_others(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp)
-    proc.start()
-    try:
-        silent = socket.socket(socket.AF_UNIX)
-        silent.connect(proc.query_path)  # never sends a mode byte
-        assert query_raw(proc.query_path, b"\x09") == b""  # unknown mode: closed
-        huge = socket.socket(socket.AF_UNIX)
-        huge.connect(proc.query_path)
-        huge.settimeout(10)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            huge.sendall(b"\x03{" + b" " * (1 << 20))  # 1 MB of JSON: refused after 64 KiB
-        answer = huge.recv(65536)
-        huge.close()
-        assert answer == b'{"error":"request longer than 65536 bytes"}\n'
+def test_bad_query_clients_do_not_delay_others(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd()
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(proc.query_path)  # never sends a mode byte
+    assert query_raw(proc.query_path, b"\x09") == b""  # unknown mode: closed
+    huge = socket.socket(socket.AF_UNIX)
+    huge.connect(proc.query_path)
+    huge.settimeout(10)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        huge.sendall(b"\x03{" + b" " * (1 << 20))  # 1 MB of JSON: refused after 64 KiB
+    answer = huge.recv(65536)
+    huge.close()
+    assert answer == b'{"error":"request longer than 65536 bytes"}\n'
 
-        bad = query_raw(proc.query_path, b'\x03{"bogus": 1}\n')
-        assert json.loads(bad) == {"error": "unknown request key 'bogus'"}
-        t0 = time.monotonic()
-        entries = dump(proc.query_path)  # served at once despite the silent client
-        assert time.monotonic() - t0 < 2.0
-        assert entries[0]["msg"].startswith("memlogd started")
-        silent.settimeout(10)
-        assert silent.recv(1) == b""  # closed after the 5 s mode timeout
-        silent.close()
-        log_text = "\n".join(messages(proc.query_path, "memlogd"))
-        for kind in ("query_bad_mode", "query_malformed", "query_timeout"):
-            assert kind in log_text
-    finally:
-        proc.stop()
+    bad = query_raw(proc.query_path, b'\x03{"bogus": 1}\n')
+    assert json.loads(bad) == {"error": "unknown request key 'bogus'"}
+    t0 = time.monotonic()
+    entries = dump(proc.query_path)  # served at once despite the silent client
+    assert time.monotonic() - t0 < 2.0
+    assert entries[0]["msg"].startswith("memlogd started")
+    silent.settimeout(10)
+    assert silent.recv(1) == b""  # closed after the 5 s mode timeout
+    silent.close()
+    log_text = "\n".join(messages(proc.query_path, "memlogd"))
+    for kind in ("query_bad_mode", "query_malformed", "query_timeout"):
+        assert kind in log_text
 
 
 def test_hundred_clients_at_once(memlogd: MemlogdProcess) -> None:
@@ -369,57 +346,49 @@ def test_hundred_clients_at_once(memlogd: MemlogdProcess) -> None:
         assert b'"source":"c","msg":"hello"}' in data
 
 
-def test_clients_over_max_clients_are_closed(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-clients", "3"])
-    proc.start()
-    try:
-        followers = [open_query(proc.query_path, b"\x02") for _ in range(3)]
-        for f in followers:  # each is being served (its dump starts with memlogd's first event)
-            assert f.json(1)[0]["msg"].startswith("memlogd started")
-        refused = socket.socket(socket.AF_UNIX)
-        refused.connect(proc.query_path)
-        refused.settimeout(10)
-        assert refused.recv(1) == b""
-        refused.close()
-        for f in followers:
-            f.sock.close()
+def test_clients_over_max_clients_are_closed(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-clients", "3")
+    followers = [open_query(proc.query_path, b"\x02") for _ in range(3)]
+    for f in followers:  # each is being served (its dump starts with memlogd's first event)
+        assert f.json(1)[0]["msg"].startswith("memlogd started")
+    refused = socket.socket(socket.AF_UNIX)
+    refused.connect(proc.query_path)
+    refused.settimeout(10)
+    assert refused.recv(1) == b""
+    refused.close()
+    for f in followers:
+        f.sock.close()
 
-        def dump_or_refused() -> list[dict[str, object]] | None:
-            try:
-                return dump(proc.query_path)
-            except ConnectionResetError:
-                return None
+    def dump_or_refused() -> list[dict[str, object]] | None:
+        try:
+            return dump(proc.query_path)
+        except ConnectionResetError:
+            return None
 
-        # the slots are freed as soon as memlogd notices the followers hung up
-        wait_for(dump_or_refused, what="a dump after the followers left")
-        log_text = "\n".join(messages(proc.query_path, "memlogd"))
-        assert 'client_refused level=warning reason="over -max-clients" max_clients=3' in log_text
-    finally:
-        proc.stop()
+    # the slots are freed as soon as memlogd notices the followers hung up
+    wait_for(dump_or_refused, what="a dump after the followers left")
+    log_text = "\n".join(messages(proc.query_path, "memlogd"))
+    assert 'client_refused level=warning reason="over -max-clients" max_clients=3' in log_text
 
 
-def test_follower_that_never_reads_blocks_nobody(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-lines", "1000"])
-    proc.start()
-    try:
-        stuck = socket.socket(socket.AF_UNIX)
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(proc.query_path)
-        stuck.sendall(b"\x01")
-        rss_start = proc.rss_kib()
-        with new_source(proc.log_path, "fast") as w:
-            for i in range(50):
-                w.sendall(b"".join(b"%d-%d %s\n" % (i, j, b"y" * 200) for j in range(1000)))
-            w.sendall(b"done\n")
-        wait_value(
-            lambda: messages(proc.query_path, "fast"),
-            lambda m: bool(m) and m[-1] == "done",
-            what="the writer's last line",
-        )
-        assert proc.rss_kib() - rss_start < 30 * 1024
-        stuck.close()
-    finally:
-        proc.stop()
+def test_follower_that_never_reads_blocks_nobody(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-lines", "1000")
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(proc.query_path)
+    stuck.sendall(b"\x01")
+    rss_start = proc.rss_kib()
+    with new_source(proc.log_path, "fast") as w:
+        for i in range(50):
+            w.sendall(b"".join(b"%d-%d %s\n" % (i, j, b"y" * 200) for j in range(1000)))
+        w.sendall(b"done\n")
+    wait_value(
+        lambda: messages(proc.query_path, "fast"),
+        lambda m: bool(m) and m[-1] == "done",
+        what="the writer's last line",
+    )
+    assert proc.rss_kib() - rss_start < 30 * 1024
+    stuck.close()
 
 
 def test_sigterm_exits_zero_and_removes_socket_files(short_tmp: Path) -> None:
@@ -447,32 +416,30 @@ def test_sockets_have_mode_0600(memlogd: MemlogdProcess) -> None:
         assert os.stat(path).st_mode & 0o777 == 0o600
 
 
-def test_stale_socket_is_replaced_and_live_one_refused(short_tmp: Path) -> None:
+def test_stale_socket_is_replaced_and_live_one_refused(
+    short_tmp: Path, start_memlogd: StartMemlogd
+) -> None:
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(short_tmp / "query.sock"))
     stale.close()  # the file stays, nobody listens
-    proc = MemlogdProcess(short_tmp)
-    proc.start()
-    try:
-        second = subprocess.run(
-            python_m(
-                "memlogd",
-                "-socket-log",
-                str(short_tmp / "l2.sock"),
-                "-socket-query",
-                proc.query_path,
-                "--no-console",
-            ),
-            capture_output=True,
-            timeout=10,
-            text=True,
-        )
-        assert second.returncode == 1
-        assert second.stderr == f"memlogd: a memlogd is already serving at {proc.query_path}\n"
-        assert not os.path.exists(short_tmp / "l2.sock")
-        assert dump(proc.query_path)  # the first one is unaffected
-    finally:
-        assert proc.stop() == 0
+    proc = start_memlogd()
+    second = subprocess.run(
+        python_m(
+            "memlogd",
+            "-socket-log",
+            str(short_tmp / "l2.sock"),
+            "-socket-query",
+            proc.query_path,
+            "--no-console",
+        ),
+        capture_output=True,
+        timeout=10,
+        text=True,
+    )
+    assert second.returncode == 1
+    assert second.stderr == f"memlogd: a memlogd is already serving at {proc.query_path}\n"
+    assert not os.path.exists(short_tmp / "l2.sock")
+    assert dump(proc.query_path)  # the first one is unaffected
 
 
 def test_unbindable_path_is_named_in_error(short_tmp: Path) -> None:
@@ -579,51 +546,39 @@ def test_inherited_fds_upstream_command_line(short_tmp: Path) -> None:
     assert os.path.exists(short_tmp / "q.sock")
 
 
-def test_console_echo_format(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, console=True)
-    proc.start()
-    try:
-        with new_source(proc.log_path, "echo") as w:
-            w.sendall(b"hello console\n")
-        held(proc.query_path, "echo", 1)
-        line = wait_for(
-            lambda: [x for x in proc.stdout_path.read_text().splitlines() if ";echo;" in x],
-            what="console line",
-        )[0]
-        time_text, source, msg = line.split(";", 2)
-        assert (source, msg) == ("echo", "hello console")
-        assert time_text.endswith("Z") and "T" in time_text
-    finally:
-        proc.stop()
+def test_console_echo_format(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd(console=True)
+    with new_source(proc.log_path, "echo") as w:
+        w.sendall(b"hello console\n")
+    held(proc.query_path, "echo", 1)
+    line = wait_for(
+        lambda: [x for x in proc.stdout_path.read_text().splitlines() if ";echo;" in x],
+        what="console line",
+    )[0]
+    time_text, source, msg = line.split(";", 2)
+    assert (source, msg) == ("echo", "hello console")
+    assert time_text.endswith("Z") and "T" in time_text
 
 
-def test_max_bytes_bounds_the_ring_by_message_bytes(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-max-bytes", "2048", "-max-line-len", "1024"])
-    proc.start()
-    try:
-        with new_source(proc.log_path, "b") as w:
-            w.sendall(b"".join(b"%d%s\n" % (i, b"x" * 499) for i in range(10)))
-            w.sendall(b"end\n")
-        entries = wait_value(
-            lambda: dump(proc.query_path),
-            lambda d: bool(d) and d[-1]["msg"] == "end",
-            what="the last line",
-        )
-        # newest first until 2048 bytes: "end" (3) + four 500-byte lines (2000) fit, a fifth not
-        assert [e["msg"][:1] for e in entries] == ["6", "7", "8", "9", "e"]
-        assert sum(len(e["msg"].encode()) for e in entries) <= 2048
-    finally:
-        proc.stop()
+def test_max_bytes_bounds_the_ring_by_message_bytes(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-max-bytes", "2048", "-max-line-len", "1024")
+    with new_source(proc.log_path, "b") as w:
+        w.sendall(b"".join(b"%d%s\n" % (i, b"x" * 499) for i in range(10)))
+        w.sendall(b"end\n")
+    entries = wait_value(
+        lambda: dump(proc.query_path),
+        lambda d: bool(d) and d[-1]["msg"] == "end",
+        what="the last line",
+    )
+    # newest first until 2048 bytes: "end" (3) + four 500-byte lines (2000) fit, a fifth not
+    assert [e["msg"][:1] for e in entries] == ["6", "7", "8", "9", "e"]
+    assert sum(len(e["msg"].encode()) for e in entries) <= 2048
 
 
-def test_socket_mode_flag(short_tmp: Path) -> None:
-    proc = MemlogdProcess(short_tmp, ["-socket-mode", "0660"])
-    proc.start()
-    try:
-        for path in (proc.log_path, proc.query_path):
-            assert os.stat(path).st_mode & 0o777 == 0o660
-    finally:
-        proc.stop()
+def test_socket_mode_flag(start_memlogd: StartMemlogd) -> None:
+    proc = start_memlogd("-socket-mode", "0660")
+    for path in (proc.log_path, proc.query_path):
+        assert os.stat(path).st_mode & 0o777 == 0o660
 
 
 def test_console_nobody_reads_drops_echo_never_lines(short_tmp: Path) -> None:
