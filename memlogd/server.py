@@ -416,7 +416,7 @@ class Daemon:
         if self.console is not None:
             prefix = f"{proto.format_time(now)};{source};".encode("utf-8", "replace")
             self.console.write(prefix + (b"\n" + prefix).join(lines) + b"\n", n)
-        for reader in list(self.readers):
+        for reader in self.readers:  # push never adds or removes readers
             reader.push()
 
     def start_hold(self, reader: Reader) -> None:
@@ -936,7 +936,7 @@ async def serve(
                     await daemon.wait_closing()
                     intake.cancel_scope.cancel()
                 log.info("shutdown_started", readers=len(daemon.readers))
-                for reader in list(daemon.readers):
+                for reader in daemon.readers:
                     reader.push()
                 queries.cancel_scope.deadline = trio.current_time() + GRACE_S
             outer.cancel_scope.cancel()
