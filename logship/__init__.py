@@ -1,0 +1,1 @@
+"""logship: forward memlogd's log to a central receiver over RELP or TCP (docs/logship.md)."""
