@@ -25,6 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	bash tests/ensure_rsyslog.sh
 	$(BIN)/pytest -q -n 2 -p no:cacheprovider
 
 test: lint typecheck pytest

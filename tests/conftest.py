@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, settings
 
 from tests.helpers import MemlogdProcess
 
+pytest_plugins = ["tests.rsyslog"]  # the rsyslog and start_rsyslog fixtures
+
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
