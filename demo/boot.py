@@ -24,7 +24,9 @@ from typing import Any
 import trio
 
 from memlogd import protocol as proto
-from memlogd.client import ConnectError, open_query
+from memlogd.client import Subscription
+from memlogd.errors import ConnectError
+from memlogd.events import Entries
 
 READY_TIMEOUT_S = 10.0
 PERSIST_TIMEOUT_S = 20.0
@@ -96,10 +98,11 @@ async def _wait_ready(fd: int) -> None:
 
 async def _held(boot: Boot) -> dict[str, list[str]]:
     held: dict[str, list[str]] = {}
-    async with open_query(boot.query_sock, proto.QueryMode.DUMP) as query:
-        async for entry in query:
-            assert isinstance(entry, proto.LogEntry)
-            held.setdefault(entry.source, []).append(entry.msg)
+    async with Subscription(boot.query_sock, proto.QueryRequest(), upstream=True) as dump:
+        async for event in dump:
+            if isinstance(event, Entries):
+                for entry in event.entries:
+                    held.setdefault(entry.source, []).append(entry.msg)
     return held
 
 

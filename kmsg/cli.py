@@ -14,11 +14,11 @@ from kmsg.reader import (
     KmsgConfig,
     KmsgOpenError,
     KmsgReadError,
-    OutputClosedError,
     run_kmsg,
 )
-from memlogd.client import ConnectError
+from memlogd.errors import ConnectError
 from memlogd.logconfig import configure_logging
+from memlogd.termio import OutputClosedError
 
 EXIT_SIGINT = 130
 

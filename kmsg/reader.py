@@ -28,8 +28,9 @@ import trio
 
 from kmsg.record import READ_SIZE, KmsgDecoder, KmsgParseError, RecordSplitter
 from kmsg.state import KmsgState, StateError, load_state, read_boot_id, save_state
+from memlogd import termio
 from memlogd.client import open_log_stream
-from memlogd.protocol import MemlogdError
+from memlogd.errors import MemlogdError
 
 DEFAULT_PATH = "/dev/kmsg"
 DEFAULT_NAME = "kmsg"
@@ -175,18 +176,15 @@ class KmsgReader:
 # ------------------------------------------------------------------ output
 
 
-class OutputClosedError(MemlogdError):
-    """Nobody reads our output any more (stderr closed)."""
-
-
 class Output:
-    """Where lines go: an fd (stderr) or, with --socket-log, a stream into memlogd.
+    """Where lines go: an fd (stderr, or stdout for ``-o json``) or, with
+    --socket-log, a stream into memlogd.
 
-    If memlogd goes away, the lines go to stderr from then on (with a warning).
+    If memlogd goes away, the lines go to the fd from then on (with a warning).
     """
 
     def __init__(self, fd: int, stream: trio.SocketStream | None = None) -> None:
-        self.fd = fd
+        self.out = termio.Output(fd)
         self.stream = stream
 
     async def write(self, data: bytes) -> None:
@@ -197,21 +195,10 @@ class Output:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.warning("memlogd_gone", fallback="stderr")
                 await self.aclose()
-        await self._write_fd(data)
-
-    async def _write_fd(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self.fd, view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(self.fd)
-            except BrokenPipeError:
-                raise OutputClosedError("output closed") from None
-            except OSError as exc:
-                raise OutputClosedError(f"cannot write output: {exc.strerror}") from None
+        await self.out.write(data)
 
     async def aclose(self) -> None:
+        self.out.close()
         if self.stream is not None:
             stream, self.stream = self.stream, None
             await stream.aclose()

@@ -25,7 +25,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from memlogd.protocol import MemlogdError, format_time
+from memlogd.errors import MemlogdError
+from memlogd.timefmt import format_time
 
 READ_SIZE = 16 * 1024  # bytes per read(2); the kernel's longest record is 8 KiB
 MAX_NUMBER_DIGITS = 20  # a u64 has at most 20 decimal digits

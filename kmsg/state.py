@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from memlogd.protocol import MemlogdError
+from memlogd.errors import MemlogdError
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 

@@ -1,32 +1,22 @@
-"""logread: show what memlogd holds, and follow it (SPEC section 4).
+"""logread: show what memlogd holds, and follow it (docs/logread.md).
 
-Upstream flags (``-socket``, ``-f``, ``-F``) speak only the base query modes
-0/1/2, so logread also works against LinuxKit's Go memlogd.  Our flags
-(``-s``, ``-n``, ``--since``, ``-o json``, ``--stats``, ``--retry``) use the
-extended query (mode 3): entries carry a ``seq``, losses arrive as
-``dropped`` records (reported on stderr), and ``--retry`` resumes a follow
-across memlogd restarts from the last ``(instance, seq)`` it printed.
-
-Output is written one batch per received chunk.  Closed stdout (``| head``)
-ends logread quietly with status 0; Ctrl-C ends it quietly with status 130.
+Options -> :class:`Options` -> a :class:`memlogd.client.Subscription` (which
+does all the talking to memlogd) -> :mod:`logread.render` -> stdout through
+:class:`memlogd.termio.Output`.  Closed stdout (``| head``) ends logread
+quietly with status 0; Ctrl-C ends it quietly with status 130.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import select
 import signal
-import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
-from typing import NoReturn
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import click
-import structlog
 import trio
 
 from logread.render import (
@@ -38,13 +28,13 @@ from logread.render import (
     render_text,
 )
 from memlogd import protocol as proto
-from memlogd.client import RECV_CHUNK, ConnectError, connect_query
+from memlogd.client import Subscription, fetch_stats
+from memlogd.config import DEFAULT_QUERY_SOCKET
+from memlogd.errors import MemlogdError
+from memlogd.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
 from memlogd.logconfig import configure_logging
+from memlogd.termio import Output, OutputClosedError, quiet_exit, watch_closed
 
-log = structlog.get_logger("logread")
-
-RETRY_INITIAL_S = 0.05  # first reconnect delay with --retry; doubles up to RETRY_MAX_S
-RETRY_MAX_S = 2.0
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 Renderer = Callable[[proto.LogEntry], str]
@@ -54,30 +44,15 @@ class Fatal(Exception):
     """An expected failure: one line on stderr, exit 1."""
 
 
-class _ConnectionLost(Exception):
-    """The query connection ended or broke (only an error with --retry off)."""
-
-
 @dataclass(frozen=True)
 class Options:
     socket: str
-    dump: bool
-    follow: bool
     extended: bool
     request: proto.QueryRequest
     output: str
     color: bool
     retry: bool
     stats: bool
-
-
-@dataclass
-class Cursor:
-    """Where a follow stands: the daemon instance and the last seq accounted for
-    (printed, filtered out, or reported lost); ``seq`` None = nothing yet."""
-
-    instance: str | None = None
-    seq: int | None = None
 
 
 @dataclass
@@ -93,50 +68,9 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
-# ---------------------------------------------------------------------- stdout
-
-
-class Output:
-    """Writes whole batches to fd 1; a pipe or socket is made non-blocking (and
-    restored at exit) so that Ctrl-C works while a reader is not reading."""
-
-    def __init__(self, fd: int = 1) -> None:
-        self.fd = fd
-        self._restore: bool | None = None
-        with contextlib.suppress(OSError):
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-                self._restore = os.get_blocking(fd)
-                os.set_blocking(fd, False)
-
-    async def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                sent = os.write(self.fd, view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(self.fd)
-                continue
-            view = view[sent:]
-
-    def close(self) -> None:
-        if self._restore is not None:
-            with contextlib.suppress(OSError):
-                os.set_blocking(self.fd, self._restore)
-            self._restore = None
-
-
 async def watch_stdout(fd: int, outcome: Outcome, scope: trio.CancelScope) -> None:
-    """End logread as soon as the reader of stdout goes away (``| head``), even when
-    nothing is being written: an epoll set with no events still reports the
-    write end's error/hang-up, and is itself readable then."""
-    with select.epoll() as ep:
-        try:
-            ep.register(fd, 0)
-        except OSError:
-            return  # a regular file or /dev/null: never closes under us
-        while not ep.poll(0):
-            await trio.lowlevel.wait_readable(ep.fileno())
+    """End logread as soon as the reader of stdout goes away (``| head``)."""
+    await watch_closed(fd)
     outcome.stdout_closed = True
     scope.cancel()
 
@@ -149,35 +83,6 @@ async def watch_sigint(outcome: Outcome, scope: trio.CancelScope) -> None:
             return
 
 
-# ---------------------------------------------------------------------- reading
-
-
-async def line_batches(stream: trio.SocketStream) -> AsyncIterator[list[bytes]]:
-    """The answer's complete lines, one list per received chunk; ends at EOF."""
-    buf = b""
-    while True:
-        try:
-            data = await stream.receive_some(RECV_CHUNK)
-        except (trio.BrokenResourceError, OSError) as exc:
-            raise _ConnectionLost(str(exc)) from None
-        if not data:
-            if buf:
-                yield [buf]
-            return
-        buf += data
-        if b"\n" not in data:
-            continue
-        *lines, buf = buf.split(b"\n")
-        yield lines
-
-
-async def send_request(stream: trio.SocketStream, data: bytes) -> None:
-    try:
-        await stream.send_all(data)
-    except (trio.BrokenResourceError, OSError) as exc:
-        raise _ConnectionLost(str(exc)) from None
-
-
 def make_renderer(output: str, color: bool) -> Renderer:
     if output == "json":
         return render_json
@@ -188,194 +93,48 @@ def make_renderer(output: str, color: bool) -> Renderer:
     return render_text
 
 
-async def connect(path: str) -> trio.SocketStream:
-    try:
-        return await connect_query(path)
-    except ConnectError as exc:
-        raise Fatal(str(exc)) from None
-
-
-async def run_base(opts: Options, out: Output, render: Renderer) -> None:
-    """Upstream's modes 0/1/2: what upstream memlogd understands too."""
-    if opts.dump and opts.follow:
-        mode = proto.QueryMode.DUMP_FOLLOW
-    elif opts.follow:
-        mode = proto.QueryMode.FOLLOW
-    else:
-        mode = proto.QueryMode.DUMP
-    stream = await connect(opts.socket)
-    async with stream:
-        try:
-            await send_request(stream, bytes([mode]))
-            async for lines in line_batches(stream):
-                texts = []
-                try:
-                    for line in lines:
-                        if line:
-                            texts.append(render(proto.decode_entry(line)))
-                except proto.ProtocolError as exc:
-                    await out.write("".join(texts).encode("utf-8", "replace"))
-                    raise Fatal(f"malformed reply from memlogd: {exc}") from None
-                await out.write("".join(texts).encode("utf-8", "replace"))
-        except _ConnectionLost:
-            return  # as upstream: the stream ended
-
-
-async def run_stats(opts: Options, out: Output) -> None:
-    stream = await connect(opts.socket)
-    async with stream:
-        await send_request(stream, proto.encode_request(proto.QueryRequest(stats=True)))
-        stats: proto.Stats | None = None
-        async for lines in line_batches(stream):
-            for line in lines:
-                if not line:
-                    continue
-                reply = _decode(line)
-                if isinstance(reply, proto.ErrorReply):
-                    raise Fatal(f"memlogd refused the query: {reply.message}")
-                if isinstance(reply, proto.Stats):
-                    stats = reply
-    if stats is None:
-        raise Fatal(f"memlogd at {opts.socket} sent no statistics (is it upstream's memlogd?)")
+async def show_stats(opts: Options, out: Output) -> None:
+    stats = await fetch_stats(opts.socket)
     if opts.output == "json":
-        text = json.dumps(dict(stats.values), separators=(",", ":")) + "\n"
+        text = json.dumps(stats, separators=(",", ":")) + "\n"
     else:
-        text = render_stats(stats.values)
+        text = render_stats(stats)
     await out.write(text.encode("utf-8", "replace"))
 
 
-def _decode(line: bytes) -> proto.Reply:
-    try:
-        return proto.decode_reply(line)
-    except proto.ProtocolError as exc:
-        raise Fatal(f"malformed reply from memlogd: {exc}") from None
-
-
-class Session:
-    """Extended queries, one connection after the other when following with --retry."""
-
-    def __init__(self, opts: Options, out: Output, render: Renderer) -> None:
-        self.opts = opts
-        self.out = out
-        self.render = render
-        self.cursor = Cursor()
-        self.answered = False  # the current connection sent its header
-        self.base = replace(opts.request, after_seq=None)
-        self.fresh = opts.request  # what to ask an instance nothing was read from yet
-
-    def resume_request(self) -> proto.QueryRequest:
-        """After a lost connection to the same instance: carry on from the cursor."""
-        if self.cursor.seq is None:
-            return self.fresh  # nothing accounted for yet: ask again
-        return replace(self.base, dump=False, follow=True, tail=None, after_seq=self.cursor.seq)
-
-    def whole_ring_request(self) -> proto.QueryRequest:
-        """After a restart: the new daemon's whole ring (filtered), then follow."""
-        return replace(self.base, dump=True, follow=True, tail=None)
-
-    async def run(self) -> None:
-        request = self.fresh
-        expect: str | None = None  # the instance a resume request is valid for
-        delay = RETRY_INITIAL_S
-        outage = False
-        while True:
-            try:
-                stream = await connect_query(self.opts.socket)
-            except ConnectError as exc:
-                if not self.opts.retry:
-                    raise Fatal(str(exc)) from None
-                if not outage:
-                    say(f"{exc}; retrying")
-                    outage = True
-                log.debug("reconnect_failed", path=self.opts.socket, reason=exc.reason)
-                await trio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            self.answered = False
-            broken = False
-            try:
-                async with stream:
-                    await send_request(stream, proto.encode_request(request))
-                    restarted = await self.receive(stream, request, expect)
-            except _ConnectionLost:
-                restarted, broken = False, True
-            if restarted:
+async def show(opts: Options, out: Output, render: Renderer) -> None:
+    """Print what the subscription delivers, and say what the user must know."""
+    subscription = Subscription(
+        opts.socket, opts.request, retry=opts.retry, upstream=not opts.extended
+    )
+    answered = False  # a connection answered: a later outage is a lost connection
+    async with subscription:
+        async for event in subscription:
+            if isinstance(event, Entries):
+                text = "".join(map(render, event.entries))
+                await out.write(text.encode("utf-8", "replace"))
+            elif isinstance(event, Gap):
+                say(f"{event.count} entries lost (seq {event.seq}-{event.last})")
+            elif isinstance(event, Restarted):
                 say("memlogd restarted (new instance); printing its whole ring")
-                request, expect = self.whole_ring_request(), None
-                self.fresh = request
-                continue  # at once: the daemon is there
-            # a daemon that closes a mode 3 query without a word is upstream's memlogd
-            upstream = not self.answered and not broken and self.cursor.instance is None
-            if upstream or not (self.opts.follow and self.opts.retry):
-                if not self.answered:
-                    raise Fatal(
-                        f"memlogd at {self.opts.socket} closed the connection without "
-                        "answering the extended query (is it upstream's memlogd?)"
-                    )
-                return
-            if self.answered:  # the connection had worked: a new outage starts
-                delay = RETRY_INITIAL_S
-                outage = False
-            if not outage:
-                say(f"lost connection to memlogd at {self.opts.socket}; reconnecting")
-                outage = True
-            if self.cursor.instance is not None:
-                request, expect = self.resume_request(), self.cursor.instance
-            await trio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-
-    async def receive(
-        self, stream: trio.SocketStream, request: proto.QueryRequest, expect: str | None
-    ) -> bool:
-        """Print one answer; True when its daemon is not the instance ``expect``."""
-        header: proto.Header | None = None
-        async for lines in line_batches(stream):
-            texts: list[str] = []
-            for line in lines:
-                if not line:
-                    continue
-                reply = _decode(line)
-                if header is None:
-                    if isinstance(reply, proto.ErrorReply):
-                        raise Fatal(f"memlogd refused the query: {reply.message}")
-                    if not isinstance(reply, proto.Header):
-                        raise Fatal("malformed reply from memlogd: no header line")
-                    header = reply
-                    self.answered = True
-                    if expect is not None and header.instance != expect:
-                        return True
-                    if self.cursor.instance != header.instance:
-                        self.cursor = Cursor(header.instance)
-                    if self.cursor.seq is None and not request.dump:
-                        self.cursor.seq = header.next_seq - 1  # a follow starts there
-                    continue
-                if isinstance(reply, proto.LogEntry):
-                    texts.append(self.render(reply))
-                    if reply.seq is not None:
-                        self.cursor.seq = reply.seq
-                elif isinstance(reply, proto.Dropped):
-                    await self.flush(texts)
-                    last = reply.seq + reply.count - 1
-                    say(f"{reply.count} entries lost (seq {reply.seq}-{last})")
-                    self.cursor.seq = max(self.cursor.seq or 0, last)
-                elif isinstance(reply, proto.ErrorReply):
-                    await self.flush(texts)
-                    raise Fatal(f"memlogd: {reply.message}")
-                else:
-                    await self.flush(texts)
-                    raise Fatal("malformed reply from memlogd: unexpected line")
-            await self.flush(texts)
-        return False
-
-    async def flush(self, texts: list[str]) -> None:
-        if texts:
-            await self.out.write("".join(texts).encode("utf-8", "replace"))
-            texts.clear()
+            elif isinstance(event, Waiting):
+                # said once per outage, and only when reconnecting at once failed
+                # (an upgrade of memlogd goes unnoticed)
+                if event.first and answered:
+                    say(f"lost connection to memlogd at {opts.socket}; reconnecting")
+                elif event.first:
+                    say(f"{event.error}; retrying")
+            elif isinstance(event, proto.Malformed):
+                raise Fatal(f"malformed reply from memlogd: {event.reason}")
+            elif isinstance(event, Connected):
+                answered = True
+            elif isinstance(event, Disconnected):
+                pass
 
 
 async def run(opts: Options) -> int:
     outcome = Outcome()
-    out = Output()
+    out = Output(1)
     render = make_renderer(opts.output, opts.color)
     try:
         async with trio.open_nursery() as nursery:
@@ -383,16 +142,15 @@ async def run(opts: Options) -> int:
             nursery.start_soon(watch_stdout, out.fd, outcome, nursery.cancel_scope)
             try:
                 if opts.stats:
-                    await run_stats(opts, out)
-                elif opts.extended:
-                    await Session(opts, out, render).run()
+                    await show_stats(opts, out)
                 else:
-                    await run_base(opts, out, render)
-            except Fatal as exc:
-                say(str(exc))
-                outcome.code = 1
-            except BrokenPipeError:
-                outcome.stdout_closed = True
+                    await show(opts, out, render)
+            except (Fatal, MemlogdError) as exc:
+                if isinstance(exc, OutputClosedError):
+                    outcome.stdout_closed = True
+                else:
+                    say(str(exc))
+                    outcome.code = 1
             nursery.cancel_scope.cancel()
     finally:
         out.close()
@@ -404,17 +162,6 @@ async def run(opts: Options) -> int:
 
 
 # ---------------------------------------------------------------------- command line
-
-
-def quiet_exit(code: int) -> NoReturn:
-    """Exit without Python's final flush of stdout failing on a closed pipe."""
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()  # what click printed (help, usage)
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-    sys.exit(code)
 
 
 def build_options(
@@ -441,7 +188,9 @@ def build_options(
     follow_any = follow or dump_follow
     # -n with -f shows the last N entries, then follows (as tail -n N -f does)
     dump = dump_follow or not follow or tail is not None
-    extended = bool(sources) or tail is not None or since is not None
+    # following asks the extended query first (so losses are reported), falling
+    # back to upstream's modes; a plain dump is lossless either way (mode 0)
+    extended = follow_any or bool(sources) or tail is not None or since is not None
     extended = extended or output == "json" or stats or retry
     use_color = color == "always" or (
         color == "auto"
@@ -454,8 +203,6 @@ def build_options(
     )
     return Options(
         socket=socket,
-        dump=dump,
-        follow=follow_any,
         extended=extended,
         request=request,
         output=output,
@@ -470,7 +217,7 @@ def build_options(
     "-socket",
     "--socket",
     "socket",
-    default=proto.DEFAULT_QUERY_SOCKET,
+    default=DEFAULT_QUERY_SOCKET,
     show_default=True,
     metavar="PATH",
     help="memlogd's query socket.",

@@ -21,7 +21,9 @@ from functools import lru_cache
 from json.encoder import encode_basestring
 from typing import Any
 
-from memlogd.protocol import LogEntry, ProtocolError, entry_prefix, format_time, parse_time
+from memlogd.errors import ProtocolError
+from memlogd.protocol import LogEntry, entry_prefix
+from memlogd.timefmt import format_time, parse_time
 
 RESET = "\x1b[0m"
 # Readable on dark and light backgrounds alike: the normal and bright colours, minus

@@ -1,4 +1,4 @@
-"""``logwrite``: the command line (SPEC section 5). Thin: flags -> Config -> trio.run."""
+"""``logwrite``: the command line (docs/logwrite.md). Thin: flags -> Config -> trio.run."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import structlog
 import trio
 
 from logwrite.files import LogFiles
-from logwrite.follow import Config, Follower, IncompleteError, Persister, report_held_errors
 from logwrite.lines import TimeFormat
+from logwrite.persister import Config, IncompleteError, Persister, follow, report_held_errors
 from logwrite.report import Reporter
-from memlogd import protocol as proto
-from memlogd.client import ConnectError
+from memlogd.config import DEFAULT_QUERY_SOCKET
+from memlogd.errors import MemlogdError
 from memlogd.logconfig import configure_logging, log_format_option
 
 log = structlog.get_logger("logwrite")
@@ -26,7 +26,7 @@ log = structlog.get_logger("logwrite")
 @click.option(
     "-socket",
     "--socket",
-    default=proto.DEFAULT_QUERY_SOCKET,
+    default=DEFAULT_QUERY_SOCKET,
     show_default=True,
     help="memlogd's query socket.",
 )
@@ -126,14 +126,15 @@ async def run_logwrite(config: Config) -> int:
         return 1
     persister = Persister(config, files, reporter)
     persister.load_cursor()
-    follower = Follower(config, persister, reporter)
     failure: list[str] = []
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, signals, nursery.cancel_scope, files)
                 nursery.start_soon(report_held_errors, reporter)
-                nursery.start_soon(_follow, follower, nursery.cancel_scope, failure)
+                nursery.start_soon(
+                    _follow, config, persister, reporter, nursery.cancel_scope, failure
+                )
     finally:
         persister.finish()
         log.info("stopped", lines_written=persister.written, entries_lost=persister.dropped)
@@ -143,10 +144,16 @@ async def run_logwrite(config: Config) -> int:
     return 0
 
 
-async def _follow(follower: Follower, scope: trio.CancelScope, failure: list[str]) -> None:
+async def _follow(
+    config: Config,
+    persister: Persister,
+    reporter: Reporter,
+    scope: trio.CancelScope,
+    failure: list[str],
+) -> None:
     try:
-        await follower.run()
-    except (ConnectError, IncompleteError) as exc:
+        await follow(config, persister, reporter)
+    except (MemlogdError, IncompleteError) as exc:
         failure.append(str(exc))
     finally:
         scope.cancel()

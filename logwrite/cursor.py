@@ -11,7 +11,8 @@ import contextlib
 import errno
 import os
 
-from logwrite.lines import Cursor, CursorError, decode_cursor, encode_cursor
+from logwrite.lines import CursorError, decode_cursor, encode_cursor
+from memlogd.protocol import Cursor
 
 CURSOR_NAME = "logwrite.cursor"
 CURSOR_TMP = CURSOR_NAME + ".tmp"

@@ -1,18 +1,18 @@
-"""What logwrite writes, as values and bytes (SPEC section 5). PURE: no I/O.
+"""What logwrite writes, as values and bytes (docs/logwrite.md). PURE: no I/O.
 
 * the persisted line ``TIME SOURCE MSG\\n`` (upstream's format);
 * the line recording a gap, ``TIME logwrite lost N entries (seq A-B)``;
-* the cursor file's content, ``{"instance": ..., "seq": ...}``;
-* the rate limiter for logwrite's own error events.
+* the cursor file's content, ``{"instance": ..., "seq": ...}``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from enum import Enum
 
-from memlogd import protocol as proto
+from memlogd.errors import MemlogdError
+from memlogd.protocol import Cursor
+from memlogd.timefmt import format_time, format_time_seconds
 
 OWN_SOURCE = "logwrite"  # gaps are written to DIR/logwrite.log
 ERROR_PERIOD_S = 10.0  # one error line per kind per period
@@ -36,9 +36,7 @@ class LineFormatter:
         key = time_ns if self.nano else time_ns // 1_000_000_000
         if key != self._key:
             self._key = key
-            self._text = (
-                proto.format_time(time_ns) if self.nano else proto.format_time_seconds(time_ns)
-            )
+            self._text = format_time(time_ns) if self.nano else format_time_seconds(time_ns)
         return self._text
 
     def line(self, time_ns: int, source: str, msg: str) -> bytes:
@@ -57,15 +55,7 @@ class LineFormatter:
 # --------------------------------------------------------------------------- cursor
 
 
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Every entry of daemon ``instance`` up to ``seq`` has been handled."""
-
-    instance: str
-    seq: int
-
-
-class CursorError(proto.MemlogdError):
+class CursorError(MemlogdError):
     """A cursor file that cannot be understood."""
 
 
@@ -86,37 +76,3 @@ def decode_cursor(data: bytes) -> Cursor:
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise CursorError("cursor 'seq' is not a non-negative integer")
     return Cursor(instance, seq)
-
-
-# --------------------------------------------------------------------------- rate limit
-
-
-class RateLimiter:
-    """One event per kind per ``period_s``; the ones held back are counted and
-    the count is reported with the next event let through."""
-
-    def __init__(self, period_s: float = ERROR_PERIOD_S) -> None:
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, kind: str, now: float) -> int | None:
-        """None: hold this event back.  Otherwise let it through; the value is
-        how many events of this kind were held back since the last one."""
-        last = self._last.get(kind)
-        if last is not None and now - last < self.period_s:
-            self._held[kind] = self._held.get(kind, 0) + 1
-            return None
-        self._last[kind] = now
-        return self._held.pop(kind, 0)
-
-    def due(self, now: float) -> list[tuple[str, int]]:
-        """Held-back counts whose period is over, to report now (each report
-        counts as that kind's line for the next period)."""
-        out = []
-        for kind, count in list(self._held.items()):
-            if now - self._last[kind] >= self.period_s:
-                out.append((kind, count))
-                self._last[kind] = now
-                del self._held[kind]
-        return out

@@ -13,14 +13,15 @@ from typing import Any
 
 import structlog
 
-from logwrite.lines import RateLimiter
+from logwrite.lines import ERROR_PERIOD_S
+from memlogd.ratelimit import RateLimiter
 
 log = structlog.get_logger("logwrite")
 
 
 class Reporter:
     def __init__(self, limiter: RateLimiter | None = None) -> None:
-        self.limiter = limiter or RateLimiter()
+        self.limiter = limiter or RateLimiter(ERROR_PERIOD_S)
 
     def error(self, event: str, kind: str = "", **kw: Any) -> None:
         """Log ``event`` unless one of the same kind (event + ``kind``) was

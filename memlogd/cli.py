@@ -12,11 +12,11 @@ import click
 import structlog
 import trio
 
-from memlogd import protocol as proto
-from memlogd.config import ConfigError, DaemonConfig
+from memlogd import config as cfg
+from memlogd.config import DaemonConfig
+from memlogd.errors import ConfigError, SocketError
 from memlogd.logconfig import configure_logging, log_format_option
-from memlogd.server import open_sockets, serve
-from memlogd.sockets import SocketError
+from memlogd.server.serve import open_sockets, serve
 
 log = structlog.get_logger("memlogd")
 
@@ -32,14 +32,14 @@ def _octal(_ctx: Any, _param: Any, value: str) -> int:
 @click.option(
     "-socket-log",
     "--socket-log",
-    default=proto.DEFAULT_LOG_SOCKET,
+    default=cfg.DEFAULT_LOG_SOCKET,
     show_default=True,
     help="Unix datagram socket where fds are handed over.",
 )
 @click.option(
     "-socket-query",
     "--socket-query",
-    default=proto.DEFAULT_QUERY_SOCKET,
+    default=cfg.DEFAULT_QUERY_SOCKET,
     show_default=True,
     help="Unix stream socket for log queries.",
 )
@@ -61,7 +61,7 @@ def _octal(_ctx: Any, _param: Any, value: str) -> int:
     "-max-lines",
     "--max-lines",
     type=int,
-    default=proto.DEFAULT_MAX_LINES,
+    default=cfg.DEFAULT_MAX_LINES,
     show_default=True,
     help="Entries the ring holds.",
 )
@@ -69,7 +69,7 @@ def _octal(_ctx: Any, _param: Any, value: str) -> int:
     "-max-line-len",
     "--max-line-len",
     type=int,
-    default=proto.DEFAULT_MAX_LINE_LEN,
+    default=cfg.DEFAULT_MAX_LINE_LEN,
     show_default=True,
     help="Bytes kept of a line; the rest of a longer line is cut.",
 )
@@ -85,7 +85,7 @@ def _octal(_ctx: Any, _param: Any, value: str) -> int:
     "-max-sources",
     "--max-sources",
     type=int,
-    default=proto.DEFAULT_MAX_SOURCES,
+    default=cfg.DEFAULT_MAX_SOURCES,
     show_default=True,
     help="Source fds open at once; more are refused.",
 )
@@ -93,7 +93,7 @@ def _octal(_ctx: Any, _param: Any, value: str) -> int:
     "-max-clients",
     "--max-clients",
     type=int,
-    default=proto.DEFAULT_MAX_CLIENTS,
+    default=cfg.DEFAULT_MAX_CLIENTS,
     show_default=True,
     help="Query connections at once; more are refused.",
 )

@@ -1,30 +1,45 @@
-"""The daemon's configuration, validated once. PURE: no I/O."""
+"""Every default and tuning constant of memlogd and its client, and the
+daemon's configuration, validated once. PURE: no I/O.
+
+What a flag sets is documented in docs/memlogd.md; the tuning constants with
+their measured reasons in BENCHMARKS.md.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memlogd.protocol import (
-    DEFAULT_LOG_SOCKET,
-    DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_LINE_LEN,
-    DEFAULT_MAX_LINES,
-    DEFAULT_MAX_SOURCES,
-    DEFAULT_QUERY_SOCKET,
-    DEFAULT_SOCKET_MODE,
-    MODE_TIMEOUT_S,
-    MemlogdError,
-)
+from memlogd.errors import ConfigError
 
+# ---------------------------------------------------------------- defaults of flags
+DEFAULT_LOG_SOCKET = "/var/run/linuxkit-external-logging.sock"
+DEFAULT_QUERY_SOCKET = "/var/run/memlogdq.sock"
+DEFAULT_MAX_LINES = 5000
+DEFAULT_MAX_LINE_LEN = 1024  # bytes
+DEFAULT_MAX_SOURCES = 1024  # fds open at once
+DEFAULT_MAX_CLIENTS = 256  # query connections at once
+DEFAULT_SOCKET_MODE = 0o600
+MODE_TIMEOUT_S = 5.0  # a query client must send its mode (and request) within this
+
+# ---------------------------------------------------------------- the daemon's hot path
 READ_CHUNK = 64 * 1024  # bytes read from a source fd at once: one batch
 FOLLOW_BATCH = 1024  # entries sent to a reader in one write at most
 FOLLOWER_SNDBUF = 1024 * 1024  # bytes asked for a follower's socket send buffer (kernel memory)
 CONSOLE_BUFFER = 1024 * 1024  # bytes of console echo held before lines are dropped
-DROP_REPORT_S = 10.0  # period of the summary of dropped lines
+HOLD_S = 0.1  # intake waits at most this long, per episode, for a follower a half ring behind
+LISTEN_BACKLOG = 128  # query connections waiting to be accepted
 
+# ---------------------------------------------------------------- the daemon's housekeeping
+DROP_REPORT_S = 10.0  # period of the summary of dropped lines and suppressed warnings
+WARN_BURST = 5  # warnings of one kind let through per DROP_REPORT_S; the rest are counted
+GRACE_S = 2.0  # on shutdown, followers get this long to receive what the ring holds
+DAEMONIZE_READY_TIMEOUT_S = 30.0  # -daemonize's parent waits this long for the child
 
-class ConfigError(MemlogdError):
-    """An invalid combination of settings."""
+# ---------------------------------------------------------------- the client
+RECV_CHUNK = 256 * 1024  # bytes asked of the query socket at once
+HEADER_TIMEOUT_S = 0.5  # an extended query unanswered this long: upstream's memlogd
+RETRY_MIN_S = 0.05  # first reconnect delay; doubles up to the caller's maximum
+RETRY_MAX_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ import structlog
 import trio
 
 from memlogd import protocol as proto
-from memlogd.client import ConnectError, send_fds
+from memlogd.client import send_fds
+from memlogd.config import DEFAULT_LOG_SOCKET
+from memlogd.errors import ConnectError
 from memlogd.logconfig import configure_logging
 
 log = structlog.get_logger("memlogd-exec")
@@ -119,7 +121,7 @@ async def run_command(argv: list[str], path: str, name: str) -> int:
     "-socket",
     "--socket",
     "socket_path",
-    default=proto.DEFAULT_LOG_SOCKET,
+    default=DEFAULT_LOG_SOCKET,
     show_default=True,
     help="memlogd's log socket.",
 )

@@ -16,7 +16,8 @@ The result never depends on how the stream was chunked.
 
 from __future__ import annotations
 
-from memlogd.protocol import DEFAULT_MAX_LINE_LEN, utf8_boundary
+from memlogd.config import DEFAULT_MAX_LINE_LEN
+from memlogd.protocol import utf8_boundary
 
 
 class LineSplitter:

@@ -1,4 +1,4 @@
-"""The wire protocol, defined once for every program (SPEC section 2). PURE: no I/O.
+"""The wire protocol, defined once for every program (docs/protocol.md). PURE: no I/O.
 
 Two sockets:
 
@@ -10,43 +10,26 @@ Two sockets:
 
 Entries on the wire are ``{"time":...,"source":...,"msg":...}`` with exactly
 those keys in that order (upstream clients parse them), plus ``"seq"`` at the
-end in extended mode.
+end in extended mode.  :class:`AnswerParser` reads any answer: it is the only
+code that splits and decodes what memlogd sends.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-DEFAULT_LOG_SOCKET = "/var/run/linuxkit-external-logging.sock"
-DEFAULT_QUERY_SOCKET = "/var/run/memlogdq.sock"
-
-DEFAULT_MAX_LINES = 5000
-DEFAULT_MAX_LINE_LEN = 1024  # bytes
-DEFAULT_MAX_SOURCES = 1024  # fds open at once
-DEFAULT_MAX_CLIENTS = 256  # query connections at once
-DEFAULT_SOCKET_MODE = 0o600
+from memlogd.errors import ProtocolError
+from memlogd.timefmt import format_time, parse_time
 
 MAX_NAME_BYTES = 512  # of a source name, as received
 UNNAMED_SOURCE = "unnamed"
 MAX_FDS_PER_DATAGRAM = 253  # Linux SCM_MAX_FD
-MODE_TIMEOUT_S = 5.0  # a query client must send its mode (and request) within this
 MAX_REQUEST_BYTES = 64 * 1024  # extended request line, newline included
 INTERNAL_SOURCE = "memlogd"  # the daemon's own events
-
-
-class MemlogdError(Exception):
-    """Root of every error this project raises on purpose."""
-
-
-class ProtocolError(MemlogdError):
-    """Bytes that do not follow the wire protocol."""
 
 
 class QueryMode(IntEnum):
@@ -54,6 +37,13 @@ class QueryMode(IntEnum):
     FOLLOW = 1
     DUMP_FOLLOW = 2
     EXTENDED = 3
+
+    @classmethod
+    def base(cls, *, dump: bool, follow: bool) -> QueryMode:
+        """The upstream mode that asks for the same: dump, follow, or both."""
+        if dump and follow:
+            return cls.DUMP_FOLLOW
+        return cls.FOLLOW if follow else cls.DUMP
 
 
 # --------------------------------------------------------------------------- names
@@ -83,70 +73,6 @@ def utf8_boundary(data: bytes, limit: int) -> int:
     if (data[cut] & 0xC0) == 0x80:
         return limit  # not UTF-8 here: any cut is as good as another
     return cut
-
-
-# --------------------------------------------------------------------------- time
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
-    re.ASCII,  # Unicode digits such as "٢٠١٩" are not RFC 3339
-)
-
-
-def _format_seconds(secs: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS`` in UTC; the year always has four digits, as in Go
-    (``strftime("%Y")`` does not pad years before 1000 on glibc)."""
-    d = _EPOCH + timedelta(seconds=secs)
-    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
-
-
-@functools.lru_cache(maxsize=8)  # a batch's time is formatted for its JSON and its echo
-def format_time(time_ns: int) -> str:
-    """Go's ``time.RFC3339Nano`` in UTC: trailing zeros of the fraction removed,
-    no fraction at all when it is zero."""
-    secs, frac = divmod(time_ns, 1_000_000_000)
-    text = _format_seconds(secs)
-    if frac:
-        text += "." + f"{frac:09d}".rstrip("0")
-    return text + "Z"
-
-
-def format_time_seconds(time_ns: int) -> str:
-    """Go's ``time.RFC3339`` in UTC (whole seconds)."""
-    return _format_seconds(time_ns // 1_000_000_000) + "Z"
-
-
-@functools.lru_cache(maxsize=256)  # the lines of one batch share their time text
-def parse_time(text: str) -> int:
-    """An RFC 3339 time (any offset) -> ns since the epoch.
-
-    As Go does, digits of the fraction beyond nanoseconds are ignored, and a
-    leap second ``:60`` is accepted (it is the next minute's ``:00``).
-    """
-    m = _TIME_RE.match(text)
-    if m is None:
-        raise ProtocolError(f"not an RFC 3339 time: {text!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
-    offset = 0
-    if m.group(9):
-        off_h, off_m = int(m.group(10)), int(m.group(11))
-        offset = off_h * 3600 + off_m * 60
-        if m.group(9) == "-":
-            offset = -offset
-        if off_h > 23 or off_m > 59:
-            raise ProtocolError(f"not an RFC 3339 time (offset out of range): {text!r}")
-    if second > 60:
-        raise ProtocolError(f"not an RFC 3339 time (second out of range): {text!r}")
-    leap = second - 59 if second == 60 else 0
-    try:
-        dt = datetime(year, month, day, hour, minute, second - leap, tzinfo=UTC)
-    except ValueError:
-        raise ProtocolError(f"not an RFC 3339 time: {text!r}") from None
-    secs = (dt - _EPOCH) // timedelta(seconds=1) + leap - offset
-    frac = int((m.group(7) or "0")[:9].ljust(9, "0"))
-    return secs * 1_000_000_000 + frac
 
 
 # --------------------------------------------------------------------------- entries
@@ -282,110 +208,6 @@ _REQUEST_KEYS = {
 }
 
 
-_SET_OPS = re.compile(r"([&~|])")
-_STAR = "*"  # a run of stars among the pieces of a glob (no other piece is "*")
-
-
-def _glob_class(body: str) -> str:
-    """The regex of a bracket expression's body (between ``[`` and ``]``), with
-    fnmatch's meaning: ``!`` negates, ``a-z`` is a range, an empty range such
-    as ``z-a`` matches nothing.  Linear in ``len(body)``."""
-    if "-" not in body:
-        text = body.replace("\\", "\\\\")
-    else:
-        # Split at every hyphen that can make a range, as fnmatch does: a piece
-        # between two such hyphens has at least two characters.
-        pieces = []
-        start = 0
-        k = 2 if body[0] == "!" else 1
-        while (k := body.find("-", k)) >= 0:
-            pieces.append(body[start:k])
-            start = k + 1
-            k += 3
-        if start < len(body):
-            pieces.append(body[start:])
-        else:
-            pieces[-1] += "-"
-        # A range whose ends are in the wrong order is empty: drop it (its two
-        # ends and the hyphen). Each join is decided on the original pieces,
-        # which gives the same answer as fnmatch's repeated merging.
-        joined = [pieces[i - 1][-1] > pieces[i][0] for i in range(1, len(pieces))]
-        out = []
-        for i, piece in enumerate(pieces):
-            lo = 1 if i > 0 and joined[i - 1] else 0
-            hi = len(piece) - 1 if i < len(joined) and joined[i] else len(piece)
-            if i > 0 and not joined[i - 1]:
-                out.append("-")
-            out.append(piece[lo:hi].replace("\\", "\\\\").replace("-", "\\-"))
-        text = "".join(out)
-    text = _SET_OPS.sub(r"\\\1", text)
-    if not text:
-        return "(?!)"  # an empty range never matches
-    if text == "!":
-        return "."  # a negated empty range matches any character
-    if text[0] == "!":
-        return "[^" + text[1:] + "]"
-    if text[0] in "^[":
-        return "[\\" + text + "]"
-    return "[" + text + "]"
-
-
-def glob_regex(glob: str) -> str:
-    """A shell-style glob as a regular expression with exactly the meaning of
-    :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[...]``, ``[!...]``).
-
-    ``fnmatch.translate`` is quadratic in the worst case (every unclosed ``[``
-    scans to the end, and ranges are merged one by one), so 64 KiB of request
-    could stall the daemon for a minute; this translation is linear.  Runs of
-    fixed text after a ``*`` are matched atomically, as fnmatch does, so that
-    matching is never exponential.
-    """
-    parts: list[str] = []  # regex pieces, and _STAR for each run of stars
-    i, n = 0, len(glob)
-    last_close = glob.rfind("]")
-    while i < n:
-        c = glob[i]
-        i += 1
-        if c == "*":
-            if not parts or parts[-1] != _STAR:
-                parts.append(_STAR)
-        elif c == "?":
-            parts.append(".")
-        elif c == "[":
-            j = i
-            if j < n and glob[j] == "!":
-                j += 1
-            if j < n and glob[j] == "]":
-                j += 1
-            close = glob.find("]", j) if j <= last_close else -1
-            if close < 0:
-                parts.append("\\[")
-            else:
-                parts.append(_glob_class(glob[i:close]))
-                i = close + 1
-        else:
-            parts.append(re.escape(c))
-    out: list[str] = []
-    k = 0
-    while k < len(parts) and parts[k] != _STAR:
-        out.append(parts[k])
-        k += 1
-    while k < len(parts):
-        k += 1  # the star
-        fixed: list[str] = []
-        while k < len(parts) and parts[k] != _STAR:
-            fixed.append(parts[k])
-            k += 1
-        if k == len(parts):
-            out.append(".*" + "".join(fixed))
-        else:
-            out.append("(?>.*?" + "".join(fixed) + ")")
-    return "(?s:" + "".join(out) + ")\\Z"
-
-
-_MATCH_CACHE_SIZE = 4096  # source names remembered per request
-
-
 @dataclass(frozen=True)
 class QueryRequest:
     """An extended (mode 3) query. Defaults: dump everything, do not follow."""
@@ -397,28 +219,6 @@ class QueryRequest:
     tail: int | None = None
     since_ns: int | None = None
     stats: bool = False
-    _pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
-    _matched: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.sources:
-            joined = "|".join(glob_regex(glob) for glob in self.sources)
-            object.__setattr__(self, "_pattern", re.compile(joined))
-
-    def matches_source(self, source: str) -> bool:
-        """Whether ``source`` matches one of the globs (any source if there are none).
-
-        Answers are remembered per name: a ring holds few distinct sources, and
-        thousands of globs cost milliseconds per match."""
-        if self._pattern is None:
-            return True
-        known = self._matched.get(source)
-        if known is None:
-            known = self._pattern.match(source) is not None
-            if len(self._matched) >= _MATCH_CACHE_SIZE:
-                self._matched.clear()
-            self._matched[source] = known
-        return known
 
 
 def parse_request(line: bytes) -> QueryRequest:
@@ -473,6 +273,15 @@ def encode_request(request: QueryRequest) -> bytes:
     if request.stats:
         obj["stats"] = True
     return bytes([QueryMode.EXTENDED]) + json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Every entry of daemon ``instance`` up to ``seq`` has been accounted for:
+    a reader that saved it resumes with ``after_seq`` (docs/protocol.md)."""
+
+    instance: str
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,3 +373,78 @@ def join_lines(encoded: Iterable[bytes]) -> bytes:
         return b""
     parts.append(b"")  # the last entry's newline, without copying the whole again
     return b"\n".join(parts)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A line of an answer that is not what the protocol allows there."""
+
+    line: bytes
+    reason: str
+
+
+Answer = Reply | Malformed
+
+
+class AnswerParser:
+    """Reads one answer of memlogd, sans I/O (as h11 reads HTTP): ``feed`` it
+    the bytes received, in any chunks, and get the replies they complete.
+
+    In extended mode the first line must be the :class:`Header` (or an
+    :class:`ErrorReply`, memlogd's refusal of the request); a line out of place,
+    or one that does not decode, is a :class:`Malformed` reply, never an
+    exception, so that the caller decides what it means.  Base modes (0-2)
+    carry entries only.
+    """
+
+    __slots__ = ("_decode", "_tail", "extended", "header")
+
+    def __init__(self, *, extended: bool) -> None:
+        self.extended = extended
+        self.header: Header | None = None
+        self._tail = b""
+        self._decode = decode_reply if extended else decode_entry
+
+    def feed(self, data: bytes) -> list[Answer]:
+        """The replies completed by ``data`` (lines ending in ``\\n``), in order."""
+        if b"\n" not in data:
+            self._tail += data
+            return []
+        *lines, self._tail = (self._tail + data).split(b"\n")
+        return self._parse(lines)
+
+    def close(self) -> list[Answer]:
+        """At the end of the answer: the last line, if it had no newline."""
+        tail, self._tail = self._tail, b""
+        return self._parse([tail])
+
+    @property
+    def pending(self) -> int:
+        """Bytes received of a line not yet complete."""
+        return len(self._tail)
+
+    def _parse(self, lines: list[bytes]) -> list[Answer]:
+        out: list[Answer] = []
+        decode = self._decode
+        for line in lines:
+            if not line:
+                continue
+            try:
+                reply = decode(line)
+            except ProtocolError as exc:
+                out.append(Malformed(line, str(exc)))
+                continue
+            if self.extended:
+                if isinstance(reply, Header):
+                    if self.header is not None:
+                        out.append(Malformed(line, "a second header line"))
+                        continue
+                    self.header = reply
+                elif self.header is None and not isinstance(reply, ErrorReply):
+                    out.append(Malformed(line, "expected the header line first"))
+                    continue
+            out.append(reply)
+        return out

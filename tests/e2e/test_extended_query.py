@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from memlogd import protocol as proto
+from memlogd import config, timefmt
 from tests.helpers import new_source, python_m, query_raw, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -292,28 +292,28 @@ def test_tail_is_the_last_matching_entries(mixed, tail: int, globs: list[str]) -
 
 def test_since_drops_older_entries(mixed) -> None:
     query_path, full = mixed
-    times = sorted({e["time"] for e in full}, key=proto.parse_time)
+    times = sorted({e["time"] for e in full}, key=timefmt.parse_time)
     assert len(times) >= len(SOURCES) * 4  # one time per batch
     for since in [times[0], times[1], times[len(times) // 2], times[-1]]:
-        since_ns = proto.parse_time(since)
+        since_ns = timefmt.parse_time(since)
         _, got = ext(query_path, since=since)
-        assert got == [e for e in full if proto.parse_time(e["time"]) >= since_ns]
+        assert got == [e for e in full if timefmt.parse_time(e["time"]) >= since_ns]
         # one nanosecond later drops exactly the entries of that instant
-        _, later = ext(query_path, since=proto.format_time(since_ns + 1))
-        assert later == [e for e in full if proto.parse_time(e["time"]) > since_ns]
+        _, later = ext(query_path, since=timefmt.format_time(since_ns + 1))
+        assert later == [e for e in full if timefmt.parse_time(e["time"]) > since_ns]
     _, none = ext(query_path, since="2999-01-01T00:00:00Z")
     assert none == []
 
 
 def test_filters_combine(mixed) -> None:
     query_path, full = mixed
-    since = sorted({e["time"] for e in full}, key=proto.parse_time)[10]
+    since = sorted({e["time"] for e in full}, key=timefmt.parse_time)[10]
     cursor = full[len(full) // 3]["seq"]
     model = [
         e
         for e in full
         if matches(e, ["web*", "db"])
-        and proto.parse_time(e["time"]) >= proto.parse_time(since)
+        and timefmt.parse_time(e["time"]) >= timefmt.parse_time(since)
         and e["seq"] > cursor
     ]
     _, got = ext(query_path, sources=["web*", "db"], since=since, after_seq=cursor, tail=4)
@@ -375,7 +375,7 @@ def test_stats_count_what_was_written(start_memlogd) -> None:
     assert values["entries"] == sum(s["entries"] for s in values["sources"].values())
     assert values["received"] == sum(s["received"] for s in values["sources"].values())
     assert values["overwritten"] == 0
-    assert values["limits"]["max_lines"] == proto.DEFAULT_MAX_LINES
+    assert values["limits"]["max_lines"] == config.DEFAULT_MAX_LINES
     # memlogd's own events are entries too: the ring holds what the stats say
     assert len(full) == values["entries"]
     assert sum(e["source"] == "memlogd" for e in full) == values["sources"]["memlogd"]["entries"]
@@ -388,7 +388,7 @@ def test_stats_count_what_was_written(start_memlogd) -> None:
     assert _row(text, "alpha") == ["alpha", "7", "7", "1", str(pid), str(uid)]
     assert _row(text, "beta") == ["beta", "13", "13", "1", str(pid), str(uid)]
     assert _field(text, "open_fds") == "2"
-    assert _field(text, "max_lines") == str(proto.DEFAULT_MAX_LINES)
+    assert _field(text, "max_lines") == str(config.DEFAULT_MAX_LINES)
 
 
 def _row(text: str, name: str) -> list[str]:

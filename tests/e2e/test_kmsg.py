@@ -25,7 +25,7 @@ import trio
 from kmsg.reader import KmsgReader, boot_time_ns, decode_batch
 from kmsg.record import KmsgDecoder
 from kmsg.state import read_boot_id
-from memlogd.protocol import parse_time
+from memlogd.timefmt import parse_time
 from tests.helpers import MemlogdProcess, dump, python_m, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -291,7 +291,7 @@ def test_socket_log_without_memlogd_is_one_clear_line(short_tmp: Path) -> None:
     result = kmsg("--path", dev, "--socket-log", sock)
     assert result.returncode == 1
     assert result.stderr == (
-        f"kmsg: cannot connect to memlogd at {sock}: No such file or directory\n"
+        f"kmsg: cannot connect to memlogd at {sock}: no such socket (is memlogd running?)\n"
     )
 
 

@@ -346,7 +346,9 @@ def test_cannot_connect(short_tmp: Path, args: list[str]) -> None:
     result = run_logread("-socket", path, *args)
     assert result.returncode == 1
     assert result.stdout == b""
-    expected = f"logread: cannot connect to memlogd at {path}: No such file or directory\n"
+    expected = (
+        f"logread: cannot connect to memlogd at {path}: no such socket (is memlogd running?)\n"
+    )
     assert result.stderr == expected.encode()
 
 
@@ -356,7 +358,10 @@ def test_cannot_connect_to_a_dead_socket(short_tmp: Path) -> None:
         sock.bind(path)  # bound, never listening: connection refused
     result = run_logread("-socket", path)
     assert result.returncode == 1
-    expected = f"logread: cannot connect to memlogd at {path}: Connection refused\n"
+    expected = (
+        f"logread: cannot connect to memlogd at {path}: "
+        "connection refused (a socket file without a memlogd behind it)\n"
+    )
     assert result.stderr == expected.encode()
 
 
@@ -419,32 +424,47 @@ UPSTREAM_SHORT = (
 )
 
 
-@pytest.mark.parametrize(
-    ("args", "mode"),
-    [
-        ([], 0),
-        (["-f"], 1),
-        (["-F"], 2),
-        (["-f", "-F"], 2),
-        (["-o", "raw"], 0),
-        (["-F", "-o", "short"], 2),
-    ],
-    ids=str,
-)
-def test_upstream_flags_speak_only_base_modes(
-    fake: FakeServer, logread, args: list[str], mode: int
-) -> None:
+def answer_as_upstream(conn: socket.socket, mode: int) -> None:
+    assert conn.recv(1) == bytes([mode])
+    conn.sendall(UPSTREAM_LINES)
+    conn.shutdown(socket.SHUT_WR)
+    assert conn.recv(1) == b"", "logread sends nothing after the mode byte"
+
+
+@pytest.mark.parametrize("args", [[], ["-o", "raw"]], ids=str)
+def test_a_plain_dump_speaks_upstreams_mode_0(fake: FakeServer, logread, args: list[str]) -> None:
     reader = logread("-socket", fake.path, *args)
-    conn = fake.accept()
-    with conn:
-        assert conn.recv(1) == bytes([mode])
-        conn.sendall(UPSTREAM_LINES)
-        conn.shutdown(socket.SHUT_WR)
-        assert conn.recv(1) == b"", "logread sends nothing after the mode byte"
+    with fake.accept() as conn:
+        answer_as_upstream(conn, 0)
     code = reader.proc.wait(DEADLINE_S)
     assert code == 0 and reader.stderr() == b""
     out = b"".join(line + b"\n" for line in reader.lines(2))
     assert out == (b"level=debug\nx\n" if "raw" in args else UPSTREAM_SHORT)
+
+
+@pytest.mark.parametrize(
+    ("args", "mode"),
+    [(["-f"], 1), (["-F"], 2), (["-f", "-F"], 2), (["-F", "-o", "short"], 2)],
+    ids=str,
+)
+@pytest.mark.parametrize("upstream", ["silent", "closes"])
+def test_following_asks_extended_first_then_falls_back_to_upstreams_modes(
+    fake: FakeServer, logread, args: list[str], mode: int, upstream: str
+) -> None:
+    """Upstream's memlogd keeps a mode-3 connection open and says nothing (or,
+    in older versions, closes it): logread falls back to mode 1 or 2."""
+    reader = logread("-socket", fake.path, *args)
+    with fake.accept() as conn:
+        request = fake.read_request(conn)
+        assert request[:1] == b"\x03"
+        assert json.loads(request[1:]) == {"dump": mode == 2, "follow": True}
+        if upstream == "silent":
+            assert conn.recv(1) == b"", "logread gives up on the silent query"
+    with fake.accept() as conn:
+        answer_as_upstream(conn, mode)
+    code = reader.proc.wait(DEADLINE_S)
+    assert code == 0 and reader.stderr() == b""
+    assert b"".join(line + b"\n" for line in reader.lines(2)) == UPSTREAM_SHORT
 
 
 @pytest.mark.parametrize("args", [[], ["-o", "json"]], ids=str)
@@ -459,22 +479,24 @@ def test_malformed_reply_is_one_line_and_exit_1(fake: FakeServer, logread, args)
     assert err.count(b"\n") == 1
 
 
-@pytest.mark.parametrize("args", [["-o", "json"], ["-F", "--retry"]], ids=str)
-def test_extended_query_against_upstream_memlogd_says_so(
-    fake: FakeServer, logread, args: list[str]
-) -> None:
-    reader = logread("-socket", fake.path, *args)
+def test_json_output_from_upstream_memlogd_has_no_seq(fake: FakeServer, logread) -> None:
+    reader = logread("-socket", fake.path, "-o", "json", "-s", "dock*")
     with fake.accept() as conn:
         assert fake.read_request(conn).startswith(b"\x03{")
-        # upstream memlogd closes a connection with an unknown mode
+        # upstream memlogd closes (or ignores) a connection with an unknown mode
+    with fake.accept() as conn:
+        answer_as_upstream(conn, 0)
+    assert reader.proc.wait(DEADLINE_S) == 0
+    assert reader.lines(1) == [UPSTREAM_LINES.split(b"\n")[0]]  # filtered by logread itself
+    assert reader.stderr() == b""
+
+
+def test_stats_from_upstream_memlogd_says_so(fake: FakeServer, logread) -> None:
+    reader = logread("-socket", fake.path, "--stats")
+    with fake.accept() as conn:
+        assert fake.read_request(conn).startswith(b"\x03{")
     assert reader.proc.wait(DEADLINE_S) == 1
-    assert (
-        reader.stderr()
-        == (
-            f"logread: memlogd at {fake.path} closed the connection without answering "
-            "the extended query (is it upstream's memlogd?)\n"
-        ).encode()
-    )
+    assert reader.stderr() == b"logread: memlogd sent no statistics (upstream's memlogd?)\n"
 
 
 def test_error_reply_is_reported(fake: FakeServer, logread) -> None:
@@ -524,7 +546,7 @@ def test_retry_resumes_same_instance_and_refetches_after_a_restart(
     )
     assert reader.lines(2) == [b"a2", b"a3"]
     serve(
-        {"dump": False, "follow": True, "after_seq": 3},
+        {"dump": True, "follow": True, "after_seq": 3},
         header("A", 1, 4) + proto.encode_dropped(4, 2) + entry(6, "a6"),
     )
     assert reader.lines(1) == [b"a6"]
@@ -535,21 +557,17 @@ def test_retry_resumes_same_instance_and_refetches_after_a_restart(
         assert conn.recv(1) == b""
     serve({"dump": True, "follow": True}, header("B", 1, 3) + entry(1, "b1") + entry(2, "b2"))
     assert reader.lines(2) == [b"b1", b"b2"]
-    serve({"dump": False, "follow": True, "after_seq": 2}, header("B", 1, 3) + entry(3, "b3"))
+    serve({"dump": True, "follow": True, "after_seq": 2}, header("B", 1, 3) + entry(3, "b3"))
     assert reader.lines(1) == [b"b3"]
     with fake.accept() as conn:  # the next resume: leave it waiting, then interrupt
         fake.read_request(conn)
         conn.sendall(header("B", 1, 4))
         code, err = reader.interrupt()
     assert code == 130
-    lost = f"logread: lost connection to memlogd at {fake.path}; reconnecting\n"
+    # every reconnection worked at once: nothing to say about them
     assert err.decode() == (
-        lost
-        + "logread: 2 entries lost (seq 4-5)\n"
-        + lost
-        + "logread: memlogd restarted (new instance); printing its whole ring\n"
-        + lost
-        + lost
+        "logread: 2 entries lost (seq 4-5)\n"
+        "logread: memlogd restarted (new instance); printing its whole ring\n"
     )
 
 
@@ -602,7 +620,7 @@ def test_retry_waits_for_memlogd_to_start(short_tmp: Path, logread) -> None:
             reader.stderr_line()
             == (
                 f"logread: cannot connect to memlogd at {proc.query_path}: "
-                "No such file or directory; retrying\n"
+                "no such socket (is memlogd running?); retrying\n"
             ).encode()
         )
         proc.start()

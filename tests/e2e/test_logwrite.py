@@ -17,6 +17,7 @@ import pytest
 
 from logwrite.rotation import safe_log_name
 from memlogd import protocol as proto
+from memlogd import timefmt
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -344,9 +345,9 @@ def test_a_gap_is_recorded_in_logwrite_log(short_tmp: Path, running: list[Logwri
 
 
 def expected_lines(entries: list[dict[str, Any]], source: str, nano: bool = False) -> bytes:
-    fmt = proto.format_time if nano else proto.format_time_seconds
+    fmt = timefmt.format_time if nano else timefmt.format_time_seconds
     return b"".join(
-        f"{fmt(proto.parse_time(e['time']))} {source} {e['msg']}\n".encode()
+        f"{fmt(timefmt.parse_time(e['time']))} {source} {e['msg']}\n".encode()
         for e in entries
         if e["source"] == source
     )

@@ -16,7 +16,7 @@ from memlogd import client
 from memlogd import protocol as proto
 from memlogd.config import FOLLOWER_SNDBUF, DaemonConfig
 from memlogd.logconfig import configure_logging
-from memlogd.server import Daemon, serve
+from memlogd.server.serve import Daemon, serve
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +86,8 @@ async def test_a_follower_gets_a_wider_send_buffer_and_a_dump_does_not(short_tmp
         async with trio.open_nursery() as nursery:
             daemon: Daemon = await nursery.start(serve, config)
             follower = connect(config.socket_query, proto.QueryMode.FOLLOW)
-            await wait_until(lambda: daemon.readers)
-            (reader,) = daemon.readers
+            await wait_until(lambda: daemon.readers.active)
+            (reader,) = daemon.readers.active
             with socket.socket(socket.AF_UNIX) as probe:
                 default = probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             wide = reader.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
@@ -115,18 +115,18 @@ async def test_stuck_follower_holds_many_sources_only_for_a_while(short_tmp: Pat
         async with trio.open_nursery() as nursery:
             daemon: Daemon = await nursery.start(serve, config)
             stuck = connect(config.socket_query, proto.QueryMode.FOLLOW)
-            await wait_until(lambda: daemon.readers)
+            await wait_until(lambda: daemon.readers.active)
             ends = await start_writers(config, 200)
-            await wait_until(lambda: daemon.open_fds == 200)
-            base = daemon.received
+            await wait_until(lambda: daemon.intake.open_fds == 200)
+            base = daemon.state.received
             await feed(ends, lines)
-            await wait_until(lambda: daemon.open_fds == 0)
-            assert daemon.received - base >= 200 * 100  # plus the daemon's own events
-            assert daemon.sources["w7"].received == 100
-            assert not daemon._gate
-            (reader,) = daemon.readers
+            await wait_until(lambda: daemon.intake.open_fds == 0)
+            assert daemon.state.received - base >= 200 * 100  # plus the daemon's own events
+            assert daemon.state.sources["w7"].received == 100
+            assert not daemon.hold.waiting
+            (reader,) = daemon.readers.active
             assert reader.dropped > 0  # it never read: it lost the oldest entries
-            assert daemon.holds == 1  # one episode: it never caught up, so it never held again
+            # one episode: it never caught up, so it never held again
             assert daemon.stats()["intake_holds"] == 1
             stuck.close()
             daemon.begin_shutdown()
@@ -145,7 +145,7 @@ async def test_a_reading_follower_loses_nothing_from_many_sources(short_tmp: Pat
             daemon: Daemon = await nursery.start(serve, config)
             ends = await start_writers(config, sources)
             follower = connect(config.socket_query, proto.QueryMode.FOLLOW)
-            await wait_until(lambda: daemon.readers)
+            await wait_until(lambda: daemon.readers.active)
             follower.setblocking(False)
 
             async def read_all() -> None:
@@ -167,7 +167,7 @@ async def test_a_reading_follower_loses_nothing_from_many_sources(short_tmp: Pat
             nursery.start_soon(feed, ends, lines)
             await read_all()
             assert got == {f"w{i}": per_source for i in range(sources)}
-            (reader,) = daemon.readers
+            (reader,) = daemon.readers.active
             assert reader.dropped == 0
             follower.close()
             daemon.begin_shutdown()
@@ -181,10 +181,10 @@ async def test_shutdown_releases_sources_waiting_for_a_stuck_follower(short_tmp:
         async with trio.open_nursery() as nursery:
             daemon: Daemon = await nursery.start(serve, config)
             stuck = connect(config.socket_query, proto.QueryMode.FOLLOW)
-            await wait_until(lambda: daemon.readers)
+            await wait_until(lambda: daemon.readers.active)
             ends = await start_writers(config, 20)
             nursery.start_soon(feed, ends, lines)
-            await wait_until(lambda: daemon._gate)  # sources are waiting for the follower
+            await wait_until(lambda: daemon.hold.waiting)  # sources are waiting for the follower
             daemon.begin_shutdown()
         # serve() returned: nothing waited for ever
     stuck.close()

@@ -15,7 +15,7 @@ from memlogd import client
 from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, DaemonConfig
 from memlogd.logconfig import configure_logging
-from memlogd.server import Daemon, serve
+from memlogd.server.serve import Daemon, serve
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,21 @@ def make_config(tmp: Path, max_lines: int = 5000) -> DaemonConfig:
     )
 
 
-async def collect(path: str, what: proto.QueryMode | proto.QueryRequest) -> list[proto.Reply]:
-    async with client.open_query(path, what) as query:
-        return [reply async for reply in query]
+async def collect(path: str, what: proto.QueryMode | proto.QueryRequest) -> list[proto.Answer]:
+    """A whole answer, read until memlogd closes it."""
+    extended = isinstance(what, proto.QueryRequest)
+    request = proto.encode_request(what) if isinstance(what, proto.QueryRequest) else bytes([what])
+    parser = proto.AnswerParser(extended=extended)
+    replies: list[proto.Answer] = []
+    async with await trio.open_unix_socket(path) as stream:
+        await stream.send_all(request)
+        while data := await stream.receive_some(1 << 16):
+            replies += parser.feed(bytes(data))
+    return replies + parser.close()
 
 
 async def wait_entries(daemon: Daemon, count: int) -> None:
-    while daemon.received < count:
+    while daemon.state.received < count:
         await trio.sleep(0.005)
 
 
@@ -45,7 +53,7 @@ async def stuck_follower(daemon: Daemon, config: DaemonConfig) -> socket.socket:
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     stuck.connect(config.socket_query)
     stuck.sendall(bytes([proto.QueryMode.FOLLOW]))
-    while not daemon.readers:
+    while not daemon.readers.active:
         await trio.sleep(0.005)
     return stuck
 
@@ -103,11 +111,11 @@ async def test_follower_a_ring_behind_loses_oldest_and_it_is_counted(short_tmp: 
                 seen_end = b"line 1999 " in data
             got = [proto.decode_entry(x) for x in data.splitlines()]
             fast = [int(e.msg.split()[1]) for e in got if e.source == "fast"]
-            reader = next(iter(daemon.readers))
+            reader = next(iter(daemon.readers.active))
             # what it got is in order, ends at the last line, and the rest is counted as lost
             assert fast == sorted(fast) and fast[-1] == 1999
             assert reader.dropped > 0
-            assert daemon.reader_dropped == reader.dropped
+            assert daemon.readers.dropped == reader.dropped
             # every entry since it started is either received or counted as dropped
             assert len(got) + reader.dropped == daemon.ring.next_seq - follow_start
             stuck.close()
@@ -125,7 +133,7 @@ async def test_extended_stats_reports_sources(short_tmp: Path) -> None:
             await wait_entries(daemon, 5)
             replies = await collect(config.socket_query, proto.QueryRequest(stats=True))
             assert isinstance(replies[0], proto.Header)
-            assert replies[0].instance == daemon.instance
+            assert replies[0].instance == daemon.state.instance
             stats = replies[1]
             assert isinstance(stats, proto.Stats)
             svc = stats.values["sources"]["svc"]
@@ -154,9 +162,9 @@ async def test_ready_before_started_and_sockets_serve(short_tmp: Path) -> None:
             devnull = os.open(os.devnull, os.O_RDONLY)
             await client.register_fd(config.socket_log, "x", [devnull])
             os.close(devnull)
-            while "x" not in daemon.sources or daemon.sources["x"].open:
+            while "x" not in daemon.state.sources or daemon.state.sources["x"].open:
                 await trio.sleep(0.005)  # /dev/null: read to its (immediate) end and closed
-            assert daemon.open_fds == 0
+            assert daemon.intake.open_fds == 0
             daemon.begin_shutdown()
 
 
@@ -170,12 +178,12 @@ async def test_shutdown_does_not_wait_for_clients_that_sent_nothing(short_tmp: P
         async with trio.open_nursery() as nursery:
             daemon: Daemon = await nursery.start(serve, config)
             silent.connect(config.socket_query)
-            while daemon.clients < 1:
+            while daemon.queries.clients < 1:
                 await trio.sleep(0.005)
             daemon.begin_shutdown()
             # well inside the 2 s grace period followers would get
             with trio.fail_after(1.5):
-                while daemon.clients:
+                while daemon.queries.clients:
                     await trio.sleep(0.005)
     silent.settimeout(5)
     assert silent.recv(1) == b""
@@ -201,11 +209,11 @@ async def test_periodic_summary_reports_drops_and_holds(
                     b"".join(b"line %d %s\n" % (i, b"x" * 100) for i in range(500))
                 )
             await writer.aclose()
-            while daemon.received < 40_000:
+            while daemon.state.received < 40_000:
                 await trio.sleep(0.01)
-            assert daemon.holds >= 1
+            assert daemon.hold.episodes >= 1
             stuck.setblocking(False)
-            while daemon.reader_dropped == 0:  # the follower reads again: its loss is counted
+            while daemon.readers.dropped == 0:  # the follower reads again: its loss is counted
                 with contextlib.suppress(BlockingIOError):
                     stuck.recv(65536)
                 await trio.sleep(0.01)

@@ -21,7 +21,7 @@ from kmsg.record import (
     render_text,
 )
 from kmsg.state import KmsgState, encode_state, parse_state
-from memlogd.protocol import MemlogdError
+from memlogd.errors import MemlogdError
 
 pytestmark = pytest.mark.unit
 

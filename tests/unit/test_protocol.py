@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
-import re
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from memlogd import protocol as proto
+from memlogd import timefmt
+from memlogd.errors import ProtocolError
 from memlogd.protocol import (
+    AnswerParser,
     Dropped,
     ErrorReply,
     Header,
     LogEntry,
-    ProtocolError,
+    Malformed,
     QueryMode,
     QueryRequest,
     Stats,
 )
 from tests.strategies import (
-    MAX_TIME_NS,
-    MIN_TIME_NS,
-    globs,
     log_entries,
     messages,
     query_requests,
@@ -51,104 +48,6 @@ def pairs(line: bytes) -> list[tuple[str, Any]]:
         line.decode("utf-8"), object_pairs_hook=list, parse_constant=reject
     )
     return result
-
-
-# --------------------------------------------------------------------------- time
-
-
-@pytest.mark.parametrize(
-    ("time_ns", "text"),
-    [
-        (GOLDEN_NS, "2019-02-22T16:04:23.123456789Z"),
-        (1_550_851_463_100_000_000, "2019-02-22T16:04:23.1Z"),
-        (1_550_851_463_120_000_000, "2019-02-22T16:04:23.12Z"),
-        (1_550_851_463_000_000_001, "2019-02-22T16:04:23.000000001Z"),
-        (1_550_851_463_000_000_000, "2019-02-22T16:04:23Z"),
-        (0, "1970-01-01T00:00:00Z"),
-        (-1, "1969-12-31T23:59:59.999999999Z"),
-        (MIN_TIME_NS, "0001-01-01T00:00:00Z"),
-        (-50_000_000_000 * 10**9, "0385-07-25T07:06:40Z"),
-        (MAX_TIME_NS, "9999-12-31T23:59:59.999999999Z"),
-    ],
-)
-def test_format_time_is_go_rfc3339nano(time_ns: int, text: str):
-    assert proto.format_time(time_ns) == text
-    assert proto.parse_time(text) == time_ns
-
-
-def test_format_time_seconds_is_go_rfc3339():
-    assert proto.format_time_seconds(GOLDEN_NS) == "2019-02-22T16:04:23Z"
-    assert proto.format_time_seconds(-1) == "1969-12-31T23:59:59Z"
-    assert proto.format_time_seconds(MIN_TIME_NS) == "0001-01-01T00:00:00Z"
-
-
-@given(times_ns())
-def test_parse_time_round_trips_format_time(time_ns: int):
-    text = proto.format_time(time_ns)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z", text, re.ASCII)
-    assert proto.parse_time(text) == time_ns
-    assert proto.parse_time(text.lower()) == time_ns  # "t" and "z" are RFC 3339 too
-    assert proto.parse_time(proto.format_time_seconds(time_ns)) == time_ns // 10**9 * 10**9
-
-
-@given(
-    st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31)),
-    st.integers(-(23 * 60 + 59), 23 * 60 + 59),
-    st.integers(0, 999_999_999),
-)
-def test_parse_time_accepts_any_offset(local: datetime, offset_min: int, nanos: int):
-    tz = timezone(timedelta(minutes=offset_min))
-    when = local.replace(microsecond=0, tzinfo=tz)
-    sign = "+" if offset_min >= 0 else "-"
-    hours, minutes = divmod(abs(offset_min), 60)
-    text = f"{when.year:04d}-{when:%m-%dT%H:%M:%S}.{nanos:09d}{sign}{hours:02d}:{minutes:02d}"
-    expected = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(seconds=1) * 10**9 + nanos
-    assert proto.parse_time(text) == expected
-
-
-def test_parse_time_examples():
-    assert proto.parse_time("2019-02-22T17:04:23.123456789+01:00") == GOLDEN_NS
-    assert proto.parse_time("2019-02-22T12:34:23.123456789-03:30") == GOLDEN_NS
-    assert proto.parse_time("2019-02-22t16:04:23.123456789z") == GOLDEN_NS
-    assert proto.parse_time("2019-02-22T16:04:23.123456789999Z") == GOLDEN_NS  # Go truncates
-    assert proto.parse_time("2019-02-22T16:04:23.5-00:00") == GOLDEN_NS - 123_456_789 + 500_000_000
-    # a leap second is the next minute's first second
-    assert proto.parse_time("2016-12-31T23:59:60Z") == proto.parse_time("2017-01-01T00:00:00Z")
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "2019-02-22",
-        "2019-02-22T16:04:23",  # no zone
-        "2019-02-22 16:04:23Z",
-        "2019-02-22T16:04:23.Z",
-        "2019-02-22T16:04:23+0100",
-        "2019-02-30T16:04:23Z",
-        "2019-13-01T16:04:23Z",
-        "2019-02-22T24:00:00Z",
-        "2019-02-22T16:60:00Z",
-        "2019-02-22T16:04:61Z",
-        "2019-02-22T16:04:99Z",
-        "2019-02-22T16:04:23+24:00",
-        "2019-02-22T16:04:23+01:60",
-        "0000-01-01T00:00:00Z",
-        "٢٠١٩-02-22T16:04:23Z",  # Unicode digits
-        "2019-02-22T16:04:23Z\n",
-        " 2019-02-22T16:04:23Z",
-        "10m",
-    ],
-)
-def test_parse_time_rejects(text: str):
-    with pytest.raises(ProtocolError, match="RFC 3339"):
-        proto.parse_time(text)
-
-
-@given(st.text(max_size=40))
-def test_parse_time_raises_only_protocol_error(text: str):
-    with contextlib.suppress(ProtocolError):
-        proto.parse_time(text)
 
 
 # --------------------------------------------------------------------------- entries
@@ -184,7 +83,7 @@ def test_encode_batch_is_valid_json_whatever_the_bytes(time_ns: int, source: str
     for line, raw in zip(encoded, lines, strict=True):
         assert b"\n" not in line
         assert pairs(line) == [
-            ("time", proto.format_time(time_ns)),
+            ("time", timefmt.format_time(time_ns)),
             ("source", source),
             ("msg", raw.decode("utf-8", "replace")),
         ]
@@ -339,7 +238,7 @@ request_values = st.fixed_dictionaries(
         "sources": st.lists(st.text(max_size=8), max_size=3),
         "after_seq": st.integers(0, 2**64),
         "tail": st.integers(0, 2**64),
-        "since": times_ns().map(proto.format_time),
+        "since": times_ns().map(timefmt.format_time),
         "stats": st.booleans(),
     },
 )
@@ -353,7 +252,7 @@ def test_parse_request_accepts_every_valid_request(obj: dict[str, Any]):
     assert request.sources == tuple(obj.get("sources", ()))
     assert request.after_seq == obj.get("after_seq")
     assert request.tail == obj.get("tail")
-    assert request.since_ns == (proto.parse_time(obj["since"]) if "since" in obj else None)
+    assert request.since_ns == (timefmt.parse_time(obj["since"]) if "since" in obj else None)
     assert request.stats is obj.get("stats", False)
 
 
@@ -415,48 +314,6 @@ def test_parse_request_rejects_more_than_64_kib():
 def test_parse_request_raises_only_protocol_error(value: Any):
     with contextlib.suppress(ProtocolError):
         proto.parse_request(json.dumps({"sources": value}).encode())
-
-
-# --------------------------------------------------------------------------- globs
-
-
-@given(globs())
-def test_glob_regex_is_fnmatch_translate(glob: str):
-    assert proto.glob_regex(glob) == fnmatch.translate(glob)
-
-
-@given(
-    st.lists(globs(), min_size=1, max_size=4), st.text(st.sampled_from("ab-]![\\^z."), max_size=8)
-)
-def test_matches_source_is_fnmatchcase_of_any_glob(patterns: list[str], name: str):
-    request = QueryRequest(sources=tuple(patterns))
-    expected = any(fnmatch.fnmatchcase(name, p) for p in patterns)
-    assert request.matches_source(name) is expected
-    assert request.matches_source(name) is expected  # remembered answer
-
-
-def test_matches_source_examples():
-    request = proto.parse_request(b'{"sources":["docker*","kmsg"]}')
-    assert [request.matches_source(s) for s in ("docker", "docker.out", "kmsg", "kmsg2")] == [
-        True,
-        True,
-        True,
-        False,
-    ]
-    assert QueryRequest().matches_source("anything")
-    assert not QueryRequest(sources=("[z-a]",)).matches_source("z")
-    assert QueryRequest(sources=("[!z-a]",)).matches_source("z")
-    assert QueryRequest(sources=("a*b",)).matches_source("a\nb")
-
-
-@settings(max_examples=1)
-@given(st.sampled_from(["[a", "[z-a-", "*a"]))
-def test_adversarial_globs_of_64_kib_parse(unit: str):
-    """Inputs that made fnmatch.translate quadratic (about 40 s for 64 KiB)."""
-    glob = unit * ((proto.MAX_REQUEST_BYTES - 20) // len(unit))
-    request = proto.parse_request(json.dumps({"sources": [glob]}).encode())
-    assert request.sources == (glob,)
-    assert not request.matches_source("b" * 512)
 
 
 # --------------------------------------------------------------------------- replies
@@ -541,3 +398,92 @@ def test_decode_reply_raises_only_protocol_error(obj: dict[str, Any]):
     except ProtocolError:
         return
     assert isinstance(reply, Header | LogEntry | Dropped | Stats | ErrorReply)
+
+
+# --------------------------------------------------------------------------- answers
+
+HEADER = b'{"memlogd":{"instance":"i-1","first_seq":3,"next_seq":9}}\n'
+
+
+def answer_lines() -> st.SearchStrategy[bytes]:
+    """Lines an answer may carry, good and bad."""
+    entry = log_entries().map(proto.encode_entry)
+    dropped = st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)).map(
+        lambda t: proto.encode_dropped(*t)
+    )
+    junk = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"") + b"\n")
+    return st.one_of(entry, entry, dropped, st.just(HEADER), junk, st.just(b"\n"))
+
+
+def parse_in_chunks(data: bytes, cuts: list[int], extended: bool) -> list[Any]:
+    parser = AnswerParser(extended=extended)
+    out: list[Any] = []
+    start = 0
+    for cut in sorted(c % (len(data) + 1) for c in cuts):
+        out += parser.feed(data[start:cut])
+        start = cut
+    out += parser.feed(data[start:])
+    return out + parser.close()
+
+
+@given(st.lists(answer_lines(), max_size=12), st.lists(st.integers(0, 10**6)), st.booleans())
+def test_answer_parser_gives_the_same_replies_however_the_bytes_are_chunked(
+    lines: list[bytes], cuts: list[int], extended: bool
+):
+    data = b"".join(lines)
+    whole = parse_in_chunks(data, [], extended)
+    assert parse_in_chunks(data, cuts, extended) == whole
+    byte_by_byte = parse_in_chunks(data, list(range(len(data) + 1)), extended)
+    assert byte_by_byte == whole
+
+
+@given(st.lists(log_entries(), max_size=10), st.lists(st.integers(0, 10**5)))
+def test_answer_parser_reads_what_the_server_writes(entries: list[LogEntry], cuts: list[int]):
+    data = HEADER + b"".join(proto.encode_entry(e) for e in entries)
+    replies = parse_in_chunks(data, cuts, extended=True)
+    assert replies == [Header("i-1", 3, 9), *entries]
+
+
+def test_answer_parser_wants_the_header_first():
+    parser = AnswerParser(extended=True)
+    entry = b'{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x","seq":3}'
+    assert parser.feed(entry + b"\n" + HEADER + entry + b"\n" + HEADER) == [
+        Malformed(entry, "expected the header line first"),
+        Header("i-1", 3, 9),
+        LogEntry(1_550_851_463_000_000_000, "a", "x", 3),
+        Malformed(HEADER[:-1], "a second header line"),
+    ]
+    assert parser.header == Header("i-1", 3, 9)
+
+
+def test_answer_parser_lets_an_error_come_instead_of_the_header():
+    parser = AnswerParser(extended=True)
+    assert parser.feed(b'{"error":"unknown request key \'x\'"}\n') == [
+        ErrorReply("unknown request key 'x'")
+    ]
+
+
+def test_answer_parser_base_mode_reads_entries_and_keeps_a_last_line_without_newline():
+    parser = AnswerParser(extended=False)
+    entry = b'{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x"}'
+    assert parser.feed(entry + b"\n" + entry[:10]) == [
+        LogEntry(1_550_851_463_000_000_000, "a", "x")
+    ]
+    assert parser.pending == 10
+    assert parser.feed(entry[10:]) == []
+    assert parser.close() == [LogEntry(1_550_851_463_000_000_000, "a", "x")]
+    assert parser.feed(HEADER) == [Malformed(HEADER[:-1], "entry field 'time' is not a string")]
+
+
+@given(st.binary(max_size=200), st.booleans())
+def test_answer_parser_never_raises(data: bytes, extended: bool):
+    replies = parse_in_chunks(data, [], extended)
+    assert all(
+        isinstance(r, (LogEntry, Header, Dropped, Stats, ErrorReply, Malformed)) for r in replies
+    )
+
+
+def test_query_mode_base_asks_for_the_same():
+    assert QueryMode.base(dump=True, follow=False) is QueryMode.DUMP
+    assert QueryMode.base(dump=False, follow=True) is QueryMode.FOLLOW
+    assert QueryMode.base(dump=True, follow=True) is QueryMode.DUMP_FOLLOW

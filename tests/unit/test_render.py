@@ -23,6 +23,7 @@ from logread.render import (
     source_color,
 )
 from memlogd import protocol as proto
+from memlogd import timefmt
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +57,7 @@ def test_render_text_escapes_semicolons_in_source_only() -> None:
 def test_render_text_is_time_escaped_source_msg(entry: proto.LogEntry) -> None:
     text = render_text(entry)
     escaped = escape_source(entry.source)
-    assert text == f"{proto.format_time(entry.time_ns)};{escaped};{entry.msg}\n"
+    assert text == f"{timefmt.format_time(entry.time_ns)};{escaped};{entry.msg}\n"
     assert re.search(r"(?<!\\);", escaped) is None  # every ';' of the source is escaped
     if "\\" not in entry.source:  # as in Go, a backslash itself is not escaped
         assert escaped.replace("\\;", ";") == entry.source
@@ -67,7 +68,7 @@ def test_render_text_color_wraps_only_the_source(entry: proto.LogEntry) -> None:
     color = source_color(entry.source)
     assert color in PALETTE
     assert render_text(entry, color=True) == (
-        f"{proto.format_time(entry.time_ns)};{color}{escape_source(entry.source)}{RESET};"
+        f"{timefmt.format_time(entry.time_ns)};{color}{escape_source(entry.source)}{RESET};"
         f"{entry.msg}\n"
     )
 
@@ -130,8 +131,8 @@ def test_parse_since_any_duration(number: int, unit: str) -> None:
 @pytest.mark.parametrize(
     ("text", "ns"),
     [
-        ("2026-11-29T10:00:00Z", proto.parse_time("2026-11-29T10:00:00Z")),
-        ("2026-11-29T11:00:00.5+01:00", proto.parse_time("2026-11-29T10:00:00.5Z")),
+        ("2026-11-29T10:00:00Z", timefmt.parse_time("2026-11-29T10:00:00Z")),
+        ("2026-11-29T11:00:00.5+01:00", timefmt.parse_time("2026-11-29T10:00:00.5Z")),
     ],
 )
 def test_parse_since_rfc3339(text: str, ns: int) -> None:
@@ -140,7 +141,7 @@ def test_parse_since_rfc3339(text: str, ns: int) -> None:
 
 @given(times)
 def test_parse_since_round_trips_formatted_times(ns: int) -> None:
-    assert parse_since(proto.format_time(ns), NOW) == ns
+    assert parse_since(timefmt.format_time(ns), NOW) == ns
 
 
 @pytest.mark.parametrize("text", ["", "10", "m", "10x", "-5m", "yesterday", "2026-11-29", "1h 30m"])

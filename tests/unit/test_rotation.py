@@ -9,10 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logwrite.lines import (
-    Cursor,
     CursorError,
     LineFormatter,
-    RateLimiter,
     TimeFormat,
     decode_cursor,
     encode_cursor,
@@ -30,7 +28,8 @@ from logwrite.rotation import (
     rotation_plan,
     safe_log_name,
 )
-from memlogd.protocol import parse_time
+from memlogd.protocol import Cursor
+from memlogd.timefmt import parse_time
 
 pytestmark = pytest.mark.unit
 
@@ -253,25 +252,3 @@ def test_cursor_round_trip(instance: str, seq: int) -> None:
 def test_bad_cursor_files_are_rejected(data: bytes) -> None:
     with pytest.raises(CursorError):
         decode_cursor(data)
-
-
-@given(st.lists(st.tuples(st.sampled_from("ab"), st.floats(0, 5)), max_size=50))
-def test_rate_limiter_lets_one_per_kind_per_period_and_counts_the_rest(
-    events: list[tuple[str, float]],
-) -> None:
-    limiter = RateLimiter(period_s=10.0)
-    now = 0.0
-    last: dict[str, float] = {}
-    held: dict[str, int] = {}
-    for kind, step in events:
-        now += step
-        got = limiter.allow(kind, now)
-        if kind in last and now - last[kind] < 10.0:
-            assert got is None
-            held[kind] = held.get(kind, 0) + 1
-        else:
-            assert got == held.pop(kind, 0)
-            last[kind] = now
-    due = dict(limiter.due(now + 11.0))
-    assert due == held
-    assert limiter.due(now + 11.0) == []

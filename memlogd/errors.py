@@ -1,0 +1,44 @@
+"""Every error this project raises on purpose. PURE: no I/O.
+
+An expected failure is one of these, caught where a program turns it into a
+one-line message and an exit status (README, "The programs").
+"""
+
+from __future__ import annotations
+
+
+class MemlogdError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ProtocolError(MemlogdError):
+    """Bytes that do not follow the wire protocol (docs/protocol.md)."""
+
+
+class ConfigError(MemlogdError):
+    """An invalid setting or combination of settings (a usage error)."""
+
+
+class SocketError(MemlogdError):
+    """A socket path or inherited fd that cannot be used; the message names it."""
+
+
+class ConnectError(MemlogdError):
+    """memlogd cannot be reached at a path; ``reason`` says why, in words."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot connect to memlogd at {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RequestRefusedError(MemlogdError):
+    """memlogd answered a query with ``{"error": ...}``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"memlogd refused the query: {message}")
+        self.message = message
+
+
+class NotExtendedError(MemlogdError):
+    """The daemon does not answer the extended query (upstream's memlogd)."""

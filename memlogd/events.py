@@ -1,0 +1,79 @@
+"""What a :class:`memlogd.client.Subscription` hands its consumer. PURE: no I/O.
+
+Entries in batches, gaps, a restart notice and the connection's state
+(docs/protocol.md, "Reading answers").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memlogd import protocol as proto
+from memlogd.errors import ConnectError
+
+__all__ = [
+    "Connected",
+    "Disconnected",
+    "Entries",
+    "Event",
+    "Gap",
+    "Restarted",
+    "Waiting",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """An answer started: ``header`` is memlogd's, None for upstream's memlogd
+    (base mode: no seq, no cursor, no gap reports); ``after_seq`` is where the
+    answer resumes (None: it starts afresh)."""
+
+    header: proto.Header | None
+    after_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entries:
+    """Entries received together, in order."""
+
+    entries: list[proto.LogEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """``count`` entries from ``seq`` on could not be had (overwritten, or
+    dropped because the reader was a ring behind)."""
+
+    seq: int
+    count: int
+
+    @property
+    def last(self) -> int:
+        return self.seq + self.count - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Restarted:
+    """The daemon is a new instance: the cursor meant nothing to it, and the
+    subscription starts again with its whole ring."""
+
+    old_instance: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection ended or broke (with ``retry``, a reconnect follows)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """memlogd cannot be reached; retrying.  ``first``: the first of an outage."""
+
+    error: ConnectError
+    first: bool
+
+
+Event = Connected | Entries | Gap | Restarted | Disconnected | Waiting | proto.Malformed

@@ -1,0 +1,143 @@
+"""The daemon's state: the ring, what is known of each source, counters, stats.
+
+:meth:`LogState.append` is the one way into the ring: a batch of lines read
+together from one source gets one timestamp, is encoded to JSON once, and
+is then offered to the console echo and to every reader (docs/memlogd.md,
+"How a line travels").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from memlogd import protocol as proto
+from memlogd.config import DROP_REPORT_S, WARN_BURST, DaemonConfig
+from memlogd.ratelimit import RateLimiter
+from memlogd.ring import Batch, Ring
+from memlogd.server.console import Console
+from memlogd.timefmt import format_time
+
+log = structlog.get_logger("memlogd")
+
+
+@dataclass
+class SourceInfo:
+    """Per source name, for stats."""
+
+    received: int = 0
+    open: int = 0
+    pid: int | None = None
+    uid: int | None = None
+
+
+class Warnings:
+    """Warnings a hostile peer can trigger: a few per period, then a count, so a
+    flood never pushes real log lines out of the ring."""
+
+    def __init__(self) -> None:
+        self._limiter = RateLimiter(DROP_REPORT_S, burst=WARN_BURST)
+
+    def warn(self, event: str, **kw: Any) -> None:
+        held = self._limiter.allow(event, time.monotonic())
+        if held is None:
+            return
+        if held:
+            kw["suppressed"] = held
+        log.warning(event, **kw)
+
+    def report(self) -> None:
+        """The counts held back whose period is over."""
+        now = time.monotonic()
+        for event, count in self._limiter.due(now):
+            log.warning("warnings_suppressed", kind=event, count=count)
+        self._limiter.forget_idle(now)
+
+
+class LogState:
+    """The ring and everything counted about what went into it."""
+
+    def __init__(self, config: DaemonConfig, instance: str, ring: Ring | None = None) -> None:
+        self.config = config
+        self.instance = instance
+        self.ring = ring if ring is not None else Ring(config.max_lines, config.max_bytes)
+        self.started = time.monotonic()
+        self.sources: dict[str, SourceInfo] = {
+            proto.INTERNAL_SOURCE: SourceInfo(pid=os.getpid(), uid=os.getuid())
+        }
+        self.received = 0
+        self.console: Console | None = None
+        self.warnings = Warnings()
+        # called after every append (the readers' push), and to add stats
+        self.on_append: Callable[[], None] = _nothing
+        self.extra_stats: list[Callable[[], dict[str, Any]]] = []
+
+    def append(self, source: str, lines: list[bytes], info: SourceInfo | None = None) -> None:
+        """One batch of lines from one source into the ring, then to readers."""
+        now = time.time_ns()
+        self.ring.extend(
+            Batch(source, now), proto.encode_batch(now, source, lines), map(len, lines)
+        )
+        n = len(lines)
+        self.received += n
+        if info is None:
+            info = self.sources.get(source)
+        if info is not None:
+            info.received += n
+        if self.console is not None:
+            self.console.echo(format_time(now), source, lines)
+        self.on_append()
+
+    def append_event(self, text: str) -> None:
+        """The daemon's own structlog events, as lines of source ``memlogd``."""
+        self.append(proto.INTERNAL_SOURCE, [text.encode("utf-8", "replace")])
+
+    def source_info(self, name: str) -> SourceInfo:
+        info = self.sources.get(name)
+        if info is None:
+            if len(self.sources) >= 4 * self.config.max_sources:
+                self._forget_idle_sources()
+            info = self.sources[name] = SourceInfo()
+        return info
+
+    def _forget_idle_sources(self) -> None:
+        held = self.ring.held_by_source()
+        for name in [n for n, i in self.sources.items() if i.open == 0 and not held[n]]:
+            del self.sources[name]
+
+    def stats(self) -> dict[str, Any]:
+        ring = self.ring.statistics()
+        held = self.ring.held_by_source()
+        values: dict[str, Any] = {
+            "entries": ring.entries,
+            "bytes": ring.bytes,
+            "received": self.received,
+            "overwritten": ring.overwritten,
+            "console_dropped": self.console.dropped if self.console else 0,
+            "first_seq": ring.first_seq,
+            "next_seq": ring.next_seq,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+        for extra in self.extra_stats:
+            values.update(extra())
+        values["limits"] = self.config.limits()
+        values["sources"] = {
+            name: {
+                "entries": held[name],
+                "received": info.received,
+                "open": info.open,
+                "pid": info.pid,
+                "uid": info.uid,
+            }
+            for name, info in self.sources.items()
+        }
+        return values
+
+
+def _nothing() -> None:
+    pass

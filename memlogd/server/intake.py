@@ -1,0 +1,211 @@
+"""Reading the sources: fds handed over on the log socket (docs/memlogd.md).
+
+Every pollable source sits in one epoll set served by one task
+(:class:`Intake`); each pass reads once, up to ``READ_CHUNK`` bytes, from
+every ready fd, and a read's complete lines become one batch appended to the
+ring.  One task instead of a task per fd halves the CPU per line with
+hundreds of sources (BENCHMARKS.md).  A source epoll refuses (a regular
+file) gets a task of its own that reads it to its end.
+
+While a follower half a ring behind holds the intake (:class:`IntakeHold`),
+no source is read: writers wait in their socket buffers, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import os
+import select
+from collections.abc import Callable
+
+import structlog
+import trio
+
+from memlogd.config import READ_CHUNK
+from memlogd.fdmsg import FdGrant
+from memlogd.framing import LineSplitter
+from memlogd.server.daemon import LogState, SourceInfo
+from memlogd.server.readers import IntakeHold
+
+log = structlog.get_logger("memlogd")
+
+
+class ReadState(enum.Enum):
+    DATA = 1  # read something; there may be more
+    AGAIN = 2  # nothing to read now
+    DONE = 3  # end of file, or an error (warned): close it
+
+
+class Source:
+    """One source fd and its line splitter; owns the fd until ``close()``."""
+
+    __slots__ = ("fd", "info", "key", "name", "splitter", "state")
+
+    def __init__(
+        self, state: LogState, fd: int, name: str, info: SourceInfo, key: int | None = None
+    ) -> None:
+        self.state = state
+        self.fd = fd
+        self.name = name
+        self.info = info
+        self.key = key  # the keeper's id of the fd, when a keeper holds a copy
+        self.splitter = LineSplitter(state.config.max_line_len)
+
+    def read_once(self) -> ReadState:
+        """One read of up to READ_CHUNK bytes; its complete lines become one batch."""
+        try:
+            chunk = os.read(self.fd, READ_CHUNK)
+        except BlockingIOError:
+            return ReadState.AGAIN
+        except OSError as exc:
+            if exc.errno != errno.ECONNRESET:
+                self.warn_unreadable(exc)
+            return ReadState.DONE
+        if not chunk:
+            return ReadState.DONE
+        lines = self.splitter.feed(chunk)
+        if lines:
+            self.state.append(self.name, lines, self.info)
+        return ReadState.DATA
+
+    def warn_unreadable(self, exc: OSError) -> None:
+        self.state.warnings.warn(
+            "source_unreadable", source=self.name, error=exc.strerror or str(exc)
+        )
+
+    def close(self) -> None:
+        """At its end: the last partial line, the truncation count, the fd."""
+        splitter = self.splitter
+        tail = splitter.close()
+        if tail is not None:
+            self.state.append(self.name, [tail], self.info)
+        if splitter.truncated:
+            log.info(
+                "lines_truncated",
+                source=self.name,
+                count=splitter.truncated,
+                max_line_len=self.state.config.max_line_len,
+            )
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.info.open -= 1
+
+
+class Intake:
+    """Every source: pollable ones in one epoll set served by :meth:`run`; the
+    others each read to their end by a task in ``nursery``.
+
+    ``on_closed(source)`` is called when a source ended or was refused (the
+    keeper then lets go of its copy of the fd)."""
+
+    def __init__(
+        self,
+        state: LogState,
+        hold: IntakeHold,
+        on_closed: Callable[[Source], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.hold = hold
+        self.on_closed = on_closed
+        self.open_fds = 0
+        self._epoll = select.epoll()
+        self._sources: dict[int, Source] = {}
+        self._nursery: trio.Nursery | None = None
+
+    def accept(self, grant: FdGrant, keys: list[int] | None = None) -> bool:
+        """Take a datagram's fds as sources, whole or not at all (closed with a
+        warning when over ``-max-sources`` or when the datagram is refused)."""
+        state = self.state
+        refusal = grant.problem
+        if refusal is None and self.open_fds + len(grant.fds) > state.config.max_sources:
+            refusal = f"over -max-sources {state.config.max_sources}"
+        if refusal is not None:
+            for fd in grant.fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            state.warnings.warn(
+                "fds_refused",
+                source=grant.name,
+                fds=len(grant.fds),
+                reason=refusal,
+                pid=grant.pid,
+                uid=grant.uid,
+            )
+            return False
+        info = state.source_info(grant.name)
+        info.pid, info.uid = grant.pid, grant.uid
+        info.open += len(grant.fds)
+        self.open_fds += len(grant.fds)
+        log.info(
+            "fd_registered", source=grant.name, fds=len(grant.fds), pid=grant.pid, uid=grant.uid
+        )
+        for i, fd in enumerate(grant.fds):
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, False)
+            self._add(Source(state, fd, grant.name, info, None if keys is None else keys[i]))
+        return True
+
+    def _add(self, source: Source) -> None:
+        try:
+            self._epoll.register(source.fd, select.EPOLLIN)
+        except (OSError, ValueError):  # EPERM: not pollable; ValueError: shutting down
+            assert self._nursery is not None, "Intake.run() is not running"
+            self._nursery.start_soon(self._read_unpollable, source)
+            return
+        self._sources[source.fd] = source
+        if source.read_once() is ReadState.DONE:  # e.g. a write-only pipe: EBADF
+            self._close(source)
+
+    def _close(self, source: Source) -> None:
+        if self._sources.pop(source.fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(source.fd)
+        source.close()
+        self.open_fds -= 1
+        if self.on_closed is not None:
+            self.on_closed(source)
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve every source until cancelled; then close them all."""
+        hold = self.hold
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                while True:
+                    ready = self._epoll.poll(0)
+                    if not ready:  # only now ask trio to watch the epoll fd
+                        await trio.lowlevel.wait_readable(self._epoll.fileno())
+                        continue
+                    for fd, _events in ready:
+                        source = self._sources.get(fd)
+                        if source is None:
+                            continue
+                        if hold.active:
+                            await hold.wait()
+                        if source.read_once() is ReadState.DONE:
+                            self._close(source)
+                    await trio.lowlevel.checkpoint()  # followers, the console, new fds
+        finally:
+            self._nursery = None
+            for source in list(self._sources.values()):
+                self._close(source)
+            self._epoll.close()
+
+    async def _read_unpollable(self, source: Source) -> None:
+        """A source epoll refuses (a regular file): read it to its end, batch by batch."""
+        try:
+            while (state := source.read_once()) is not ReadState.DONE:
+                if state is ReadState.AGAIN:
+                    try:  # not expected of a file: wait if trio can, else give up
+                        await trio.lowlevel.wait_readable(source.fd)
+                    except OSError as exc:
+                        source.warn_unreadable(exc)
+                        return
+                if self.hold.active:
+                    await self.hold.wait()
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._close(source)

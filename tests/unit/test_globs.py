@@ -1,0 +1,82 @@
+"""Source globs (memlogd.globs): fnmatch's meaning, in linear time."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memlogd import protocol as proto
+from memlogd.globs import SourceMatcher, glob_regex
+from tests.strategies import globs
+
+pytestmark = pytest.mark.unit
+
+
+@given(globs())
+def test_glob_regex_is_fnmatch_translate(glob: str):
+    assert glob_regex(glob) == fnmatch.translate(glob)
+
+
+@given(
+    st.lists(globs(), min_size=1, max_size=4), st.text(st.sampled_from("ab-]![\\^z."), max_size=8)
+)
+def test_matcher_is_fnmatchcase_of_any_glob(patterns: list[str], name: str):
+    matches = SourceMatcher(patterns)
+    expected = any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    assert matches(name) is expected
+    assert matches(name) is expected  # the remembered answer
+
+
+def test_matcher_examples():
+    matches = SourceMatcher(["docker*", "kmsg"])
+    assert [matches(s) for s in ("docker", "docker.out", "kmsg", "kmsg2")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert SourceMatcher([])("anything")
+    assert SourceMatcher([]).everything
+    assert not SourceMatcher(["[z-a]"])("z")
+    assert SourceMatcher(["[!z-a]"])("z")
+    assert SourceMatcher(["a*b"])("a\nb")
+
+
+ADVERSARIAL = ["[a", "[z-a-", "*a", "[!", "a*[", "[]-", "*?*?a"]
+
+
+def _cost(glob: str) -> float:
+    """Seconds to translate, compile and match ``glob`` (the best of three)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        SourceMatcher([glob])("b" * 512)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL)
+def test_adversarial_globs_cost_grows_linearly(unit: str):
+    """Inputs that made fnmatch.translate quadratic (about 40 s for 64 KiB).
+
+    The bound does not depend on the machine's speed: sixteen times the glob
+    may cost at most 64 times as much (linear work costs 16 times as much;
+    quadratic work 256 times)."""
+    small = unit * (2048 // len(unit))
+    large = unit * (32768 // len(unit))
+    ratio = _cost(large) / max(_cost(small), 1e-6)
+    assert ratio < 64, f"{unit!r}: 16x the glob cost {ratio:.0f}x the time"
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL)
+def test_adversarial_globs_of_64_kib_are_a_valid_request(unit: str):
+    glob = unit * ((proto.MAX_REQUEST_BYTES - 20) // len(unit))
+    request = proto.parse_request(json.dumps({"sources": [glob]}).encode())
+    assert request.sources == (glob,)
+    # (fnmatch itself would take about a minute to say so)
+    assert SourceMatcher(request.sources)("b" * 512) is False
