@@ -1,4 +1,4 @@
-"""The benchmark of memlogd (SPEC section 10): ``python -m bench``.
+"""The benchmark of memlogd (docs/bench.md): ``python -m bench``.
 
 It starts a daemon (ours, or any command that speaks the protocol), forks
 writer processes that hand it socketpair fds and write fixed-size lines with

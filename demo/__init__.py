@@ -1,1 +1,1 @@
-"""The boot simulation behind `make demo` (SPEC section 9), also used by the system test."""
+"""The boot simulation behind `make demo` (README, "Two commands"), also used by the system test."""

@@ -1,4 +1,4 @@
-"""``kmsg``: stream the kernel log (SPEC section 6). Thin: flags -> KmsgConfig -> run_kmsg."""
+"""``kmsg``: stream the kernel log (docs/kmsg.md). Thin: flags -> KmsgConfig -> run_kmsg."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading the kernel log device on trio, and writing its lines out (SPEC section 6).
+"""Reading the kernel log device on trio, and writing its lines out (docs/kmsg.md).
 
 The device (``/dev/kmsg``, or any path given) is opened non-blocking.  For a
 character device every ``read(2)`` returns exactly one record; ``EPIPE`` means

@@ -1,4 +1,4 @@
-"""Records of the kernel log device ``/dev/kmsg`` (SPEC section 6). PURE: no I/O.
+"""Records of the kernel log device ``/dev/kmsg`` (docs/kmsg.md). PURE: no I/O.
 
 One ``read(2)`` of ``/dev/kmsg`` returns one record (kernel
 ``Documentation/ABI/testing/dev-kmsg``)::

@@ -1,4 +1,4 @@
-"""The log directory: append handles, rotation, disk-full relief (SPEC section 5). I/O.
+"""The log directory: append handles, rotation, disk-full relief (docs/logwrite.md). I/O.
 
 Everything is done relative to one directory fd, and no file is opened
 through a symlink (``O_NOFOLLOW``), nor one that is not a plain regular file

@@ -1,4 +1,4 @@
-"""File naming and rotation for logwrite (SPEC section 5). PURE: no I/O.
+"""File naming and rotation for logwrite (docs/logwrite.md). PURE: no I/O.
 
 * :func:`safe_log_name` turns any source name into a file stem that is a
   direct child of the log directory; distinct names never share a file.

@@ -1,4 +1,4 @@
-"""``memlogd``: the command line (SPEC section 3). Thin: flags -> DaemonConfig -> serve."""
+"""``memlogd``: the command line (docs/memlogd.md). Thin: flags -> DaemonConfig -> serve."""
 
 from __future__ import annotations
 

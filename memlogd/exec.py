@@ -1,4 +1,4 @@
-"""``memlogd-exec``: the init side for one command (SPEC section 7).
+"""``memlogd-exec``: the init side for one command (docs/memlogd.md, "memlogd-exec").
 
 Runs CMD with its stdout and stderr going through this process, which copies
 each to its own stdout/stderr (the console) and to memlogd, as sources

@@ -1,4 +1,4 @@
-"""The ancillary side of the log socket (SPEC section 2.1). PURE: no I/O.
+"""The ancillary side of the log socket (docs/protocol.md). PURE: no I/O.
 
 A datagram on the log socket is a source name plus ``SCM_RIGHTS`` fds (and,
 with ``SO_PASSCRED``, the sender's ``SCM_CREDENTIALS``).  This module turns

@@ -1,4 +1,4 @@
-"""Line framing of a byte stream (SPEC section 3, "Lines"). PURE: no I/O.
+"""Line framing of a byte stream (docs/protocol.md, "Lines"). PURE: no I/O.
 
 ``LineSplitter.feed(chunk)`` returns the complete lines of a chunk in one list,
 doing its work per chunk with C-level ``bytes`` methods (find, replace, split)

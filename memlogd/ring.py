@@ -1,4 +1,4 @@
-"""The bounded in-memory ring of log entries (SPEC section 3). PURE: no I/O.
+"""The bounded in-memory ring of log entries (docs/memlogd.md). PURE: no I/O.
 
 Entries are kept as their encoded JSON bytes (encoded once, shared by every
 reader), with a reference to the :class:`Batch` they were read in (source and

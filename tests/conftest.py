@@ -67,4 +67,5 @@ def fixture_memlogd(short_tmp: Path) -> Iterator[MemlogdProcess]:
     try:
         yield proc
     finally:
-        proc.stop()
+        code = proc.stop()
+    assert code == 0, f"memlogd exited with status {code}: {proc.stderr()[-2000:]}"

@@ -97,7 +97,7 @@ def _takes_value(option: click.Option) -> bool:
 
 
 def one_dash_mismatches(command: click.Command) -> list[str]:
-    """What ``command`` gets wrong about SPEC section 4's one-dash rule; [] = nothing.
+    """What ``command`` gets wrong about the one-dash rule of docs/logread.md; [] = nothing.
 
     For every option with a ``--long`` name (``--no-x`` secondaries too):
 

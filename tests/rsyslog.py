@@ -1,4 +1,4 @@
-"""A real, private rsyslogd for the logship tests (SPEC 12), and pytest fixtures for it.
+"""A real, private rsyslogd for the logship tests, and pytest fixtures for it.
 
 ``Rsyslog(directory)`` writes ``rsyslog.conf`` into ``directory`` and runs
 ``rsyslogd -C -n -f CONF -i PIDFILE``: no ``imuxsock``/``imklog``, no system includes, its own

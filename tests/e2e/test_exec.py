@@ -1,4 +1,4 @@
-"""memlogd-exec as a real subprocess against a real memlogd (SPEC section 7)."""
+"""memlogd-exec as a real subprocess against a real memlogd (docs/memlogd.md, "memlogd-exec")."""
 
 from __future__ import annotations
 

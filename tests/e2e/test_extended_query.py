@@ -1,4 +1,4 @@
-"""The extended query (mode 3, SPEC 2.3) against a real memlogd process: resume by
+"""The extended query (mode 3, docs/protocol.md) against a real memlogd process: resume by
 ``after_seq`` is exact, losses are counted exactly, filters match a model computed
 from a full dump, and stats count what was written."""
 

@@ -1,4 +1,4 @@
-"""kmsg as a real subprocess (issue 5, SPEC 6): fake devices, the real /dev/kmsg, memlogd.
+"""kmsg as a real subprocess (docs/kmsg.md): fake devices, the real /dev/kmsg, memlogd.
 
 Fake devices are regular files or FIFOs of records, one per line plus its
 dictionary lines.  Tests on the real ``/dev/kmsg`` skip (with the reason) where

@@ -1,4 +1,4 @@
-"""logwrite as a real subprocess against a real memlogd (SPEC section 5)."""
+"""logwrite as a real subprocess against a real memlogd (docs/logwrite.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""memlogd as a real subprocess, over real Unix sockets (issue 2, SPEC 2.1, 2.2, 3, 8)."""
+"""memlogd as a real subprocess, over real Unix sockets (docs/memlogd.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -315,10 +314,12 @@ def test_bad_query_clients_do_not_delay_others(start_memlogd: StartMemlogd) -> N
 
     bad = query_raw(proc.query_path, b'\x03{"bogus": 1}\n')
     assert json.loads(bad) == {"error": "unknown request key 'bogus'"}
-    t0 = time.monotonic()
-    entries = dump(proc.query_path)  # served at once despite the silent client
-    assert time.monotonic() - t0 < 2.0
+    entries = dump(proc.query_path)  # served despite the silent client...
     assert entries[0]["msg"].startswith("memlogd started")
+    silent.setblocking(False)
+    with pytest.raises(BlockingIOError):  # ...which memlogd has not given up on yet
+        silent.recv(1)
+    silent.setblocking(True)
     silent.settimeout(10)
     assert silent.recv(1) == b""  # closed after the 5 s mode timeout
     silent.close()

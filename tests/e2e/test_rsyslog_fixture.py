@@ -1,4 +1,4 @@
-"""The rsyslog fixture itself (SPEC 12): a hand-written RFC 5424 message in an RFC 6587
+"""The rsyslog fixture itself: a hand-written RFC 5424 message in an RFC 6587
 octet-counted frame over plain TCP arrives with every field exact; kill -9 and restart keep the
 ports. No RELP here: the project's RELP client is tested against this fixture elsewhere."""
 

@@ -1,4 +1,4 @@
-"""memlogd.cliflags: one-dash long options that are never split (SPEC section 4)."""
+"""memlogd.cliflags: one-dash long options that are never split."""
 
 from __future__ import annotations
 

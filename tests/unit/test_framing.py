@@ -1,4 +1,4 @@
-"""LineSplitter (memlogd.framing) against a simple reference model of SPEC 3 "Lines"."""
+"""LineSplitter (memlogd.framing) against a simple reference model of docs/protocol.md "Lines"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kmsg records (issue 5, SPEC 6): parsing, rendering, lost records, stream splitting, state."""
+"""kmsg records (docs/kmsg.md): parsing, rendering, lost records, stream splitting, state."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Every PURE module of ARCHITECTURE's layout: each must exist and be pure.
+# Every PURE module of README's layout: each must exist and be pure.
 PURE = [
     "memlogd.errors",
     "memlogd.timefmt",

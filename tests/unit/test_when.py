@@ -1,4 +1,4 @@
-"""logread.when: journalctl-style --since / --until values (SPEC section 4)."""
+"""logread.when: journalctl-style --since / --until values."""
 
 from __future__ import annotations
 
