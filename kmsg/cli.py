@@ -17,7 +17,7 @@ from kmsg.reader import (
     run_kmsg,
 )
 from memlogd.errors import ConnectError
-from memlogd.logconfig import configure_logging
+from memlogd.logconfig import configure_logging, log_format_option
 from memlogd.termio import OutputClosedError
 
 EXIT_SIGINT = 130
@@ -67,6 +67,7 @@ EXIT_SIGINT = 130
     metavar="PATH",
     help="Remember the last record written here; a restart continues after it.",
 )
+@log_format_option("kmsg")
 def main(
     path: str,
     follow: bool,
@@ -75,6 +76,7 @@ def main(
     name: str,
     output: str,
     state_file: str | None,
+    log_format: str,
 ) -> None:
     """kmsg: copy the kernel log (/dev/kmsg) to stderr or into memlogd."""
     config = KmsgConfig(
@@ -86,7 +88,7 @@ def main(
         name=name,
         state_file=state_file,
     )
-    configure_logging()
+    configure_logging("kmsg", log_format)
     try:
         status = trio.run(run_until_signal, config)
     except KeyboardInterrupt:  # before or after trio's signal handling

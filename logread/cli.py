@@ -283,7 +283,7 @@ def command(
     opts = build_options(
         socket, follow, dump_follow, sources, tail, since, output, stats, retry, color
     )
-    configure_logging(level="warning")
+    configure_logging("logread", level="warning")
     try:
         code = trio.run(run, opts)
     except BaseException as exc:

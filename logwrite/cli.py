@@ -106,7 +106,7 @@ def main(
         skip_sources=tuple(skip_source),
         once=once,
     )
-    configure_logging(log_format)
+    configure_logging("logwrite", log_format)
     sys.exit(trio.run(run_logwrite, config))
 
 

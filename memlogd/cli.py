@@ -162,7 +162,7 @@ def main(
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(log_format)
+    configure_logging("memlogd", log_format)
     try:
         sockets = open_sockets(config)
     except SocketError as exc:

@@ -129,7 +129,7 @@ async def run_command(argv: list[str], path: str, name: str) -> int:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def main(socket_path: str, name: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND with its stdout and stderr kept by memlogd (as NAME.out and NAME)."""
-    configure_logging()
+    configure_logging("memlogd-exec")
     source = name or os.path.basename(command[0]) or proto.UNNAMED_SOURCE
     sys.exit(trio.run(run_command, list(command), socket_path, source))
 

@@ -1,7 +1,7 @@
 """structlog set-up shared by every program: events go to stderr.
 
-Configure once, in a program's ``cli.py``.  ``fmt``: "console" on a terminal,
-"json" otherwise ("auto" picks).  The daemon also registers an *event sink*:
+Configure once, in a program's ``cli.py``: readable text (``prog: event
+key=value``) by default, JSON with ``-log-format json`` (docs/memlogd.md).  The daemon also registers an *event sink*:
 every event is then rendered as one line of ``event key=value ...`` text and
 handed to it (memlogd appends it to its ring under source ``memlogd``).
 """
@@ -9,12 +9,10 @@ handed to it (memlogd appends it to its ring under source ``memlogd``).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-import click
 import structlog
 
 EventSink = Callable[[str], None]
@@ -52,42 +50,45 @@ def _tee(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
     return event_dict
 
 
-LOG_FORMATS = ("auto", "json", "console")
+LOG_FORMATS = ("text", "json")
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}  # as logging
 
 
 def log_format_option(program: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The ``-log-format`` flag every long-running program has."""
-    return click.option(
-        "-log-format",
+    """The ``-log-format`` flag of every program."""
+    import click  # only where a command line is parsed
+
+    from memlogd.cliflags import go_option
+
+    return go_option(
         "--log-format",
         type=click.Choice(LOG_FORMATS),
-        default="auto",
+        default="text",
         show_default=True,
-        help=f"Format of {program}'s own events on stderr.",
+        help=f"{program}'s own diagnostics on stderr: one line of text each "
+        f"({program}: event key=value), or JSON objects.",
     )
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """``fmt``: one of LOG_FORMATS ("auto": console on a terminal, else JSON)."""
+def configure_logging(program: str, fmt: str = "text", level: str = "info") -> None:
+    """Diagnostics of ``program`` on stderr: ``fmt`` "text" (``program: event
+    key=value``, for people: a VM console and the ring are read by them) or
+    "json" (one object per event, with a timestamp)."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}")
-    if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        if fmt == "console"
-        else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
+    processors: list[Any] = [structlog.processors.add_log_level]
+    if fmt == "json":
+        processors += [
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _tee,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        prefix = program + ": "
+        processors += [_tee, lambda _l, _n, event: prefix + render_event_text(event)]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

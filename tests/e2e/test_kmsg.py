@@ -162,7 +162,7 @@ def test_json_output_has_every_field_and_dictionary(short_tmp: Path) -> None:
 
 def test_malformed_record_is_reported_and_reading_goes_on(short_tmp: Path) -> None:
     dev = write_device(short_tmp / "kmsg", b"6,1,1,-;ok\nnot a record\n6,2,2,-;still ok\n")
-    result = kmsg("--path", dev, "--no-follow")
+    result = kmsg("--path", dev, "--no-follow", "-log-format", "json")
     assert result.returncode == 0
     lines = result.stderr.splitlines()
     records = [line for line in lines if LINE_RE.match(line)]
@@ -340,7 +340,7 @@ def test_lines_go_to_stderr_once_memlogd_is_gone(
         wait_for(lambda: "after memlogd" in bg.stderr(), what="the record on stderr")
         assert bg.stop() == 0
     lines = bg.stderr().splitlines()
-    assert json.loads(lines[0])["event"] == "memlogd_gone"
+    assert lines[0] == "kmsg: memlogd_gone level=warning fallback=stderr"
     assert [(s, t) for s, _, t in parse_lines("\n".join(lines[1:]))] == [(2, "after memlogd")]
 
 

@@ -27,7 +27,16 @@ class Logwrite:
     """``python -m logwrite`` with its stderr (JSON events) in a file."""
 
     def __init__(self, tmp: Path, query_path: str, log_dir: Path, *args: str) -> None:
-        self.cmd = python_m("logwrite", "-socket", query_path, "-log-dir", str(log_dir), *args)
+        self.cmd = python_m(
+            "logwrite",
+            "-log-format",
+            "json",
+            "-socket",
+            query_path,
+            "-log-dir",
+            str(log_dir),
+            *args,
+        )
         self.stderr_path = tmp / f"logwrite-{id(self)}.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -80,7 +80,7 @@ async def feed(ends: list[socket.socket], data: bytes) -> None:
 
 
 async def test_a_follower_gets_a_wider_send_buffer_and_a_dump_does_not(short_tmp: Path) -> None:
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp, 100)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -108,7 +108,7 @@ async def test_stuck_follower_holds_many_sources_only_for_a_while(short_tmp: Pat
     """200 sources all wait behind a follower that never reads: each hold ends
     by itself, every source is read to its end and closed, none is forgotten
     in the gate."""
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp, 50)
     lines = b"".join(b"line %04d %s\n" % (i, b"y" * 200) for i in range(100))
     with trio.fail_after(30):
@@ -133,7 +133,7 @@ async def test_stuck_follower_holds_many_sources_only_for_a_while(short_tmp: Pat
 
 
 async def test_a_reading_follower_loses_nothing_from_many_sources(short_tmp: Path) -> None:
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     # a read (64 KiB, ~600 lines) is well under half the ring: no batch is
     # larger than the ring, so a follower that reads must lose nothing
     config = make_config(short_tmp, 2000)
@@ -174,7 +174,7 @@ async def test_a_reading_follower_loses_nothing_from_many_sources(short_tmp: Pat
 
 
 async def test_shutdown_releases_sources_waiting_for_a_stuck_follower(short_tmp: Path) -> None:
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp, 50)
     lines = b"".join(b"line %04d %s\n" % (i, b"q" * 500) for i in range(2000))
     with trio.fail_after(20):

@@ -67,7 +67,7 @@ async def new_writer(config: DaemonConfig, name: str) -> trio.SocketStream:
 
 
 async def test_serve_dump_and_shutdown(short_tmp: Path) -> None:
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -89,7 +89,7 @@ async def test_serve_dump_and_shutdown(short_tmp: Path) -> None:
 
 
 async def test_follower_a_ring_behind_loses_oldest_and_it_is_counted(short_tmp: Path) -> None:
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp, max_lines=50)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -123,7 +123,7 @@ async def test_follower_a_ring_behind_loses_oldest_and_it_is_counted(short_tmp: 
 
 
 async def test_extended_stats_reports_sources(short_tmp: Path) -> None:
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -150,7 +150,7 @@ async def test_extended_stats_reports_sources(short_tmp: Path) -> None:
 
 
 async def test_ready_before_started_and_sockets_serve(short_tmp: Path) -> None:
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -171,7 +171,7 @@ async def test_ready_before_started_and_sockets_serve(short_tmp: Path) -> None:
 async def test_shutdown_does_not_wait_for_clients_that_sent_nothing(short_tmp: Path) -> None:
     """A connection still waiting for its mode byte is closed at once on shutdown
     (it has nothing to finish), not after the followers' grace period."""
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp)
     silent = socket.socket(socket.AF_UNIX)
     with trio.fail_after(10):
@@ -195,7 +195,7 @@ async def test_periodic_summary_reports_drops_and_holds(
 ) -> None:
     """Every DROP_REPORT_S, what readers lost and how often intake was held is
     logged into the ring as memlogd's own lines (virtual time: no real wait)."""
-    configure_logging("json")
+    configure_logging("memlogd", "json")
     config = make_config(short_tmp)
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
