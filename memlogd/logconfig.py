@@ -1,9 +1,9 @@
 """structlog set-up shared by every program: events go to stderr.
 
 Configure once, in a program's ``cli.py``: readable text (``prog: event
-key=value``) by default, JSON with ``-log-format json`` (docs/memlogd.md).  The daemon also registers an *event sink*:
-every event is then rendered as one line of ``event key=value ...`` text and
-handed to it (memlogd appends it to its ring under source ``memlogd``).
+key=value``) by default, JSON with ``-log-format json`` (docs/memlogd.md).
+The daemon also registers an *event sink*: every event is then rendered as
+one line of ``event key=value ...`` text and handed to it (memlogd appends it to its ring under source ``memlogd``).
 """
 
 from __future__ import annotations
