@@ -3,7 +3,8 @@
 Configure once, in a program's ``cli.py``: readable text (``prog: event
 key=value``) by default, JSON with ``-log-format json`` (docs/memlogd.md).
 The daemon also registers an *event sink*: every event is then rendered as
-one line of ``event key=value ...`` text and handed to it (memlogd appends it to its ring under source ``memlogd``).
+one line of ``event key=value ...`` text and handed to it (memlogd appends
+it to its ring under source ``memlogd``).
 """
 
 from __future__ import annotations
