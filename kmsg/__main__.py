@@ -1,3 +1,3 @@
-from kmsg.cli import main
+from memlogd.entry import kmsg
 
-main()
+kmsg()

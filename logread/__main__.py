@@ -1,3 +1,3 @@
-from logread.cli import main
+from memlogd.entry import logread
 
-main()
+logread()

@@ -1,3 +1,3 @@
-from logwrite.cli import main
+from memlogd.entry import logwrite
 
-main()
+logwrite()

@@ -1,3 +1,3 @@
-from memlogd.cli import main
+from memlogd.entry import memlogd
 
-main()
+memlogd()

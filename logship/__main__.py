@@ -1,0 +1,3 @@
+from memlogd.entry import logship
+
+logship()
