@@ -1,9 +1,13 @@
-"""``kmsg``: stream the kernel log (docs/kmsg.md). Thin: flags -> KmsgConfig -> run_kmsg."""
+"""``kmsg``: stream the kernel log (docs/kmsg.md). Thin: flags -> KmsgConfig -> run_kmsg.
+
+Every ``--long`` option also works as ``-long`` (:mod:`memlogd.cliflags`).
+Records go to stderr (text, as SPEC section 6 says), to stdout (``-o json``,
+or text with ``--stdout``), or into memlogd (``--socket-log``).
+"""
 
 from __future__ import annotations
 
 import signal
-import sys
 
 import click
 import trio
@@ -16,52 +20,55 @@ from kmsg.reader import (
     KmsgReadError,
     run_kmsg,
 )
+from memlogd.cliflags import go_command, go_option
 from memlogd.errors import ConnectError
 from memlogd.logconfig import configure_logging, log_format_option
-from memlogd.termio import OutputClosedError
+from memlogd.termio import OutputClosedError, quiet_exit, watch_closed
 
 EXIT_SIGINT = 130
 
 
-@click.command(context_settings={"help_option_names": ["-h", "-help", "--help"]})
-@click.option(
-    "-path", "--path", default=DEFAULT_PATH, show_default=True, help="Kernel log device to read."
-)
-@click.option(
+@go_command("kmsg")
+@go_option("--path", default=DEFAULT_PATH, show_default=True, help="Kernel log device to read.")
+@go_option(
     "--follow/--no-follow",
     default=True,
     show_default=True,
     help="Keep waiting for new records, or stop at the end of the log.",
 )
-@click.option(
+@go_option(
     "--from-start/--from-end",
     default=True,
     show_default=True,
     help="Start with the oldest record the kernel holds, or only with new ones.",
 )
-@click.option(
-    "-socket-log",
+@go_option(
     "--socket-log",
     default=None,
     metavar="PATH",
-    help="Hand the output to memlogd through this log socket instead of writing to stderr.",
+    help="Hand the records to memlogd through this log socket.",
 )
-@click.option(
-    "-name",
+@go_option(
     "--name",
     default=DEFAULT_NAME,
     show_default=True,
-    help="Source name of the output in memlogd (with --socket-log).",
+    help="Source name of the records in memlogd (with --socket-log).",
 )
-@click.option(
+@go_option(
     "-o",
     "--output",
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="text: (SEQ) - TIME: TEXT; json: one object with every field.",
+    help="text: (SEQ) - TIME: TEXT, on stderr; json: one object with every field, on stdout.",
 )
-@click.option(
+@go_option(
+    "--stdout",
+    "to_stdout",
+    is_flag=True,
+    help="Write text records to stdout instead of stderr (json always goes there).",
+)
+@go_option(
     "--state-file",
     default=None,
     metavar="PATH",
@@ -75,15 +82,28 @@ def main(
     socket_log: str | None,
     name: str,
     output: str,
+    to_stdout: bool,
     state_file: str | None,
     log_format: str,
 ) -> None:
-    """kmsg: copy the kernel log (/dev/kmsg) to stderr or into memlogd."""
+    """kmsg: copy the kernel log (/dev/kmsg) to stderr, stdout or memlogd.
+
+    One line per record: "(SEQ) - TIME: TEXT" on stderr (upstream's format),
+    or with -o json one JSON object per record on stdout. kmsg's own
+    diagnostics always go to stderr.
+
+    \b
+    Examples:
+      kmsg -no-follow                  # what the kernel holds now, then stop
+      kmsg -no-follow -o json | jq -c 'select(.level <= 3)'   # errors and worse
+      kmsg -socket-log /var/run/linuxkit-external-logging.sock -state-file /run/kmsg.state
+    """
     config = KmsgConfig(
         path=path,
         follow=follow,
         from_end=not from_start,
         json=output == "json",
+        to_stdout=to_stdout,
         socket_log=socket_log,
         name=name,
         state_file=state_file,
@@ -93,11 +113,12 @@ def main(
         status = trio.run(run_until_signal, config)
     except KeyboardInterrupt:  # before or after trio's signal handling
         status = EXIT_SIGINT
-    sys.exit(status)
+    quiet_exit(status)
 
 
 async def run_until_signal(config: KmsgConfig) -> int:
-    """Run kmsg; SIGTERM ends it with status 0, SIGINT with 130 (state saved either way).
+    """Run kmsg; SIGTERM ends it with status 0, SIGINT with 130 (state saved either way),
+    and so does a reader of the output that went away (``| head``), with status 0.
 
     An expected failure is one line on stderr and status 1.
     """
@@ -112,13 +133,19 @@ async def run_until_signal(config: KmsgConfig) -> int:
                     nursery.cancel_scope.cancel()
                     return
 
+            async def watch_reader() -> None:
+                await watch_closed(config.records_fd)
+                nursery.cancel_scope.cancel()
+
             nursery.start_soon(watch_signals)
+            if config.socket_log is None:
+                nursery.start_soon(watch_reader)
             try:
                 await run_kmsg(config)
             except (KmsgOpenError, KmsgReadError, ConnectError) as exc:
                 click.echo(f"kmsg: {exc}", err=True)
                 status = 1
             except OutputClosedError:
-                status = 0  # stderr is gone: nobody to tell
+                status = 0  # nobody reads the records any more: nobody to tell
             nursery.cancel_scope.cancel()
     return status

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from memlogd.client import open_log_stream
 from memlogd.errors import MemlogdError
 
 DEFAULT_PATH = "/dev/kmsg"
+DMESG_RESTRICT = "/proc/sys/kernel/dmesg_restrict"
 DEFAULT_NAME = "kmsg"
 MAX_BATCH = 256  # records per write
 POLL_S = 0.25  # how often the end of a regular file (or a FIFO without writer) is re-read
@@ -57,9 +57,16 @@ class KmsgConfig:
     follow: bool = True
     from_end: bool = False
     json: bool = False
+    to_stdout: bool = False  # text records on stdout (json records always go there)
     socket_log: str | None = None
     name: str = DEFAULT_NAME
     state_file: str | None = None
+
+    @property
+    def records_fd(self) -> int:
+        """Where records go without --socket-log (and once memlogd is gone):
+        stdout for ``-o json`` (for tools like jq) or with ``--stdout``, else stderr."""
+        return 1 if self.json or self.to_stdout else 2
 
 
 # ------------------------------------------------------------------ time
@@ -92,7 +99,7 @@ def open_device(path: str, *, from_end: bool = False) -> tuple[int, bool]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise KmsgOpenError(path, exc.strerror or str(exc)) from None
+        raise KmsgOpenError(path, open_failure_reason(path, exc)) from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
@@ -107,6 +114,23 @@ def open_device(path: str, *, from_end: bool = False) -> tuple[int, bool]:
         os.close(fd)
         raise
     return fd, stat.S_ISCHR(mode)
+
+
+def open_failure_reason(path: str, exc: OSError, restrict_path: str = DMESG_RESTRICT) -> str:
+    """Why ``path`` could not be opened: the system's words, and for a kernel log
+    device refused with EPERM while ``kernel.dmesg_restrict`` is set, what it needs."""
+    reason = exc.strerror or str(exc)
+    if exc.errno != errno.EPERM:
+        return reason
+    try:
+        device = stat.S_ISCHR(os.stat(path).st_mode)
+        with open(restrict_path, encoding="ascii") as f:
+            restricted = f.read().strip() == "1"
+    except (OSError, ValueError):
+        return reason
+    if device and restricted:
+        reason += " (kernel.dmesg_restrict is 1: reading the kernel log needs CAP_SYSLOG)"
+    return reason
 
 
 class KmsgReader:
@@ -177,7 +201,7 @@ class KmsgReader:
 
 
 class Output:
-    """Where lines go: an fd (stderr, or stdout for ``-o json``) or, with
+    """Where lines go: an fd (:attr:`KmsgConfig.records_fd`) or, with
     --socket-log, a stream into memlogd.
 
     If memlogd goes away, the lines go to the fd from then on (with a warning).
@@ -193,7 +217,7 @@ class Output:
                 await self.stream.send_all(data)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.warning("memlogd_gone", fallback="stderr")
+                log.warning("memlogd_gone", fallback=_FD_NAMES.get(self.out.fd, "output"))
                 await self.aclose()
         await self.out.write(data)
 
@@ -204,8 +228,11 @@ class Output:
             await stream.aclose()
 
 
+_FD_NAMES = {1: "stdout", 2: "stderr"}
+
+
 def open_output(config: KmsgConfig, fd: int) -> Output:
-    """stderr, or a stream handed to memlogd (raises ConnectError if it is not there)."""
+    """``fd``, or a stream handed to memlogd (raises ConnectError if it is not there)."""
     if config.socket_log is None:
         return Output(fd)
     sock = open_log_stream(config.socket_log, config.name)
@@ -225,7 +252,7 @@ async def run_kmsg(config: KmsgConfig, output_fd: int | None = None) -> None:
     after_seq = None if config.state_file is None else load_state(config.state_file, boot_id)
     fd, device = open_device(config.path, from_end=config.from_end and after_seq is None)
     try:
-        output = open_output(config, sys.stderr.fileno() if output_fd is None else output_fd)
+        output = open_output(config, config.records_fd if output_fd is None else output_fd)
         decoder = KmsgDecoder(boot_time_ns(), json=config.json, after_seq=after_seq)
         reader = KmsgReader(fd, config.path, device=device, follow=config.follow)
         saver = _StateSaver(config.state_file, boot_id, after_seq)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -11,10 +10,11 @@ import click
 import structlog
 import trio
 
-from logwrite.files import LogFiles
+from logwrite.files import LogDirError, LogFiles, ensure_log_dir
 from logwrite.lines import TimeFormat
 from logwrite.persister import Config, IncompleteError, Persister, follow, report_held_errors
 from logwrite.report import Reporter
+from memlogd.cliflags import go_command, go_option
 from memlogd.config import DEFAULT_QUERY_SOCKET
 from memlogd.errors import MemlogdError
 from memlogd.logconfig import configure_logging, log_format_option
@@ -22,63 +22,61 @@ from memlogd.logconfig import configure_logging, log_format_option
 log = structlog.get_logger("logwrite")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "-help", "--help"]})
-@click.option(
-    "-socket",
+@go_command("logwrite")
+@go_option(
     "--socket",
     default=DEFAULT_QUERY_SOCKET,
     show_default=True,
+    metavar="PATH",
     help="memlogd's query socket.",
 )
-@click.option(
-    "-log-dir",
+@go_option(
     "--log-dir",
     default="/var/log",
     show_default=True,
+    metavar="DIR",
     help="Directory of the log files (created if missing).",
 )
-@click.option(
-    "-max-log-files",
+@go_option(
     "--max-log-files",
     type=click.IntRange(min=0),
     default=10,
     show_default=True,
+    metavar="N",
     help="Rotated files kept per source: SOURCE.log.0 (newest) .. .log.(N-1).",
 )
-@click.option(
-    "-max-log-size",
+@go_option(
     "--max-log-size",
     type=click.IntRange(min=1),
     default=1048576,
     show_default=True,
+    metavar="BYTES",
     help="Bytes after which SOURCE.log is rotated.",
 )
-@click.option(
-    "-time-format",
+@go_option(
     "--time-format",
     type=click.Choice([f.value for f in TimeFormat]),
     default=TimeFormat.RFC3339.value,
     show_default=True,
     help="Time at the start of each line: RFC 3339 in seconds or nanoseconds (UTC).",
 )
-@click.option(
-    "-skip-source",
+@go_option(
     "--skip-source",
     multiple=True,
     default=("logwrite*",),
     show_default=True,
+    metavar="GLOB",
     help="Do not persist sources matching this shell glob (repeatable; replaces the default).",
 )
-@click.option(
-    "-max-open-files",
+@go_option(
     "--max-open-files",
     type=click.IntRange(min=1),
     default=64,
     show_default=True,
+    metavar="N",
     help="Log files open at once (least recently used closed first).",
 )
-@click.option(
-    "-once",
+@go_option(
     "--once",
     is_flag=True,
     help="Write what memlogd holds now, then exit.",
@@ -95,7 +93,18 @@ def main(
     once: bool,
     log_format: str,
 ) -> None:
-    """logwrite: persist every memlogd source to LOG_DIR/SOURCE.log, with rotation."""
+    """logwrite: persist every memlogd source to LOG_DIR/SOURCE.log, with rotation.
+
+    Each entry becomes a line "TIME SOURCE MSG". A restarted logwrite continues
+    where it stopped (the cursor in LOG_DIR/logwrite.cursor); entries memlogd
+    could not keep are recorded in LOG_DIR/logwrite.log.
+
+    \b
+    Examples:
+      logwrite -socket /run/memlogdq.sock -log-dir /var/log -max-log-files 5
+      logwrite -once -log-dir /tmp/report       # what memlogd holds now, then exit
+      logwrite -skip-source 'debug*' -skip-source 'logwrite*' -time-format rfc3339nano
+    """
     config = Config(
         socket=socket,
         log_dir=log_dir,
@@ -110,11 +119,16 @@ def main(
     sys.exit(trio.run(run_logwrite, config))
 
 
-async def run_logwrite(config: Config) -> int:
-    reporter = Reporter()
+def say(message: str) -> None:
+    """One line for the user on stderr (not a log event)."""
+    click.echo(f"logwrite: {message}", err=True)
+
+
+def open_log_files(config: Config, reporter: Reporter) -> LogFiles:
+    """The log directory, created if missing; LogDirError when it cannot be used."""
+    ensure_log_dir(config.log_dir)
     try:
-        os.makedirs(config.log_dir, exist_ok=True)
-        files = LogFiles(
+        return LogFiles(
             config.log_dir,
             max_files=config.max_files,
             max_size=config.max_size,
@@ -122,7 +136,15 @@ async def run_logwrite(config: Config) -> int:
             reporter=reporter,
         )
     except OSError as exc:
-        click.echo(f"logwrite: cannot use log directory {config.log_dir}: {exc.strerror}", err=True)
+        raise LogDirError(config.log_dir, exc.strerror or str(exc)) from None
+
+
+async def run_logwrite(config: Config) -> int:
+    reporter = Reporter()
+    try:
+        files = open_log_files(config, reporter)
+    except LogDirError as exc:
+        say(str(exc))
         return 1
     persister = Persister(config, files, reporter)
     persister.load_cursor()
@@ -139,7 +161,7 @@ async def run_logwrite(config: Config) -> int:
         persister.finish()
         log.info("stopped", lines_written=persister.written, entries_lost=persister.dropped)
     if failure:
-        click.echo(f"logwrite: {failure[0]}", err=True)
+        say(failure[0])
         return 1
     return 0
 

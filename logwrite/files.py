@@ -13,6 +13,9 @@ entry, see :func:`logwrite.rotation.plan_segments`).  A *transient* error
 written is handed back, in order, for the caller to retry.  A *refusal*
 (a symlink or a directory where a log should be) drops that file's lines,
 logged, and the rest of the batch goes on.
+
+:func:`ensure_log_dir` checks the directory once at start and says, as a
+:class:`LogDirError`, what is wrong with it (``it is not a directory``, ...).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from logwrite.rotation import (
     plan_segments,
     rotation_plan,
 )
+from memlogd.errors import MemlogdError
 
 log = structlog.get_logger("logwrite")
 
@@ -60,6 +64,64 @@ class WriteOutcome:
     remaining: list[Item]  # not written (in batch order); empty when all went well
     error: OSError | None  # the transient error that stopped the batch
     refused: int  # lines dropped because their file was refused
+
+
+class LogDirError(MemlogdError):
+    """The log directory cannot be used: ``cannot use log directory DIR: REASON``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot use log directory {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def ensure_log_dir(path: str) -> None:
+    """Create ``path`` (and missing parents) unless it exists; raise LogDirError
+    saying what is wrong when it is no directory logwrite can write in.
+
+    A directory on a read-only file system passes: that is a condition to wait
+    out (the file system may be remounted read-write), not a mistake."""
+    if not path:
+        raise LogDirError(path, "the name is empty")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:  # something that is not a directory has the name
+        raise LogDirError(path, _not_a_directory(path)) from None
+    except NotADirectoryError:
+        raise LogDirError(path, f"{_file_ancestor(path)} is not a directory") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        failed = exc.filename if isinstance(exc.filename, str) else path
+        if os.path.normpath(failed) != os.path.normpath(path):
+            reason = f"cannot create {failed}: {reason}"
+        elif not os.path.lexists(path):
+            reason = f"cannot create it: {reason}"
+        raise LogDirError(path, reason) from None
+    if not os.access(path, os.W_OK | os.X_OK, effective_ids=True) and not _read_only_fs(path):
+        raise LogDirError(path, os.strerror(errno.EACCES))
+
+
+def _not_a_directory(path: str) -> str:
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"it is a symbolic link to {os.readlink(path)}, which does not exist"
+    return "it is not a directory"
+
+
+def _file_ancestor(path: str) -> str:
+    """The first ancestor of ``path`` that exists and is not a directory."""
+    parts = os.path.normpath(path).split(os.sep)
+    for i in range(1, len(parts)):
+        ancestor = os.sep.join(parts[:i]) or os.sep
+        if os.path.lexists(ancestor) and not os.path.isdir(ancestor):
+            return ancestor
+    return os.path.dirname(os.path.normpath(path)) or "."
+
+
+def _read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 class NotRegularFileError(OSError):

@@ -170,11 +170,16 @@ class Persister:
         delay = RETRY_MIN_S
         attempts = 0
         while self.pending:
-            if self.write_pending() is None:
+            exc = self.write_pending()
+            if exc is None:
                 break
             attempts += 1
             if max_attempts is not None and attempts >= max_attempts:
-                raise IncompleteError(f"{len(self.pending)} lines could not be written")
+                count = len(self.pending)
+                raise IncompleteError(
+                    f"{count} line{'' if count == 1 else 's'} could not be written to "
+                    f"{self.files.log_dir}: {exc.strerror or exc}"
+                )
             await trio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
         if self.pending:

@@ -1,7 +1,8 @@
 """File naming and rotation for logwrite (docs/logwrite.md). PURE: no I/O.
 
 * :func:`safe_log_name` turns any source name into a file stem that is a
-  direct child of the log directory; distinct names never share a file.
+  direct child of the log directory and never hidden (no leading ``.``);
+  distinct names never share a file.
 * :func:`rotation_plan` lists the renames of one rotation, as upstream does
   them: ``x.log`` -> ``x.log.0`` (newest) ... ``x.log.(N-1)`` (oldest).
 * :func:`plan_segments` decides rotation per entry for a batch of lines, so
@@ -50,21 +51,26 @@ def name_hash(source: str) -> str:
 
 
 def safe_log_name(source: str) -> str:
-    """A file stem for ``source``: ``DIR/<stem>.log`` is always a direct child of DIR.
+    """A file stem for ``source``: ``DIR/<stem>.log`` is always a direct child of DIR,
+    and never a hidden file (it never starts with ``.``).
 
     A name that is safe as it is stays unchanged (upstream's file names).
     Otherwise unsafe characters are percent-escaped (``/`` -> ``%2F``), the
-    names ``""``, ``.`` and ``..`` are escaped whole, the result is cut to
+    names ``""``, ``.`` and ``..`` are escaped whole, a leading ``.`` (which
+    ``ls`` would hide) is escaped as ``%2E``, the result is cut to
     :data:`MAX_STEM_BYTES`, and ``%~`` plus a hash of the original name is
     appended.  An unchanged name never contains ``%``; a changed one always
     does, so the two kinds never meet, and changed names differ by their
-    escaped text or, when cut, by the hash of the whole name.
+    escaped text (escaping is reversible) or, when cut, by the hash of the
+    whole name.
     """
     if source in ("", ".", ".."):
         escaped = "".join(_escape(c) for c in source)
     else:
         escaped = "".join(_escape(c) if _unsafe(c) else c for c in source)
-        if escaped == source and len(source.encode("utf-8")) <= MAX_STEM_BYTES:
+        if escaped.startswith("."):
+            escaped = _escape(".") + escaped[1:]
+        elif escaped == source and len(source.encode("utf-8")) <= MAX_STEM_BYTES:
             return source
     suffix = HASH_MARK + name_hash(source)
     return _utf8_cut(escaped, MAX_STEM_BYTES - len(suffix)) + suffix

@@ -8,25 +8,33 @@ it cannot be read or written.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import itertools
 import json
 import os
 import re
+import select
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from kmsg.reader import KmsgReader, boot_time_ns, decode_batch
+from kmsg.cli import main as kmsg_main
+from kmsg.reader import KmsgReader, boot_time_ns, decode_batch, open_failure_reason
 from kmsg.record import KmsgDecoder
 from kmsg.state import read_boot_id
 from memlogd.timefmt import parse_time
-from tests.helpers import MemlogdProcess, dump, python_m, wait_for
+from tests.helpers import MemlogdProcess, dump, messages, python_m, wait_for
+from tests.oneflags import one_dash_mismatches
 
 pytestmark = pytest.mark.e2e
 
@@ -59,17 +67,22 @@ class Background:
     """kmsg running in the background with stdout/stderr in files."""
 
     def __init__(self, tmp: Path, *args: str) -> None:
-        self.err_path = tmp / f"kmsg-{uuid.uuid4().hex[:8]}.stderr"
-        with open(self.err_path, "wb") as err:
+        name = f"kmsg-{uuid.uuid4().hex[:8]}"
+        self.err_path = tmp / f"{name}.stderr"
+        self.out_path = tmp / f"{name}.stdout"
+        with open(self.err_path, "wb") as err, open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
                 python_m("kmsg", *args),
-                stdout=subprocess.DEVNULL,
+                stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
             )
 
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.proc.send_signal(sig)
@@ -132,8 +145,8 @@ def test_file_device_prints_upstream_lines_with_boot_time(short_tmp: Path) -> No
 def test_json_output_has_every_field_and_dictionary(short_tmp: Path) -> None:
     dev = write_device(short_tmp / "kmsg", RECORDS)
     result = kmsg("--path", dev, "--no-follow", "-o", "json")
-    assert result.returncode == 0, result.stderr
-    objs = [json.loads(line) for line in result.stderr.splitlines()]
+    assert (result.returncode, result.stderr) == (0, "")  # json records go to stdout
+    objs = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["seq"] for o in objs] == [10, 11, 12]
     second = objs[1]
     assert list(second) == [
@@ -297,8 +310,11 @@ def test_socket_log_without_memlogd_is_one_clear_line(short_tmp: Path) -> None:
 
 def test_bad_output_format_is_a_usage_error() -> None:
     result = kmsg("-o", "xml")
-    assert result.returncode == 2
-    assert "Invalid value for '-o' / '--output'" in result.stderr
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.endswith(
+        "\n\nError: Invalid value for '-o' / '-output' / '--output': "
+        "'xml' is not one of 'text', 'json'.\n"
+    )
 
 
 # ------------------------------------------------------------------ memlogd, fake device
@@ -342,6 +358,28 @@ def test_lines_go_to_stderr_once_memlogd_is_gone(
     lines = bg.stderr().splitlines()
     assert lines[0] == "kmsg: memlogd_gone level=warning fallback=stderr"
     assert [(s, t) for s, _, t in parse_lines("\n".join(lines[1:]))] == [(2, "after memlogd")]
+    assert bg.stdout() == ""
+
+
+def test_json_lines_go_to_stdout_once_memlogd_is_gone(
+    short_tmp: Path, memlogd: MemlogdProcess, background: list[Background]
+) -> None:
+    fifo = short_tmp / "fifo"
+    os.mkfifo(fifo)
+    args = ("-path", str(fifo), "-socket-log", memlogd.log_path, "-o", "json")
+    bg = start(background, short_tmp, *args)
+    with open(fifo, "wb", buffering=0) as w:
+        w.write(b"6,1,1,-;kept by memlogd\n")
+        first = wait_for(lambda: messages(memlogd.query_path, "kmsg"), what="record 1 in memlogd")
+        assert [json.loads(m)["text"] for m in first] == ["kept by memlogd"]
+        assert memlogd.stop() == 0
+        w.write(b"6,2,2,-;after memlogd\n")
+        wait_for(lambda: bg.stdout().endswith("}\n"), what="the record on stdout")
+        assert bg.stop() == 0
+    assert [(o["seq"], o["text"]) for o in map(json.loads, bg.stdout().splitlines())] == [
+        (2, "after memlogd")
+    ]
+    assert bg.stderr() == "kmsg: memlogd_gone level=warning fallback=stdout\n"
 
 
 # ------------------------------------------------------------------ the reader, scripted
@@ -471,3 +509,257 @@ def test_real_device_second_run_with_state_prints_only_newer_records(short_tmp: 
     assert all(seq > last for seq, _, _ in records)
     assert [t for _, _, t in records].count(marker) == 1
     assert json.loads(Path(state).read_text())["seq"] == records[-1][0]
+
+
+# ------------------------------------------------------------------ where records go
+
+
+TEXTS = [
+    (10, "first line"),
+    (11, "pci 0000:00:01.0: [8086:7000] type 00"),
+    (12, "escaped \\x1b[1m and a \\x5c backslash"),
+]
+
+
+def test_stdout_flag_sends_text_records_to_stdout(short_tmp: Path) -> None:
+    dev = write_device(short_tmp / "kmsg", RECORDS)
+    result = kmsg("--path", dev, "--no-follow", "--stdout")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [(seq, text) for seq, _, text in parse_lines(result.stdout)] == TEXTS
+
+
+def test_json_lost_records_line_goes_to_stdout_in_its_place(short_tmp: Path) -> None:
+    dev = write_device(short_tmp / "kmsg", b"6,8,1,-;eight\n6,9,2,-;nine\n")
+    state = short_tmp / "kmsg.state"
+    state.write_text(json.dumps({"boot_id": read_boot_id(), "seq": 5}))
+    result = kmsg("--path", dev, "--no-follow", "--state-file", str(state), "-o", "json")
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert lines[0] == '{"lost":2,"seq":6}'
+    assert [(o["seq"], o["text"]) for o in map(json.loads, lines[1:])] == [
+        (8, "eight"),
+        (9, "nine"),
+    ]
+
+
+def test_json_records_pipe_into_jq(short_tmp: Path) -> None:
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    dev = write_device(short_tmp / "kmsg", RECORDS)
+    command = " ".join(
+        map(shlex.quote, python_m("kmsg", "--no-follow", "-o", "json", "--path", dev))
+    )
+    result = subprocess.run(
+        ["sh", "-c", command + " | jq -c '{seq, level, fields}'"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == (
+        '{"seq":10,"level":6,"fields":{}}\n'
+        '{"seq":11,"level":7,"fields":{"SUBSYSTEM":"pci","DEVICE":"+pci:0000:00:01.0"}}\n'
+        '{"seq":12,"level":6,"fields":{}}\n'
+    )
+
+
+def read_line(fd: int, timeout: float = RUN_TIMEOUT) -> bytes:
+    """One line from a pipe, with a deadline."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no whole line within {timeout}s: {data!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 1)
+            assert chunk, f"end of output after {data!r}"
+            data += chunk
+    return data
+
+
+def test_kmsg_ends_quietly_when_the_reader_of_its_records_goes_away(short_tmp: Path) -> None:
+    fifo = short_tmp / "fifo"
+    os.mkfifo(fifo)
+    err_path = short_tmp / "kmsg.stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            python_m("kmsg", "-path", str(fifo), "-o", "json"),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        assert proc.stdout is not None
+        with open(fifo, "wb", buffering=0) as w:  # kept open: kmsg keeps following
+            w.write(b"6,1,1,-;only record\n")
+            assert json.loads(read_line(proc.stdout.fileno()))["text"] == "only record"
+            proc.stdout.close()  # `| head -1` has what it wanted
+            assert proc.wait(RUN_TIMEOUT) == 0  # before any further record
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(RUN_TIMEOUT)
+    assert err_path.read_text() == ""
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_every_long_option_has_its_one_dash_form() -> None:
+    assert one_dash_mismatches(kmsg_main) == []
+
+
+def test_one_dash_forms_in_a_real_process(short_tmp: Path) -> None:
+    dev = write_device(short_tmp / "kmsg", RECORDS)
+    state = short_tmp / "kmsg.state"
+    result = kmsg(
+        "-path", dev, "-no-follow", "-from-start", "-stdout", "-state-file", str(state),
+        "-output=text", "-name", "kern", "-log-format", "json",
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [(seq, text) for seq, _, text in parse_lines(result.stdout)] == TEXTS
+    assert json.loads(state.read_text()) == {"boot_id": read_boot_id(), "seq": 12}
+
+
+def test_one_dash_follow_keeps_following(short_tmp: Path, background: list[Background]) -> None:
+    fifo = short_tmp / "fifo"
+    os.mkfifo(fifo)
+    bg = start(background, short_tmp, "-follow", "-path", str(fifo), "-from-end", "-stdout")
+    with open(fifo, "wb", buffering=0) as w:
+        w.write(b"6,1,1,-;one\n")
+        wait_for(lambda: bg.stdout().endswith(": one\n"), what="the first record")
+        w.write(b"6,2,2,-;two\n")
+        wait_for(lambda: bg.stdout().endswith(": two\n"), what="the second record")
+        assert bg.proc.poll() is None  # still following
+        assert bg.stop() == 0
+    assert [(s, t) for s, _, t in parse_lines(bg.stdout())] == [(1, "one"), (2, "two")]
+    assert bg.stderr() == ""
+
+
+@pytest.mark.parametrize(
+    ("word", "error"),
+    [
+        ("-fo", "No such option '-fo'. (Did you mean one of: '-follow', '-o'?)"),
+        ("-follo", "No such option '-follo'. (Did you mean one of: '-follow', '-no-follow'?)"),
+        ("-ojson", "No such option '-ojson'."),  # never -o json
+        ("-stdou", "No such option '-stdou'. Did you mean '-stdout'?"),
+    ],
+)
+def test_a_one_dash_word_that_names_no_option_is_a_usage_error(
+    short_tmp: Path, word: str, error: str
+) -> None:
+    dev = write_device(short_tmp / "kmsg", RECORDS)
+    result = kmsg("-path", dev, "-no-follow", word)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.endswith(f"\n\nError: {error}\n"), result.stderr
+
+
+def examples(help_text: str, program: str) -> list[str]:
+    """The lines of the help's "Examples:" paragraph (the last of the description)."""
+    description = help_text.split("\nOptions:\n")[0].rstrip("\n")
+    paragraphs = description.split("\n\n")
+    lines = paragraphs[-1].splitlines()
+    assert lines[0] == "  Examples:", f"the description does not end with examples: {lines}"
+    assert all(line.startswith(f"    {program} ") for line in lines[1:]), lines
+    return [line.strip() for line in lines[1:]]
+
+
+def test_help_ends_with_examples_that_parse() -> None:
+    for flag in ("-h", "-help", "--help"):
+        result = kmsg(flag)
+        assert (result.returncode, result.stderr) == (0, ""), flag
+        found = examples(result.stdout, "kmsg")
+        assert 2 <= len(found) <= 3
+        for example in found:
+            words = shlex.split(re.split(r" [|#] ", example)[0])
+            ctx = kmsg_main.make_context("kmsg", words[1:])  # no usage error
+            ctx.close()
+
+
+# ------------------------------------------------------------------ permissions
+
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYSLOG = 1, 2, 34
+
+
+def unprivileged(*caps: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that runs a child without ``caps`` when we are root (the bounding
+    set is dropped, so the program has none of them); None when we are not root.
+    Skips the test where the capabilities cannot be dropped."""
+    if os.geteuid() != 0:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def drop() -> None:
+        for cap in caps:
+            if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    try:
+        subprocess.run([sys.executable, "-c", ""], preexec_fn=drop, check=True, timeout=10)
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"cannot drop capabilities here: {exc}")
+    return drop
+
+
+def kmsg_unprivileged(*args: str, caps: tuple[int, ...]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        python_m("kmsg", *args),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=unprivileged(*caps),
+    )
+
+
+def test_unreadable_path_is_permission_denied(short_tmp: Path) -> None:
+    dev = Path(write_device(short_tmp / "kmsg", RECORDS))
+    dev.chmod(0)
+    result = kmsg_unprivileged(
+        "-path", str(dev), "-no-follow", caps=(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"kmsg: cannot open {dev}: Permission denied\n"
+
+
+def test_kernel_log_refused_by_dmesg_restrict_says_what_it_needs() -> None:
+    if not os.path.exists(DEVICE):
+        pytest.skip(f"no {DEVICE}")
+    try:
+        restrict = Path("/proc/sys/kernel/dmesg_restrict").read_text().strip()
+    except OSError as exc:
+        pytest.skip(f"kernel.dmesg_restrict cannot be read: {exc}")
+    if restrict != "1":
+        pytest.skip("kernel.dmesg_restrict is not set: every user may read the kernel log")
+    result = kmsg_unprivileged("-no-follow", caps=(CAP_SYSLOG,))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"kmsg: cannot open {DEVICE}: Operation not permitted "
+        "(kernel.dmesg_restrict is 1: reading the kernel log needs CAP_SYSLOG)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("restrict", "code", "device", "reason"),
+    [
+        ("1", errno.EPERM, True, "Operation not permitted (kernel.dmesg_restrict is 1: "),
+        ("0", errno.EPERM, True, "Operation not permitted"),
+        ("1", errno.EPERM, False, "Operation not permitted"),
+        ("1", errno.EACCES, True, "Permission denied"),
+    ],
+)
+def test_open_failure_reason(
+    short_tmp: Path, restrict: str, code: int, device: bool, reason: str
+) -> None:
+    restrict_path = short_tmp / "dmesg_restrict"
+    restrict_path.write_text(restrict + "\n")
+    path = "/dev/null" if device else write_device(short_tmp / "file", b"")
+    exc = OSError(code, os.strerror(code))
+    got = open_failure_reason(path, exc, restrict_path=str(restrict_path))
+    if reason.endswith(": "):
+        assert got == reason + "reading the kernel log needs CAP_SYSLOG)"
+    else:
+        assert got == reason

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -15,10 +17,14 @@ from typing import Any
 
 import pytest
 
+from logwrite.cli import main as logwrite_main
 from logwrite.rotation import safe_log_name
 from memlogd import protocol as proto
 from memlogd import timefmt
+from tests.e2e.test_kmsg import CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, examples, unprivileged
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
+from tests.helpers import messages as messages_of
+from tests.oneflags import one_dash_mismatches
 
 pytestmark = pytest.mark.e2e
 
@@ -165,6 +171,7 @@ def test_hostile_source_names_stay_inside_the_dir(
         b"logwrite.cursor",
         b"/etc/passwd",
         b"",
+        b".hidden",
     ]
     lw = Logwrite(short_tmp, memlogd.query_path, logs, "--skip-source", "nothing-skipped")
     running.append(lw.start())
@@ -179,6 +186,8 @@ def test_hostile_source_names_stay_inside_the_dir(
         wait_for(lambda: messages(logs / file_name) == [msg], what=file_name)  # noqa: B023
     for entry in os.scandir(logs):
         assert entry.is_file(follow_symlinks=False)
+        assert not entry.name.startswith("."), f"{entry.name!r} is hidden from ls"
+    assert messages(logs / (safe_log_name(".hidden") + ".log")) == [f"message {len(raw_names) - 1}"]
     after = [n for n in sorted(os.listdir(short_tmp)) if not n.startswith("logwrite-")]
     assert after == sorted([*before, "logs"])
     assert not Path("/etc/passwd.log").exists()
@@ -645,12 +654,84 @@ def test_once_without_memlogd_exits_1(short_tmp: Path) -> None:
     assert "Traceback" not in lw.stderr()
 
 
-def test_unusable_log_dir_exits_1(short_tmp: Path) -> None:
+@pytest.mark.parametrize(
+    ("log_dir", "reason"),
+    [
+        ("file", "it is not a directory"),
+        ("link-to-file", "it is not a directory"),
+        ("dangling", "it is a symbolic link to nowhere, which does not exist"),
+        ("file/logs", "{tmp}/file is not a directory"),
+        ("file/a/b", "{tmp}/file is not a directory"),
+    ],
+)
+@pytest.mark.parametrize("once", [True, False])
+def test_unusable_log_dir_is_one_line_saying_what_is_wrong(
+    short_tmp: Path, log_dir: str, reason: str, once: bool
+) -> None:
     (short_tmp / "file").write_text("x")
-    lw = Logwrite(short_tmp, str(short_tmp / "q.sock"), short_tmp / "file" / "logs")
+    (short_tmp / "link-to-file").symlink_to("file")
+    (short_tmp / "dangling").symlink_to("nowhere")
+    before = sorted(os.listdir(short_tmp))
+    path = short_tmp / log_dir
+    lw = Logwrite(short_tmp, str(short_tmp / "q.sock"), path, *(["-once"] if once else []))
     assert lw.run() == 1
-    assert "logwrite: cannot use log directory" in lw.stderr()
-    assert "Traceback" not in lw.stderr()
+    reason = reason.format(tmp=short_tmp)
+    assert lw.stderr() == f"logwrite: cannot use log directory {path}: {reason}\n"
+    assert sorted(n for n in os.listdir(short_tmp) if not n.startswith("logwrite-")) == before
+    assert (short_tmp / "file").read_text() == "x"
+
+
+def test_log_dir_without_write_permission_is_refused_at_once(short_tmp: Path) -> None:
+    caps = (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
+    locked = short_tmp / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    for path, reason in [
+        (locked, "Permission denied"),
+        (locked / "logs", "cannot create it: Permission denied"),
+        (locked / "a" / "b", f"cannot create {locked / 'a'}: Permission denied"),
+    ]:
+        done = subprocess.run(
+            python_m("logwrite", "-socket", str(short_tmp / "q.sock"), "-log-dir", str(path)),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            preexec_fn=unprivileged(*caps),
+        )
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert done.stderr == f"logwrite: cannot use log directory {path}: {reason}\n"
+    assert os.listdir(locked) == []
+
+
+def test_once_into_a_read_only_dir_says_where_and_why(
+    memlogd: MemlogdProcess, short_tmp: Path, tmpfs: Callable[[str], Path]
+) -> None:
+    logs = tmpfs("1m")
+    src = new_source(memlogd.log_path, "s")
+    for i in range(10):
+        src.sendall(b"line %d\n" % i)
+    wait_for(lambda: len(messages_of(memlogd.query_path, "s")) == 10, what="lines in the ring")
+    ring = len(dump(memlogd.query_path))
+    remount(logs, "ro")
+    try:
+        done = subprocess.run(
+            python_m("logwrite", "-socket", memlogd.query_path, "-log-dir", str(logs), "-once"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        remount(logs, "rw")
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    last = done.stderr.splitlines()[-1]
+    m = re.fullmatch(
+        rf"logwrite: (\d+) lines? could not be written to {re.escape(str(logs))}: (.*)", last
+    )
+    assert m is not None, done.stderr
+    assert m.group(2) == "Read-only file system"
+    assert 1 <= int(m.group(1)) <= ring
+    assert "Traceback" not in done.stderr
+    assert os.listdir(logs) == []
 
 
 def test_long_flags_are_accepted_too(memlogd: MemlogdProcess, short_tmp: Path) -> None:
@@ -669,3 +750,61 @@ def test_long_flags_are_accepted_too(memlogd: MemlogdProcess, short_tmp: Path) -
     )
     assert subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
     assert messages(logs / "s.log") == ["hi"]
+
+
+def test_every_long_option_has_its_one_dash_form() -> None:
+    assert one_dash_mismatches(logwrite_main) == []
+
+
+def test_one_dash_forms_in_a_real_process(memlogd: MemlogdProcess, short_tmp: Path) -> None:
+    a, b = (new_source(memlogd.log_path, n) for n in ("a", "b"))
+    for i in range(5):
+        a.sendall(b"a %d\n" % i)
+        b.sendall(b"b %d\n" % i)
+    wait_for(lambda: len(messages_of(memlogd.query_path, "b")) == 5, what="lines in the ring")
+    logs = short_tmp / "logs"
+    args = [
+        "-socket", memlogd.query_path, "-log-dir", str(logs), "-max-log-files", "2",
+        "-max-log-size=100000", "-time-format", "rfc3339nano", "-skip-source", "b",
+        "-skip-source=memlogd", "-max-open-files", "1", "-once", "-log-format", "json",
+    ]  # fmt: skip
+    done = subprocess.run(python_m("logwrite", *args), capture_output=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(logs)) == ["a.log", "logwrite.cursor"]
+    assert read(logs / "a.log") == expected_lines(dump(memlogd.query_path), "a", nano=True)
+
+
+@pytest.mark.parametrize(
+    ("word", "error"),
+    [
+        ("-onc", "No such option '-onc'. Did you mean '-once'?"),
+        ("-skip-sourc", "No such option '-skip-sourc'. Did you mean '-skip-source'?"),
+        ("-ms5", "No such option '-ms5'."),
+    ],
+)
+def test_a_one_dash_word_that_names_no_option_is_a_usage_error(
+    short_tmp: Path, word: str, error: str
+) -> None:
+    logs = short_tmp / "logs"
+    done = subprocess.run(
+        python_m("logwrite", "-log-dir", str(logs), word),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.endswith(f"\n\nError: {error}\n"), done.stderr
+    assert not logs.exists()
+
+
+def test_help_ends_with_examples_that_parse() -> None:
+    for flag in ("-h", "-help", "--help"):
+        done = subprocess.run(
+            python_m("logwrite", flag), capture_output=True, text=True, timeout=10
+        )
+        assert (done.returncode, done.stderr) == (0, ""), flag
+        found = examples(done.stdout, "logwrite")
+        assert 2 <= len(found) <= 3
+        for example in found:
+            words = shlex.split(re.split(r" [|#] ", example)[0])
+            logwrite_main.make_context("logwrite", words[1:]).close()  # no usage error

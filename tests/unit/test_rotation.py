@@ -35,8 +35,29 @@ pytestmark = pytest.mark.unit
 
 # every code point, surrogates included (JSON "\ud800" decodes to one)
 any_char = st.characters(exclude_categories=())
-hostile = st.text(any_char, max_size=300) | st.sampled_from(
-    ["", ".", "..", "/", "../x", "a/../../b", "x\x00y", "a\nb", "%2F", "%~", "\udcff", "é" * 150]
+hostile = (
+    st.text(any_char, max_size=300)
+    | st.sampled_from(
+        [
+            "",
+            ".",
+            "..",
+            "/",
+            "../x",
+            "a/../../b",
+            "x\x00y",
+            "a\nb",
+            "%2F",
+            "%~",
+            "\udcff",
+            "é" * 150,
+            ".hidden",
+            "%2Ehidden",
+            ".%2E",
+            "..." + "x" * 300,
+        ]
+    )
+    | st.builds(lambda s: "." + s, st.text(any_char, max_size=300))
 )
 
 
@@ -49,6 +70,7 @@ def assert_direct_child(stem: str) -> None:
         assert name not in (".", "..")
         assert posixpath.dirname(posixpath.normpath(posixpath.join("/d", name))) == "/d"
     assert stem not in ("", ".", "..")
+    assert not stem.startswith(".")  # never hidden from ls
     assert len(stem.encode("utf-8")) <= MAX_STEM_BYTES
     assert all(c >= " " and c != "\x7f" for c in stem)
 
@@ -74,15 +96,61 @@ def test_a_name_and_its_sanitised_form_never_share_a_file(source: str) -> None:
 
 @given(st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters="/%")))
 def test_safe_short_names_are_kept_as_upstream_names_them(source: str) -> None:
-    if source not in ("", ".", "..") and len(source.encode()) <= MAX_STEM_BYTES:
+    if source and not source.startswith(".") and len(source.encode()) <= MAX_STEM_BYTES:
         assert safe_log_name(source) == source
+
+
+@given(hostile)
+def test_no_stem_starts_with_a_dot(source: str) -> None:
+    assert not safe_log_name(source).startswith(".")
+    assert not log_file_name(safe_log_name(source), 0).startswith(".")
+
+
+def _unescape(text: str) -> str:
+    """The inverse of the percent-escaping (%XX -> byte, UTF-8 with surrogates)."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "%":
+            out.append(int(text[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out += text[i].encode("utf-8", "surrogatepass")
+            i += 1
+    return out.decode("utf-8", "surrogatepass")
+
+
+@given(hostile)
+def test_a_changed_name_is_its_escaped_text_and_a_hash(source: str) -> None:
+    stem = safe_log_name(source)
+    if stem == source:
+        assert "%" not in stem and not stem.startswith(".")
+        return
+    escaped, mark, digest = stem.rpartition("%~")
+    assert mark == "%~" and len(digest) == 12 and int(digest, 16) >= 0
+    if len(stem.encode("utf-8", "surrogatepass")) < MAX_STEM_BYTES - 3:  # not cut
+        assert _unescape(escaped) == source  # reversible, so distinct names stay distinct
+    else:
+        assert source.startswith(_unescape(escaped))
+
+
+@given(st.text(any_char, max_size=60))
+def test_a_leading_dot_is_escaped_and_gets_the_hash_suffix(rest: str) -> None:
+    stem = safe_log_name("." + rest)
+    assert stem.startswith("%2E")
+    assert "%~" in stem
+    assert safe_log_name("." + rest) != safe_log_name("%2E" + rest)
 
 
 def test_examples_of_changed_names() -> None:
     assert safe_log_name("NAME.out") == "NAME.out"
     assert safe_log_name("a b;c") == "a b;c"
-    assert safe_log_name("../etc/passwd").startswith("..%2Fetc%2Fpasswd%~")
+    assert safe_log_name("../etc/passwd").startswith("%2E.%2Fetc%2Fpasswd%~")
     assert safe_log_name("..").startswith("%2E%2E%~")
+    assert safe_log_name(".").startswith("%2E%~")
+    assert safe_log_name(".hidden").startswith("%2Ehidden%~")
+    assert safe_log_name("a.hidden") == "a.hidden"
+    assert safe_log_name("%2Ehidden").startswith("%252Ehidden%~")
     assert safe_log_name("x\ny").startswith("x%0Ay%~")
     long = safe_log_name("a" * 300)
     assert len(long) == MAX_STEM_BYTES and long.startswith("a" * 180)
