@@ -1,192 +1,77 @@
-"""``memlogd``: the command line (docs/memlogd.md). Thin: flags -> DaemonConfig -> serve."""
+"""``memlogd``: the command line and the boot (docs/memlogd.md).
+
+The order matters, because memlogd is the first process of a VM:
+
+1. the flags are read by :mod:`memlogd.flags` (no click: it is imported only
+   for ``-help`` and usage errors, from the same declarations) and the
+   configuration is validated, so a process that said "ready" cannot then
+   fail on its arguments;
+2. both sockets are bound (or adopted) and ``--ready-fd`` is written: the init
+   may go on; what arrives meanwhile waits in the kernel's queues;
+3. only then is anything heavy imported: the keeper imports the worker's
+   modules (trio, structlog, the server) and forks the worker, which serves;
+   with ``--no-keeper`` the daemon runs in this process.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from functools import partial
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
-import click
-import structlog
-import trio
-
-from memlogd import config as cfg
-from memlogd.config import DaemonConfig
 from memlogd.errors import ConfigError, SocketError
-from memlogd.logconfig import configure_logging, log_format_option
-from memlogd.server.serve import open_sockets, serve
+from memlogd.flags import FLAGS, FlagError, daemon_config, parse
+from memlogd.sockets import Sockets, open_sockets
 
-log = structlog.get_logger("memlogd")
+HELP_EPILOG = """\b
+Examples:
+  memlogd -socket-log /run/l.sock -socket-query /run/q.sock -ready-fd 3
+  memlogd -fd-log 3 -fd-query 4 -max-lines 5000 -max-line-len 1024
+  kill -USR2 $(pidof memlogd)    # upgrade to the program on disk, losing nothing"""
+
+_early_signals: list[int] = []  # SIGTERM/SIGINT before the daemon took over
 
 
-def _octal(_ctx: Any, _param: Any, value: str) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else argv
     try:
-        return int(value, 8)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an octal mode such as 0600") from None
+        values = parse(args)
+        config = daemon_config(values)
+    except (FlagError, ConfigError):
+        click_main(args)  # help, or click's own usage error (exit 2)
+    if values["check"]:  # the keeper's check of the program on disk before an upgrade
+        import memlogd.worker  # noqa: F401  (everything a worker needs imports)
 
-
-@click.command("memlogd", context_settings={"help_option_names": ["-h", "-help", "--help"]})
-@click.option(
-    "-socket-log",
-    "--socket-log",
-    default=cfg.DEFAULT_LOG_SOCKET,
-    show_default=True,
-    help="Unix datagram socket where fds are handed over.",
-)
-@click.option(
-    "-socket-query",
-    "--socket-query",
-    default=cfg.DEFAULT_QUERY_SOCKET,
-    show_default=True,
-    help="Unix stream socket for log queries.",
-)
-@click.option(
-    "-fd-log",
-    "--fd-log",
-    type=int,
-    default=None,
-    help="Inherited, bound datagram socket to use instead of -socket-log.",
-)
-@click.option(
-    "-fd-query",
-    "--fd-query",
-    type=int,
-    default=None,
-    help="Inherited, bound stream socket to use instead of -socket-query.",
-)
-@click.option(
-    "-max-lines",
-    "--max-lines",
-    type=int,
-    default=cfg.DEFAULT_MAX_LINES,
-    show_default=True,
-    help="Entries the ring holds.",
-)
-@click.option(
-    "-max-line-len",
-    "--max-line-len",
-    type=int,
-    default=cfg.DEFAULT_MAX_LINE_LEN,
-    show_default=True,
-    help="Bytes kept of a line; the rest of a longer line is cut.",
-)
-@click.option(
-    "-max-bytes",
-    "--max-bytes",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Message bytes the ring holds (0: bounded by lines only).",
-)
-@click.option(
-    "-max-sources",
-    "--max-sources",
-    type=int,
-    default=cfg.DEFAULT_MAX_SOURCES,
-    show_default=True,
-    help="Source fds open at once; more are refused.",
-)
-@click.option(
-    "-max-clients",
-    "--max-clients",
-    type=int,
-    default=cfg.DEFAULT_MAX_CLIENTS,
-    show_default=True,
-    help="Query connections at once; more are refused.",
-)
-@click.option(
-    "-socket-mode",
-    "--socket-mode",
-    default="0600",
-    show_default=True,
-    callback=_octal,
-    help="Permissions of both socket files (octal).",
-)
-@click.option(
-    "-daemonize",
-    "--daemonize",
-    is_flag=True,
-    help="Bind, run in the background, exit 0 once it serves.",
-)
-@click.option(
-    "-no-console",
-    "--no-console",
-    "no_console",
-    is_flag=True,
-    help="Do not echo entries to stdout as TIME;SOURCE;MSG.",
-)
-@click.option(
-    "-ready-fd",
-    "--ready-fd",
-    type=int,
-    default=None,
-    help="Write a newline to this fd once both sockets serve, then close it.",
-)
-@log_format_option("memlogd")
-@click.option("--unlink-inherited", is_flag=True, hidden=True)
-def main(
-    socket_log: str,
-    socket_query: str,
-    fd_log: int | None,
-    fd_query: int | None,
-    max_lines: int,
-    max_line_len: int,
-    max_bytes: int,
-    max_sources: int,
-    max_clients: int,
-    socket_mode: int,
-    daemonize: bool,
-    no_console: bool,
-    ready_fd: int | None,
-    log_format: str,
-    unlink_inherited: bool,
-) -> None:
-    """memlogd: keep every line of every container's output in a bounded ring."""
-    try:
-        config = DaemonConfig(
-            socket_log=socket_log,
-            socket_query=socket_query,
-            fd_log=fd_log,
-            fd_query=fd_query,
-            max_lines=max_lines,
-            max_line_len=max_line_len,
-            max_bytes=max_bytes,
-            max_sources=max_sources,
-            max_clients=max_clients,
-            socket_mode=socket_mode,
-            console=not no_console,
-            unlink_inherited=unlink_inherited,
-        )
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    configure_logging("memlogd", log_format)
-    try:
-        sockets = open_sockets(config)
-    except SocketError as exc:
-        click.echo(f"memlogd: {exc}", err=True)
-        sys.exit(1)
-    if daemonize:
+        sys.exit(0)
+    if values["keeper_state"] is not None:
+        _resume_keeper(values, config, args)
+    if values["daemonize"]:
         from memlogd.daemonize import spawn_daemon
 
-        sys.exit(spawn_daemon(sys.argv[1:], sockets))
-    trio.run(run_daemon, config, sockets, ready_fd)
+        sys.exit(spawn_daemon(args, _bind(config)))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _remember)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # an upgrade asked for before the keeper runs
+    sockets = _bind(config)
+    if values["ready_fd"] is not None:
+        _signal_ready(values["ready_fd"])
+    if values["no_keeper"]:
+        _run_alone(config, sockets, values["log_format"])
+    _run_keeper(config, sockets, values["log_format"], args)
 
 
-async def run_daemon(config: DaemonConfig, sockets: Any, ready_fd: int | None) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            daemon = await nursery.start(
-                partial(serve, config, console_fd=sys.stdout.fileno(), sockets=sockets)
-            )
-            if ready_fd is not None:
-                _signal_ready(ready_fd)
-            async for signum in signals:
-                log.info("signal_received", signal=signal.Signals(signum).name)
-                daemon.begin_shutdown()
-                break
+def _remember(signum: int, _frame: FrameType | None) -> None:
+    _early_signals.append(signum)
+
+
+def _bind(config: Any) -> Sockets:
+    try:
+        return open_sockets(config)
+    except SocketError as exc:
+        sys.stderr.write(f"memlogd: {exc}\n")
+        sys.exit(1)
 
 
 def _signal_ready(fd: int) -> None:
@@ -194,4 +79,147 @@ def _signal_ready(fd: int) -> None:
         os.write(fd, b"\n")
         os.close(fd)
     except OSError as exc:
-        log.warning("ready_fd_failed", fd=fd, error=exc.strerror)
+        sys.stderr.write(f"memlogd: ready_fd_failed fd={fd} error={exc.strerror!r}\n")
+
+
+def _run_alone(config: Any, sockets: Sockets, log_format: str) -> NoReturn:
+    """``--no-keeper``: the daemon in this one process (upstream's shape)."""
+    import trio
+
+    from memlogd.logconfig import configure_logging
+
+    configure_logging("memlogd", log_format)
+    trio.run(_serve_alone, config, sockets)
+    sys.exit(0)
+
+
+async def _serve_alone(config: Any, sockets: Sockets) -> None:
+    from functools import partial
+
+    import structlog
+    import trio
+
+    from memlogd.server.serve import serve
+
+    log = structlog.get_logger("memlogd")
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            daemon = await nursery.start(
+                partial(serve, config, console_fd=sys.stdout.fileno(), sockets=sockets)
+            )
+            if not _early_signals:
+                async for signum in signals:
+                    log.info("signal_received", signal=signal.Signals(signum).name)
+                    break
+            daemon.begin_shutdown()
+
+
+def _run_keeper(config: Any, sockets: Sockets, log_format: str, args: list[str]) -> NoReturn:
+    from memlogd import keeper
+
+    log_sock, query_sock, owned = sockets
+    keeper.raise_fd_limit()
+    state = keeper.KeeperState(
+        config=config,
+        argv=_kept_args(args),
+        log_sock=log_sock,
+        query_sock=query_sock,
+        owned=owned,
+        journal_fd=keeper.create_journal(config),
+        oom_score=keeper.lower_oom_score(),
+    )
+    _import_worker(log_format)
+    if _early_signals:
+        keeper.Keeper(state).exit(0)
+    keeper.Keeper(state).run()
+
+
+def _resume_keeper(values: dict[str, Any], config: Any, args: list[str]) -> NoReturn:
+    """The keeper after it re-executed itself for an upgrade (SIGUSR2)."""
+    from memlogd import keeper
+
+    state, worker = keeper.adopt_state(values["keeper_state"], config, _kept_args(args))
+    _import_worker(values["log_format"])
+    keeper.Keeper(state).run(handing_over_from=worker)
+
+
+def _import_worker(log_format: str) -> None:
+    """What a forked worker runs, imported here so that every worker starts at
+    once and shares these pages with the keeper."""
+    import memlogd.worker  # noqa: F401
+    from memlogd.logconfig import configure_logging
+    from memlogd.server.serve import release_free_memory
+
+    configure_logging("memlogd", log_format)
+    release_free_memory()
+
+
+def _kept_args(args: list[str]) -> list[str]:
+    """memlogd's arguments for a re-execution: not the ones of this start only."""
+    once = {"ready-fd", "keeper-state", "daemonize"}
+    out: list[str] = []
+    skip = False
+    for word in args:
+        if skip:
+            skip = False
+            continue
+        name, eq, _ = word.lstrip("-").partition("=")
+        if word.startswith("-") and name in once:
+            skip = not eq and name != "daemonize"
+            continue
+        out.append(word)
+    return out
+
+
+# ---------------------------------------------------------------------- click
+
+
+def click_main(args: list[str]) -> NoReturn:
+    """The same flags through click: ``-help``, and usage errors (exit 2)."""
+    command = build_command()
+    command.main(args, prog_name="memlogd")
+    sys.exit(2)  # click accepted what memlogd.flags refused: never (a test says so)
+
+
+def build_command() -> Any:
+    """memlogd's click command, built from :data:`memlogd.flags.FLAGS`."""
+    import click
+
+    from memlogd.cliflags import go_command, go_option
+
+    def callback(**values: Any) -> None:
+        try:
+            daemon_config(values)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+
+    def octal(_ctx: Any, _param: Any, value: str) -> int:
+        try:
+            return int(value, 8)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an octal mode such as 0600") from None
+
+    command = callback
+    for flag in reversed(FLAGS):
+        attrs: dict[str, Any] = {"help": flag.help, "hidden": flag.hidden}
+        if flag.kind == "bool":
+            attrs["is_flag"] = True
+        else:
+            attrs["default"] = flag.default
+            attrs["metavar"] = flag.metavar
+            attrs["show_default"] = flag.default is not None
+        if flag.kind == "int":
+            attrs["type"] = int
+        elif flag.kind == "octal":
+            attrs["callback"] = octal
+        elif flag.kind == "choice":
+            attrs["type"] = click.Choice(flag.choices)
+        elif flag.kind == "multi":
+            attrs["multiple"] = True
+            attrs["default"] = ()
+        command = go_option("--" + flag.name, flag.dest, **attrs)(command)
+    return go_command(
+        "memlogd",
+        help="memlogd: keep every line of every container's output in a bounded ring.",
+        epilog=HELP_EPILOG,
+    )(command)

@@ -1,19 +1,19 @@
 """``memlogd -daemonize``: the parent binds both sockets, re-executes memlogd
 with them as fds 3 and 4 (and a readiness pipe as fd 5) in a new session, and
-exits 0 only once the child serves (1 if it failed to start)."""
+exits 0 only once the child has taken them over (1 if it failed to start): the
+child is the keeper (or the daemon, with ``--no-keeper``), which says it is
+ready as soon as it holds both sockets (docs/memlogd.md, "Boot")."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import socket
+import select
 import sys
 
-import trio
+from memlogd.config import DAEMONIZE_READY_TIMEOUT_S
+from memlogd.sockets import Sockets, unlink_quietly
 
-from memlogd.sockets import unlink_quietly
-
-READY_TIMEOUT_S = 30.0
 _FIRST_FREE_FD = 10
 
 
@@ -36,7 +36,7 @@ def child_argv(args: list[str]) -> list[str]:
     ]
 
 
-def spawn_daemon(args: list[str], sockets: tuple[socket.socket, socket.socket, list[str]]) -> int:
+def spawn_daemon(args: list[str], sockets: Sockets) -> int:
     log_sock, query_sock, paths = sockets
     read_end, write_end = os.pipe()
     moved = [
@@ -59,7 +59,7 @@ def spawn_daemon(args: list[str], sockets: tuple[socket.socket, socket.socket, l
             os.close(fd)
         log_sock.close()
         query_sock.close()
-    ready = trio.run(_wait_ready, read_end)
+    ready = _wait_ready(read_end)
     if ready:
         return 0
     try:
@@ -73,9 +73,9 @@ def spawn_daemon(args: list[str], sockets: tuple[socket.socket, socket.socket, l
     return 1
 
 
-async def _wait_ready(fd: int) -> bool:
-    stream = trio.lowlevel.FdStream(fd)
-    async with stream:
-        with trio.move_on_after(READY_TIMEOUT_S):
-            return await stream.receive_some(1) == b"\n"
-    return False
+def _wait_ready(fd: int) -> bool:
+    try:
+        readable, _, _ = select.select([fd], [], [], DAEMONIZE_READY_TIMEOUT_S)
+        return bool(readable) and os.read(fd, 1) == b"\n"
+    finally:
+        os.close(fd)

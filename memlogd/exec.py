@@ -2,9 +2,17 @@
 
 Runs CMD with its stdout and stderr going through this process, which copies
 each to its own stdout/stderr (the console) and to memlogd, as sources
-``NAME.out`` and ``NAME``.  If memlogd is not there, or goes away, CMD's output
-still reaches the console and CMD never sees SIGPIPE because of it.  Exits
-with CMD's status (128 + N when CMD was killed by signal N).
+``NAME.out`` and ``NAME``; when CMD ends, one last line in ``NAME`` says how
+(``memlogd-exec: NAME exited with status 3``), and ``cannot run CMD: REASON``
+goes there too when CMD cannot start.  Exits with CMD's status (128 + N when
+CMD was killed by signal N).
+
+memlogd's side never holds the command up: the console copy never waits for
+memlogd, sends to memlogd never block, and when memlogd goes away the output
+is kept (up to ``BACKLOG_BYTES`` per source) and sent once memlogd is back
+(checked every ``RETRY_S``), with one line counting what could not be kept.
+A source memlogd refuses (it closes the stream at once although it answers)
+is retried with backoff instead.  CMD never gets SIGPIPE because of memlogd.
 """
 
 from __future__ import annotations
@@ -15,8 +23,8 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import Any
 
-import click
 import structlog
 import trio
 
@@ -24,80 +32,244 @@ from memlogd import protocol as proto
 from memlogd.client import send_fds
 from memlogd.config import DEFAULT_LOG_SOCKET
 from memlogd.errors import ConnectError
-from memlogd.logconfig import configure_logging
 
 log = structlog.get_logger("memlogd-exec")
 
 CHUNK = 64 * 1024
+BACKLOG_BYTES = 1024 * 1024  # kept per source while memlogd is away
+RETRY_S = 1.0  # how often a memlogd that went away is looked for again
+REFUSED_MIN_S = 2.0  # a refused source is retried after this, doubling...
+REFUSED_MAX_S = 60.0  # ...up to this
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+EXIT_CANNOT_RUN = 126
+EXIT_NOT_FOUND = 127
 
 
-def connect_sources(path: str, name: str) -> tuple[socket.socket | None, socket.socket | None]:
-    """Two sockets whose other ends memlogd now reads as ``NAME.out`` and ``NAME``,
-    or (None, None) when memlogd cannot be reached."""
-    out_ours, out_theirs = socket.socketpair()
-    err_ours, err_theirs = socket.socketpair()
-    try:
-        send_fds(path, f"{name}.out", [out_theirs.fileno()])
-        send_fds(path, name, [err_theirs.fileno()])
-    except ConnectError as exc:
-        log.warning(
-            "memlogd_unavailable",
-            path=path,
-            reason=exc.reason,
-            consequence="output goes to the console only",
-        )
-        out_ours.close()
-        err_ours.close()
-        return None, None
-    finally:
-        out_theirs.close()
-        err_theirs.close()
-    for sock in (out_ours, err_ours):
-        sock.shutdown(socket.SHUT_RD)
-        sock.setblocking(False)
-    return out_ours, err_ours
+def _daemon_answers(path: str) -> bool:
+    """Is a memlogd listening at ``path`` (so a closed stream was refused)?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
-async def tee(
-    source: trio.abc.ReceiveStream, console_fd: int, to_memlogd: socket.socket | None
-) -> None:
+class Link:
+    """One source in memlogd (``NAME.out`` or ``NAME``): a stream whose other end
+    memlogd reads, registered again whenever it breaks."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path = path
+        self.name = name
+        self.sock: socket.socket | None = None
+        self.backlog = bytearray()  # waiting for room, or for memlogd
+        self.lost = 0  # bytes that did not fit in the backlog
+        self.closing = False
+        self._wake = trio.Event()
+        self._retry_at = 0.0
+        self._refusals = 0
+        self._outage = False  # said once per outage
+
+    # -------------------------------------------------------------- connection
+
+    def register(self) -> bool:
+        """Hand memlogd a new stream (never waits); False when it cannot."""
+        ours, theirs = socket.socketpair()
+        try:
+            send_fds(self.path, self.name, [theirs.fileno()], wait=False)
+        except ConnectError as exc:
+            ours.close()
+            self._down(exc.reason, refused=False)
+            return False
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+        if self._outage:
+            log.info("memlogd_back", source=self.name, resending_bytes=len(self.backlog))
+        self._outage = False
+        if self.lost:
+            line = f"memlogd-exec: {self.lost} bytes of output were lost while memlogd was away\n"
+            self.backlog += line.encode()
+            self.lost = 0
+        self._wake.set()
+        return True
+
+    def _down(self, reason: str, *, refused: bool) -> None:
+        """The stream broke, or memlogd cannot be reached: keep, and retry."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+        now = trio.current_time()
+        if refused:
+            delay = min(REFUSED_MIN_S * 2**self._refusals, REFUSED_MAX_S)
+            self._refusals += 1
+            log.warning(
+                "source_refused",
+                source=self.name,
+                reason="memlogd closed it at once (over its -max-sources?)",
+                retry_in_s=delay,
+            )
+        else:
+            delay = RETRY_S
+            if not self._outage:
+                log.warning(
+                    "memlogd_unavailable",
+                    source=self.name,
+                    path=self.path,
+                    reason=reason,
+                    consequence="output kept (1 MiB) and resent once memlogd is back",
+                )
+        self._outage = True
+        self._retry_at = now + delay
+
+    # -------------------------------------------------------------- data
+
+    def write(self, data: bytes | bytearray) -> None:
+        """Send without waiting, or keep what cannot be sent now."""
+        if self.sock is not None and not self.backlog:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0
+                self._broken()
+            data = data[sent:]
+        if data:
+            room = BACKLOG_BYTES - len(self.backlog)
+            if len(data) > room:
+                cut = data.rfind(b"\n", 0, room) + 1  # keep whole lines
+                self.lost += len(data) - cut
+                data = data[:cut]
+            self.backlog += data
+            self._wake.set()
+
+    def _broken(self) -> None:
+        alive = _daemon_answers(self.path)
+        self._down("the stream to memlogd broke", refused=alive)
+
+    async def run(self) -> None:
+        """Register, flush the backlog, watch the stream; until closed and flushed."""
+        while True:
+            if self.sock is None:
+                if self.closing:
+                    return  # nobody to give the rest to: never wait for memlogd
+                await trio.sleep_until(self._retry_at)
+                self.register()
+                continue
+            sock = self.sock
+            if self.backlog:
+                await trio.lowlevel.wait_writable(sock)
+                if self.sock is not sock:
+                    continue
+                try:
+                    sent = sock.send(self.backlog)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self._broken()
+                    continue
+                del self.backlog[:sent]
+                continue
+            if self.closing:
+                return
+            await self._idle(sock)
+
+    async def _idle(self, sock: socket.socket) -> None:
+        """Wait for data to send, or notice memlogd closing the stream."""
+        self._wake = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await trio.lowlevel.wait_readable(sock)  # memlogd never writes: EOF
+                with contextlib.suppress(OSError):
+                    if sock.recv(1, socket.MSG_PEEK):
+                        return
+                self._broken()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await self._wake.wait()
+            nursery.cancel_scope.cancel()
+
+    def close(self) -> None:
+        self.closing = True
+        self._wake.set()
+
+    def release(self) -> None:
+        if self.sock is not None:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+            self.sock = None
+
+
+async def tee(source: trio.abc.ReceiveStream, console_fd: int, link: Link) -> None:
     """Copy everything from ``source`` to the console and to memlogd."""
     console: trio.lowlevel.FdStream | None = trio.lowlevel.FdStream(os.dup(console_fd))
-    memlogd = trio.SocketStream(trio.socket.from_stdlib_socket(to_memlogd)) if to_memlogd else None
     try:
         while data := await source.receive_some(CHUNK):
+            link.write(data)  # never waits
             if console is not None:
                 try:
                     await console.send_all(data)
                 except (trio.BrokenResourceError, OSError):
                     console = None  # the console is gone: memlogd still gets the lines
-            if memlogd is not None:
-                try:
-                    await memlogd.send_all(data)
-                except (trio.BrokenResourceError, OSError):
-                    log.warning("memlogd_gone", consequence="output goes to the console only")
-                    await memlogd.aclose()
-                    memlogd = None
     finally:
-        for stream in (console, memlogd):
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    await stream.aclose()
+        if console is not None:
+            with contextlib.suppress(Exception):
+                await console.aclose()
+
+
+def ending(name: str, status: int) -> str:
+    """The last line of a service (``status`` as ``Popen.returncode``)."""
+    if status < 0:
+        try:
+            how = f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            how = f"killed by signal {-status}"
+    else:
+        how = f"exited with status {status}"
+    return f"memlogd-exec: {name} {how}\n"
 
 
 async def run_command(argv: list[str], path: str, name: str) -> int:
-    out_sock, err_sock = connect_sources(path, name)
+    out_link, err_link = Link(path, f"{name}.out"), Link(path, name)
+    for link in (out_link, err_link):
+        link.register()
+    async with trio.open_nursery() as links:
+        for link in (out_link, err_link):
+            links.start_soon(link.run)
+        try:
+            status = await _run(argv, name, out_link, err_link)
+        finally:
+            for link in (out_link, err_link):
+                link.close()
+        with trio.move_on_after(1.0):  # a last moment for memlogd to take what is left
+            await _until_flushed(out_link, err_link)
+        links.cancel_scope.cancel()
+    for link in (out_link, err_link):
+        link.release()
+    return status
+
+
+async def _until_flushed(*links: Link) -> None:
+    while any(link.sock is not None and link.backlog for link in links):
+        await trio.sleep(0.01)
+
+
+async def _run(argv: list[str], name: str, out_link: Link, err_link: Link) -> int:
     try:
         proc = await trio.lowlevel.open_process(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
     except OSError as exc:
-        for sock in (out_sock, err_sock):
-            if sock is not None:
-                sock.close()
-        click.echo(f"memlogd-exec: cannot run {argv[0]}: {exc.strerror}", err=True)
-        return 127 if isinstance(exc, FileNotFoundError) else 126
+        line = f"memlogd-exec: cannot run {argv[0]}: {exc.strerror}\n"
+        sys.stderr.write(line)
+        err_link.write(line.encode())
+        return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
     assert proc.stdout is not None and proc.stderr is not None
     with trio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
@@ -109,29 +281,59 @@ async def run_command(argv: list[str], path: str, name: str) -> int:
 
             nursery.start_soon(forward)
             async with trio.open_nursery() as pipes:
-                pipes.start_soon(tee, proc.stdout, sys.stdout.fileno(), out_sock)
-                pipes.start_soon(tee, proc.stderr, sys.stderr.fileno(), err_sock)
+                pipes.start_soon(tee, proc.stdout, sys.stdout.fileno(), out_link)
+                pipes.start_soon(tee, proc.stderr, sys.stderr.fileno(), err_link)
             status = await proc.wait()
             nursery.cancel_scope.cancel()
+    err_link.write(ending(name, status).encode())
     return 128 - status if status < 0 else status
 
 
-@click.command("memlogd-exec", context_settings={"help_option_names": ["-h", "-help", "--help"]})
-@click.option(
-    "-socket",
-    "--socket",
-    "socket_path",
-    default=DEFAULT_LOG_SOCKET,
-    show_default=True,
-    help="memlogd's log socket.",
-)
-@click.option("-n", "--name", default=None, help="Source name (default: the command's name).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def main(socket_path: str, name: str | None, command: tuple[str, ...]) -> None:
-    """Run COMMAND with its stdout and stderr kept by memlogd (as NAME.out and NAME)."""
-    configure_logging("memlogd-exec")
-    source = name or os.path.basename(command[0]) or proto.UNNAMED_SOURCE
-    sys.exit(trio.run(run_command, list(command), socket_path, source))
+HELP_EPILOG = """\b
+Examples:
+  memlogd-exec -n web -- python3 -m http.server 8080
+  memlogd-exec -socket /run/memlogd.sock -name backup -- /usr/local/bin/backup --full
+  memlogd-exec -- sh -c 'echo to stdout; echo to stderr >&2'"""
+
+
+def build_command() -> Any:
+    import click
+
+    from memlogd.cliflags import GoCommand, go_command, go_option
+
+    class ExecCommand(GoCommand):
+        allow_interspersed_args = False  # `memlogd-exec -n x sh -c 'echo'`: -c is sh's
+
+    @go_command("memlogd-exec", cls=ExecCommand, epilog=HELP_EPILOG)
+    @go_option(
+        "--socket",
+        "socket_path",
+        default=DEFAULT_LOG_SOCKET,
+        show_default=True,
+        metavar="PATH",
+        help="memlogd's log socket.",
+    )
+    @go_option("-n", "--name", default=None, help="Source name (default: the command's name).")
+    @go_option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="memlogd-exec's own diagnostics on stderr: text or JSON.",
+    )
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    def main(socket_path: str, name: str | None, log_format: str, command: tuple[str, ...]) -> None:
+        """Run COMMAND with its stdout and stderr kept by memlogd (as NAME.out and NAME)."""
+        from memlogd.logconfig import configure_logging
+
+        configure_logging("memlogd-exec", log_format)
+        source = name or os.path.basename(command[0]) or proto.UNNAMED_SOURCE
+        sys.exit(trio.run(run_command, list(command), socket_path, source))
+
+    return main
+
+
+main = build_command()
 
 
 if __name__ == "__main__":

@@ -39,18 +39,25 @@ class FdGrant:
     problem: str | None = None
 
 
+def fds_of(ancdata: Iterable[tuple[int, int, bytes]]) -> list[int]:
+    """Every fd that arrived in ``SCM_RIGHTS`` (the caller owns them all)."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            whole = len(payload) - len(payload) % _FD_SIZE
+            fds.extend(array.array("i", payload[:whole]))
+    return fds
+
+
 def parse_fd_datagram(
     data: bytes, ancdata: Iterable[tuple[int, int, bytes]], flags: int
 ) -> FdGrant:
-    fds: list[int] = []
+    ancdata = list(ancdata)
+    fds = fds_of(ancdata)
     pid = uid = None
     for level, kind, payload in ancdata:
-        if level != socket.SOL_SOCKET:
-            continue
-        if kind == socket.SCM_RIGHTS:
-            whole = len(payload) - len(payload) % _FD_SIZE
-            fds.extend(array.array("i", payload[:whole]))
-        elif kind == socket.SCM_CREDENTIALS and len(payload) >= _CREDS.size:
+        credentials = level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+        if credentials and len(payload) >= _CREDS.size:
             pid, uid, _gid = _CREDS.unpack_from(payload)
     name = decode_name(data)
     problem = None

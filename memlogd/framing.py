@@ -76,6 +76,17 @@ class LineSplitter:
         self._discarding = self._maybe_crlf = False
         return tail or None
 
+    def state(self) -> tuple[bytes, bool, bool, int]:
+        """What a splitter taking over this stream needs (memlogd.handover.Partial):
+        the partial line, whether the rest of a cut line is being discarded,
+        whether a CRLF may be split, and the count of lines cut."""
+        return self._partial, self._discarding, self._maybe_crlf, self.truncated
+
+    def restore(self, partial: bytes, discarding: bool, maybe_crlf: bool, truncated: int) -> None:
+        """Take over a stream from another splitter's :meth:`state`."""
+        self._partial = partial[: self._max]
+        self._discarding, self._maybe_crlf, self.truncated = discarding, maybe_crlf, truncated
+
     @property
     def pending(self) -> int:
         """Bytes held for a line not yet complete (at most ``max_line_len``)."""

@@ -117,7 +117,9 @@ def _valid_utf8(data: bytes) -> bool:
     return True
 
 
-def encode_batch(time_ns: int, source: str, lines: Sequence[bytes]) -> list[bytes]:
+def encode_batch(
+    time_ns: int, source: str, lines: Sequence[bytes], block: bytes | None = None
+) -> list[bytes]:
     """Encode lines read together from one source as JSON objects (no newline).
 
     The work is done per batch, by C code.  When the batch has nothing to
@@ -130,7 +132,8 @@ def encode_batch(time_ns: int, source: str, lines: Sequence[bytes]) -> list[byte
     if not lines:
         return []
     head = entry_prefix(time_ns, source)
-    block = b"\n".join(lines)
+    if block is None:  # the caller may have joined them already (``b"\n".join(lines)``)
+        block = b"\n".join(lines)
     if not block.translate(None, _JSON_PLAIN) and (block.isascii() or _valid_utf8(block)):
         # nothing to escape or replace: the lines' bytes are their JSON text
         # joined with a leading empty line, so the whole batch is copied once: the

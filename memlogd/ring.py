@@ -72,7 +72,9 @@ class Ring:
         "overwritten",
     )
 
-    def __init__(self, max_lines: int, max_bytes: int = 0) -> None:
+    def __init__(self, max_lines: int, max_bytes: int = 0, first_seq: int = 1) -> None:
+        """``first_seq``: the seq of the first entry (a ring rebuilt from a
+        journal continues its predecessor's numbering)."""
         if max_lines < 1:
             raise ValueError("max_lines must be at least 1")
         if max_bytes < 0:
@@ -82,8 +84,10 @@ class Ring:
         self._data: list[bytes] = [b""] * max_lines
         self._meta: list[Batch | None] = [None] * max_lines
         self._sizes = array("l", [0]) * max_lines  # machine ints: no object per entry
-        self.first_seq = 1
-        self.next_seq = 1
+        if first_seq < 1:
+            raise ValueError("first_seq must be at least 1")
+        self.first_seq = first_seq
+        self.next_seq = first_seq
         self.bytes = 0
         self.overwritten = 0
 

@@ -12,8 +12,10 @@ import os
 import socket
 import stat
 
-from memlogd.config import LISTEN_BACKLOG
+from memlogd.config import LISTEN_BACKLOG, DaemonConfig
 from memlogd.errors import SocketError
+
+Sockets = tuple[socket.socket, socket.socket, list[str]]  # log, query, files to remove at exit
 
 
 def _is_live(path: str, kind: int) -> bool:
@@ -121,3 +123,35 @@ def connect_reason(path: str, exc: OSError, kind: int = socket.SOCK_STREAM) -> s
     if exc.errno == errno.EAGAIN:
         return "memlogd is busy (its queue of handed-over fds is full)"
     return exc.strerror or str(exc)
+
+
+def open_sockets(config: DaemonConfig) -> Sockets:
+    """Bind (or adopt) both sockets; returns them and the paths to remove at exit."""
+    owned: list[str] = []
+    log_sock = query_sock = None
+    try:
+        if config.fd_log is not None:
+            log_sock = adopt_fd(config.fd_log, socket.SOCK_DGRAM, "-fd-log")
+            if config.unlink_inherited and (path := socket_path(log_sock)):
+                owned.append(path)
+        else:
+            log_sock = bind_unix(config.socket_log, socket.SOCK_DGRAM, config.socket_mode)
+            owned.append(config.socket_log)
+        if config.fd_query is not None:
+            query_sock = adopt_fd(config.fd_query, socket.SOCK_STREAM, "-fd-query")
+            if config.unlink_inherited and (path := socket_path(query_sock)):
+                owned.append(path)
+        else:
+            query_sock = bind_unix(config.socket_query, socket.SOCK_STREAM, config.socket_mode)
+            owned.append(config.socket_query)
+    except BaseException:
+        for sock in (log_sock, query_sock):
+            if sock is not None:
+                sock.close()
+        for path in owned:
+            unlink_quietly(path)
+        raise
+    log_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    log_sock.setblocking(False)
+    query_sock.setblocking(False)
+    return log_sock, query_sock, owned

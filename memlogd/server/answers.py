@@ -72,7 +72,7 @@ def extended_dump(ring: Ring, request: proto.QueryRequest, keep: RequestFilter) 
         start, data = start + skip, data[skip:]
     chosen = matching(ring, keep, start, len(data))
     if request.tail is not None:
-        chosen = chosen[len(chosen) - request.tail :] if request.tail else []
+        chosen = chosen[max(0, len(chosen) - request.tail) :] if request.tail else []
     first = [proto.encode_dropped(start - missed, missed)] if missed else []
 
     def chunks() -> Iterator[bytes]:

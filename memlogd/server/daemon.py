@@ -1,9 +1,9 @@
 """The daemon's state: the ring, what is known of each source, counters, stats.
 
 :meth:`LogState.append` is the one way into the ring: a batch of lines read
-together from one source gets one timestamp, is encoded to JSON once, and
-is then offered to the console echo and to every reader (docs/memlogd.md,
-"How a line travels").
+together from one source gets one timestamp, is encoded to JSON once,
+written to the journal (when a keeper holds one), and is then offered to the
+console echo and to every reader (docs/memlogd.md, "How a line travels").
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import structlog
 
 from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, WARN_BURST, DaemonConfig
+from memlogd.journal import Journal
 from memlogd.ratelimit import RateLimiter
 from memlogd.ring import Batch, Ring
 from memlogd.server.console import Console
@@ -62,10 +63,18 @@ class Warnings:
 class LogState:
     """The ring and everything counted about what went into it."""
 
-    def __init__(self, config: DaemonConfig, instance: str, ring: Ring | None = None) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        instance: str,
+        ring: Ring | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         self.config = config
         self.instance = instance
         self.ring = ring if ring is not None else Ring(config.max_lines, config.max_bytes)
+        self.journal = journal  # the ring's crash-safe copy, when a keeper holds it
+        self.frozen = False  # handed over to the next worker: nothing more is appended
         self.started = time.monotonic()
         self.sources: dict[str, SourceInfo] = {
             proto.INTERNAL_SOURCE: SourceInfo(pid=os.getpid(), uid=os.getuid())
@@ -79,11 +88,18 @@ class LogState:
 
     def append(self, source: str, lines: list[bytes], info: SourceInfo | None = None) -> None:
         """One batch of lines from one source into the ring, then to readers."""
+        if self.frozen:
+            return
         now = time.time_ns()
-        self.ring.extend(
-            Batch(source, now), proto.encode_batch(now, source, lines), map(len, lines)
+        block = b"\n".join(lines)
+        ring = self.ring
+        first_seq = ring.next_seq
+        ring.extend(
+            Batch(source, now), proto.encode_batch(now, source, lines, block), map(len, lines)
         )
         n = len(lines)
+        if self.journal is not None:  # committed before any reader can see the entries
+            self.journal.append(first_seq, now, source, block, n, ring.first_seq)
         self.received += n
         if info is None:
             info = self.sources.get(source)

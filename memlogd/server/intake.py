@@ -26,6 +26,7 @@ import trio
 from memlogd.config import READ_CHUNK
 from memlogd.fdmsg import FdGrant
 from memlogd.framing import LineSplitter
+from memlogd.handover import Partial, SourceSpec
 from memlogd.server.daemon import LogState, SourceInfo
 from memlogd.server.readers import IntakeHold
 
@@ -95,23 +96,28 @@ class Source:
 
 class Intake:
     """Every source: pollable ones in one epoll set served by :meth:`run`; the
-    others each read to their end by a task in ``nursery``.
+    others each read to their end by a task of their own.
 
-    ``on_closed(source)`` is called when a source ended or was refused (the
-    keeper then lets go of its copy of the fd)."""
+    With a keeper, each source has the ``key`` of the keeper's copy of its fd,
+    and ``on_released(keys)`` is called when sources ended or were refused, so
+    that the keeper lets go of its copies."""
 
     def __init__(
         self,
         state: LogState,
         hold: IntakeHold,
-        on_closed: Callable[[Source], None] | None = None,
+        on_released: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.state = state
         self.hold = hold
-        self.on_closed = on_closed
+        self.on_released = on_released
         self.open_fds = 0
+        self.handing_over = False  # stop for the next worker: keep the partial lines
+        self.partials: list[Partial] = []  # what handing over left for the next worker
         self._epoll = select.epoll()
         self._sources: dict[int, Source] = {}
+        self._unpollable: set[Source] = set()
+        self._adopted: list[Source] = []  # adopted before run() started
         self._nursery: trio.Nursery | None = None
 
     def accept(self, grant: FdGrant, keys: list[int] | None = None) -> bool:
@@ -125,6 +131,8 @@ class Intake:
             for fd in grant.fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if keys and self.on_released is not None:
+                self.on_released(keys)
             state.warnings.warn(
                 "fds_refused",
                 source=grant.name,
@@ -147,6 +155,25 @@ class Intake:
             self._add(Source(state, fd, grant.name, info, None if keys is None else keys[i]))
         return True
 
+    def adopt(self, spec: SourceSpec, fd: int, partial: Partial | None) -> None:
+        """A source a previous worker was reading (the keeper held it meanwhile),
+        with the partial line it handed over, if any."""
+        info = self.state.source_info(spec.name)
+        info.pid, info.uid = spec.pid, spec.uid
+        info.open += 1
+        self.open_fds += 1
+        source = Source(self.state, fd, spec.name, info, spec.key)
+        if partial is not None:
+            source.splitter.restore(
+                partial.partial, partial.discarding, partial.maybe_crlf, partial.truncated
+            )
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, False)
+        if self._nursery is None:
+            self._adopted.append(source)
+        else:
+            self._add(source)
+
     def _add(self, source: Source) -> None:
         try:
             self._epoll.register(source.fd, select.EPOLLIN)
@@ -162,10 +189,18 @@ class Intake:
         if self._sources.pop(source.fd, None) is not None:
             with contextlib.suppress(OSError):
                 self._epoll.unregister(source.fd)
-        source.close()
+        self._unpollable.discard(source)
         self.open_fds -= 1
-        if self.on_closed is not None:
-            self.on_closed(source)
+        if self.handing_over:  # the next worker reads on: no last line, no release
+            key = source.key if source.key is not None else -1
+            self.partials.append(Partial(key, *source.splitter.state()))
+            with contextlib.suppress(OSError):
+                os.close(source.fd)
+            source.info.open -= 1
+            return
+        source.close()
+        if source.key is not None and self.on_released is not None:
+            self.on_released([source.key])
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve every source until cancelled; then close them all."""
@@ -173,6 +208,9 @@ class Intake:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                adopted, self._adopted = self._adopted, []
+                for waiting in adopted:
+                    self._add(waiting)
                 task_status.started()
                 while True:
                     ready = self._epoll.poll(0)
@@ -190,12 +228,13 @@ class Intake:
                     await trio.lowlevel.checkpoint()  # followers, the console, new fds
         finally:
             self._nursery = None
-            for source in list(self._sources.values()):
+            for source in [*self._sources.values(), *self._unpollable]:
                 self._close(source)
             self._epoll.close()
 
     async def _read_unpollable(self, source: Source) -> None:
         """A source epoll refuses (a regular file): read it to its end, batch by batch."""
+        self._unpollable.add(source)
         try:
             while (state := source.read_once()) is not ReadState.DONE:
                 if state is ReadState.AGAIN:

@@ -10,38 +10,62 @@ connections, lets followers receive what the ring holds (at most
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 import trio
 
+from memlogd import handover
 from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, GRACE_S, HOLD_S, DaemonConfig
 from memlogd.fdmsg import ANCBUF_SIZE, parse_fd_datagram
+from memlogd.handover import Partial
 from memlogd.logconfig import set_event_sink
 from memlogd.ring import Ring
 from memlogd.server.console import Console
 from memlogd.server.daemon import LogState
 from memlogd.server.intake import Intake
+from memlogd.server.keeperlink import KeeperLink
 from memlogd.server.readers import IntakeHold, QueryService, Readers
-from memlogd.sockets import adopt_fd, bind_unix, socket_path, unlink_quietly
+from memlogd.sockets import Sockets, open_sockets, unlink_quietly
 
 log = structlog.get_logger("memlogd")
 
-Sockets = tuple[socket.socket, socket.socket, list[str]]
+
+@dataclass(frozen=True)
+class Keeping:
+    """What a worker knows of its keeper (None without one: ``--no-keeper``)."""
+
+    keeper_pid: int
+    worker_starts: int  # this worker's number: 1 + the restarts before it
+    previous: str | None  # how the worker before this one ended, when it crashed
+    upgraded: bool  # this worker took over from an upgraded one
 
 
 class Daemon:
     """The running daemon's parts, wired together; each knows only what it uses."""
 
-    def __init__(self, config: DaemonConfig, console_fd: int | None = None) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        console_fd: int | None = None,
+        *,
+        state: LogState | None = None,
+        keeping: Keeping | None = None,
+    ) -> None:
         self.config = config
-        self.state = LogState(config, str(uuid.uuid4()))
+        self.state = state if state is not None else LogState(config, str(uuid.uuid4()))
+        self.keeping = keeping
+        self.link: KeeperLink | None = None
         self.hold = IntakeHold()
         self.readers = Readers(self.state.ring, self.hold)
         self.intake = Intake(self.state, self.hold)
+        self.handover = False  # stopping for an upgrade: the next worker takes over
         self.queries = QueryService(
             config, self.readers, self.state.warnings, self.header, self.stats
         )
@@ -70,9 +94,38 @@ class Daemon:
             "clients": self.queries.clients,  # query connections, also those not answered yet
             "open_fds": self.intake.open_fds,
             "pid": os.getpid(),
-            "keeper_pid": None,
-            "worker_starts": 1,
+            "keeper_pid": self.keeping.keeper_pid if self.keeping else None,
+            "worker_starts": self.keeping.worker_starts if self.keeping else 1,
+            "journal_squeezed": self.state.journal.squeezed if self.state.journal else 0,
         }
+
+    def attach_keeper(self, sock: socket.socket) -> KeeperLink:
+        """Take sources from the keeper through ``sock`` instead of the log socket."""
+        link = KeeperLink(
+            sock,
+            self.intake.accept,
+            self._refused_by_keeper,
+            self._stop_requested,
+        )
+        self.intake.on_released = link.release
+        self.link = link
+        return link
+
+    def _refused_by_keeper(self, refused: handover.Refused) -> None:
+        self.state.warnings.warn(
+            "fds_refused",
+            source=refused.name,
+            fds=refused.fds,
+            reason=refused.problem,
+            pid=refused.pid,
+            uid=refused.uid,
+        )
+
+    def _stop_requested(self, stop: handover.Stop) -> None:
+        if stop.signal:  # memlogd was told to stop: the keeper received it
+            log.info("signal_received", signal=signal.Signals(stop.signal).name)
+        self.handover = stop.handover
+        self.begin_shutdown()
 
     def begin_shutdown(self) -> None:
         self.readers.closing = True
@@ -126,38 +179,6 @@ class Daemon:
                 console_reported = console.dropped
 
 
-def open_sockets(config: DaemonConfig) -> Sockets:
-    """Bind (or adopt) both sockets; returns them and the paths to remove at exit."""
-    owned: list[str] = []
-    log_sock = query_sock = None
-    try:
-        if config.fd_log is not None:
-            log_sock = adopt_fd(config.fd_log, socket.SOCK_DGRAM, "-fd-log")
-            if config.unlink_inherited and (path := socket_path(log_sock)):
-                owned.append(path)
-        else:
-            log_sock = bind_unix(config.socket_log, socket.SOCK_DGRAM, config.socket_mode)
-            owned.append(config.socket_log)
-        if config.fd_query is not None:
-            query_sock = adopt_fd(config.fd_query, socket.SOCK_STREAM, "-fd-query")
-            if config.unlink_inherited and (path := socket_path(query_sock)):
-                owned.append(path)
-        else:
-            query_sock = bind_unix(config.socket_query, socket.SOCK_STREAM, config.socket_mode)
-            owned.append(config.socket_query)
-    except BaseException:
-        for sock in (log_sock, query_sock):
-            if sock is not None:
-                sock.close()
-        for path in owned:
-            unlink_quietly(path)
-        raise
-    log_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    log_sock.setblocking(False)
-    query_sock.setblocking(False)
-    return log_sock, query_sock, owned
-
-
 def release_free_memory() -> None:
     """Give the C heap's free pages back to the OS: what start-up (imports) and
     bursts of traffic freed.  glibc only; elsewhere (musl) a no-op."""
@@ -176,45 +197,85 @@ async def serve(
     sockets: Sockets | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until cancelled or until ``begin_shutdown()``.
-
-    ``task_status.started(daemon)`` is called once both sockets serve.
-    ``sockets`` are those of :func:`open_sockets` when the caller opened them.
+    """Run the daemon on its own (``--no-keeper``, and tests) until cancelled or
+    until ``begin_shutdown()``; ``task_status.started(daemon)`` once both sockets
+    serve.  ``sockets`` are those of :func:`open_sockets` when the caller opened them.
     """
     log_sock, query_sock, owned = sockets if sockets is not None else open_sockets(config)
     daemon = Daemon(config, console_fd if config.console else None)
+    try:
+        await run(daemon, query_sock, log_sock, task_status=task_status)
+    finally:
+        for sock in (log_sock, query_sock):
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+        for path in owned:
+            unlink_quietly(path)
+
+
+async def run(
+    daemon: Daemon,
+    query_sock: socket.socket,
+    log_sock: socket.socket | None,
+    *,
+    on_handover: Callable[[list[Partial]], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The daemon's tasks, from serving to the end of a phased shutdown.
+
+    Sources come from ``log_sock``, or (a worker) from its keeper link.  At a
+    stop for an upgrade the intake stops without ending its sources' last
+    lines, and ``on_handover`` gets them, while dumps finish (``GRACE_S``)."""
     state = daemon.state
     set_event_sink(state.append_event)
+    _announce(daemon)  # the first line of the ring, before any source's
     try:
         async with trio.open_nursery() as outer:
             if state.console is not None:
                 outer.start_soon(state.console.run)
             outer.start_soon(daemon.report)
             outer.start_soon(daemon.hold.expire)
+            if daemon.link is not None:
+                outer.start_soon(daemon.link.run)
+                outer.start_soon(daemon.link.send_releases)
             async with trio.open_nursery() as queries:
                 daemon.queries.attach(queries)
                 async with trio.open_nursery() as intake:
                     await intake.start(daemon.intake.run)
-                    intake.start_soon(daemon.receive_fds, log_sock)
+                    if log_sock is not None:
+                        intake.start_soon(daemon.receive_fds, log_sock)
                     intake.start_soon(daemon.queries.accept_loop, query_sock)
-                    log.info(
-                        "memlogd started",
-                        instance=state.instance,
-                        pid=os.getpid(),
-                        **config.limits(),
-                    )
                     release_free_memory()  # what the imports left behind
                     task_status.started(daemon)
+                    if daemon.link is not None:
+                        await daemon.link.send(handover.Ready())
                     await daemon.wait_closing()
+                    daemon.intake.handing_over = daemon.handover
                     intake.cancel_scope.cancel()
+                if daemon.handover and on_handover is not None:
+                    state.frozen = True  # the journal is the next worker's now
+                    set_event_sink(None)
+                    await on_handover(daemon.intake.partials)
                 log.info("shutdown_started", readers=len(daemon.readers.active))
                 daemon.readers.push_all()
                 queries.cancel_scope.deadline = trio.current_time() + GRACE_S
             outer.cancel_scope.cancel()
     finally:
         set_event_sink(None)
-        for sock in (log_sock, query_sock):
-            trio.lowlevel.notify_closing(sock)
-            sock.close()
-        for path in owned:
-            unlink_quietly(path)
+
+
+def _announce(daemon: Daemon) -> None:
+    """The first line of a daemon (as upstream's), or of a worker taking over."""
+    state, keeping = daemon.state, daemon.keeping
+    limits = daemon.config.limits()
+    if keeping is None or keeping.worker_starts == 1:
+        log.info("memlogd started", instance=state.instance, pid=os.getpid(), **limits)
+    elif keeping.upgraded:
+        log.info("worker_upgraded", pid=os.getpid(), worker_starts=keeping.worker_starts)
+    else:
+        log.warning(
+            "worker_restarted",
+            previous=keeping.previous,
+            pid=os.getpid(),
+            worker_starts=keeping.worker_starts,
+        )

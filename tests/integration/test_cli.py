@@ -1,40 +1,60 @@
-"""memlogd's and memlogd-exec's command lines through click's CliRunner: usage errors exit 2."""
+"""memlogd's and memlogd-exec's command lines: the fast parser and click agree,
+every long flag has its one-dash form, usage errors exit 2."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import click
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
-from memlogd.cli import main as memlogd_main
+from memlogd.cli import build_command
 from memlogd.daemonize import child_argv
+from memlogd.errors import ConfigError
 from memlogd.exec import main as exec_main
+from memlogd.flags import FLAGS, FlagError, daemon_config, parse
+from tests.oneflags import one_dash_mismatches
 
 pytestmark = pytest.mark.integration
 
 UPSTREAM_FLAGS = [
-    "-socket-log",
-    "-socket-query",
-    "-fd-log",
-    "-fd-query",
-    "-max-lines",
-    "-max-line-len",
-    "-daemonize",
+    "socket-log",
+    "socket-query",
+    "fd-log",
+    "fd-query",
+    "max-lines",
+    "max-line-len",
+    "daemonize",
 ]
 OUR_FLAGS = [
-    "-max-bytes",
-    "-max-sources",
-    "-max-clients",
-    "-socket-mode",
-    "--no-console",
-    "--ready-fd",
+    "max-bytes",
+    "max-sources",
+    "max-clients",
+    "socket-mode",
+    "no-console",
+    "ready-fd",
+    "no-keeper",
+    "log-format",
 ]
 
 
-def test_help_lists_every_flag() -> None:
-    result = CliRunner().invoke(memlogd_main, ["-help"])
+def test_help_lists_every_flag_in_both_forms() -> None:
+    result = CliRunner().invoke(build_command(), ["-help"])
     assert result.exit_code == 0
-    for flag in UPSTREAM_FLAGS + OUR_FLAGS:
-        assert flag in result.output
+    for name in UPSTREAM_FLAGS + OUR_FLAGS:
+        # the exact tokens, so that "--max-lines" does not stand for "-max-lines"
+        assert re.search(rf"(?<![-\w])-{name}\b", result.output), f"-{name}"
+        assert re.search(rf"(?<![-\w])--{name}\b", result.output), f"--{name}"
+    assert "keeper-state" not in result.output and "unlink-inherited" not in result.output
+    assert result.output.rstrip().endswith("losing nothing")  # examples end the help
+
+
+def test_every_long_flag_means_the_same_with_one_dash() -> None:
+    assert one_dash_mismatches(build_command()) == []
 
 
 @pytest.mark.parametrize(
@@ -47,13 +67,64 @@ def test_help_lists_every_flag() -> None:
         (["-socket-mode", "999"], "'999' is not an octal mode such as 0600"),
         (["-max-lines", "many"], "'many' is not a valid integer"),
         (["-bogus"], "No such option"),
+        (["-max-line"], "No such option"),
+        (["extra"], "Got unexpected extra argument"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
-    result = CliRunner().invoke(memlogd_main, args)
+    result = CliRunner().invoke(build_command(), args)
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+    with pytest.raises((FlagError, ConfigError)):
+        daemon_config(parse(args))  # the fast path refuses it too
+
+
+def _word(flag: Any) -> st.SearchStrategy[list[str]]:
+    dashes = st.sampled_from(["-", "--"])
+    if flag.kind == "bool":
+        return dashes.map(lambda d: [d + flag.name])
+    if flag.kind == "choice":
+        value = st.sampled_from([*flag.choices, "xml"])
+    elif flag.kind in ("int", "octal"):
+        value = st.sampled_from(["0", "7", "0600", "5000", "-3", "x", "1_0", " 8"])
+    else:
+        value = st.sampled_from(["/tmp/a", "", "-x", "a=b"])
+    return st.tuples(dashes, value, st.booleans()).map(
+        lambda t: [f"{t[0]}{flag.name}={t[1]}"] if t[2] else [t[0] + flag.name, t[1]]
+    )
+
+
+argvs = st.lists(
+    st.one_of(
+        *(_word(flag) for flag in FLAGS if not flag.hidden),
+        st.sampled_from([["-bogus"], ["--"], ["x"], ["-max-line", "3"], ["-h"]]),
+    ),
+    max_size=5,
+).map(lambda words: [w for group in words for w in group])
+
+
+@given(argvs)
+def test_the_fast_parser_means_what_click_means(argv: list[str]) -> None:
+    """memlogd reads its flags without click (boot time); click, built from the
+    same declarations, is the reference: same values, or both refuse."""
+    command = build_command()
+    try:
+        ctx = command.make_context("memlogd", list(argv))
+        reference: dict[str, Any] | None = dict(ctx.params)
+        daemon_config(ctx.params)  # what the command's callback checks
+    except (click.UsageError, click.exceptions.Exit, ConfigError):
+        reference = None
+    try:
+        values: dict[str, Any] | None = parse(argv)
+        daemon_config(values)
+    except (FlagError, ConfigError):
+        values = None
+    if reference is None or values is None:
+        assert reference is None and values is None, (reference, values)
+        return
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    assert values == reference
 
 
 def test_exec_needs_a_command() -> None:

@@ -1,0 +1,189 @@
+"""The journal (memlogd.journal): what a new worker replays is what the ring held.
+
+A journal is driven by a model of the ring (the seq of the oldest entry still
+held), and killed at any write, with that write torn at any byte: whatever
+is left must open, and hold a run of batches that ends with the last batch
+whose commit was written whole and covers everything the ring held then.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memlogd.journal import (
+    HEADER_SIZE,
+    Journal,
+    JournalError,
+    Record,
+    capacity_for,
+    new_header,
+)
+
+pytestmark = pytest.mark.unit
+
+INSTANCE = str(uuid.UUID(int=7))
+
+
+class Recorder(Journal):
+    """A journal that logs every write (offset, bytes) before making it."""
+
+    def __init__(self, buf: memoryview, log: list[tuple[int, bytes]]) -> None:
+        self.log = log
+        super().__init__(buf)
+
+    def _write(self, at: int, data: bytes) -> None:
+        self.log.append((at, data))
+        super()._write(at, data)
+
+
+def fresh(size: int) -> bytearray:
+    buf = bytearray(size)
+    header = new_header(size, INSTANCE)
+    buf[: len(header)] = header
+    return buf
+
+
+line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
+# batches of one shape per example (a service's reads look alike): the journal
+# then never drops a batch the ring holds
+batches = st.tuples(
+    st.sampled_from(["a", "b.out", "kmsg", "ü;\\x", ""]), st.integers(1, 6)
+).flatmap(
+    lambda shape: st.lists(
+        st.tuples(st.just(shape[0]), st.lists(line_text, min_size=shape[1], max_size=shape[1])),
+        min_size=1,
+        max_size=40,
+    )
+)
+
+
+def run(buf: bytearray, batch_list: list[tuple[str, list[bytes]]], ring_lines: int):
+    """Append every batch as the ring would (it holds ``ring_lines`` entries);
+    returns the write log and, after each batch, (writes so far, expected records)."""
+    log: list[tuple[int, bytes]] = []
+    journal = Recorder(memoryview(buf), log)
+    appended: list[Record] = []
+    seq = 1
+    # (writes, next_seq, records, the same without those the next batch evicts)
+    states: list[tuple[int, int, list[Record], list[Record]]] = []
+    held: list[Record] = []
+    for i, (source, lines) in enumerate(batch_list):
+        first_seq = seq
+        seq += len(lines)
+        keep_from = max(1, seq - ring_lines)
+        states.append((len(log), first_seq, held, [r for r in held if last(r) >= keep_from]))
+        journal.append(first_seq, 1000 + i, source, b"\n".join(lines), len(lines), keep_from)
+        appended.append(Record(first_seq, 1000 + i, source, lines))
+        held = [r for r in appended if last(r) >= keep_from]
+        assert journal.squeezed == 0, "the journal lost batches the ring holds"
+    states.append((len(log), seq, held, held))
+    return log, states
+
+
+def last(record: Record) -> int:
+    return record.first_seq + len(record.lines) - 1
+
+
+def replayed(buf: bytearray) -> tuple[int, list[Record]]:
+    journal = Journal(memoryview(buf))
+    assert journal.instance == INSTANCE
+    return journal.next_seq, list(journal.records())
+
+
+@settings(max_examples=150)
+@given(batches, st.integers(1, 30))
+def test_a_journal_holds_what_the_ring_holds(batch_list, ring_lines):
+    buf = fresh(capacity_for(ring_lines, 40))
+    _log, states = run(buf, batch_list, ring_lines)
+    _writes, next_seq, held, _ = states[-1]
+    got_next, got = replayed(buf)
+    assert got_next == next_seq
+    assert got == held
+
+
+@settings(max_examples=150)
+@given(batches, st.integers(1, 30), st.data())
+def test_a_kill_at_any_write_leaves_a_journal_of_what_was_committed(
+    batch_list, ring_lines, data
+):
+    size = capacity_for(ring_lines, 40)
+    original = fresh(size)
+    log, states = run(bytearray(original), batch_list, ring_lines)
+    cut = data.draw(st.integers(0, len(log) - 1), label="killed during write")
+    at, torn = log[cut]
+    kept = data.draw(st.integers(0, len(torn)), label="bytes of it written")
+    buf = bytearray(original)
+    for offset, chunk in log[:cut]:
+        buf[offset : offset + len(chunk)] = chunk
+    buf[at : at + kept] = torn[:kept]
+    got_next, got = replayed(buf)
+    # the last batch whose commit was written whole; while the next one is being
+    # written, the batches it evicts from the ring may already be gone
+    done = [s for s in states if s[0] <= cut or (s[0] == cut + 1 and kept == len(torn))]
+    _writes, next_seq, held, after_eviction = done[-1]
+    assert got_next == next_seq
+    assert got in (held, after_eviction)
+
+
+def test_pages_touched_stay_near_what_the_ring_holds():
+    """100-byte lines in batches of 50, a ring of 5000: the journal's area is
+    sized for the worst case (13 MB) but only the front of it is used."""
+    size = capacity_for(5000, 1024)
+    buf = fresh(size)
+    journal = Journal(memoryview(buf))
+    seq = 1
+    for i in range(2000):
+        lines = [b"%06d " % i + b"x" * 93] * 50
+        journal.append(seq, i, "svc.out", b"\n".join(lines), 50, max(1, seq + 50 - 5000))
+        seq += 50
+    used = max(i for i in range(len(buf)) if buf[i]) - HEADER_SIZE
+    assert used < 2.1 * 5000 * 101  # about twice what the ring holds (101 bytes a line)
+    assert size > 10 * 1024 * 1024
+    assert sum(len(r.lines) for r in Journal(memoryview(buf)).records()) >= 5000
+
+
+def test_not_a_journal_is_refused():
+    with pytest.raises(JournalError):
+        Journal(memoryview(bytearray(HEADER_SIZE * 2)))
+    buf = fresh(HEADER_SIZE * 4)
+    buf[64:200] = bytes(136)  # both commit slots wiped
+    with pytest.raises(JournalError):
+        Journal(memoryview(buf))
+
+
+def test_an_empty_line_batch_and_a_new_journal():
+    buf = fresh(HEADER_SIZE * 4)
+    assert replayed(buf) == (1, [])
+    journal = Journal(memoryview(buf))
+    journal.append(1, 5, "x", b"", 1, 1)
+    assert replayed(buf) == (2, [Record(1, 5, "x", [b""])])
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=600), st.lists(line_text, min_size=1, max_size=6)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 30),
+)
+def test_any_batches_a_replay_gives_the_newest_batches_in_order(batch_list, ring_lines):
+    """Batches whose size per entry swings wildly may squeeze the oldest out of
+    a journal early (counted); what is left is still the newest, in order."""
+    buf = fresh(capacity_for(ring_lines, 40))
+    journal = Journal(memoryview(buf))
+    appended = []
+    seq = 1
+    for i, (source, lines) in enumerate(batch_list):
+        journal.append(seq, i, source, b"\n".join(lines), len(lines), max(1, seq - ring_lines))
+        appended.append(Record(seq, i, source.encode("utf-8", "replace").decode(), lines))
+        seq += len(lines)
+    got = list(Journal(memoryview(buf)).records())
+    assert got == appended[len(appended) - len(got) :]
+    held = [r for r in appended if r.first_seq + len(r.lines) - 1 >= max(1, seq - ring_lines)]
+    assert len(got) >= len(held) - journal.squeezed
