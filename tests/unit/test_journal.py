@@ -107,9 +107,7 @@ def test_a_journal_holds_what_the_ring_holds(batch_list, ring_lines):
 
 @settings(max_examples=150)
 @given(batches, st.integers(1, 30), st.data())
-def test_a_kill_at_any_write_leaves_a_journal_of_what_was_committed(
-    batch_list, ring_lines, data
-):
+def test_a_kill_at_any_write_leaves_a_journal_of_what_was_committed(batch_list, ring_lines, data):
     size = capacity_for(ring_lines, 40)
     original = fresh(size)
     log, states = run(bytearray(original), batch_list, ring_lines)
