@@ -112,7 +112,7 @@ def test_the_fast_parser_means_what_click_means(argv: list[str]) -> None:
     try:
         ctx = command.make_context("memlogd", list(argv))
         reference: dict[str, Any] | None = dict(ctx.params)
-X
+        daemon_config(dict(ctx.params))  # what the command's callback checks
     except (click.UsageError, click.exceptions.Exit, ConfigError):
         reference = None
     try:
