@@ -115,8 +115,9 @@ def test_the_fast_parser_means_what_click_means(argv: list[str]) -> None:
         daemon_config(dict(ctx.params))  # what the command's callback checks
     except (click.UsageError, click.exceptions.Exit, ConfigError):
         reference = None
+    values: dict[str, Any] | None
     try:
-        values: dict[str, Any] | None = parse(argv)
+        values = parse(argv)
         daemon_config(values)
     except (FlagError, ConfigError):
         values = None
