@@ -1,29 +1,60 @@
-"""How logread shows entries, stats and times. PURE: no I/O.
+"""How logread shows entries, sources and stats (docs/logread.md, "Output"). PURE: no I/O.
 
-* :func:`render_text`: upstream's ``TIME;SOURCE;MSG`` (``;`` in SOURCE as ``\\;``),
-  optionally with the source coloured (:func:`source_color`);
-* :func:`render_json`: the entry object with ``seq``, byte for byte as memlogd
-  sends it in extended mode;
-* :func:`render_raw`: the message only;
-* :func:`render_stats`: a readable table of the daemon's statistics;
-* :func:`parse_since`: ``--since`` values (``10m``, ``2h``, ``1d``, ``1h30m``, or an
-  RFC 3339 time) to nanoseconds since the epoch.
+Entries, one renderer per ``-o`` value (:data:`OUTPUTS`), each returning one line
+*with* its ``\\n`` so that a batch is one join (:func:`make_renderer` gives the
+batch renderer logread uses):
 
-Every renderer returns one line *with* its ``\\n``, so a batch is one join.
+* :func:`render_text` (``short``): upstream's ``TIME;SOURCE;MSG`` (``;`` in SOURCE
+  as ``\\;``), TIME as Go's RFC3339Nano in UTC; optionally the source coloured
+  (:func:`source_color`);
+* :func:`render_short_iso` (``short-iso``): the same line with TIME as journalctl's
+  ``short-iso`` writes it (whole seconds, ``+0000``);
+* :func:`render_json` (``json``): the entry object, byte for byte as memlogd sends it;
+* :func:`render_json_pretty` (``json-pretty``): the same object, indented as ``jq .`` does;
+* :func:`render_raw` (``raw``, ``cat``): the message only.
+
+On a terminal (unless ``-a``) control characters are escaped so that a service
+cannot drive the terminal: :func:`escape_controls` in text (``\\x1b``; tab kept),
+:func:`escape_json_controls` in JSON (``\\u009b``: the same JSON value).
+
+Also :func:`render_sources` (``--list-sources``) and :func:`render_stats` (``--stats``).
 """
 
 from __future__ import annotations
 
-import re
+import json
 import zlib
-from collections.abc import Mapping
-from functools import lru_cache
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache, partial
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Final
 
-from memlogd.errors import ProtocolError
 from memlogd.protocol import LogEntry, entry_prefix
-from memlogd.timefmt import format_time, parse_time
+from memlogd.timefmt import NS_PER_S, format_seconds, format_time
+
+__all__ = [
+    "OUTPUTS",
+    "PALETTE",
+    "RESET",
+    "BatchRenderer",
+    "escape_controls",
+    "escape_json_controls",
+    "escape_source",
+    "make_renderer",
+    "render_json",
+    "render_json_pretty",
+    "render_raw",
+    "render_short_iso",
+    "render_sources",
+    "render_stats",
+    "render_text",
+    "source_color",
+]
+
+#: The ``-o`` values; ``cat`` is ``raw`` (journalctl's name for it).
+OUTPUTS: Final = ("short", "short-iso", "json", "json-pretty", "raw", "cat")
+
+BatchRenderer = Callable[[Sequence[LogEntry]], str]
 
 RESET = "\x1b[0m"
 # Readable on dark and light backgrounds alike: the normal and bright colours, minus
@@ -43,20 +74,33 @@ PALETTE = (
     "\x1b[96m",
 )
 
-_UNIT_NS = {
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60 * 1_000_000_000,
-    "h": 3600 * 1_000_000_000,
-    "d": 86400 * 1_000_000_000,
-    "w": 7 * 86400 * 1_000_000_000,
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+\Z")
+# Unicode's control characters (category Cc): C0, DEL and C1.  A terminal acts on
+# them (ESC and CSI start sequences that move the cursor, retitle the window, ...).
+_CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0)]
+#: text: every control but tab as ``\xNN``
+_TEXT_ESCAPES: Final = {c: f"\\x{c:02x}" for c in _CONTROLS if c != 0x09}
+#: JSON: what a JSON encoder leaves raw (DEL, C1) as ``\u00NN``, which means the same
+_JSON_ESCAPES: Final = {c: f"\\u{c:04x}" for c in _CONTROLS if c >= 0x7F}
 
 
-class SinceError(ValueError):
-    """A ``--since`` value that is neither a duration nor an RFC 3339 time."""
+# ---------------------------------------------------------------------- escaping
+
+
+def escape_controls(text: str) -> str:
+    """``text`` safe for a terminal: each control character but tab (C0, DEL, C1)
+    as ``\\xNN``; everything else, backslashes included, as it is."""
+    if text.isprintable():  # no control character (the common case, at C speed)
+        return text
+    return text.translate(_TEXT_ESCAPES)
+
+
+def escape_json_controls(text: str) -> str:
+    """JSON text safe for a terminal: DEL and the C1 controls, which JSON encoders
+    leave raw, as ``\\u00NN`` (the same JSON value).  Only for JSON text: those
+    characters can only occur inside its strings."""
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return text.translate(_JSON_ESCAPES)
 
 
 def escape_source(source: str) -> str:
@@ -69,19 +113,46 @@ def source_color(source: str) -> str:
     return PALETTE[zlib.crc32(source.encode("utf-8", "surrogatepass")) % len(PALETTE)]
 
 
+# ---------------------------------------------------------------------- entries
+
+
 @lru_cache(maxsize=64)
 def _time_text(time_ns: int) -> str:
     """format_time, remembered: the lines of one memlogd batch share their time."""
     return format_time(time_ns)
 
 
-def render_text(entry: LogEntry, *, color: bool = False) -> str:
-    """``TIME;SOURCE;MSG\\n`` (Go's RFC3339Nano time); with ``color`` the source
-    (and only it) is wrapped in its ANSI colour."""
+@lru_cache(maxsize=64)
+def _iso_time_text(time_ns: int) -> str:
+    """journalctl's ``short-iso`` time (``%Y-%m-%dT%H:%M:%S%z``) in UTC."""
+    return format_seconds(time_ns // NS_PER_S) + "+0000"
+
+
+def _line(time: str, entry: LogEntry, color: bool, escape: bool) -> str:
     source = escape_source(entry.source)
+    msg = entry.msg
+    if escape:
+        source = escape_controls(source)
+        msg = escape_controls(msg)
     if color:
         source = source_color(entry.source) + source + RESET
-    return _time_text(entry.time_ns) + ";" + source + ";" + entry.msg + "\n"
+    return time + ";" + source + ";" + msg + "\n"
+
+
+def render_text(entry: LogEntry, *, color: bool = False, escape: bool = False) -> str:
+    """``TIME;SOURCE;MSG\\n`` (Go's RFC3339Nano time); with ``color`` the source
+    (and only it) is wrapped in its ANSI colour; with ``escape`` control characters
+    in SOURCE and MSG are escaped (:func:`escape_controls`)."""
+    if not (color or escape):  # the hot path
+        source = escape_source(entry.source)
+        return _time_text(entry.time_ns) + ";" + source + ";" + entry.msg + "\n"
+    return _line(_time_text(entry.time_ns), entry, color, escape)
+
+
+def render_short_iso(entry: LogEntry, *, color: bool = False, escape: bool = False) -> str:
+    """As :func:`render_text`, with TIME as journalctl's ``-o short-iso`` shows it:
+    ``2026-11-29T10:00:00+0000`` (whole seconds, the UTC offset without a colon)."""
+    return _line(_iso_time_text(entry.time_ns), entry, color, escape)
 
 
 def render_json(entry: LogEntry) -> str:
@@ -97,30 +168,88 @@ def _prefix(time_ns: int, source: str) -> str:
     return entry_prefix(time_ns, source)
 
 
+def render_json_pretty(entry: LogEntry) -> str:
+    """The object of :func:`render_json` indented by two spaces, one key per line
+    (as ``jq .`` shows it), followed by a newline."""
+    obj: dict[str, Any] = {"time": _time_text(entry.time_ns), "source": entry.source}
+    obj["msg"] = entry.msg
+    if entry.seq is not None:
+        obj["seq"] = entry.seq
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
 def render_raw(entry: LogEntry) -> str:
     """The message alone."""
     return entry.msg + "\n"
 
 
-def parse_since(text: str, now_ns: int) -> int:
-    """``--since`` -> ns since the epoch: a duration before ``now_ns`` (``30s``, ``10m``,
-    ``2h``, ``1d``, ``1w``, ``500ms``, combined as ``1h30m``) or an RFC 3339 time."""
-    value = text.strip()
-    if _DURATION.match(value):
-        total = 0
-        for number, unit in _DURATION_PART.findall(value):
-            whole, _, frac = number.partition(".")
-            scale = _UNIT_NS[unit]
-            total += int(whole) * scale
-            if frac:
-                total += int(frac) * scale // 10 ** len(frac)
-        return now_ns - total
-    try:
-        return parse_time(value)
-    except ProtocolError:
-        raise SinceError(
-            f"{text!r} is neither a duration (like 30s, 10m, 2h, 1d) nor an RFC 3339 time"
-        ) from None
+def _render_raw_escaped(entry: LogEntry) -> str:
+    return escape_controls(entry.msg) + "\n"
+
+
+def make_renderer(output: str, *, color: bool = False, escape: bool = False) -> BatchRenderer:
+    """The renderer of a whole batch (one join) for ``-o output``.  ``color``
+    applies to the ``short`` forms only; ``escape``: for a terminal."""
+    one: Callable[[LogEntry], str]
+    if output in ("json", "json-pretty"):
+        one = render_json if output == "json" else render_json_pretty
+        if escape:
+            return lambda entries: escape_json_controls("".join(map(one, entries)))
+    elif output in ("raw", "cat"):
+        one = _render_raw_escaped if escape else render_raw
+    elif output == "short":
+        one = partial(render_text, color=color, escape=escape) if color or escape else render_text
+    elif output == "short-iso":
+        one = partial(render_short_iso, color=color, escape=escape)
+    else:
+        raise ValueError(f"unknown output {output!r}")
+    return lambda entries: "".join(map(one, entries))
+
+
+# ---------------------------------------------------------------------- sources
+
+
+def source_counts(stats: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``(source, entries held)`` for every source in memlogd's stats, by name."""
+    sources = stats.get("sources")
+    if not isinstance(sources, Mapping):
+        return []
+    out = []
+    for name in sorted(sources):
+        info = sources[name]
+        count = info.get("entries") if isinstance(info, Mapping) else None
+        out.append((str(name), count if isinstance(count, int) else 0))
+    return out
+
+
+def render_sources(stats: Mapping[str, Any], *, output: str = "short", escape: bool = False) -> str:
+    """``--list-sources``: one source per line with the entries memlogd holds of it.
+
+    Text: ``NAME  COUNT``, names left-aligned, counts right-aligned; with ``output``
+    ``json`` one ``{"source":...,"entries":N}`` object per line (``json-pretty``:
+    indented)."""
+    counts = source_counts(stats)
+    if output in ("json", "json-pretty"):
+        indent = 2 if output == "json-pretty" else None
+        separators = (",", ": ") if indent else (",", ":")
+        text = "".join(
+            json.dumps(
+                {"source": name, "entries": count},
+                ensure_ascii=False,
+                indent=indent,
+                separators=separators,
+            )
+            + "\n"
+            for name, count in counts
+        )
+        return escape_json_controls(text) if escape else text
+    names = [escape_controls(name) if escape else name for name, _ in counts]
+    name_width = max(map(len, names), default=0)
+    count_width = max((len(str(count)) for _, count in counts), default=0)
+    return "".join(
+        f"{name.ljust(name_width)}  {str(count).rjust(count_width)}\n"
+        for name, (_, count) in zip(names, counts, strict=True)
+    )
 
 
 # ---------------------------------------------------------------------- stats

@@ -50,7 +50,7 @@ from memlogd.events import (
     Waiting,
 )
 from memlogd.fdmsg import fd_ancdata
-from memlogd.filters import RequestFilter
+from memlogd.filters import ClientFilter
 from memlogd.protocol import Cursor
 from memlogd.sockets import connect_reason
 
@@ -160,7 +160,7 @@ class Subscription:
         self.header_timeout_s = header_timeout_s
         self.retry_max_s = retry_max_s
         self.upstream = upstream  # base modes only: asked, or memlogd ignored mode 3
-        self._filter = _ClientFilter(request)
+        self._filter = ClientFilter(request)
         self._pending: deque[Event] = deque()
         self._stream: trio.abc.Stream | None = None
         self._parser = proto.AnswerParser(extended=True)
@@ -270,27 +270,20 @@ class Subscription:
 
     async def _receive(self) -> None:
         assert self._stream is not None
-        parser = self._parser
-        data: bytes | None = None
         reason = "memlogd closed the connection"
         try:
-            if parser.extended and parser.header is None and not self._ever_answered:
-                with trio.move_on_after(self.header_timeout_s):
-                    data = bytes(await self._stream.receive_some(RECV_CHUNK))
-                if data is None:
-                    await self._to_upstream("no answer to the extended query")
-                    return
+            if self._parser.extended and self._parser.header is None and not self._ever_answered:
+                data = await self._first_answer(self._stream)
             else:
                 data = bytes(await self._stream.receive_some(RECV_CHUNK))
         except _BROKEN as exc:
             reason = f"the connection broke: {exc}"
             data = b""
+        parser = self._parser  # base mode, if upstream's memlogd answered
         if data:
             await self._take(parser.feed(data))
             return
-        await self._take(parser.close())
-        if self._stream is None:  # _take already moved on (a restart)
-            return
+        parser.close()  # a line cut short by a daemon that died while sending it
         await self._drop_stream()
         if parser.extended and parser.header is None and not self._ever_answered:
             await self._to_upstream("memlogd closed the extended query without answering")
@@ -308,6 +301,53 @@ class Subscription:
             self._done = True
         elif not self._answered:
             self._wait_before_retry()  # it answered nothing: do not spin
+
+    async def _first_answer(self, extended: trio.abc.Stream) -> bytes:
+        """The first bytes of the answer to the extended query.  When none come
+        within ``header_timeout_s``, a base-mode query is made too, and the first
+        connection to answer says what this daemon is: upstream's never answers
+        the extended query; ours (still starting, or busy) answers the first
+        connection first, since it accepts connections in order."""
+        with trio.move_on_after(self.header_timeout_s):
+            return bytes(await extended.receive_some(RECV_CHUNK))
+        if not self.fallback:
+            raise NotExtendedError("no answer to the extended query (upstream's memlogd?)")
+        mode = proto.QueryMode.base(dump=self.request.dump, follow=self.request.follow)
+        try:
+            base = await self._connect()
+        except ConnectError:  # gone meanwhile: the first connection says how it ends
+            return bytes(await extended.receive_some(RECV_CHUNK))
+        winner: tuple[trio.abc.Stream, bytes] | None = None
+
+        async def first(stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
+            nonlocal winner
+            try:
+                if stream is base:
+                    await base.send_all(bytes([mode]))
+                data = bytes(await stream.receive_some(RECV_CHUNK))
+            except _BROKEN:
+                data = b""
+            if stream is extended and not data:
+                return  # closed without a word (older upstream): the base query answers
+            winner = (stream, data)
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first, extended, nursery)
+            nursery.start_soon(first, base, nursery)
+        assert winner is not None
+        stream, data = winner
+        loser = base if stream is extended else extended
+        with contextlib.suppress(*_BROKEN):
+            await loser.aclose()
+        if stream is base:
+            self._stream = base
+            self._parser = proto.AnswerParser(extended=False)
+            self.upstream = True
+            self.cursor = self._after_seq = None
+            self._filter.reset()
+            self._answer_started(None)
+        return data
 
     async def _to_upstream(self, reason: str) -> None:
         await self._drop_stream()
@@ -373,38 +413,6 @@ class Subscription:
             self.cursor = Cursor(cursor.instance, seq)
 
 
-class _ClientFilter:
-    """The request's filters applied by the client, for upstream's memlogd
-    (base mode carries everything): sources, since, and the tail of a dump."""
-
-    def __init__(self, request: proto.QueryRequest) -> None:
-        self._keep = RequestFilter(request)
-        self._tail = request.tail if not request.follow else None
-        self._kept: deque[proto.LogEntry] = deque(maxlen=self._tail or None)
-
-    def reset(self) -> None:
-        self._kept.clear()
-
-    def __call__(self, entry: proto.LogEntry) -> bool:
-        return self._keep.keeps(entry.source, entry.time_ns)
-
-    def batch(self, entries: list[proto.LogEntry]) -> list[Event]:
-        """Entries to hand on now (with a tail, none until the dump ends)."""
-        if self._tail is None:
-            return [Entries(entries)]
-        if self._tail:
-            self._kept.extend(entries)
-        return []
-
-    def finish(self) -> list[Event]:
-        """At the end of a dump: the tail kept."""
-        if not self._kept:
-            return []
-        kept = list(self._kept)
-        self._kept.clear()
-        return [Entries(kept)]
-
-
 async def fetch_stats(
     target: str | Connector, timeout_s: float = HEADER_TIMEOUT_S
 ) -> dict[str, Any]:
@@ -423,9 +431,9 @@ async def fetch_stats(
                     raise NotExtendedError(
                         "no answer to the statistics query (upstream's memlogd?)"
                     )
-                answers += parser.feed(data) if data else parser.close()
                 if not data:
                     break
+                answers += parser.feed(data)
         except _BROKEN as exc:
             raise ProtocolError(f"the connection broke: {exc}") from None
     for reply in answers:

@@ -38,6 +38,8 @@ log = structlog.get_logger("memlogd-exec")
 CHUNK = 64 * 1024
 BACKLOG_BYTES = 1024 * 1024  # kept per source while memlogd is away
 RETRY_S = 1.0  # how often a memlogd that went away is looked for again
+REFUSED_WITHIN_S = 1.0  # a stream memlogd closes this soon after we handed it over: refused
+SETTLE_S = 0.1  # after a break, memlogd is looked at again after this
 REFUSED_MIN_S = 2.0  # a refused source is retried after this, doubling...
 REFUSED_MAX_S = 60.0  # ...up to this
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
@@ -45,8 +47,18 @@ EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 
 
+def _socket_identity(path: str) -> tuple[int, int, int] | None:
+    """The log socket file's identity: a memlogd started again binds a new file
+    (its inode number may be the old one's, its creation time is not)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
 def _daemon_answers(path: str) -> bool:
-    """Is a memlogd listening at ``path`` (so a closed stream was refused)?"""
+    """Is a memlogd listening at ``path``?"""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK) as probe:
         try:
             probe.connect(path)
@@ -68,6 +80,9 @@ class Link:
         self.closing = False
         self._wake = trio.Event()
         self._retry_at = 0.0
+        self._registered_at = 0.0
+        self._registered_with: tuple[int, int, int] | None = None  # the memlogd we gave it to
+        self._broke_soon = False  # the last stream closed soon after it was handed over
         self._refusals = 0
         self._outage = False  # said once per outage
 
@@ -80,12 +95,14 @@ class Link:
             send_fds(self.path, self.name, [theirs.fileno()], wait=False)
         except ConnectError as exc:
             ours.close()
-            self._down(exc.reason, refused=False)
+            self._unavailable(exc.reason)
             return False
         finally:
             theirs.close()
         ours.setblocking(False)
         self.sock = ours
+        self._registered_at = trio.current_time()
+        self._registered_with = _socket_identity(self.path)
         if self._outage:
             log.info("memlogd_back", source=self.name, resending_bytes=len(self.backlog))
         self._outage = False
@@ -96,34 +113,45 @@ class Link:
         self._wake.set()
         return True
 
-    def _down(self, reason: str, *, refused: bool) -> None:
-        """The stream broke, or memlogd cannot be reached: keep, and retry."""
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
-            self.sock = None
-        now = trio.current_time()
-        if refused:
-            delay = min(REFUSED_MIN_S * 2**self._refusals, REFUSED_MAX_S)
-            self._refusals += 1
+    def _unavailable(self, reason: str) -> None:
+        """memlogd cannot be reached: keep the output, and look again soon."""
+        if not self._outage:
             log.warning(
-                "source_refused",
+                "memlogd_unavailable",
                 source=self.name,
-                reason="memlogd closed it at once (over its -max-sources?)",
-                retry_in_s=delay,
+                path=self.path,
+                reason=reason,
+                consequence="output kept (1 MiB) and resent once memlogd is back",
             )
-        else:
-            delay = RETRY_S
-            if not self._outage:
-                log.warning(
-                    "memlogd_unavailable",
-                    source=self.name,
-                    path=self.path,
-                    reason=reason,
-                    consequence="output kept (1 MiB) and resent once memlogd is back",
-                )
         self._outage = True
-        self._retry_at = now + delay
+        self._retry_at = trio.current_time() + RETRY_S
+
+    def _broken(self) -> None:
+        """The stream closed.  Whether memlogd refused it or went away is told a
+        moment later (a daemon being killed lets go of its sockets in no order)."""
+        now = trio.current_time()
+        self._broke_soon = now - self._registered_at < REFUSED_WITHIN_S
+        self.release()
+        self._retry_at = now + SETTLE_S
+
+    def _refused(self) -> bool:
+        """After a break: did the memlogd we gave the stream to close it at once,
+        and does it still answer?  Then wait before offering it again."""
+        if not self._broke_soon or _socket_identity(self.path) != self._registered_with:
+            return False
+        if not _daemon_answers(self.path):
+            return False
+        self._broke_soon = False
+        delay = min(REFUSED_MIN_S * 2**self._refusals, REFUSED_MAX_S)
+        self._refusals += 1
+        log.warning(
+            "source_refused",
+            source=self.name,
+            reason="memlogd closed it at once (over its -max-sources?)",
+            retry_in_s=delay,
+        )
+        self._retry_at = trio.current_time() + delay
+        return True
 
     # -------------------------------------------------------------- data
 
@@ -147,10 +175,6 @@ class Link:
             self.backlog += data
             self._wake.set()
 
-    def _broken(self) -> None:
-        alive = _daemon_answers(self.path)
-        self._down("the stream to memlogd broke", refused=alive)
-
     async def run(self) -> None:
         """Register, flush the backlog, watch the stream; until closed and flushed."""
         while True:
@@ -158,7 +182,8 @@ class Link:
                 if self.closing:
                     return  # nobody to give the rest to: never wait for memlogd
                 await trio.sleep_until(self._retry_at)
-                self.register()
+                if not self._refused():
+                    self.register()
                 continue
             sock = self.sock
             if self.backlog:
@@ -184,10 +209,19 @@ class Link:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
-                await trio.lowlevel.wait_readable(sock)  # memlogd never writes: EOF
-                with contextlib.suppress(OSError):
-                    if sock.recv(1, socket.MSG_PEEK):
-                        return
+                while True:  # memlogd never writes: readable means the end
+                    try:
+                        await trio.lowlevel.wait_readable(sock)
+                    except trio.ClosedResourceError:
+                        return  # closed by write() meanwhile
+                    try:
+                        if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                            await trio.sleep_forever()  # never: it writes nothing
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        pass
+                    break
                 self._broken()
                 nursery.cancel_scope.cancel()
 

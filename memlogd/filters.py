@@ -7,8 +7,11 @@ nothing (:class:`memlogd.client.Subscription`).  docs/protocol.md, "Extended que
 
 from __future__ import annotations
 
+from collections import deque
+
+from memlogd.events import Entries
 from memlogd.globs import SourceMatcher
-from memlogd.protocol import QueryRequest
+from memlogd.protocol import LogEntry, QueryRequest
 
 
 class RequestFilter:
@@ -25,3 +28,35 @@ class RequestFilter:
     def keeps(self, source: str, time_ns: int) -> bool:
         since = self._since
         return self._matches(source) and (since is None or time_ns >= since)
+
+
+class ClientFilter:
+    """The request's filters applied by the client, for upstream's memlogd
+    (base mode carries everything): sources, since, and the tail of a dump."""
+
+    def __init__(self, request: QueryRequest) -> None:
+        self._keep = RequestFilter(request)
+        self._tail = request.tail if not request.follow else None
+        self._kept: deque[LogEntry] = deque(maxlen=self._tail or None)
+
+    def reset(self) -> None:
+        self._kept.clear()
+
+    def __call__(self, entry: LogEntry) -> bool:
+        return self._keep.keeps(entry.source, entry.time_ns)
+
+    def batch(self, entries: list[LogEntry]) -> list[Entries]:
+        """Entries to hand on now (with a tail, none until the dump ends)."""
+        if self._tail is None:
+            return [Entries(entries)]
+        if self._tail:
+            self._kept.extend(entries)
+        return []
+
+    def finish(self) -> list[Entries]:
+        """At the end of a dump: the tail kept."""
+        if not self._kept:
+            return []
+        kept = list(self._kept)
+        self._kept.clear()
+        return [Entries(kept)]

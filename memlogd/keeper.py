@@ -35,6 +35,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import structlog
+
 from memlogd import handover
 from memlogd.config import GRACE_S, DaemonConfig
 from memlogd.fdmsg import ANCBUF_SIZE, fd_ancdata, fds_of, parse_fd_datagram
@@ -53,11 +55,7 @@ MAX_PENDING_REFUSED = 64  # refusals kept for a worker that is not there yet
 OOM_SCORE_ADJ = "/proc/self/oom_score_adj"
 
 
-def say(event: str, **kw: Any) -> None:
-    """The keeper's own diagnostics: one line on stderr (as every program's)."""
-    fields = " ".join(f"{k}={v}" for k, v in kw.items())
-    sys.stderr.write(f"memlogd: {event}{' ' + fields if fields else ''}\n")
-    sys.stderr.flush()
+log = structlog.get_logger("memlogd")  # stderr only: the keeper has no ring
 
 
 @dataclass
@@ -74,6 +72,7 @@ class Worker:
     sock: socket.socket
     started: float
     ready_at: float | None = None
+    killed: bool = False
     outbox: list[tuple[bytes, list[int]]] = field(default_factory=list)  # not sent yet
 
 
@@ -123,6 +122,31 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class RestartPolicy:
+    """When to start a worker again: at once after a worker that served a while;
+    with a doubling delay in a crash loop; never after ``MAX_FAILED_STARTS``
+    failed starts (exits, or not ready in time) in a row."""
+
+    def __init__(self) -> None:
+        self.failed_starts = 0
+        self.backoff = 0.0
+
+    def ready(self) -> None:
+        self.failed_starts = 0
+
+    def ended(self, now: float, ready_at: float | None) -> float | None:
+        """The delay before the next start, or None: give up."""
+        if ready_at is None:
+            self.failed_starts += 1
+            if self.failed_starts >= MAX_FAILED_STARTS:
+                return None
+        if ready_at is not None and now - ready_at >= STABLE_S:
+            self.backoff = 0.0
+        else:
+            self.backoff = min(max(self.backoff * 2, MIN_BACKOFF_S), MAX_BACKOFF_S)
+        return self.backoff
+
+
 class Keeper:
     def __init__(self, state: KeeperState) -> None:
         self.s = state
@@ -133,8 +157,7 @@ class Keeper:
         self.previous: str | None = None  # how the last worker ended
         self.upgrading = False
         self.stopping: float | None = None  # deadline of a clean stop
-        self.failed_starts = 0
-        self.backoff = 0.0
+        self.policy = RestartPolicy()
         self.restart_at: float | None = None
         self.refused: list[bytes] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -181,10 +204,11 @@ class Keeper:
         self._timers()
 
     def _timeout_ms(self) -> int:
-        deadlines = [t for t in (self.restart_at, self.stopping) if t is not None]
+        stopping = None if self.worker is not None and self.worker.killed else self.stopping
+        deadlines = [t for t in (self.restart_at, stopping) if t is not None]
         deadlines += self.retiring.values()
         worker = self.worker
-        if worker is not None and worker.ready_at is None:
+        if worker is not None and worker.ready_at is None and not worker.killed:
             deadlines.append(worker.started + READY_TIMEOUT_S)
         if not deadlines:
             return -1
@@ -196,13 +220,16 @@ class Keeper:
             self.restart_at = None
             self._start_worker()
         worker = self.worker
-        late = worker is not None and worker.ready_at is None
-        if late and worker is not None and now >= worker.started + READY_TIMEOUT_S:
-            say("worker_not_ready", pid=worker.pid, seconds=READY_TIMEOUT_S)
+        if worker is None or worker.killed:
+            pass
+        elif worker.ready_at is None and now >= worker.started + READY_TIMEOUT_S:
+            log.error("worker_not_ready", pid=worker.pid, seconds=READY_TIMEOUT_S)
             _kill(worker.pid)
-        if self.stopping is not None and now >= self.stopping and worker is not None:
-            say("worker_stop_timeout", pid=worker.pid, seconds=STOP_TIMEOUT_S)
+            worker.killed = True
+        elif self.stopping is not None and now >= self.stopping:
+            log.error("worker_stop_timeout", pid=worker.pid, seconds=STOP_TIMEOUT_S)
             _kill(worker.pid)
+            worker.killed = True
         for pid, deadline in list(self.retiring.items()):
             if now >= deadline:
                 _kill(pid)
@@ -244,24 +271,28 @@ class Keeper:
         worker = self.worker
         assert worker is not None
         self._from_worker(worker)  # what it said before it went: releases, readiness
+        if self.worker is not worker:  # it had handed over: a new worker runs already
+            self.retiring.pop(worker.pid, None)
+            return
         worker.sock.close()
         self.worker = None
         if self.stopping is not None:
             if not self.retiring:
                 self.exit(0)
             return
-        code = os.waitstatus_to_exitcode(status)
-        self.previous = _describe(code)
+        self.previous = _describe(os.waitstatus_to_exitcode(status))
         now = time.monotonic()
-        if worker.ready_at is None:
-            self.failed_starts += 1
-            if self.failed_starts >= MAX_FAILED_STARTS:
-                say("giving_up", failed_starts=self.failed_starts, last=self.previous)
-                self.exit(1)
-        stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_S
-        self.backoff = 0.0 if stable else min(max(self.backoff * 2, MIN_BACKOFF_S), MAX_BACKOFF_S)
-        say("worker_died", pid=worker.pid, status=self.previous, restart_in_s=self.backoff)
-        self.restart_at = now + self.backoff
+        delay = self.policy.ended(now, worker.ready_at)
+        if delay is None:
+            log.error(
+                "giving_up",
+                failed_starts=self.policy.failed_starts,
+                last=self.previous,
+                consequence="memlogd stops; its sources are closed",
+            )
+            self.exit(1)
+        log.warning("worker_died", pid=worker.pid, status=self.previous, restart_in_s=delay)
+        self.restart_at = now + delay
 
     # ------------------------------------------------------------------ workers
 
@@ -336,7 +367,7 @@ class Keeper:
             try:
                 message = handover.decode(data)
             except Exception as exc:  # a worker's bug must not end the keeper
-                say("worker_message_malformed", error=exc)
+                log.error("worker_message_malformed", error=str(exc))
                 message = None
             if isinstance(message, handover.Release):
                 for key in message.keys:
@@ -345,7 +376,7 @@ class Keeper:
                         os.close(held.fd)
             elif isinstance(message, handover.Ready):
                 worker.ready_at = time.monotonic()
-                self.failed_starts = 0
+                self.policy.ready()
             elif isinstance(message, handover.HandedOver) and fds:
                 self.partials_fd = fds.pop(0)
                 self._handed_over(worker)
@@ -359,7 +390,8 @@ class Keeper:
         self.retiring[worker.pid] = time.monotonic() + STOP_TIMEOUT_S
         worker.sock.close()
         self.worker = None
-        self._start_worker()
+        if self.stopping is None:  # (stopped meanwhile: the keeper ends with it)
+            self._start_worker()
 
     # ------------------------------------------------------------------ sources
 
@@ -371,7 +403,7 @@ class Keeper:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            say("log_socket_error", error=exc.strerror)
+            log.error("log_socket_error", error=exc.strerror)
             time.sleep(0.01)
             return
         grant = parse_fd_datagram(data, anc, flags)
@@ -451,12 +483,12 @@ class Keeper:
 
     def _check_upgrade(self) -> None:
         if self.upgrading or self.checker is not None or self.stopping is not None:
-            say("upgrade_ignored", reason="already upgrading or stopping")
+            log.warning("upgrade_ignored", reason="already upgrading or stopping")
             return
         if self.worker is None or self.worker.ready_at is None:
-            say("upgrade_ignored", reason="no worker serving")
+            log.warning("upgrade_ignored", reason="no worker serving")
             return
-        say("upgrade_checking", program=sys.executable)
+        log.info("upgrade_checking", program=sys.executable)
         argv = [sys.executable, "-m", "memlogd", "--check", *self.s.argv]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)
         self.checker = proc.pid
@@ -464,10 +496,10 @@ class Keeper:
     def _upgrade_checked(self, code: int) -> None:
         self.checker = None
         if code != 0:
-            say("upgrade_refused", reason=f"the program on disk failed its check ({code})")
+            log.error("upgrade_refused", reason=f"the program on disk failed its check ({code})")
             return
         if self.worker is None or self.stopping is not None:
-            say("upgrade_ignored", reason="no worker serving")
+            log.warning("upgrade_ignored", reason="no worker serving")
             return
         self.upgrading = True
         reexec(self.s, self.worker)

@@ -419,10 +419,12 @@ class AnswerParser:
         *lines, self._tail = (self._tail + data).split(b"\n")
         return self._parse(lines)
 
-    def close(self) -> list[Answer]:
-        """At the end of the answer: the last line, if it had no newline."""
-        tail, self._tail = self._tail, b""
-        return self._parse([tail])
+    def close(self) -> int:
+        """At the end of the answer: the bytes of a last line without its newline
+        are dropped (memlogd ends every line; a line cut short is what a daemon
+        killed while sending left), and their count returned."""
+        dropped, self._tail = len(self._tail), b""
+        return dropped
 
     @property
     def pending(self) -> int:

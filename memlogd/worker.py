@@ -33,6 +33,9 @@ from memlogd.server.serve import Daemon, Keeping, run
 log = structlog.get_logger("memlogd")
 
 OOM_SCORE_ADJ = "/proc/self/oom_score_adj"
+# A test hook (docs/memlogd.md, "Tests"): a worker fails at its start while this file exists.
+FAIL_IF_ENV = "MEMLOGD_TEST_WORKER_FAILS_IF"
+EXIT_TEST_FAILURE = 3
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ def run_worker(spec: WorkerSpec) -> int:
     if spec.oom_score is not None:
         with contextlib.suppress(OSError), open(OOM_SCORE_ADJ, "w") as f:
             f.write(spec.oom_score)
+    fail_if = os.environ.get(FAIL_IF_ENV)
+    if fail_if and os.path.exists(fail_if):
+        return EXIT_TEST_FAILURE
     return trio.run(_serve, spec)
 
 

@@ -39,6 +39,7 @@ class KeeperLink:
         self._on_sources = on_sources
         self._on_refused = on_refused
         self._on_stop = on_stop
+        self.handed_over = False  # the next worker took over: the keeper lets go of us
         self._released: list[int] = []
         self._release_due = trio.Event()
 
@@ -59,8 +60,9 @@ class KeeperLink:
             if not data:
                 for fd in fds:
                     _close(fd)
-                log.warning("keeper_gone", consequence="stopping")
-                self._on_stop(handover.Stop(handover=False))
+                if not self.handed_over:
+                    log.warning("keeper_gone", consequence="stopping")
+                    self._on_stop(handover.Stop(handover=False))
                 return
             try:
                 message = handover.decode(data)
@@ -103,6 +105,7 @@ class KeeperLink:
                 await self.send(handover.Release(tuple(keys[start : start + step])))
 
     async def send(self, message: handover.Message, fds: list[int] | None = None) -> None:
+        self.handed_over = self.handed_over or isinstance(message, handover.HandedOver)
         packet = handover.encode(message)
         anc = fd_ancdata(fds) if fds else []
         while True:

@@ -233,6 +233,7 @@ class QueryService:
         self._header = header
         self._stats = stats
         self.clients = 0
+        self.handing_over = False
         self._awaiting_request: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
 
@@ -244,7 +245,7 @@ class QueryService:
     def adopt(self, conn: socket.socket) -> bool:
         """Serve a connection made elsewhere (an in-process client's socket
         pair); False (and closed) when over ``-max-clients`` or shutting down."""
-        if self._nursery is None or self.readers.closing:
+        if self._nursery is None or (self.readers.closing and not self.handing_over):
             conn.close()
             return False
         if self.clients >= self.config.max_clients:
@@ -274,10 +275,13 @@ class QueryService:
                 raise
             self.adopt(conn)
 
-    def begin_shutdown(self) -> None:
-        """Connections that sent no request yet are closed at once."""
-        for scope in self._awaiting_request:
-            scope.cancel()
+    def begin_shutdown(self, *, handover: bool = False) -> None:
+        """Connections that sent no request yet are closed at once; at a handover
+        to the next worker they are still answered (from the ring as it is)."""
+        self.handing_over = handover
+        if not handover:
+            for scope in self._awaiting_request:
+                scope.cancel()
 
     async def _recv_request(self, conn: socket.socket) -> tuple[int, bytes] | None:
         """The mode byte, and for mode 3 the request line, within the time limit."""
@@ -314,7 +318,7 @@ class QueryService:
         try:
             request = None
             with trio.CancelScope() as waiting:  # cancelled at shutdown: nothing to finish
-                if readers.closing:
+                if readers.closing and not self.handing_over:
                     return
                 self._awaiting_request.add(waiting)
                 try:

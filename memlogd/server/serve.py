@@ -122,6 +122,8 @@ class Daemon:
         )
 
     def _stop_requested(self, stop: handover.Stop) -> None:
+        if self.readers.closing:  # stopping already (the keeper closes its end after a handover)
+            return
         if stop.signal:  # memlogd was told to stop: the keeper received it
             log.info("signal_received", signal=signal.Signals(stop.signal).name)
         self.handover = stop.handover
@@ -131,7 +133,7 @@ class Daemon:
         self.readers.closing = True
         self._closing.set()
         self.hold.release_all()
-        self.queries.begin_shutdown()
+        self.queries.begin_shutdown(handover=self.handover)
 
     async def wait_closing(self) -> None:
         await self._closing.wait()

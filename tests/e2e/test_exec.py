@@ -13,7 +13,8 @@ import pytest
 
 from memlogd import client
 from memlogd.errors import ConnectError
-from tests.helpers import MemlogdProcess, messages, python_m, query_raw, wait_value
+from tests.conftest import StartMemlogd
+from tests.helpers import MemlogdProcess, messages, new_source, python_m, query_raw, wait_value
 
 pytestmark = pytest.mark.e2e
 
@@ -73,8 +74,68 @@ def test_default_name_is_the_command(memlogd: MemlogdProcess) -> None:
 
 
 def test_killed_command_exits_128_plus_signal(memlogd: MemlogdProcess) -> None:
-    result = run_exec("-socket", memlogd.log_path, "--", "sh", "-c", "kill -TERM $$")
+    result = run_exec("-socket", memlogd.log_path, "-n", "k", "--", "sh", "-c", "kill -TERM $$")
     assert result.returncode == 128 + signal.SIGTERM
+    # how the service ended is in its own source
+    assert wait_value(lambda: messages(memlogd.query_path, "k"), bool) == [
+        "memlogd-exec: k killed by SIGTERM"
+    ]
+
+
+def test_one_dash_long_flags_are_not_split(memlogd: MemlogdProcess) -> None:
+    """`-name x` is the name x (click alone read it as `-n ame`)."""
+    result = run_exec("-socket", memlogd.log_path, "-name", "x", "--", "true")
+    assert result.returncode == 0
+    assert wait_value(lambda: messages(memlogd.query_path, "x"), bool) == [
+        "memlogd-exec: x exited with status 0"
+    ]
+    assert run_exec("-nam", "x", "--", "true").returncode == 2
+
+
+def test_every_long_flag_means_the_same_with_one_dash() -> None:
+    from memlogd.exec import main
+    from tests.oneflags import one_dash_mismatches
+
+    assert one_dash_mismatches(main) == []
+
+
+def test_a_command_after_the_name_keeps_its_own_flags(memlogd: MemlogdProcess) -> None:
+    result = run_exec("-socket", memlogd.log_path, "-n", "sh", "sh", "-c", "echo -c is for sh")
+    assert result.returncode == 0 and result.stdout == "-c is for sh\n"
+
+
+def test_a_refused_source_is_told_apart_from_a_dead_memlogd(
+    start_memlogd: StartMemlogd,
+) -> None:
+    memlogd = start_memlogd("-max-sources", "2")
+    held = [new_source(memlogd.log_path, f"h{i}") for i in range(2)]  # every slot taken
+    child = subprocess.Popen(
+        [
+            *python_m("memlogd.exec", "-socket", memlogd.log_path, "-n", "late", "--"),
+            *("sh", "-c", "echo hello; read x"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stderr is not None and child.stdin is not None
+    line = child.stderr.readline().decode()
+    assert line.startswith("memlogd-exec: source_refused level=warning source=late")
+    assert "over its -max-sources?" in line and "retry_in_s=2.0" in line
+    _out, rest_bytes = child.communicate(b"go\n", timeout=20)
+    assert child.returncode == 0
+    rest = rest_bytes.decode()
+    assert "memlogd_unavailable" not in rest and "memlogd_gone" not in rest
+    for w in held:
+        w.close()
+
+
+def test_cannot_run_is_in_the_services_source(memlogd: MemlogdProcess) -> None:
+    result = run_exec("-socket", memlogd.log_path, "-n", "ghost", "--", "/nonexistent/cmd")
+    assert result.returncode == 127
+    assert wait_value(lambda: messages(memlogd.query_path, "ghost"), bool) == [
+        "memlogd-exec: cannot run /nonexistent/cmd: No such file or directory"
+    ]
 
 
 def test_without_memlogd_warns_and_still_runs(short_tmp: Path) -> None:

@@ -287,7 +287,7 @@ def test_tail_is_the_last_matching_entries(mixed, tail: int, globs: list[str]) -
     query_path, full = mixed
     _, got = ext(query_path, sources=globs, tail=tail)
     model = [e for e in full if not globs or matches(e, globs)]
-    assert got == (model[len(model) - tail :] if tail else [])
+    assert got == (model[max(0, len(model) - tail) :] if tail else [])
 
 
 def test_since_drops_older_entries(mixed) -> None:

@@ -1,8 +1,8 @@
-"""logread.render: upstream's text format, the server's JSON, colours, --since, stats."""
+"""logread.render: upstream's text format, short-iso, the server's JSON, json-pretty, colours,
+terminal escaping, --list-sources and stats."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 
@@ -11,16 +11,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logread.render import (
+    OUTPUTS,
     PALETTE,
     RESET,
-    SinceError,
+    escape_controls,
+    escape_json_controls,
     escape_source,
-    parse_since,
+    make_renderer,
     render_json,
+    render_json_pretty,
     render_raw,
+    render_short_iso,
+    render_sources,
     render_stats,
     render_text,
     source_color,
+    source_counts,
 )
 from memlogd import protocol as proto
 from memlogd import timefmt
@@ -35,6 +41,12 @@ texts = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters=
 sources = texts.filter(bool)
 times = st.integers(min_value=0, max_value=253402300799 * SEC)  # up to year 9999
 entries = st.builds(proto.LogEntry, times, sources, texts, st.integers(1, 2**53))
+# what a hostile or broken server could send: any text, newlines included
+any_texts = st.text(st.characters(blacklist_categories=["Cs"]))
+any_entries = st.builds(
+    proto.LogEntry, times, any_texts, any_texts, st.one_of(st.none(), st.integers(1, 2**53))
+)
+CONTROLS = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]}
 
 
 def test_render_text_golden() -> None:
@@ -103,57 +115,187 @@ def test_render_raw_is_the_message(entry: proto.LogEntry) -> None:
     assert render_raw(entry) == entry.msg + "\n"
 
 
-@pytest.mark.parametrize(
-    ("text", "ago_ns"),
-    [
-        ("30s", 30 * SEC),
-        ("10m", 600 * SEC),
-        ("2h", 7200 * SEC),
-        ("1d", 86400 * SEC),
-        ("1w", 7 * 86400 * SEC),
-        ("500ms", SEC // 2),
-        ("1h30m", 5400 * SEC),
-        ("1.5h", 5400 * SEC),
-        (" 0s ", 0),
-    ],
-)
-def test_parse_since_durations(text: str, ago_ns: int) -> None:
-    assert parse_since(text, NOW) == NOW - ago_ns
+# ---------------------------------------------------------------------- short-iso
 
 
-@given(st.integers(0, 10**6), st.sampled_from(["ms", "s", "m", "h", "d", "w"]))
-def test_parse_since_any_duration(number: int, unit: str) -> None:
-    scale = {"ms": 10**6, "s": SEC, "m": 60 * SEC, "h": 3600 * SEC, "d": 86400 * SEC}
-    scale["w"] = 7 * scale["d"]
-    assert parse_since(f"{number}{unit}", NOW) == NOW - number * scale[unit]
+def test_render_short_iso_golden() -> None:
+    entry = proto.LogEntry(1550851463123456789, "a;b", "level=debug")
+    assert render_short_iso(entry) == "2019-02-22T16:04:23+0000;a\\;b;level=debug\n"
+    assert render_short_iso(proto.LogEntry(0, "s", "m")) == "1970-01-01T00:00:00+0000;s;m\n"
 
 
-@pytest.mark.parametrize(
-    ("text", "ns"),
-    [
-        ("2026-11-29T10:00:00Z", timefmt.parse_time("2026-11-29T10:00:00Z")),
-        ("2026-11-29T11:00:00.5+01:00", timefmt.parse_time("2026-11-29T10:00:00.5Z")),
-    ],
-)
-def test_parse_since_rfc3339(text: str, ns: int) -> None:
-    assert parse_since(text, NOW) == ns
+@given(entries)
+def test_render_short_iso_is_short_with_journalctls_time(entry: proto.LogEntry) -> None:
+    line = render_short_iso(entry)
+    time_text, rest = line.split(";", 1)
+    assert rest == render_text(entry).split(";", 1)[1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000", time_text)
+    # the time is the entry's, cut to the second
+    assert timefmt.parse_time(time_text[:-5] + "Z") == entry.time_ns // SEC * SEC
 
 
-@given(times)
-def test_parse_since_round_trips_formatted_times(ns: int) -> None:
-    assert parse_since(timefmt.format_time(ns), NOW) == ns
+# ---------------------------------------------------------------------- json-pretty
 
 
-@pytest.mark.parametrize("text", ["", "10", "m", "10x", "-5m", "yesterday", "2026-11-29", "1h 30m"])
-def test_parse_since_rejects_junk(text: str) -> None:
-    with pytest.raises(SinceError, match="neither a duration"):
-        parse_since(text, NOW)
+def test_render_json_pretty_golden() -> None:
+    entry = proto.LogEntry(1550851463123456789, "a;b", 'say "hi"\x00 \u00fc', seq=7)
+    assert render_json_pretty(entry) == (
+        "{\n"
+        '  "time": "2019-02-22T16:04:23.123456789Z",\n'
+        '  "source": "a;b",\n'
+        '  "msg": "say \\"hi\\"\\u0000 \u00fc",\n'
+        '  "seq": 7\n'
+        "}\n"
+    )
+    assert '"seq"' not in render_json_pretty(proto.LogEntry(0, "s", "m"))
 
 
-@given(st.text())
-def test_parse_since_never_crashes(text: str) -> None:
-    with contextlib.suppress(SinceError):
-        parse_since(text, NOW)
+@given(any_entries)
+def test_render_json_pretty_is_the_same_object_as_json(entry: proto.LogEntry) -> None:
+    pretty = render_json_pretty(entry)
+    assert json.loads(pretty) == json.loads(render_json(entry))
+    assert list(json.loads(pretty)) == list(json.loads(render_json(entry)))
+    assert pretty.endswith("\n}\n")
+
+
+# ---------------------------------------------------------------------- terminal escaping
+
+
+def test_escape_controls_golden() -> None:
+    text = "nul \x00 esc \x1b[31m red\ttab\x7f\x9b\x85\r\n \u00fc \\x1b"
+    assert escape_controls(text) == (
+        "nul \\x00 esc \\x1b[31m red\ttab\\x7f\\x9b\\x85\\x0d\\x0a \u00fc \\x1b"
+    )
+    assert escape_controls("plain text") == "plain text"
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m[1], 16)), text)
+
+
+@given(any_texts)
+def test_escape_controls_leaves_no_control_but_tab(text: str) -> None:
+    escaped = escape_controls(text)
+    assert not (set(escaped) & CONTROLS) - {"\t"}
+    if "\\" not in text:  # then the escaping can be undone
+        assert _unescape(escaped) == text
+    if not set(text) & CONTROLS - {"\t"}:
+        assert escaped == text
+
+
+@given(any_entries)
+def test_escape_json_controls_keeps_the_json_value(entry: proto.LogEntry) -> None:
+    for render in (render_json, render_json_pretty):
+        text = render(entry)
+        safe = escape_json_controls(text)
+        assert json.loads(safe) == json.loads(text)
+        assert not set(safe[:-1]) & CONTROLS - {"\n"}  # JSON-pretty's own newlines only
+        assert safe.count("\n") == text.count("\n")
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@given(batch=st.lists(any_entries, max_size=5), color=st.booleans())
+def test_escaped_output_has_one_line_per_entry_and_no_control(
+    output: str, batch: list[proto.LogEntry], color: bool
+) -> None:
+    """A message cannot forge a line, nor send an escape sequence, to a terminal."""
+    text = make_renderer(output, color=color, escape=True)(batch)
+    if color and output.startswith("short"):  # our own colour codes are the only ESCs
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    assert not set(text) & CONTROLS - {"\t", "\n"}
+    lines = text.split("\n")
+    assert lines.pop() == ""
+    if output != "json-pretty":
+        assert len(lines) == len(batch)
+
+
+# ---------------------------------------------------------------------- a batch
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@given(batch=st.lists(entries, max_size=5), color=st.booleans())
+def test_make_renderer_joins_the_entry_renderers(
+    output: str, batch: list[proto.LogEntry], color: bool
+) -> None:
+    """Piped (escape off), every format is the exact message."""
+    one = {
+        "short": lambda e: render_text(e, color=color),
+        "short-iso": lambda e: render_short_iso(e, color=color),
+        "json": render_json,
+        "json-pretty": render_json_pretty,
+        "raw": render_raw,
+        "cat": render_raw,
+    }[output]
+    assert make_renderer(output, color=color)(batch) == "".join(map(one, batch))
+
+
+def test_make_renderer_escapes_only_when_asked() -> None:
+    entry = proto.LogEntry(0, "s\x1b", "a\x1b[2Jb\x9b", seq=1)
+    assert make_renderer("short")([entry]) == "1970-01-01T00:00:00Z;s\x1b;a\x1b[2Jb\x9b\n"
+    assert make_renderer("short", escape=True)([entry]) == (
+        "1970-01-01T00:00:00Z;s\\x1b;a\\x1b[2Jb\\x9b\n"
+    )
+    assert make_renderer("cat", escape=True)([entry]) == "a\\x1b[2Jb\\x9b\n"
+    assert make_renderer("json", escape=True)([entry]) == (
+        '{"time":"1970-01-01T00:00:00Z","source":"s\\u001b","msg":"a\\u001b[2Jb\\u009b","seq":1}\n'
+    )
+    colored = make_renderer("short-iso", color=True, escape=True)([entry])
+    color = source_color(entry.source)
+    assert colored == f"1970-01-01T00:00:00+0000;{color}s\\x1b{RESET};a\\x1b[2Jb\\x9b\n"
+    with pytest.raises(ValueError, match="unknown output"):
+        make_renderer("xml")
+
+
+# ---------------------------------------------------------------------- --list-sources
+
+SOURCES_STATS = {
+    "entries": 10,
+    "sources": {
+        "web.out": {"entries": 7, "received": 9},
+        "kmsg": {"entries": 120},
+        "evil\x1b]0;x\x07": {"entries": 3},
+        "gone": {"received": 4},
+    },
+}
+
+
+def test_render_sources_text() -> None:
+    assert render_sources(SOURCES_STATS) == (
+        "evil\x1b]0;x\x07    3\n"  # 10 characters
+        "gone          0\n"
+        "kmsg        120\n"
+        "web.out       7\n"
+    )
+    assert render_sources(SOURCES_STATS, escape=True) == (
+        "evil\\x1b]0;x\\x07    3\n"  # 16 characters
+        "gone                0\n"
+        "kmsg              120\n"
+        "web.out             7\n"
+    )
+    assert render_sources({"entries": 0}) == ""
+
+
+def test_render_sources_json() -> None:
+    text = render_sources(SOURCES_STATS, output="json")
+    assert text.splitlines()[2] == '{"source":"kmsg","entries":120}'
+    assert [json.loads(line) for line in text.splitlines()] == [
+        {"source": name, "entries": count} for name, count in source_counts(SOURCES_STATS)
+    ]
+    pretty = render_sources({"sources": {"a": {"entries": 1}}}, output="json-pretty")
+    assert pretty == '{\n  "source": "a",\n  "entries": 1\n}\n'
+
+
+@given(st.dictionaries(any_texts, st.integers(0, 10**9), max_size=6))
+def test_render_sources_one_line_per_source(counts: dict[str, int]) -> None:
+    stats = {"sources": {name: {"entries": n} for name, n in counts.items()}}
+    assert source_counts(stats) == sorted(counts.items())
+    text = render_sources(stats, escape=True)
+    lines = text.split("\n")
+    assert lines.pop() == ""
+    assert len(lines) == len(counts)
+    assert [int(line.rsplit(" ", 1)[1]) for line in lines] == [n for _, n in sorted(counts.items())]
+    as_json = [json.loads(line) for line in render_sources(stats, output="json").split("\n")[:-1]]
+    assert [(o["source"], o["entries"]) for o in as_json] == sorted(counts.items())
 
 
 STATS = {
