@@ -21,6 +21,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 import trio
@@ -243,16 +244,38 @@ def open_output(config: KmsgConfig, fd: int) -> Output:
 # ------------------------------------------------------------------ the loop
 
 
-async def run_kmsg(config: KmsgConfig, output_fd: int | None = None) -> None:
+class Sink(Protocol):
+    """Where records go: :class:`Output`, or memlogd's ring (its in-process role)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def run_kmsg(
+    config: KmsgConfig,
+    output_fd: int | None = None,
+    *,
+    sink: Sink | None = None,
+    done_seq: int | None = None,
+) -> None:
     """Copy the kernel log to the output until the input ends or we are cancelled.
 
+    ``sink`` replaces the output; ``done_seq``, when later than the state
+    file's, is a record already handed on (memlogd's ring holds it).
     Raises KmsgOpenError, KmsgReadError, ConnectError or OutputClosedError.
     """
     boot_id = read_boot_id()
     after_seq = None if config.state_file is None else load_state(config.state_file, boot_id)
+    if done_seq is not None and (after_seq is None or done_seq > after_seq):
+        after_seq = done_seq
     fd, device = open_device(config.path, from_end=config.from_end and after_seq is None)
     try:
-        output = open_output(config, config.records_fd if output_fd is None else output_fd)
+        output: Sink = (
+            sink
+            if sink is not None
+            else open_output(config, config.records_fd if output_fd is None else output_fd)
+        )
         decoder = KmsgDecoder(boot_time_ns(), json=config.json, after_seq=after_seq)
         reader = KmsgReader(fd, config.path, device=device, follow=config.follow)
         saver = _StateSaver(config.state_file, boot_id, after_seq)

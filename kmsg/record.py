@@ -132,6 +132,16 @@ def render_text(record: KmsgRecord) -> str:
     return f"({record.seq}) - {format_time(record.time_ns)}: {record.text}"
 
 
+_TEXT_SEQ = re.compile(r"\((\d+)\) - ")
+
+
+def text_seq(line: str) -> int | None:
+    """The record's sequence number in a line of :func:`render_text` (None for
+    another line, such as the count of records lost)."""
+    m = _TEXT_SEQ.match(line)
+    return int(m.group(1)) if m else None
+
+
 def render_json(record: KmsgRecord) -> str:
     """Every field of the record as one JSON object; no newline."""
     return json.dumps(

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator
 
 import click
 import structlog
 import trio
 
-from logwrite.files import LogDirError, LogFiles, ensure_log_dir
 from logwrite.lines import TimeFormat
-from logwrite.persister import Config, IncompleteError, Persister, follow, report_held_errors
-from logwrite.report import Reporter
+from logwrite.persister import Config, IncompleteError, persist
 from memlogd.cliflags import go_command, go_option
 from memlogd.config import DEFAULT_QUERY_SOCKET
 from memlogd.errors import MemlogdError
@@ -124,71 +122,34 @@ def say(message: str) -> None:
     click.echo(f"logwrite: {message}", err=True)
 
 
-def open_log_files(config: Config, reporter: Reporter) -> LogFiles:
-    """The log directory, created if missing; LogDirError when it cannot be used."""
-    ensure_log_dir(config.log_dir)
-    try:
-        return LogFiles(
-            config.log_dir,
-            max_files=config.max_files,
-            max_size=config.max_size,
-            max_open=config.max_open,
-            reporter=reporter,
-        )
-    except OSError as exc:
-        raise LogDirError(config.log_dir, exc.strerror or str(exc)) from None
-
-
 async def run_logwrite(config: Config) -> int:
-    reporter = Reporter()
-    try:
-        files = open_log_files(config, reporter)
-    except LogDirError as exc:
-        say(str(exc))
-        return 1
-    persister = Persister(config, files, reporter)
-    persister.load_cursor()
+    """logwrite until SIGTERM/SIGINT (exit 0), or through the ring (``--once``);
+    SIGHUP reopens the files.  An expected failure is one line, exit 1."""
     failure: list[str] = []
-    try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_signals, signals, nursery.cancel_scope, files)
-                nursery.start_soon(report_held_errors, reporter)
-                nursery.start_soon(
-                    _follow, config, persister, reporter, nursery.cancel_scope, failure
-                )
-    finally:
-        persister.finish()
-        log.info("stopped", lines_written=persister.written, entries_lost=persister.dropped)
+    reopen_send, reopen_receive = trio.open_memory_channel[None](1)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        with contextlib.suppress(trio.WouldBlock):
+                            reopen_send.send_nowait(None)
+                        continue
+                    log.info("signal_received", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            async def work() -> None:
+                try:
+                    await persist(config, reopen=reopen_receive)
+                except (MemlogdError, IncompleteError) as exc:
+                    failure.append(str(exc))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            nursery.start_soon(work)
     if failure:
         say(failure[0])
         return 1
     return 0
-
-
-async def _follow(
-    config: Config,
-    persister: Persister,
-    reporter: Reporter,
-    scope: trio.CancelScope,
-    failure: list[str],
-) -> None:
-    try:
-        await follow(config, persister, reporter)
-    except (MemlogdError, IncompleteError) as exc:
-        failure.append(str(exc))
-    finally:
-        scope.cancel()
-
-
-async def _watch_signals(
-    signals: AsyncIterator[int], scope: trio.CancelScope, files: LogFiles
-) -> None:
-    async for signum in signals:
-        if signum == signal.SIGHUP:
-            files.reopen()
-            log.info("files_reopened")
-            continue
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        scope.cancel()
-        return

@@ -11,17 +11,18 @@ import contextlib
 import errno
 import os
 
-from logwrite.lines import CursorError, decode_cursor, encode_cursor
+from logwrite.lines import CursorError, Pending, decode_cursor, encode_cursor
 from memlogd.protocol import Cursor
 
 CURSOR_NAME = "logwrite.cursor"
 CURSOR_TMP = CURSOR_NAME + ".tmp"
-MAX_CURSOR_BYTES = 4096
+MAX_CURSOR_BYTES = 1 << 20  # a pending batch lists its files
 
 
-def load_cursor(dir_fd: int) -> Cursor | None:
-    """The saved cursor, or None when there is none.  Raises CursorError for
-    a file that cannot be used (the caller logs it and starts afresh)."""
+def load_cursor(dir_fd: int) -> tuple[Cursor, Pending | None] | None:
+    """The saved cursor (and the batch it was being written with, if unfinished),
+    or None when there is none.  Raises CursorError for a file that cannot be
+    used (the caller logs it and starts afresh)."""
     try:
         fd = os.open(CURSOR_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -37,15 +38,25 @@ def load_cursor(dir_fd: int) -> Cursor | None:
     return decode_cursor(data)
 
 
-def save_cursor(dir_fd: int, cursor: Cursor, *, sync_dir: bool = False) -> None:
-    """Write the cursor atomically; OSError on failure (the old one stays)."""
+def save_cursor(
+    dir_fd: int,
+    cursor: Cursor,
+    pending: Pending | None = None,
+    *,
+    sync: bool = True,
+    sync_dir: bool = False,
+) -> None:
+    """Write the cursor atomically (and the files of a batch about to be written,
+    ``pending``); OSError on failure (the old one stays).  ``sync``: fsync it
+    (a kill of the process alone needs only the rename)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(CURSOR_TMP, flags, 0o640, dir_fd=dir_fd)
     try:
-        data = encode_cursor(cursor)
+        data = encode_cursor(cursor, pending)
         if os.write(fd, data) != len(data):
             raise OSError(errno.ENOSPC, "short write of the cursor file")
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from logwrite.lines import Pending
 from logwrite.report import Reporter
 from logwrite.rotation import (
     Remove,
@@ -37,6 +38,7 @@ from logwrite.rotation import (
     log_file_name,
     plan_segments,
     rotation_plan,
+    undo_plan,
 )
 from memlogd.errors import MemlogdError
 
@@ -318,6 +320,58 @@ class LogFiles:
                     error=exc.strerror,
                 )
                 return
+
+    # ------------------------------------------------------------------ undo
+
+    def snapshot(self, stems: set[str]) -> Pending:
+        """Each stem's files as they are now (inodes, and the live file's size):
+        what :meth:`undo` puts back if the batch about to be written is cut."""
+        out: Pending = {}
+        for stem in stems:
+            names = self._inodes(stem)
+            handle = self._open.get(stem)
+            if handle is not None:
+                size = handle.size
+            else:
+                live = log_file_name(stem)
+                size = self._stat_size(live) if live in names else 0
+            out[stem] = (names, size)
+        return out
+
+    def undo(self, pending: Pending) -> list[str]:
+        """Put the files of an unfinished batch back as they were; the names of
+        the rotated files that cannot come back (a rotation dropped them)."""
+        self.close_files()
+        gone: list[str] = []
+        for stem, (names, size) in pending.items():
+            steps, lost = undo_plan(stem, names, self._inodes(stem))
+            gone += lost
+            for step in steps:
+                if isinstance(step, Remove):
+                    os.unlink(step.path, dir_fd=self.dir_fd)
+                else:
+                    os.rename(step.src, step.dst, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            live = log_file_name(stem)
+            if live in names and live not in lost:
+                fd = os.open(live, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+                try:
+                    os.ftruncate(fd, size)
+                finally:
+                    os.close(fd)
+        return gone
+
+    def _inodes(self, stem: str) -> dict[str, int]:
+        names: dict[str, int] = {}
+        for index in (None, *range(self.max_files + 1)):
+            name = log_file_name(stem, index)
+            try:
+                names[name] = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                continue
+        return names
+
+    def _stat_size(self, name: str) -> int:
+        return os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False).st_size
 
     # ------------------------------------------------------------------ faults
 

@@ -19,12 +19,12 @@ import structlog
 import trio
 
 from logwrite.cursor import load_cursor, save_cursor
-from logwrite.files import Item, LogFiles, errno_name
+from logwrite.files import Item, LogDirError, LogFiles, ensure_log_dir, errno_name
 from logwrite.lines import ERROR_PERIOD_S, OWN_SOURCE, CursorError, LineFormatter, TimeFormat
 from logwrite.report import Reporter
 from logwrite.rotation import safe_log_name
 from memlogd import protocol as proto
-from memlogd.client import Subscription
+from memlogd.client import Connector, Subscription
 from memlogd.errors import MemlogdError
 from memlogd.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
 from memlogd.globs import SourceMatcher
@@ -77,10 +77,25 @@ class Persister:
     # ------------------------------------------------------------------ cursor
 
     def load_cursor(self) -> None:
+        """The saved cursor; a batch that was being written when logwrite (or
+        memlogd's worker) was killed is undone first, and written again."""
         try:
-            self.cursor = self._saved = load_cursor(self.files.dir_fd)
+            saved = load_cursor(self.files.dir_fd)
         except CursorError as exc:
             log.warning("cursor_ignored", reason=str(exc))
+            return
+        if saved is None:
+            return
+        cursor, pending = saved
+        if pending:
+            try:
+                lost = self.files.undo(pending)
+                save_cursor(self.files.dir_fd, cursor, sync_dir=True)
+            except OSError as exc:
+                log.warning("unfinished_batch_kept", error=exc.strerror, consequence="repeated")
+            else:
+                log.info("unfinished_batch_undone", files=len(pending), rotated_away=len(lost))
+        self.cursor = self._saved = cursor
 
     def save_cursor(self, *, sync_dir: bool = False) -> None:
         cursor = self.cursor
@@ -139,10 +154,24 @@ class Persister:
         if seq is not None and (self.cursor is None or seq > self.cursor.seq):
             self.cursor = Cursor(self.instance, seq)
 
+    def _mark(self) -> None:
+        """Before a batch is written: the cursor with the batch's files as they are,
+        so that a kill before the next save leaves neither a gap nor a repeat."""
+        cursor = self.cursor
+        if cursor is None:
+            return
+        pending = self.files.snapshot({item.stem for item in self.pending})
+        try:
+            save_cursor(self.files.dir_fd, cursor, pending, sync=False)
+            self._saved = None  # the saved file holds the mark: the next save clears it
+        except OSError as exc:
+            self.reporter.error("cursor_save_failed", kind=errno_name(exc), error=exc.strerror)
+
     def write_pending(self) -> OSError | None:
         """One attempt at writing the queued batch (repeated at once while a full
         disk can be relieved by deleting a rotated file); the error that stopped it."""
         while self.pending:
+            self._mark()
             before = len(self.pending)
             outcome = self.files.write(self.pending)
             self.pending = outcome.remaining
@@ -197,12 +226,14 @@ class Persister:
 # ---------------------------------------------------------------------- following
 
 
-async def follow(config: Config, persister: Persister, reporter: Reporter) -> None:
-    """Follow memlogd into the files: for ever (reconnecting with backoff), or
-    once through the ring with ``--once``."""
+async def follow(
+    config: Config, persister: Persister, reporter: Reporter, target: str | Connector
+) -> None:
+    """Follow memlogd (at ``target``) into the files: for ever (reconnecting with
+    backoff), or once through the ring with ``--once``."""
     request = proto.QueryRequest(dump=True, follow=not config.once)
     subscription = Subscription(
-        config.socket,
+        target,
         request,
         cursor=persister.cursor,
         retry=not config.once,
@@ -242,6 +273,60 @@ async def follow(config: Config, persister: Persister, reporter: Reporter) -> No
                 )
             elif isinstance(event, proto.Malformed):
                 reporter.error("bad_line_from_memlogd", error=event.reason)
+
+
+def open_log_files(config: Config, reporter: Reporter) -> LogFiles:
+    """The log directory, created if missing; LogDirError when it cannot be used."""
+    ensure_log_dir(config.log_dir)
+    try:
+        return LogFiles(
+            config.log_dir,
+            max_files=config.max_files,
+            max_size=config.max_size,
+            max_open=config.max_open,
+            reporter=reporter,
+        )
+    except OSError as exc:
+        raise LogDirError(config.log_dir, exc.strerror or str(exc)) from None
+
+
+async def persist(
+    config: Config,
+    target: str | Connector | None = None,
+    *,
+    reopen: trio.abc.ReceiveChannel[None] | None = None,
+) -> None:
+    """logwrite's whole job, until cancelled (or the ring is written, ``--once``):
+    memlogd at ``target`` (default ``config.socket``) into ``config.log_dir``.
+    At the end (cancelled too) what is queued gets a last attempt, the cursor is
+    saved and the files are synced.  A message on ``reopen`` reopens the files
+    (SIGHUP).  Raises LogDirError, IncompleteError, MemlogdError."""
+    reporter = Reporter()
+    files = open_log_files(config, reporter)
+    persister = Persister(config, files, reporter)
+    persister.load_cursor()
+    failed: MemlogdError | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(report_held_errors, reporter)
+            if reopen is not None:
+                nursery.start_soon(_reopen_on, reopen, files)
+            try:
+                await follow(config, persister, reporter, target or config.socket)
+            except MemlogdError as exc:  # raised below, outside the nursery's group
+                failed = exc
+            nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+    finally:
+        persister.finish()
+        log.info("stopped", lines_written=persister.written, entries_lost=persister.dropped)
+
+
+async def _reopen_on(requests: trio.abc.ReceiveChannel[None], files: LogFiles) -> None:
+    async for _ in requests:
+        files.reopen()
+        log.info("files_reopened")
 
 
 async def report_held_errors(reporter: Reporter) -> None:

@@ -131,6 +131,42 @@ def rotation_plan(stem: str, max_files: int) -> list[Step]:
     return steps
 
 
+# --------------------------------------------------------------------------- undo
+
+
+def undo_plan(
+    stem: str, recorded: Mapping[str, int], current: Mapping[str, int]
+) -> tuple[list[Step], list[str]]:
+    """Steps that put ``stem``'s files back as they were before a batch that was
+    not finished (docs/logwrite.md, "A kill between a write and its cursor").
+
+    ``recorded`` and ``current`` map each file name (``stem.log``,
+    ``stem.log.K``) to its inode.  A batch only appends and rotates: a file
+    whose inode was not recorded was made by it (removed); a recorded file
+    found under another name was moved up by rotations (moved back, the
+    lowest names first, so that each name is free when its turn comes).
+    Also returns the recorded names that are gone (a rotation dropped the
+    oldest): those cannot come back.
+    """
+    known = set(recorded.values())
+    where = {ino: name for name, ino in current.items()}
+    steps: list[Step] = [Remove(name) for name, ino in current.items() if ino not in known]
+    moves = [
+        Rename(where[ino], name)
+        for name, ino in recorded.items()
+        if ino in where and where[ino] != name
+    ]
+    moves.sort(key=lambda move: _index(stem, move.dst))
+    steps += moves
+    lost = [name for name, ino in recorded.items() if ino not in where]
+    return steps, lost
+
+
+def _index(stem: str, name: str) -> int:
+    """-1 for ``stem.log``, K for ``stem.log.K``."""
+    return -1 if name == log_file_name(stem) else int(name.rsplit(".", 1)[1])
+
+
 def needs_rotation(size: int, limit: int) -> bool:
     """Upstream's rule, checked after each entry: rotate once past the limit."""
     return size > limit

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from memlogd.errors import ConfigError, SocketError
-from memlogd.flags import FLAGS, FlagError, daemon_config, parse
+from memlogd.flags import FLAGS, FlagError, daemon_config, parse, role_config
 from memlogd.sockets import Sockets, open_sockets
 
 HELP_EPILOG = """\b
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         values = parse(args)
         config = daemon_config(values)
+        roles = role_config(values)
     except (FlagError, ConfigError):
         click_main(args)  # help, or click's own usage error (exit 2)
     if values["check"]:  # the keeper's check of the program on disk before an upgrade
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
         sys.exit(0)
     if values["keeper_state"] is not None:
-        _resume_keeper(values, config, args)
+        _resume_keeper(values, config, roles, args)
     if values["daemonize"]:
         from memlogd.daemonize import spawn_daemon
 
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if values["ready_fd"] is not None:
         _signal_ready(values["ready_fd"])
     if values["no_keeper"]:
-        _run_alone(config, sockets, values["log_format"])
-    _run_keeper(config, sockets, values["log_format"], args)
+        _run_alone(config, roles, sockets, values["log_format"])
+    _run_keeper(config, roles, sockets, values["log_format"], args)
 
 
 def _remember(signum: int, _frame: FrameType | None) -> None:
@@ -82,18 +83,18 @@ def _signal_ready(fd: int) -> None:
         sys.stderr.write(f"memlogd: ready_fd_failed fd={fd} error={exc.strerror!r}\n")
 
 
-def _run_alone(config: Any, sockets: Sockets, log_format: str) -> NoReturn:
+def _run_alone(config: Any, roles: Any, sockets: Sockets, log_format: str) -> NoReturn:
     """``--no-keeper``: the daemon in this one process (upstream's shape)."""
     import trio
 
     from memlogd.logconfig import configure_logging
 
     configure_logging("memlogd", log_format)
-    trio.run(_serve_alone, config, sockets)
+    trio.run(_serve_alone, config, roles, sockets)
     sys.exit(0)
 
 
-async def _serve_alone(config: Any, sockets: Sockets) -> None:
+async def _serve_alone(config: Any, roles: Any, sockets: Sockets) -> None:
     from functools import partial
 
     import structlog
@@ -105,7 +106,7 @@ async def _serve_alone(config: Any, sockets: Sockets) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             daemon = await nursery.start(
-                partial(serve, config, console_fd=sys.stdout.fileno(), sockets=sockets)
+                partial(serve, config, console_fd=sys.stdout.fileno(), sockets=sockets, roles=roles)
             )
             if not _early_signals:
                 async for signum in signals:
@@ -114,7 +115,9 @@ async def _serve_alone(config: Any, sockets: Sockets) -> None:
             daemon.begin_shutdown()
 
 
-def _run_keeper(config: Any, sockets: Sockets, log_format: str, args: list[str]) -> NoReturn:
+def _run_keeper(
+    config: Any, roles: Any, sockets: Sockets, log_format: str, args: list[str]
+) -> NoReturn:
     from memlogd import keeper
 
     log_sock, query_sock, owned = sockets
@@ -127,6 +130,7 @@ def _run_keeper(config: Any, sockets: Sockets, log_format: str, args: list[str])
         owned=owned,
         journal_fd=keeper.create_journal(config),
         oom_score=keeper.lower_oom_score(),
+        roles=roles,
     )
     _import_worker(log_format)
     if _early_signals:
@@ -134,11 +138,12 @@ def _run_keeper(config: Any, sockets: Sockets, log_format: str, args: list[str])
     keeper.Keeper(state).run()
 
 
-def _resume_keeper(values: dict[str, Any], config: Any, args: list[str]) -> NoReturn:
+def _resume_keeper(values: dict[str, Any], config: Any, roles: Any, args: list[str]) -> NoReturn:
     """The keeper after it re-executed itself for an upgrade (SIGUSR2)."""
     from memlogd import keeper
 
     state, worker = keeper.adopt_state(values["keeper_state"], config, _kept_args(args))
+    state.roles = roles
     _import_worker(values["log_format"])
     keeper.Keeper(state).run(handing_over_from=worker)
 
@@ -190,6 +195,7 @@ def build_command() -> Any:
     def callback(**values: Any) -> None:
         try:
             daemon_config(values)
+            role_config(values)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
 
@@ -216,7 +222,6 @@ def build_command() -> Any:
             attrs["type"] = click.Choice(flag.choices)
         elif flag.kind == "multi":
             attrs["multiple"] = True
-            attrs["default"] = ()
         command = go_option("--" + flag.name, flag.dest, **attrs)(command)
     return go_command(
         "memlogd",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memlogd import config as cfg
+from memlogd.roles import RoleConfig, state_dir_for
 
 
 class FlagError(Exception):
@@ -90,6 +91,55 @@ FLAGS: tuple[Flag, ...] = (
         "memlogd's own diagnostics on stderr: text (memlogd: event key=value) or JSON.",
         choices=("text", "json"),
     ),
+    Flag(
+        "persist-dir",
+        "str",
+        None,
+        "logwrite's job in memlogd: every source to DIR/SOURCE.log, once DIR exists.",
+        "DIR",
+    ),
+    Flag("persist-max-log-files", "int", 10, "Rotated files kept per source (-persist-dir).", "N"),
+    Flag(
+        "persist-max-log-size",
+        "int",
+        1048576,
+        "Bytes after which a log rotates (-persist-dir).",
+        "N",
+    ),
+    Flag(
+        "persist-time-format",
+        "choice",
+        "rfc3339",
+        "Time at the start of each persisted line (seconds, or nanoseconds).",
+        choices=("rfc3339", "rfc3339nano"),
+    ),
+    Flag(
+        "persist-skip-source",
+        "multi",
+        ("logwrite*",),
+        "Sources not persisted (a glob; repeatable; replaces the default).",
+        "GLOB",
+    ),
+    Flag("kmsg", "bool", False, "kmsg's job in memlogd: the kernel log as source kmsg."),
+    Flag("kmsg-path", "str", "/dev/kmsg", "The kernel log device (-kmsg).", "PATH"),
+    Flag(
+        "ship-to",
+        "str",
+        None,
+        "logship's job in memlogd: every entry to relp://HOST:PORT or tcp://HOST:PORT.",
+        "URL",
+    ),
+    Flag("ship-window", "int", 128, "Messages sent and not acknowledged at most (-ship-to).", "N"),
+    Flag("ship-hostname", "str", None, "HOSTNAME of the shipped messages (default: ours).", "NAME"),
+    Flag("ship-sd-id", "str", None, "SD-ID of the shipped messages (default memlogd@32473).", "ID"),
+    Flag("ship-source", "multi", (), "Only sources matching this glob are shipped.", "GLOB"),
+    Flag(
+        "state-dir",
+        "str",
+        None,
+        "Where the roles keep their state (default: memlogd.d beside the query socket).",
+        "DIR",
+    ),
     Flag("unlink-inherited", "bool", False, "", hidden=True),
     Flag("keeper-state", "int", None, "", "FD", hidden=True),
     Flag("check", "bool", False, "", hidden=True),
@@ -99,9 +149,8 @@ FLAGS: tuple[Flag, ...] = (
 def parse(argv: Sequence[str], flags: Sequence[Flag] = FLAGS) -> dict[str, Any]:
     """Every flag's value by ``dest``; FlagError for anything else (help included)."""
     known = {flag.name: flag for flag in flags}
-    values: dict[str, Any] = {
-        flag.dest: [] if flag.kind == "multi" else flag.default for flag in flags
-    }
+    values: dict[str, Any] = {flag.dest: flag.default for flag in flags}
+    given: set[str] = set()  # repeatable flags given at least once
     words = list(argv)
     i = 0
     while i < len(words):
@@ -127,7 +176,10 @@ def parse(argv: Sequence[str], flags: Sequence[Flag] = FLAGS) -> dict[str, Any]:
             value = words[i]
             i += 1
         if flag.kind == "multi":
-            values[flag.dest].append(value)
+            if flag.dest not in given:
+                given.add(flag.dest)
+                values[flag.dest] = ()
+            values[flag.dest] += (value,)
         else:
             values[flag.dest] = value
     for flag in flags:  # converted at the end, as click does: the last value counts
@@ -145,6 +197,27 @@ def _convert(flag: Flag, value: str) -> Any:
     if flag.kind == "choice" and value not in flag.choices:
         raise FlagError(f"{value!r} is not one of {flag.choices} for -{flag.name}")
     return value
+
+
+def role_config(values: dict[str, Any]) -> RoleConfig:
+    """The in-process roles' configuration (ConfigError if invalid)."""
+    return RoleConfig(
+        persist_dir=values["persist_dir"],
+        persist_max_files=values["persist_max_log_files"],
+        persist_max_size=values["persist_max_log_size"],
+        persist_time_format=values["persist_time_format"],
+        persist_skip_sources=tuple(values["persist_skip_source"]),
+        kmsg=values["kmsg"],
+        kmsg_path=values["kmsg_path"],
+        ship_to=values["ship_to"],
+        ship_window=values["ship_window"],
+        ship_hostname=values["ship_hostname"],
+        ship_sd_id=values["ship_sd_id"],
+        ship_sources=tuple(values["ship_source"]),
+        state_dir=state_dir_for(
+            None if values["fd_query"] is not None else values["socket_query"], values["state_dir"]
+        ),
+    )
 
 
 def daemon_config(values: dict[str, Any]) -> cfg.DaemonConfig:

@@ -42,6 +42,7 @@ from memlogd.config import GRACE_S, DaemonConfig
 from memlogd.fdmsg import ANCBUF_SIZE, fd_ancdata, fds_of, parse_fd_datagram
 from memlogd.journal import capacity_for, new_header
 from memlogd.protocol import MAX_NAME_BYTES
+from memlogd.roles import RoleConfig
 from memlogd.sockets import unlink_quietly
 
 READY_TIMEOUT_S = 5.0  # a worker not ready this long after its start failed to start
@@ -91,6 +92,7 @@ class KeeperState:
     next_key: int = 1
     worker_starts: int = 0
     oom_score: str | None = None
+    roles: RoleConfig | None = None
 
 
 def create_journal(config: DaemonConfig) -> int:
@@ -346,6 +348,7 @@ class Keeper:
                 upgraded=self.partials_fd is not None,
             ),
             oom_score=s.oom_score,
+            roles=s.roles,
         )
 
     def _from_worker(self, worker: Worker) -> None:

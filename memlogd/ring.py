@@ -200,6 +200,14 @@ class Ring:
             raise IndexError("entries not held")
         return self._get(start, count, self._meta)  # type: ignore[arg-type]
 
+    def last_of(self, source: str) -> bytes | None:
+        """The newest entry held of ``source`` (its encoded JSON), if any."""
+        batches = self.batches(self.first_seq, len(self))
+        for offset in range(len(batches) - 1, -1, -1):
+            if batches[offset].source == source:
+                return self._get(self.first_seq + offset, 1, self._data)[0]
+        return None
+
     def held_by_source(self) -> Counter[str]:
         """How many entries each source has in the ring now (for stats)."""
         return Counter(b.source for b in self.batches(self.first_seq, len(self)))

@@ -27,6 +27,7 @@ from memlogd.config import DaemonConfig
 from memlogd.errors import ProtocolError
 from memlogd.journal import Journal
 from memlogd.ring import Batch, Ring
+from memlogd.roles import RoleConfig
 from memlogd.server.daemon import LogState
 from memlogd.server.serve import Daemon, Keeping, run
 
@@ -48,6 +49,7 @@ class WorkerSpec:
     partials_fd: int | None  # the partial lines an upgraded worker handed over
     keeping: Keeping
     oom_score: str | None  # the OOM score the keeper had before it lowered its own
+    roles: RoleConfig | None = None
 
 
 def run_worker(spec: WorkerSpec) -> int:
@@ -120,7 +122,7 @@ async def _serve(spec: WorkerSpec) -> int:
                 os.close(fd)
 
         try:
-            await run(daemon, query_sock, None, on_handover=hand_over)
+            await run(daemon, query_sock, None, roles=spec.roles, on_handover=hand_over)
         finally:
             link.close()
             query_sock.close()

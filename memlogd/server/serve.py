@@ -27,6 +27,7 @@ from memlogd.fdmsg import ANCBUF_SIZE, parse_fd_datagram
 from memlogd.handover import Partial
 from memlogd.logconfig import set_event_sink
 from memlogd.ring import Ring
+from memlogd.roles import RoleConfig, run_reader_roles, run_source_roles
 from memlogd.server.console import Console
 from memlogd.server.daemon import LogState
 from memlogd.server.intake import Intake
@@ -197,6 +198,7 @@ async def serve(
     *,
     console_fd: int | None = None,
     sockets: Sockets | None = None,
+    roles: RoleConfig | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon on its own (``--no-keeper``, and tests) until cancelled or
@@ -206,7 +208,7 @@ async def serve(
     log_sock, query_sock, owned = sockets if sockets is not None else open_sockets(config)
     daemon = Daemon(config, console_fd if config.console else None)
     try:
-        await run(daemon, query_sock, log_sock, task_status=task_status)
+        await run(daemon, query_sock, log_sock, roles=roles, task_status=task_status)
     finally:
         for sock in (log_sock, query_sock):
             trio.lowlevel.notify_closing(sock)
@@ -220,6 +222,7 @@ async def run(
     query_sock: socket.socket,
     log_sock: socket.socket | None,
     *,
+    roles: RoleConfig | None = None,
     on_handover: Callable[[list[Partial]], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -240,27 +243,32 @@ async def run(
             if daemon.link is not None:
                 outer.start_soon(daemon.link.run)
                 outer.start_soon(daemon.link.send_releases)
-            async with trio.open_nursery() as queries:
-                daemon.queries.attach(queries)
-                async with trio.open_nursery() as intake:
-                    await intake.start(daemon.intake.run)
-                    if log_sock is not None:
-                        intake.start_soon(daemon.receive_fds, log_sock)
-                    intake.start_soon(daemon.queries.accept_loop, query_sock)
-                    release_free_memory()  # what the imports left behind
-                    task_status.started(daemon)
-                    if daemon.link is not None:
-                        await daemon.link.send(handover.Ready())
-                    await daemon.wait_closing()
-                    daemon.intake.handing_over = daemon.handover
-                    intake.cancel_scope.cancel()
-                if daemon.handover and on_handover is not None:
-                    state.frozen = True  # the journal is the next worker's now
-                    set_event_sink(None)
-                    await on_handover(daemon.intake.partials)
-                log.info("shutdown_started", readers=len(daemon.readers.active))
-                daemon.readers.push_all()
-                queries.cancel_scope.deadline = trio.current_time() + GRACE_S
+            async with trio.open_nursery() as readers_roles:
+                async with trio.open_nursery() as queries:
+                    daemon.queries.attach(queries)
+                    async with trio.open_nursery() as intake:
+                        await intake.start(daemon.intake.run)
+                        if log_sock is not None:
+                            intake.start_soon(daemon.receive_fds, log_sock)
+                        intake.start_soon(daemon.queries.accept_loop, query_sock)
+                        if roles is not None and roles.any:
+                            intake.start_soon(run_source_roles, daemon, roles)
+                            readers_roles.start_soon(run_reader_roles, daemon, roles)
+                        release_free_memory()  # what the imports left behind
+                        task_status.started(daemon)
+                        if daemon.link is not None:
+                            await daemon.link.send(handover.Ready())
+                        await daemon.wait_closing()
+                        daemon.intake.handing_over = daemon.handover
+                        intake.cancel_scope.cancel()
+                    if daemon.handover and on_handover is not None:
+                        state.frozen = True  # the journal is the next worker's now
+                        set_event_sink(None)
+                        await on_handover(daemon.intake.partials)
+                    log.info("shutdown_started", readers=len(daemon.readers.active))
+                    daemon.readers.push_all()
+                    queries.cancel_scope.deadline = trio.current_time() + GRACE_S
+                readers_roles.cancel_scope.cancel()  # they had the ring's end
             outer.cancel_scope.cancel()
     finally:
         set_event_sink(None)

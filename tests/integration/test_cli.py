@@ -16,7 +16,7 @@ from memlogd.cli import build_command
 from memlogd.daemonize import child_argv
 from memlogd.errors import ConfigError
 from memlogd.exec import main as exec_main
-from memlogd.flags import FLAGS, FlagError, daemon_config, parse
+from memlogd.flags import FLAGS, FlagError, daemon_config, parse, role_config
 from tests.oneflags import one_dash_mismatches
 
 pytestmark = pytest.mark.integration
@@ -39,6 +39,19 @@ OUR_FLAGS = [
     "ready-fd",
     "no-keeper",
     "log-format",
+    "persist-dir",
+    "persist-max-log-files",
+    "persist-max-log-size",
+    "persist-time-format",
+    "persist-skip-source",
+    "kmsg",
+    "kmsg-path",
+    "ship-to",
+    "ship-window",
+    "ship-hostname",
+    "ship-sd-id",
+    "ship-source",
+    "state-dir",
 ]
 
 
@@ -113,18 +126,19 @@ def test_the_fast_parser_means_what_click_means(argv: list[str]) -> None:
         ctx = command.make_context("memlogd", list(argv))
         reference: dict[str, Any] | None = dict(ctx.params)
         daemon_config(dict(ctx.params))  # what the command's callback checks
+        role_config(dict(ctx.params))
     except (click.UsageError, click.exceptions.Exit, ConfigError):
         reference = None
     values: dict[str, Any] | None
     try:
         values = parse(argv)
         daemon_config(values)
+        role_config(values)
     except (FlagError, ConfigError):
         values = None
     if reference is None or values is None:
         assert reference is None and values is None, (reference, values)
         return
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     assert values == reference
 
 

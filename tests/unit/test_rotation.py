@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -27,6 +28,7 @@ from logwrite.rotation import (
     plan_segments,
     rotation_plan,
     safe_log_name,
+    undo_plan,
 )
 from memlogd.protocol import Cursor
 from memlogd.timefmt import parse_time
@@ -301,7 +303,9 @@ def test_lost_line() -> None:
 @given(st.text(min_size=1), st.integers(0, 2**63))
 def test_cursor_round_trip(instance: str, seq: int) -> None:
     cursor = Cursor(instance, seq)
-    assert decode_cursor(encode_cursor(cursor)) == cursor
+    assert decode_cursor(encode_cursor(cursor)) == (cursor, None)
+    pending = {"a.log": ({"a.log": 3, "a.log.0": 9}, 120)}
+    assert decode_cursor(encode_cursor(cursor, pending)) == (cursor, pending)
 
 
 @pytest.mark.parametrize(
@@ -320,3 +324,63 @@ def test_cursor_round_trip(instance: str, seq: int) -> None:
 def test_bad_cursor_files_are_rejected(data: bytes) -> None:
     with pytest.raises(CursorError):
         decode_cursor(data)
+
+
+# --------------------------------------------------------------------------- undo
+
+
+class FakeDir:
+    """Files as name -> (inode, content); appends and rotations as logwrite makes them."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, bytes]] = {}
+        self.next_ino = 1
+
+    def append(self, name: str, data: bytes) -> None:
+        ino, content = self.files.get(name, (0, b""))
+        if not ino:
+            ino, self.next_ino = self.next_ino, self.next_ino + 1
+        self.files[name] = (ino, content + data)
+
+    def run(self, steps: list[Any]) -> None:
+        for step in steps:
+            if isinstance(step, Remove):
+                self.files.pop(step.path, None)
+            elif step.src in self.files:
+                self.files[step.dst] = self.files.pop(step.src)
+
+    def inodes(self) -> dict[str, int]:
+        return {name: ino for name, (ino, _) in self.files.items()}
+
+
+@given(
+    st.integers(0, 4),
+    st.lists(st.sampled_from(["append", "rotate"]), max_size=8),
+    st.lists(st.sampled_from(["append", "rotate"]), max_size=12),
+    st.data(),
+)
+def test_undo_plan_puts_the_files_back_as_before_the_batch(
+    max_files: int, history: list[str], batch: list[str], data: Any
+) -> None:
+    stem = "svc.out"
+    files = FakeDir()
+    for op in history:
+        if op == "append":
+            files.append(log_file_name(stem), b"old\n")
+        else:
+            files.run(rotation_plan(stem, max_files))
+    before = dict(files.files)
+    cut = data.draw(st.integers(0, len(batch)), label="killed after this many steps")
+    for op in batch[:cut]:
+        if op == "append":
+            files.append(log_file_name(stem), b"new\n")
+        else:
+            files.run(rotation_plan(stem, max_files))
+    steps, lost = undo_plan(stem, {n: i for n, (i, _) in before.items()}, files.inodes())
+    files.run(steps)
+    live = log_file_name(stem)
+    if live in before and live in files.files:  # then truncated to its recorded size
+        ino, content = files.files[live]
+        files.files[live] = (ino, content[: len(before[live][1])])
+    assert {n: before[n] for n in before if n not in lost} == files.files
+    assert all(b"new" not in content for _, content in files.files.values())

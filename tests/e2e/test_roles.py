@@ -1,0 +1,186 @@
+"""memlogd's in-process roles and its boot (docs/memlogd.md, "Roles", "Boot"):
+the other programs' jobs in the worker, surviving its restarts, and readiness
+as soon as the sockets are bound."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import StartMemlogd
+from tests.e2e.test_keeper import Load, kill_worker, progress, stats, wait_gone
+from tests.helpers import new_source, python_m, query_raw, wait_value
+
+pytestmark = pytest.mark.e2e
+
+DEADLINE_S = 30.0
+KMSG = "/dev/kmsg"
+
+
+def lines_of(directory: Path, stem: str) -> list[str]:
+    """Every line of a source's files, oldest rotated file first."""
+    rotated = sorted(directory.glob(f"{stem}.log.*"), key=lambda p: -int(p.suffix[1:]))
+    out: list[str] = []
+    for path in [*rotated, directory / f"{stem}.log"]:
+        if path.exists():
+            out += path.read_text(errors="replace").splitlines()
+    return out
+
+
+def test_persist_starts_once_the_directory_appears(
+    start_memlogd: StartMemlogd, short_tmp: Path
+) -> None:
+    disk = short_tmp / "disk"
+    memlogd = start_memlogd("-persist-dir", str(disk))
+    with new_source(memlogd.log_path, "early") as w:
+        w.sendall(b"before the disk\n")
+    wait_value(
+        lambda: [e["msg"] for e in dump_all(memlogd.query_path) if e["source"] == "early"],
+        lambda m: m == ["before the disk"],
+        DEADLINE_S,
+        "the line in the ring",
+    )
+    assert not disk.exists()
+    disk.mkdir()  # "the disk is mounted"
+    got = wait_value(
+        lambda: lines_of(disk, "early"), lambda m: len(m) == 1, DEADLINE_S, "early.log"
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ early before the disk", got[0])
+    assert "persist_waiting" in memlogd.stderr()
+
+
+def persisted(directory: Path, source: str) -> list[str]:
+    """The messages in a source's files."""
+    return [line.split(" ", 2)[2] for line in lines_of(directory, source)]
+
+
+def at_least(count: int, got: list[str]) -> bool:
+    return len(got) >= count
+
+
+def dump_all(query_path: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in query_raw(query_path, b"\x00").splitlines()]
+
+
+def test_a_worker_restart_duplicates_nothing_in_the_files(
+    start_memlogd: StartMemlogd, short_tmp: Path
+) -> None:
+    disk = short_tmp / "disk"
+    disk.mkdir()
+    memlogd = start_memlogd(
+        "-max-lines", "200000", "-persist-dir", str(disk), "-persist-max-log-size", "20000"
+    )
+    load = Load(memlogd, 10, 1500)
+    try:
+        for k in range(3):
+            progress(memlogd, (k + 1) * 3000)
+            wait_gone(kill_worker(memlogd))
+        results = load.wait()
+    finally:
+        load.kill()
+    assert [code for code, _ in results] == [0] * len(results)
+    wait_value(
+        lambda: stats(memlogd.query_path)["open_fds"], lambda n: n == 0, DEADLINE_S, "sources"
+    )
+    ring = {(e["source"], e["msg"]) for e in dump_all(memlogd.query_path) if e["source"][0] == "w"}
+    for name in load.names:
+        source = name if int(name[1:]) % 2 == 0 else f"{name}.out"
+        held = sorted(msg for s, msg in ring if s == source)
+        files = wait_value(
+            partial(persisted, disk, source), partial(at_least, len(held)), DEADLINE_S, source
+        )
+        assert len(files) == len(set(files)), f"{source}: a line twice in the files"
+        assert sorted(files) == held, source  # and every line the ring holds
+    assert stats(memlogd.query_path)["worker_starts"] == 4
+
+
+@pytest.mark.skipif(not os.access(KMSG, os.R_OK), reason=f"{KMSG} is not readable here")
+def test_kmsg_role_puts_the_kernel_log_in_the_ring_once(
+    start_memlogd: StartMemlogd, short_tmp: Path
+) -> None:
+    memlogd = start_memlogd("-kmsg", "-state-dir", str(short_tmp / "state"))
+
+    def kernel() -> list[str]:
+        return [e["msg"] for e in dump_all(memlogd.query_path) if e["source"] == "kmsg"]
+
+    first = wait_value(kernel, bool, DEADLINE_S, "kernel lines")
+    assert re.match(r"\(\d+\) - \d{4}-", first[0])
+    wait_gone(kill_worker(memlogd))
+    marker = f"memlogd-test-{os.getpid()}-{id(memlogd)}"
+    try:
+        with open(KMSG, "w") as dev:
+            dev.write(f"{marker}\n")
+    except OSError as exc:
+        pytest.skip(f"cannot write a marker to {KMSG}: {exc.strerror}")
+    lines = wait_value(
+        kernel, lambda m: any(marker in line for line in m), DEADLINE_S, "the marker"
+    )
+    seqs = [int(line[1 : line.index(")")]) for line in lines if line.startswith("(")]
+    assert len(seqs) == len(set(seqs)), "a kernel record twice after the worker restart"
+    assert seqs == sorted(seqs)
+
+
+def test_ready_fd_is_written_before_the_heavy_imports_and_nothing_is_lost(
+    short_tmp: Path,
+) -> None:
+    """A datagram and a query sent right after --ready-fd are served (they wait
+    in the kernel's queues while the worker starts)."""
+    log_path, query_path = str(short_tmp / "l.sock"), str(short_tmp / "q.sock")
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [
+            *python_m("memlogd", "-socket-log", log_path, "-socket-query", query_path),
+            *("--ready-fd", str(w), "-no-console"),
+        ],
+        pass_fds=[w],
+        stderr=subprocess.PIPE,
+    )
+    os.close(w)
+    try:
+        assert select.select([r], [], [], DEADLINE_S)[0] and os.read(r, 1) == b"\n"
+        ours, theirs = socket.socketpair()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(log_path)
+            from memlogd.fdmsg import fd_ancdata
+
+            sock.sendmsg([b"first"], fd_ancdata([theirs.fileno()]))
+        theirs.close()
+        ours.sendall(b"right after ready\n")
+        ours.close()
+        answer = query_raw(query_path, b"\x00", timeout=DEADLINE_S)  # waits in the backlog
+        msgs = [(e["source"], e["msg"]) for e in map(json.loads, answer.splitlines())]
+        if ("first", "right after ready") not in msgs:  # the read may come just after
+            msgs = wait_value(
+                lambda: [(e["source"], e["msg"]) for e in dump_all(query_path)],
+                lambda m: ("first", "right after ready") in m,
+                DEADLINE_S,
+                "the line",
+            )
+        assert msgs[0][1].startswith("memlogd started")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=DEADLINE_S)
+        os.close(r)
+    assert proc.returncode == 0, err
+
+
+def test_roles_flags_are_checked_before_ready(short_tmp: Path) -> None:
+    result = subprocess.run(
+        python_m("memlogd", "-socket-log", str(short_tmp / "l"), "-ship-to", "http://x:1"),
+        capture_output=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"-ship-to" in result.stderr and b"Traceback" not in result.stderr
+    assert not (short_tmp / "l").exists()  # nothing was bound
