@@ -15,6 +15,8 @@ import os
 import signal
 from types import FrameType
 
+from memlogd.deferred import defer
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
@@ -24,6 +26,7 @@ def _interrupted(_signum: int, _frame: FrameType | None) -> None:
 
 def _start(module: str) -> None:
     signal.signal(signal.SIGINT, _interrupted)
+    defer()  # asyncio and ssl: imported by trio and structlog, used by no program here
     importlib.import_module(module).main()
 
 

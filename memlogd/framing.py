@@ -50,16 +50,17 @@ class LineSplitter:
                 return []
             chunk = chunk[nl + 1 :]
             self._discarding = False
-        data = self._partial + chunk if self._partial else chunk
-        last = data.rfind(b"\n")
-        if last < 0:
+        partial = self._partial
+        if b"\n" not in chunk:
             lines: list[bytes] = []
-            rest = data
+            rest = partial + chunk if partial else chunk
         else:
-            if b"\r" in data:
-                data = data[: last + 1].replace(b"\r\n", b"\n") + data[last + 1 :]
-            lines = data.split(b"\n")  # no copy of the block before splitting
+            lines = chunk.split(b"\n")  # one copy: the chunk is never joined to the partial
             rest = lines.pop()  # what follows the last newline
+            if partial:
+                lines[0] = partial + lines[0]
+            if b"\r" in chunk or partial.endswith(b"\r"):  # one \r before \n goes
+                lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
             if max(map(len, lines)) > self._max:
                 lines = [line if len(line) <= self._max else self._cut(line) for line in lines]
         if len(rest) > self._max:

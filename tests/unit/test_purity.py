@@ -76,3 +76,18 @@ def test_pure_module_exists_and_imports_no_io_framework(module: str):
 def test_probe_sees_an_io_module():
     """The probe itself can fail: importing the server loads trio."""
     assert "trio" in loaded_forbidden("memlogd.server.serve")
+
+
+def test_the_daemon_never_loads_asyncio_or_ssl():
+    """memlogd.deferred: trio and structlog import them, nothing here uses them
+    (BENCHMARKS.md: about 3 MB and 30 ms of every process)."""
+    probe = (
+        "import sys; from memlogd.deferred import defer, loaded; defer(); "
+        "import memlogd.worker, memlogd.cli, logwrite.persister, kmsg.reader; "
+        "print(loaded('asyncio'), loaded('ssl'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]

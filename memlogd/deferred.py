@@ -1,0 +1,49 @@
+"""Modules imported only when first used (docs/memlogd.md, "Memory").
+
+structlog imports asyncio (for its standard-library integration, which no
+program here uses) and trio imports ssl (for TLS streams, which no program
+here opens): together about 3 MB of every process and 30 ms of every start
+(BENCHMARKS.md).  :func:`defer` puts a stand-in for such a module in
+``sys.modules``; the first attribute anyone reads of it imports the real one.
+``importlib.util.LazyLoader`` does not do here: on Python 3.11 the import
+statement itself reads ``__spec__`` and so loads the module at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from typing import Any
+
+DEFERRED = ("asyncio", "ssl")
+
+
+class _Deferred(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        module = sys.modules.get(self.__name__)
+        if module is self or module is None:
+            del sys.modules[self.__name__]
+            module = importlib.import_module(self.__name__)
+        return getattr(module, name)
+
+
+def defer(names: tuple[str, ...] = DEFERRED) -> None:
+    """Stand-ins for ``names`` not imported yet (call before importing trio,
+    structlog or click)."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        stand_in = _Deferred(name)
+        stand_in.__spec__ = spec  # find_spec(name) works as for the real module
+        sys.modules[name] = stand_in
+
+
+def loaded(name: str) -> bool:
+    """Whether the real module ``name`` has been imported."""
+    module = sys.modules.get(name)
+    return module is not None and not isinstance(module, _Deferred)
