@@ -47,7 +47,9 @@ VERSION = 1
 HEADER_SIZE = 4096  # bytes before the record area
 RECORD_ALIGN = 8
 MAX_NAME_UTF8 = 3 * 512  # a 512-byte name decoded with replacement, encoded again
-MAX_CAPACITY = 1 << 32  # bytes of record area at most, whatever the ring's size
+# bytes of record area at most, whatever the ring's size: the header stores the
+# area's size in 32 bits (and an offset is never more than the size)
+MAX_CAPACITY = (1 << 32) - 4096
 
 _HEAD = struct.Struct("<4sII36s")  # magic, version, area size, instance
 _SLOT = struct.Struct("<QQQQI")  # generation, start, end, next_seq, crc32 of the rest

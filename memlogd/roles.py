@@ -172,9 +172,12 @@ class _RingSink:
 
     def __init__(self, daemon: Daemon) -> None:
         self.state = daemon.state
+        # counted in stats like any source: this process reads the kernel log
+        self.info = self.state.source_info(KMSG_SOURCE)
+        self.info.pid, self.info.uid = os.getpid(), os.getuid()
 
     async def write(self, data: bytes) -> None:
-        self.state.append(KMSG_SOURCE, data.rstrip(b"\n").split(b"\n"))
+        self.state.append(KMSG_SOURCE, data.rstrip(b"\n").split(b"\n"), self.info)
 
     async def aclose(self) -> None:
         pass
@@ -194,7 +197,12 @@ async def _kmsg(roles: RoleConfig, daemon: Daemon) -> None:
         path=roles.kmsg_path,
         state_file=os.path.join(roles.state_dir, "kmsg.state"),
     )
-    await run_kmsg(config, sink=_RingSink(daemon), done_seq=done)
+    sink = _RingSink(daemon)
+    sink.info.open += 1
+    try:
+        await run_kmsg(config, sink=sink, done_seq=done)
+    finally:
+        sink.info.open -= 1
 
 
 async def _ship(roles: RoleConfig, connect: Connector) -> None:

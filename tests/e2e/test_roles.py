@@ -128,6 +128,8 @@ def test_kmsg_role_puts_the_kernel_log_in_the_ring_once(
     seqs = [int(line[1 : line.index(")")]) for line in lines if line.startswith("(")]
     assert len(seqs) == len(set(seqs)), "a kernel record twice after the worker restart"
     assert seqs == sorted(seqs)
+    kmsg = stats(memlogd.query_path)["sources"]["kmsg"]
+    assert kmsg["open"] == 1 and kmsg["entries"] >= len(lines) and kmsg["received"] > 0
 
 
 def test_ready_fd_is_written_before_the_heavy_imports_and_nothing_is_lost(

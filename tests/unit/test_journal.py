@@ -153,6 +153,15 @@ def test_not_a_journal_is_refused():
         Journal(memoryview(buf))
 
 
+def test_the_largest_ring_gets_a_journal_its_header_can_describe():
+    # -max-lines 2000000 with the default line length: more than 4 GiB at worst,
+    # capped so that the header's 32-bit area size holds it
+    size = capacity_for(2_000_000, 1024)
+    header = new_header(size, INSTANCE)
+    assert int.from_bytes(header[8:12], "little") == size - HEADER_SIZE
+    assert size - HEADER_SIZE < 1 << 32
+
+
 def test_an_empty_line_batch_and_a_new_journal():
     buf = fresh(HEADER_SIZE * 4)
     assert replayed(buf) == (1, [])
