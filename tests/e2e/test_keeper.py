@@ -111,8 +111,9 @@ class Load:
 
 
 @pytest.fixture(name="loads")
-def fixture_loads() -> Iterator[list[Load]]:
-    started: list[Load] = []
+def fixture_loads() -> Iterator[list[Load | Background]]:
+    """The test's writers and clients, killed at its end whatever happened."""
+    started: list[Load | Background] = []
     yield started
     for load in started:
         load.kill()
@@ -152,6 +153,11 @@ class Background:
     def stop(self, signum: int = signal.SIGTERM) -> int:
         self.proc.send_signal(signum)
         return self.proc.wait(DEADLINE_S)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def follow_with_logread(tmp: Path, memlogd: MemlogdProcess) -> Background:
@@ -224,14 +230,14 @@ def kill_worker(memlogd: MemlogdProcess) -> int:
 
 
 def test_killed_workers_lose_at_most_a_read_and_duplicate_nothing(
-    start_memlogd: StartMemlogd, short_tmp: Path, loads: list[Load]
+    start_memlogd: StartMemlogd, short_tmp: Path, loads: list[Load | Background]
 ) -> None:
     memlogd = start_memlogd("-max-lines", "200000")
     keeper = memlogd.proc.pid if memlogd.proc else 0
     reader = follow_with_logread(short_tmp, memlogd)
     writer = persist_with_logwrite(short_tmp, memlogd)
     load = Load(memlogd, 50, 1500)
-    loads.append(load)
+    loads += [reader, writer, load]
     kills = 3
     for k in range(kills):
         progress(memlogd, (k + 1) * 15000)
@@ -263,7 +269,7 @@ def test_killed_workers_lose_at_most_a_read_and_duplicate_nothing(
 
 
 def test_an_upgrade_under_load_loses_nothing(
-    start_memlogd: StartMemlogd, short_tmp: Path, loads: list[Load]
+    start_memlogd: StartMemlogd, short_tmp: Path, loads: list[Load | Background]
 ) -> None:
     memlogd = start_memlogd("-max-lines", "200000")
     keeper = memlogd.proc.pid if memlogd.proc else 0
@@ -271,7 +277,7 @@ def test_an_upgrade_under_load_loses_nothing(
     reader = follow_with_logread(short_tmp, memlogd)
     writer = persist_with_logwrite(short_tmp, memlogd)
     load = Load(memlogd, 50, 1500)
-    loads.append(load)
+    loads += [reader, writer, load]
     for upgrade in range(2):
         progress(memlogd, (upgrade + 1) * 20000)
         old = stats(memlogd.query_path)["pid"]
@@ -300,7 +306,7 @@ def test_an_upgrade_under_load_loses_nothing(
 
 
 def test_a_crash_loop_backs_off_and_a_good_worker_resumes(
-    start_memlogd: StartMemlogd, short_tmp: Path, loads: list[Load], monkeypatch: Any
+    start_memlogd: StartMemlogd, short_tmp: Path, loads: list[Load | Background], monkeypatch: Any
 ) -> None:
     trap = short_tmp / "fail"
     monkeypatch.setenv("MEMLOGD_TEST_WORKER_FAILS_IF", str(trap))
