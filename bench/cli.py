@@ -6,25 +6,26 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from bench import procfs
-from bench.configs import CONFIGS, DEFAULT_MAX_LINES, UPSTREAM, Load, LoadError, custom_load
+from bench import measures, stack
+from bench.configs import CONFIGS, UPSTREAM, Load, LoadError, custom_load
 from bench.daemon import DaemonError, check_template, start_daemon
-from bench.load import LoadRunError, fill_ring, run_load
-from bench.report import combine, problems_of, render_table, summarise
+from bench.load import LoadRunError, run_load
+from bench.precompile import precompile
+from bench.query import QueryError
+from bench.report import combine, problems_of, render_table, summarise, targets_of
 
 DEFAULT_OUTPUT = "bench-results/latest.json"
-STARTUPS = 5  # daemon starts whose median is the startup time
-FULL_RING_LINE_BYTES = 1000
-FILL_TIMEOUT_S = 60.0
+STARTS = 10  # daemon starts whose median is the boot time
+KILLS = 5  # worker kills whose median is the restart time
 
 
 def _say(text: str) -> None:
@@ -104,38 +105,46 @@ def _upstream(name: str) -> dict[str, Any] | None:
     }
 
 
-def measure_memory(template: str | None, workdir: Path) -> dict[str, Any]:
-    """Startup time (median of several), idle RSS, RSS with a full default ring."""
-    _say(f"startup x{STARTUPS}, idle RSS, full ring of 1 KB lines")
-    startups = []
-    idle = None
-    for _ in range(STARTUPS):
-        daemon = start_daemon(template, workdir, DEFAULT_MAX_LINES)
-        try:
-            startups.append(daemon.startup_s * 1000)
-            if idle is None:
-                idle = procfs.rss_kib(daemon.pid)
-        finally:
-            daemon.stop()
-    daemon = start_daemon(template, workdir, DEFAULT_MAX_LINES)
+def load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def run_section(
+    results: dict[str, Any],
+    name: str,
+    measure: Callable[[], dict[str, Any]],
+    into: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> None:
+    """One measurement: its figures (in ``into[name]``, by default
+    ``results[name]``), or its error (reported, and the exit status is 1, but
+    the other figures are kept)."""
     try:
-        lines = DEFAULT_MAX_LINES + DEFAULT_MAX_LINES // 5  # overwrite the oldest too
-        if not fill_ring(daemon, lines, FULL_RING_LINE_BYTES, FILL_TIMEOUT_S):
-            raise LoadRunError("the daemon did not read the ring-filling lines in time")
-        rss = procfs.rss_kib(daemon.pid)
-        peak = procfs.peak_rss_kib(daemon.pid)
-    finally:
-        daemon.stop()
-    return {
-        "startup_ms": statistics.median(startups),
-        "startup_ms_all": startups,
-        "idle_rss_kib": idle,
-        "ring_lines": DEFAULT_MAX_LINES,
-        "lines_written": lines,
-        "line_bytes": FULL_RING_LINE_BYTES,
-        "full_ring_rss_kib": rss,
-        "full_ring_peak_rss_kib": peak,
-    }
+        (results if into is None else into)[name] = measure()
+    except (DaemonError, LoadRunError, QueryError, OSError) as exc:
+        results.setdefault("errors", {})[label or name] = str(exc)
+        _say(f"{label or name}: {exc}")
+
+
+def run_configs(
+    results: dict[str, Any],
+    loads: list[Load],
+    template: str | None,
+    workdir: Path,
+    repeat: int,
+    timeout_s: float,
+) -> None:
+    """Every load; with several, one that fails is reported and the others go on."""
+    configs: dict[str, Any] = results["configs"]
+    if len(loads) == 1:  # its failure is the run's: exit 1 at once
+        configs[loads[0].name] = run_config(loads[0], template, workdir, repeat, timeout_s)
+        return
+    for load in loads:
+
+        def measure(load: Load = load) -> dict[str, Any]:
+            return run_config(load, template, workdir, repeat, timeout_s)
+
+        run_section(results, load.name, measure, into=configs, label=f"config {load.name}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -176,7 +185,52 @@ def measure_memory(template: str | None, workdir: Path) -> dict[str, Any]:
     show_default=True,
     help="Hard deadline of one run, in seconds.",
 )
-@click.option("--no-memory", is_flag=True, help="Skip startup time, idle and full-ring RSS.")
+@click.option(
+    "--no-memory",
+    is_flag=True,
+    help="Skip every figure that is not per config: boot, memory, restart, stack.",
+)
+@click.option(
+    "--no-configs", is_flag=True, help="Skip the loads: only boot, memory, restart, stack."
+)
+@click.option("--no-boot", is_flag=True, help="Skip the boot times.")
+@click.option("--no-restart", is_flag=True, help="Skip the worker restart time.")
+@click.option("--no-stack", is_flag=True, help="Skip the whole stack's memory.")
+@click.option(
+    "--no-separate", is_flag=True, help="Skip the stack as separate programs (for comparison)."
+)
+@click.option(
+    "--starts",
+    type=click.IntRange(min=1),
+    default=STARTS,
+    show_default=True,
+    help="Daemon starts whose median is the boot time.",
+)
+@click.option(
+    "--kills",
+    type=click.IntRange(min=1),
+    default=KILLS,
+    show_default=True,
+    help="Worker kills whose median is the restart time.",
+)
+@click.option(
+    "--stack-lines",
+    type=click.IntRange(min=1),
+    default=stack.STACK_LINES,
+    show_default=True,
+    help="Lines of ~100 bytes written to the whole stack.",
+)
+@click.option(
+    "--logship",
+    "with_logship",
+    is_flag=True,
+    help="Also measure logship --once over RELP to a local rsyslog (bench/logship.py).",
+)
+@click.option(
+    "--no-precompile",
+    is_flag=True,
+    help="Do not compile the project's modules to .pyc before measuring.",
+)
 @click.option(
     "--output",
     type=click.Path(dir_okay=False),
@@ -199,6 +253,16 @@ def main(
     repeat: int,
     timeout_s: float,
     no_memory: bool,
+    no_configs: bool,
+    no_boot: bool,
+    no_restart: bool,
+    no_stack: bool,
+    no_separate: bool,
+    starts: int,
+    kills: int,
+    stack_lines: int,
+    with_logship: bool,
+    no_precompile: bool,
     output: str,
     as_json: bool,
 ) -> None:
@@ -218,17 +282,28 @@ def main(
         raise click.UsageError(str(exc)) from None
     workdir = Path(tempfile.mkdtemp(prefix="mlb-", dir="/tmp"))
     results: dict[str, Any] = {
-        "bench": 1,
+        "bench": 2,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "load_average": {"start": load_average()},
         "daemon": template or "python -m memlogd (this checkout)",
         "configs": {},
     }
     try:
-        for load in loads:
-            results["configs"][load.name] = run_config(load, template, workdir, repeat, timeout_s)
+        if not no_precompile:
+            results["precompiled"] = pre = precompile()
+            if not pre["ok"]:
+                _say(f"compileall failed: {pre['output']}")
+        if not no_configs:
+            run_configs(results, loads, template, workdir, repeat, timeout_s)
         if not no_memory:
-            results["memory"] = measure_memory(template, workdir)
+            run_independent(
+                results, template, workdir, starts, kills, no_boot, no_restart, no_stack,
+                no_separate, stack_lines,
+            )  # fmt: skip
+        if with_logship:
+            _say("logship --once over RELP to a local rsyslog")
+            run_section(results, "logship", _measure_logship)
     except (DaemonError, LoadRunError) as exc:
         click.echo(f"bench: {exc}", err=True)
         sys.exit(1)
@@ -236,6 +311,8 @@ def main(
         sys.exit(130)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    results["load_average"]["end"] = load_average()
+    results["targets"] = targets_of(results)
     text = json.dumps(results, indent=1)
     out = Path(output)
     try:
@@ -249,3 +326,50 @@ def main(
         click.echo(text)
     else:
         click.echo(f"(JSON report in {output})")
+    if results.get("errors"):
+        sys.exit(1)
+
+
+def run_independent(
+    results: dict[str, Any],
+    template: str | None,
+    workdir: Path,
+    starts: int,
+    kills: int,
+    no_boot: bool,
+    no_restart: bool,
+    no_stack: bool,
+    no_separate: bool,
+    stack_lines: int,
+) -> None:
+    """Boot, memory, worker restart and the whole stack (the last two: only for
+    our memlogd)."""
+    if not no_boot:
+        _say(f"boot: {starts} starts (+1 not counted)")
+        run_section(results, "boot", lambda: measures.measure_boot(template, workdir, starts))
+    _say("memory: idle, and with a full ring of 1 KB lines")
+    run_section(results, "memory", lambda: measures.measure_memory(template, workdir))
+    if not no_restart:
+        if template is None:
+            _say(f"worker restart: {kills} kills")
+            run_section(results, "restart", lambda: measures.measure_restart(workdir, kills))
+        else:
+            results["restart"] = {"skipped": "only for our memlogd (its keeper)"}
+    if not no_stack:
+        if template is None:
+            _say(f"whole stack: idle, then {stack_lines:,} lines")
+            run_section(
+                results,
+                "stack",
+                lambda: stack.measure_stack(workdir, stack_lines, separate=not no_separate),
+            )
+        else:
+            results["stack"] = {"skipped": "only for our memlogd (-persist-dir, -kmsg, -ship-to)"}
+
+
+def _measure_logship() -> dict[str, Any]:
+    try:  # needs the test extras (tests/rsyslog.py starts the rsyslog)
+        from bench.logship import measure_logship
+    except SystemExit as exc:
+        return {"skipped": str(exc)}
+    return measure_logship()

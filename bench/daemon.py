@@ -11,13 +11,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-READY_TIMEOUT_S = 15.0
+from bench import query
+
+READY_TIMEOUT_S = 15.0  # to bound sockets, and again to the first answered query
 STOP_TIMEOUT_S = 10.0
+EXIT_GRACE_S = 1.0  # for a daemon that failed to start, to see it exit by itself
 POLL_S = 0.0005  # between connection attempts when readiness is polled
 PLACEHOLDERS = ("{log}", "{query}")
+READY_FD = "{ready_fd}"  # optional in a template: a pipe the daemon writes a newline to
 
 
 class DaemonError(RuntimeError):
@@ -33,7 +38,9 @@ def check_template(template: str) -> None:
         raise ValueError("--daemon command is empty")
 
 
-def our_command(log: str, query: str, max_lines: int, ready_fd: int) -> list[str]:
+def our_command(
+    log: str, query: str, max_lines: int, ready_fd: int, extra: Sequence[str] = ()
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -47,16 +54,23 @@ def our_command(log: str, query: str, max_lines: int, ready_fd: int) -> list[str
         "--no-console",
         "--ready-fd",
         str(ready_fd),
+        *extra,
     ]
 
 
-def expand(template: str, log: str, query: str, max_lines: int) -> list[str]:
-    """The argv of a ``--daemon`` template: ``{log}``, ``{query}`` and
-    ``{max_lines}`` are replaced (in each word, after splitting)."""
-    return [
-        word.replace("{log}", log).replace("{query}", query).replace("{max_lines}", str(max_lines))
-        for word in shlex.split(template)
-    ]
+def expand(
+    template: str, log: str, query: str, max_lines: int, ready_fd: int | None = None
+) -> list[str]:
+    """The argv of a ``--daemon`` template: ``{log}``, ``{query}``,
+    ``{max_lines}`` and ``{ready_fd}`` are replaced (in each word, after splitting)."""
+    words = []
+    for word in shlex.split(template):
+        word = word.replace("{log}", log).replace("{query}", query)
+        word = word.replace("{max_lines}", str(max_lines))
+        if ready_fd is not None:
+            word = word.replace(READY_FD, str(ready_fd))
+        words.append(word)
+    return words
 
 
 @dataclass
@@ -65,10 +79,13 @@ class Daemon:
     log_path: str
     query_path: str
     stderr_path: Path
-    startup_s: float
+    ready_by: str  # "ready-fd" (written by the daemon) or "polling" (the query socket accepts)
+    ready_s: float = 0.0  # exec -> both sockets bound (--ready-fd written, or connectable)
+    answered_s: float | None = None  # exec -> first byte of the answer to a dump (mode 0)
 
     @property
     def pid(self) -> int:
+        """The process we started: with our memlogd, the keeper."""
         return self.proc.pid
 
     def stderr_tail(self, lines: int = 5) -> str:
@@ -93,21 +110,33 @@ class Daemon:
 _counter = 0
 
 
-def start_daemon(template: str | None, workdir: Path, max_lines: int) -> Daemon:
+def start_daemon(
+    template: str | None,
+    workdir: Path,
+    max_lines: int,
+    extra: Sequence[str] = (),
+    wait_answer: bool = True,
+) -> Daemon:
     """Start a daemon on fresh socket paths in ``workdir``; returns once its
-    query socket serves.  ``template`` None = our memlogd, ready via --ready-fd;
-    otherwise readiness is polled (the query socket accepts a connection)."""
+    sockets are bound and (``wait_answer``) a dump query was answered, with
+    both times measured from just before the exec.
+
+    ``template`` None = our memlogd (with ``extra`` flags), ready via
+    ``--ready-fd``; a template with ``{ready_fd}`` likewise; otherwise
+    readiness is polled (the query socket accepts a connection, which then
+    asks for the dump)."""
     global _counter
     _counter += 1
     log = str(workdir / f"l{_counter}.sock")
     query = str(workdir / f"q{_counter}.sock")
     stderr_path = workdir / f"daemon{_counter}.stderr"
     ready_r = ready_w = -1
-    if template is None:
+    if template is None or READY_FD in template:
         ready_r, ready_w = os.pipe()
-        argv = our_command(log, query, max_lines, ready_w)
+    if template is None:
+        argv = our_command(log, query, max_lines, ready_w, extra)
     else:
-        argv = expand(template, log, query, max_lines)
+        argv = expand(template, log, query, max_lines, ready_w if ready_w >= 0 else None)
     with open(stderr_path, "wb") as err:
         start = time.perf_counter()
         try:
@@ -123,22 +152,35 @@ def start_daemon(template: str | None, workdir: Path, max_lines: int) -> Daemon:
                 if fd >= 0:
                     os.close(fd)
             raise DaemonError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    daemon = Daemon(proc, log, query, stderr_path, 0.0)
+    daemon = Daemon(proc, log, query, stderr_path, "ready-fd" if ready_w >= 0 else "polling")
+    probe = None
+    stage = "serve"
     try:
         if ready_w >= 0:
             os.close(ready_w)
             ok = _wait_ready_fd(ready_r, start)
         else:
-            ok = _poll_ready(daemon, start)
-        daemon.startup_s = time.perf_counter() - start
+            probe = _poll_ready(daemon, start)
+            ok = probe is not None
+        daemon.ready_s = time.perf_counter() - start
+        if ok and wait_answer:
+            stage = "answer a query"
+            daemon.answered_s = _answer(daemon, probe, start)
+            ok = daemon.answered_s is not None
     finally:
         if ready_r >= 0:
             os.close(ready_r)
+        if probe is not None:
+            probe.close()
     if not ok:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(EXIT_GRACE_S)  # its own exit status, if it is dying
+        died = proc.returncode is not None
         daemon.stop()
+        within = "" if died else f" within {READY_TIMEOUT_S:g}s"
         raise DaemonError(
-            f"the daemon did not serve within {READY_TIMEOUT_S:g}s "
-            f"(exit status {proc.returncode}): {daemon.stderr_tail()}"
+            f"the daemon did not {stage}{within} "
+            f"(exit status {proc.returncode}): {daemon.stderr_tail(1)}"
         )
     return daemon
 
@@ -149,16 +191,30 @@ def _wait_ready_fd(fd: int, start: float) -> bool:
     return bool(ready) and os.read(fd, 1) == b"\n"
 
 
-def _poll_ready(daemon: Daemon, start: float) -> bool:
+def _poll_ready(daemon: Daemon, start: float) -> socket.socket | None:
+    """Connect until the query socket accepts (after the log socket exists):
+    the connected socket, or None if the daemon died or the deadline passed."""
     while time.perf_counter() - start < READY_TIMEOUT_S:
         if daemon.proc.poll() is not None:
-            return False
+            return None
         if os.path.exists(daemon.log_path):
-            with (
-                socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe,
-                contextlib.suppress(OSError),
-            ):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
                 probe.connect(daemon.query_path)
-                return True
+            except OSError:
+                probe.close()
+            else:
+                return probe
         time.sleep(POLL_S)
-    return False
+    return None
+
+
+def _answer(daemon: Daemon, probe: socket.socket | None, start: float) -> float | None:
+    """Seconds from ``start`` to the first byte answering a dump (None: no answer
+    before the deadline, or the daemon died)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with contextlib.suppress(OSError):
+        if probe is not None:
+            return query.first_answer(probe, start, deadline)
+        return query.answer_after_connect(daemon.query_path, start, READY_TIMEOUT_S)
+    return None

@@ -341,6 +341,7 @@ def run_load(load: Load, daemon: Daemon, timeout_s: float) -> dict[str, Any]:
         )
         cpu_after = procfs.cpu_seconds(daemon.pid)
         peak_rss = procfs.peak_rss_kib(daemon.pid)
+        pss = procfs.tree_memory(daemon.pid).pss_kib
     finally:
         if sync_ours is not None:
             sync_ours.close()
@@ -354,25 +355,28 @@ def run_load(load: Load, daemon: Daemon, timeout_s: float) -> dict[str, Any]:
         "followers": [c.result() for c in followers],
         "daemon_cpu_s": cpu_after - cpu_before,
         "daemon_peak_rss_kib": peak_rss,
+        "daemon_pss_kib": pss,
         "daemon_alive": daemon.proc.poll() is None,
     }
 
 
-def fill_ring(daemon: Daemon, lines: int, line_bytes: int, timeout_s: float) -> bool:
-    """Write ``lines`` lines of ``line_bytes`` from one source (in this process)
-    and wait until the daemon has read them all (it closes its end)."""
+def fill_ring(
+    daemon: Daemon, lines: int, line_bytes: int, timeout_s: float, name: str = "bench.fill"
+) -> bool:
+    """Write ``lines`` lines of ``line_bytes`` from one source ``name`` (in this
+    process) and wait until the daemon has read them all (it closes its end)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours:
-        send_fd(daemon.log_path, "bench.fill", theirs.fileno())
+        send_fd(daemon.log_path, name, theirs.fileno())
         theirs.close()
         per = lines_per_write(line_bytes)
-        for seq in range(0, lines, per):
-            ours.sendall(
-                stamp(line_parts(0, seq, min(per, lines - seq), line_bytes), time.time_ns())
-            )
-        ours.shutdown(socket.SHUT_WR)
         ours.settimeout(timeout_s)
         try:
+            for seq in range(0, lines, per):
+                ours.sendall(
+                    stamp(line_parts(0, seq, min(per, lines - seq), line_bytes), time.time_ns())
+                )
+            ours.shutdown(socket.SHUT_WR)
             while ours.recv(4096):
                 pass
         except OSError:

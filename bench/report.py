@@ -8,9 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.configs import (
+    MB_KIB,
+    TARGETS,
     UPSTREAM,
     UPSTREAM_FULL_RING_RSS_MB,
     UPSTREAM_IDLE_RSS_MB,
+    UPSTREAM_STACK_AFTER_RSS_MB,
+    UPSTREAM_STACK_IDLE_RSS_MB,
     UPSTREAM_STARTUP_MS,
     Load,
 )
@@ -72,6 +76,7 @@ def summarise(load: Load, raw: dict[str, Any]) -> dict[str, Any]:
         "daemon_cpu_s": cpu_s,
         "daemon_cpu_s_per_million_lines": cpu_s / (written / 1e6),
         "daemon_peak_rss_kib": raw["daemon_peak_rss_kib"],
+        "daemon_pss_kib": raw.get("daemon_pss_kib"),
         "daemon_alive": raw["daemon_alive"],
         "complete": all(r == written for r in received) and ingest_s is not None,
     }
@@ -133,6 +138,7 @@ _HEAD = (
     "p50 / p99 ms",
     "CPU s/M",
     "peak RSS",
+    "PSS end",
 )
 
 
@@ -160,6 +166,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{ms(s['latency_p50_ms'])} / {ms(s['latency_p99_ms'])}" if follow else "-",
                 f"{s['daemon_cpu_s_per_million_lines']:.2f}",
                 mb(s["daemon_peak_rss_kib"]),
+                mb(s.get("daemon_pss_kib")),
             )
         )
         up = UPSTREAM.get(name)
@@ -179,6 +186,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                     lat,
                     "-",
                     "-" if up.peak_rss_mb is None else f"{up.peak_rss_mb:g} MB",
+                    "-",
                 )
             )
     return rows
@@ -186,33 +194,27 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def render_table(results: dict[str, Any]) -> str:
     """The report as aligned text: one row per config, upstream's below it."""
-    rows = [_HEAD, *table_rows(results)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    memory = results.get("memory")
-    if memory:
-        lines.append("")
-        lines.append(
-            f"startup to serving: {ms(memory['startup_ms'])} ms"
-            f" (upstream {UPSTREAM_STARTUP_MS:g} ms)"
-        )
-        lines.append(
-            f"idle RSS: {mb(memory['idle_rss_kib'])} (upstream {UPSTREAM_IDLE_RSS_MB:g} MB)"
-        )
-        lines.append(
-            f"full ring of {memory['ring_lines']:,} x {memory['line_bytes']:,} B lines:"
-            f" RSS {mb(memory['full_ring_rss_kib'])}, peak {mb(memory['full_ring_peak_rss_kib'])}"
-            f" (upstream peak {UPSTREAM_FULL_RING_RSS_MB:g} MB)"
-        )
+    body = table_rows(results)
+    lines: list[str] = []
+    if body:
+        rows = [_HEAD, *body]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    sections = _sections(results)
+    lines.extend(sections[1:] if not lines else sections)
     problems = [
         f"config {name}: {', '.join(entry['problems'])}"
         for name, entry in results.get("configs", {}).items()
         if entry.get("problems")
     ]
+    problems.extend(f"stack: {p}" for p in (results.get("stack") or {}).get("problems", ()))
+    problems.extend(
+        f"{section}: {error}" for section, error in (results.get("errors") or {}).items()
+    )
     if problems:
         lines.append("")
         lines.extend(problems)
@@ -233,3 +235,164 @@ def problems_of(load: Load, summary: dict[str, Any]) -> list[str]:
     if not summary["daemon_alive"]:
         out.append("the daemon died")
     return out
+
+
+# ---------------------------------------------------------------------- run-independent figures
+
+
+def _roles_text(figures: dict[str, Any]) -> str:
+    roles = figures.get("pss_kib_by_role") or {}
+    count = len(figures.get("processes") or ())
+    parts = ", ".join(f"{role} {mb(kib)}" for role, kib in roles.items())
+    noun = "process" if count == 1 else "processes"
+    return f"{count} {noun}" + (f": {parts}" if parts and count > 1 else "")
+
+
+def _sections(results: dict[str, Any]) -> list[str]:
+    """The lines after the per-config table: boot, restart, memory, stack, logship, targets."""
+    out: list[str] = []
+    if results.get("precompiled"):
+        pre = results["precompiled"]
+        state = "precompiled" if pre.get("ok") else "NOT precompiled"
+        out.append(f"modules {state} before measuring: {' '.join(pre.get('packages', ()))}")
+    boot = results.get("boot")
+    if boot:
+        out.append(
+            f"boot, median of {boot['starts']} starts: sockets bound ({boot['ready_by']})"
+            f" {ms(boot['ready_ms'])} ms, first query answered {ms(boot['answered_ms'])} ms"
+            f" (upstream {UPSTREAM_STARTUP_MS:g} ms to connectable)"
+        )
+    restart = results.get("restart")
+    if restart:
+        if "skipped" in restart:
+            out.append(f"worker restart: skipped ({restart['skipped']})")
+        else:
+            out.append(
+                f"worker restart, median of {restart['kills']} SIGKILLs: answered by the new"
+                f" worker {ms(restart['restart_ms'])} ms after the kill"
+            )
+    memory = results.get("memory")
+    if memory:
+        idle = memory["idle"]
+        out.append(
+            f"idle: PSS {mb(memory['idle_pss_kib'])} over {_roles_text(idle)};"
+            f" RSS {mb(memory['idle_rss_kib'])} (upstream RSS {UPSTREAM_IDLE_RSS_MB:g} MB)"
+        )
+        out.append(
+            f"full ring of {memory['ring_lines']:,} x {memory['line_bytes']:,} B lines:"
+            f" PSS {mb(memory['full_ring_pss_kib'])}, RSS {mb(memory['full_ring_rss_kib'])},"
+            f" peak RSS {mb(memory['full_ring_peak_rss_kib'])}"
+            f" (upstream peak RSS {UPSTREAM_FULL_RING_RSS_MB:g} MB)"
+        )
+    stack = results.get("stack")
+    if stack:
+        out.extend(_stack_lines(stack))
+    logship = results.get("logship")
+    if logship:
+        if "skipped" in logship:
+            out.append(f"logship: skipped ({logship['skipped']})")
+        else:
+            out.append(f"logship --once over RELP: {human(logship.get('lines_per_s'))} lines/s")
+    targets = results.get("targets")
+    if targets:
+        out.append("")
+        out.extend(_targets_table(targets))
+    return ["", *out] if out else out
+
+
+def _stack_lines(stack: dict[str, Any]) -> list[str]:
+    if "skipped" in stack:
+        return [f"whole stack: skipped ({stack['skipped']})"]
+    one = stack["one"]
+    kmsg = "-kmsg" if stack["kmsg"] else f"no -kmsg: {stack['kmsg_note']}"
+    out = [
+        f"whole stack in one memlogd (-persist-dir, -ship-to tcp, {kmsg}), keeper included:"
+        f" PSS idle {mb(stack['idle_pss_kib'])} ({_roles_text(one['idle'])}),"
+        f" after {stack['lines']:,} x {stack['line_bytes']} B lines"
+        f" {mb(stack['after_lines_pss_kib'])};"
+        f" RSS {mb(stack['idle_rss_kib'])} / {mb(stack['after_lines_rss_kib'])}"
+        f" (upstream RSS {UPSTREAM_STACK_IDLE_RSS_MB:g} / {UPSTREAM_STACK_AFTER_RSS_MB:g} MB)"
+    ]
+    sep = stack.get("separate")
+    if sep:
+        names = ", ".join(sep["programs"])
+        out.append(
+            f"  as separate programs: memlogd, logwrite, kmsg PSS"
+            f" {mb(sep['three_idle_pss_kib'])} / {mb(sep['three_after_lines_pss_kib'])};"
+            f" {names} {mb(sep['idle']['pss_kib'])} / {mb(sep['after_lines']['pss_kib'])}"
+        )
+    return out
+
+
+def kib_to_mb(kib: float | None) -> float | None:
+    return None if kib is None else kib / MB_KIB
+
+
+def target_values(results: dict[str, Any]) -> dict[str, float | None]:
+    """The figures the targets of BENCHMARKS.md are about, where measured."""
+    boot = results.get("boot") or {}
+    restart = results.get("restart") or {}
+    stack = results.get("stack") or {}
+    logship = results.get("logship") or {}
+    return {
+        "boot_ready_ms": boot.get("ready_ms"),
+        "boot_answered_ms": boot.get("answered_ms"),
+        "restart_ms": restart.get("restart_ms"),
+        "stack_idle_pss_mb": kib_to_mb(stack.get("idle_pss_kib")),
+        "stack_after_lines_pss_mb": kib_to_mb(stack.get("after_lines_pss_kib")),
+        "logship_lines_per_s": logship.get("lines_per_s"),
+    }
+
+
+def targets_of(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target whose figure was measured: the value, the limit, met or not."""
+    values = target_values(results)
+    lines = (results.get("stack") or {}).get("lines", 0)
+    out = []
+    for target in TARGETS:
+        value = values.get(target.key)
+        if value is None:
+            continue
+        out.append(
+            {
+                "key": target.key,
+                "what": target.what.format(lines=lines),
+                "value": value,
+                "limit": target.limit,
+                "unit": target.unit,
+                "at_least": target.at_least,
+                "met": target.met(value),
+                "upstream": target.upstream,
+            }
+        )
+    return out
+
+
+def _value_text(value: float, unit: str, limit: bool = False) -> str:
+    if unit == "lines/s":
+        return f"{human(value)} {unit}"
+    if limit:
+        return f"{value:g} {unit}"
+    if unit == "ms":
+        return f"{ms(value)} ms"
+    return f"{value:.1f} {unit}"
+
+
+def _targets_table(targets: Sequence[dict[str, Any]]) -> list[str]:
+    rows = [("target", "ours", "limit", "upstream", "")]
+    for t in targets:
+        op = ">=" if t["at_least"] else "<="
+        rows.append(
+            (
+                t["what"],
+                _value_text(t["value"], t["unit"]),
+                f"{op} {_value_text(t['limit'], t['unit'], limit=True)}",
+                t["upstream"] or "-",
+                "met" if t["met"] else "MISSED",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]

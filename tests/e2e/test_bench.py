@@ -47,13 +47,43 @@ def assert_lossless_run(entry: dict[str, Any], written: int, followers: int) -> 
     assert s["daemon_peak_rss_kib"] > 0
 
 
+# Small counts for every run-independent figure: boot (2 starts), restart (1 kill),
+# the whole stack with 500 lines; the separate programs are a test of their own.
+SMALL = ["--starts", "2", "--kills", "1", "--stack-lines", "500"]
+
+
+def assert_tree_memory(figures: dict[str, Any], processes: int) -> None:
+    """PSS and RSS summed over the tree, each process's present and positive."""
+    procs = figures["processes"]
+    assert len(procs) == processes
+    assert all(p["pss_kib"] > 0 and p["rss_kib"] >= p["pss_kib"] for p in procs)
+    assert figures["pss_kib"] == sum(p["pss_kib"] for p in procs)
+    assert figures["rss_kib"] == sum(p["rss_kib"] for p in procs)
+    assert figures["peak_rss_kib"] >= figures["rss_kib"] >= figures["pss_kib"] > 0
+
+
+def assert_keeper_and_worker(figures: dict[str, Any]) -> None:
+    assert_tree_memory(figures, 2)
+    keeper, worker = figures["processes"]
+    assert (keeper["role"], worker["role"]) == ("keeper", "worker")
+    assert worker["ppid"] == keeper["pid"]
+    assert figures["pss_kib"] > keeper["pss_kib"]  # the tree is more than the keeper alone
+    assert figures["pss_kib_by_role"] == {"keeper": keeper["pss_kib"], "worker": worker["pss_kib"]}
+
+
+@pytest.mark.timeout(240)  # long: every figure (about 20 s on a quiet machine)
 def test_tiny_load_reports_every_figure_and_loses_nothing(short_tmp: Path) -> None:
     out = short_tmp / "report.json"
-    proc = run_bench(*TINY, "--json", "--output", str(out))
+    proc = run_bench(*TINY, *SMALL, "--no-separate", "--json", "--output", str(out), timeout=200)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == report
-    assert set(report) == {"bench", "started", "machine", "daemon", "configs", "memory"}
+    assert set(report) == {
+        "bench", "started", "machine", "load_average", "daemon", "precompiled", "configs",
+        "boot", "memory", "restart", "stack", "targets",
+    }  # fmt: skip
+    assert report["precompiled"]["ok"] is True
+    assert "memlogd" in report["precompiled"]["packages"]
     assert list(report["configs"]) == ["custom"]
     entry = report["configs"]["custom"]
     assert entry["load"] == {
@@ -64,15 +94,115 @@ def test_tiny_load_reports_every_figure_and_loses_nothing(short_tmp: Path) -> No
         "max_lines": 5000,
     }
     assert_lossless_run(entry, 4000, 1)
+    assert entry["summary"]["daemon_pss_kib"] > 0
     assert len(entry["runs"]) == 1
+
+    boot = report["boot"]
+    assert boot["starts"] == 2 and boot["ready_by"] == "ready-fd"
+    assert len(boot["ready_ms_all"]) == len(boot["answered_ms_all"]) == 2
+    assert 0 < boot["ready_ms"] <= boot["answered_ms"]
+    pairs = zip(boot["ready_ms_all"], boot["answered_ms_all"], strict=True)
+    assert all(0 < r <= a for r, a in pairs)
+
+    restart = report["restart"]
+    assert restart["kills"] == 1 and len(restart["restart_ms_all"]) == 1
+    assert restart["restart_ms"] > 0
+    assert restart["worker_starts"] == 2  # the first worker, and the one after the kill
+
     memory = report["memory"]
     assert memory["ring_lines"] == 5000 and memory["line_bytes"] == 1000
     assert memory["lines_written"] > memory["ring_lines"]
-    assert memory["startup_ms"] > 0 and len(memory["startup_ms_all"]) == 5
-    assert 0 < memory["idle_rss_kib"] <= memory["full_ring_peak_rss_kib"]
+    assert_keeper_and_worker(memory["idle"])
+    assert_keeper_and_worker(memory["full_ring"])
+    assert memory["idle_processes"] == 2
+    assert memory["idle_pss_kib"] == memory["keeper_pss_kib"] + memory["worker_pss_kib"]
+    assert memory["idle_rss_kib"] >= memory["idle_pss_kib"]
+    assert memory["full_ring_peak_rss_kib"] >= memory["full_ring_rss_kib"]
+    assert memory["full_ring_pss_kib"] > memory["idle_pss_kib"]  # 5 MB of lines more
+
+    stack = report["stack"]
+    assert stack["lines"] == 500 and stack["problems"] == []
+    one = stack["one"]
+    assert "-persist-dir" in one["flags"] and "-ship-to" in one["flags"]
+    assert ("-kmsg" in one["flags"]) is stack["kmsg"]
+    assert stack["kmsg"] or stack["kmsg_note"]
+    assert_keeper_and_worker(one["idle"])
+    assert_keeper_and_worker(one["after_lines"])
+    assert one["after_lines"]["persisted_lines"] == 500
+    assert one["after_lines"]["shipped_bytes"] > one["idle"]["shipped_bytes"] >= 0
+    assert one["after_lines"]["ring_received"] >= 500
+    assert stack["idle_pss_kib"] == one["idle"]["pss_kib"]
+    assert stack["after_lines_pss_kib"] == one["after_lines"]["pss_kib"]
+    assert "separate" not in stack
+
+    targets = {t["key"]: t for t in report["targets"]}
+    assert set(targets) == {
+        "boot_ready_ms", "boot_answered_ms", "restart_ms",
+        "stack_idle_pss_mb", "stack_after_lines_pss_mb",
+    }  # fmt: skip
+    assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in targets.values())
     # the table goes to stderr when --json is given
-    assert "offered/s" in proc.stderr and "custom" in proc.stderr
-    assert "full ring of 5,000 x 1,000 B lines" in proc.stderr
+    for text in ("offered/s", "custom", "boot, median of 2 starts", "worker restart",
+                 "idle: PSS", "full ring of 5,000 x 1,000 B lines", "whole stack in one memlogd",
+                 "target"):  # fmt: skip
+        assert text in proc.stderr, text
+
+
+@pytest.mark.timeout(180)  # long: memlogd, logwrite, kmsg and logship started twice over
+def test_the_stack_as_one_memlogd_and_as_separate_programs(short_tmp: Path) -> None:
+    out = short_tmp / "r.json"
+    proc = run_bench(
+        "--no-configs", "--no-boot", "--no-restart", "--stack-lines", "300",
+        "--no-precompile", "--output", str(out), timeout=150,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["configs"] == {} and "precompiled" not in report
+    assert "boot" not in report and "restart" not in report
+    stack = report["stack"]
+    sep = stack["separate"]
+    names = (
+        ["memlogd", "logwrite", "kmsg", "logship"]
+        if stack["kmsg"]
+        else ["memlogd", "logwrite", "logship"]
+    )
+    assert sep["programs"] == names
+    for phase in ("idle", "after_lines"):
+        figures = sep[phase]
+        by_program = figures["by_program"]
+        assert list(by_program) == names
+        assert all(p["pss_kib"] > 0 for p in by_program.values())
+        # keeper + worker, and each other program (a python process, no child)
+        roles = [p["role"] for p in figures["processes"]]
+        assert roles == ["keeper", "worker", *names[1:]]
+        summed = sum(p["pss_kib"] for p in by_program.values())  # read a moment later
+        assert 0.9 * summed <= figures["pss_kib"] <= 1.1 * summed
+        three = sum(by_program[n]["pss_kib"] for n in names if n != "logship")
+        assert sep[f"three_{phase}_pss_kib"] == three
+    assert sep["after_lines"]["persisted_lines"] == 300
+    assert stack["separate_idle_pss_kib"] == sep["idle"]["pss_kib"]
+    assert "as separate programs" in proc.stdout
+
+
+def test_a_one_process_daemon_command_is_measured_as_its_single_process(short_tmp: Path) -> None:
+    daemon = (
+        f"{sys.executable} -m memlogd -socket-log {{log}} -socket-query {{query}}"
+        " -max-lines {max_lines} --no-console -no-keeper"
+    )
+    out = short_tmp / "r.json"
+    proc = run_bench(
+        "--no-configs", "--starts", "1", "--daemon", daemon, "--output", str(out), timeout=50
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["boot"]["ready_by"] == "polling"
+    assert 0 < report["boot"]["ready_ms"] <= report["boot"]["answered_ms"]
+    memory = report["memory"]
+    assert_tree_memory(memory["idle"], 1)
+    assert memory["idle"]["processes"][0]["role"] == "daemon"
+    assert memory["idle_processes"] == 1 and memory["keeper_pss_kib"] is None
+    assert "skipped" in report["restart"] and "skipped" in report["stack"]
+    assert {t["key"] for t in report["targets"]} == {"boot_ready_ms", "boot_answered_ms"}
 
 
 def test_any_daemon_command_with_polled_readiness_and_two_followers(short_tmp: Path) -> None:
@@ -95,6 +225,23 @@ def test_any_daemon_command_with_polled_readiness_and_two_followers(short_tmp: P
     assert "e*" in proc.stdout and "upstream" not in proc.stdout
 
 
+@pytest.mark.timeout(180)  # long once bench/logship.py measures against a real rsyslogd
+def test_logship_is_measured_or_skipped_with_a_reason(short_tmp: Path) -> None:
+    out = short_tmp / "r.json"
+    proc = run_bench(
+        "--no-configs", "--no-memory", "--no-precompile", "--logship", "--output", str(out),
+        timeout=150,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    logship = json.loads(out.read_text())["logship"]
+    if "skipped" in logship:
+        assert logship["skipped"]
+        assert f"logship: skipped ({logship['skipped']})" in proc.stdout
+    else:
+        assert logship["lines_per_s"] > 0
+        assert "logship --once over RELP" in proc.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -102,6 +249,7 @@ def test_any_daemon_command_with_polled_readiness_and_two_followers(short_tmp: P
         (["--writers", "0"], "--writers must be between 1"),
         (["--daemon", "true {log}"], "lacks {query}"),
         (["--config", "z"], "Invalid value for '--config'"),
+        (["--starts", "0"], "Invalid value for '--starts'"),
     ],
 )
 def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:

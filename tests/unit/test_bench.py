@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -21,7 +23,23 @@ from bench.lines import (
     sample_times,
     stamp,
 )
-from bench.report import combine, human, percentile, render_table, summarise
+from bench.measures import median_ms, memory_figures
+from bench.procfs import (
+    ProcessMemory,
+    TreeMemory,
+    cpu_seconds,
+    descendants,
+    parse_kib_fields,
+    parse_stat,
+    peak_rss_kib,
+    process_tree,
+    rss_kib,
+    tree_memory,
+    trees_memory,
+)
+from bench.query import QueryError, parse_stats_answer
+from bench.report import combine, human, percentile, render_table, summarise, targets_of
+from bench.settle import wait_stable, wait_until
 from memlogd.protocol import LogEntry, encode_entry
 
 pytestmark = pytest.mark.unit
@@ -210,3 +228,262 @@ def test_combined_repeats_take_medians_and_the_worst_loss() -> None:
         }
     )
     assert "2 x 500 x 100" in text and "config t: lost" in text
+
+
+# ---------------------------------------------------------------------- /proc parsing
+
+ROLLUP = """\
+55f1d28b0000-7ffdb7b91000 ---p 00000000 00:00 0                          [rollup]
+Rss:               26816 kB
+Pss:               10796 kB
+Pss_Dirty:         10516 kB
+Pss_Anon:          10516 kB
+Pss_File:            280 kB
+Pss_Shmem:             0 kB
+Shared_Clean:      10620 kB
+Private_Dirty:      4836 kB
+Swap:                  0 kB
+"""
+
+STATUS = """\
+Name:\tpython
+State:\tS (sleeping)
+Pid:\t7464
+VmHWM:\t   26900 kB
+VmRSS:\t   26816 kB
+Threads:\t1
+"""
+
+
+def _stat(pid: int, ppid: int, comm: str = "python", utime: int = 7, stime: int = 3) -> str:
+    rest = " ".join(["0"] * 4)  # minflt cminflt majflt cmajflt
+    return f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 {rest} {utime} {stime} 0 0 20 0 1\n"
+
+
+def test_smaps_rollup_and_status_values_are_read_in_kib() -> None:
+    rollup = parse_kib_fields(ROLLUP)
+    assert rollup["Pss"] == 10796 and rollup["Rss"] == 26816
+    assert rollup["Pss_Anon"] == 10516 and rollup["Pss_Shmem"] == 0
+    assert "55f1d28b0000-7ffdb7b91000 ---p 00000000 00" not in rollup  # the header line
+    status = parse_kib_fields(STATUS)
+    assert status == {"VmHWM": 26900, "VmRSS": 26816}
+
+
+def test_stat_fields_survive_odd_command_names() -> None:
+    stat = parse_stat(_stat(42, 7, comm="a) (b c", utime=120, stime=30))
+    assert (stat.pid, stat.comm, stat.state, stat.ppid) == (42, "a) (b c", "S", 7)
+    assert (stat.utime, stat.stime) == (120, 30)
+
+
+def test_descendants_are_found_breadth_first_from_parent_pids() -> None:
+    parents = {1: 0, 10: 1, 11: 10, 12: 10, 13: 11, 20: 1, 21: 20}
+    assert descendants(10, parents) == [10, 11, 12, 13]
+    assert descendants(20, parents) == [20, 21]
+    assert descendants(13, parents) == [13]
+    assert descendants(99, parents) == [99]  # gone: itself only
+    assert descendants(5, {5: 5, 6: 5}) == [5, 6]  # a self-parent does not loop
+
+
+def _fake_proc(root: Path, procs: dict[int, tuple[int, int | None, int]]) -> Path:
+    """{pid: (ppid, Pss or None, VmRSS)} as /proc/PID/{stat,status,smaps_rollup}."""
+    for pid, (ppid, pss, rss) in procs.items():
+        d = root / str(pid)
+        d.mkdir()
+        (d / "stat").write_text(_stat(pid, ppid))
+        (d / "status").write_text(f"Name:\tpython\nVmHWM:\t{rss + 100} kB\nVmRSS:\t{rss} kB\n")
+        if pss is not None:
+            (d / "smaps_rollup").write_text(f"00-ff ---p 0 00:00 0 [rollup]\nPss: {pss} kB\n")
+    (root / "self").mkdir()  # not a pid
+    (root / "meminfo").write_text("MemTotal: 1 kB\n")
+    return root
+
+
+def test_a_keeper_and_its_worker_are_one_tree_in_fake_proc(tmp_path: Path) -> None:
+    proc = _fake_proc(
+        tmp_path,
+        {1: (0, 500, 900), 100: (1, 10_000, 26_000), 101: (100, 11_000, 21_000),
+         102: (101, 50, 60), 200: (1, 7_000, 9_000)},
+    )  # fmt: skip
+    assert process_tree(100, proc) == [100, 101, 102]
+    tree = tree_memory(100, proc)
+    assert [p.pid for p in tree.processes] == [100, 101, 102]
+    assert tree.pss_kib == 21_050 and tree.rss_kib == 47_060 and tree.peak_rss_kib == 47_360
+    keeper = tree.of(100)
+    assert keeper is not None and keeper.pss_kib == 10_000
+    assert tree.pss_kib >= keeper.pss_kib
+    both = trees_memory([100, 200], proc)
+    assert both.pss_kib == 28_050
+    assert rss_kib(100, proc) == 47_060 and peak_rss_kib(200, proc) == 9_100
+    assert cpu_seconds(100, proc) > 0
+
+
+def test_a_tree_without_every_pss_has_no_pss_sum(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, {100: (1, 10_000, 26_000), 101: (100, None, 21_000)})
+    tree = tree_memory(100, proc)
+    assert tree.pss_kib is None
+    assert tree.rss_kib == 47_000
+    assert TreeMemory(()).pss_kib is None
+
+
+def test_processes_are_labelled_by_memlogd_stats() -> None:
+    tree = TreeMemory(
+        (
+            ProcessMemory(100, 1, "python", 10_000, 26_000, 26_000),
+            ProcessMemory(101, 100, "python", 11_000, 21_000, 22_000),
+        )
+    )
+    figures = memory_figures(tree, 100, {"keeper_pid": 100, "pid": 101})
+    assert [p["role"] for p in figures["processes"]] == ["keeper", "worker"]
+    assert figures["pss_kib_by_role"] == {"keeper": 10_000, "worker": 11_000}
+    assert figures["pss_kib"] == 21_000 and figures["rss_kib"] == 47_000
+    alone = memory_figures(tree, 100, None)  # a --daemon command: no stats
+    assert [p["role"] for p in alone["processes"]] == ["daemon", "child"]
+
+
+# ---------------------------------------------------------------------- answers, medians, waits
+
+
+def test_stats_are_read_from_an_extended_answer() -> None:
+    answer = b'{"memlogd":{"instance":"x","first_seq":1,"next_seq":2}}\n{"stats":{"pid":7}}\n'
+    assert parse_stats_answer(answer) == {"pid": 7}
+    with pytest.raises(QueryError, match="error"):
+        parse_stats_answer(b'{"error":"bad request"}\n')
+    with pytest.raises(QueryError, match="no stats"):
+        parse_stats_answer(b"")
+    with pytest.raises(QueryError, match="not JSON"):
+        parse_stats_answer(b"{oops\n")
+
+
+def test_medians_of_durations_are_in_ms() -> None:
+    assert median_ms([0.010, 0.030, 0.020]) == pytest.approx(20.0)
+    assert median_ms([0.010, 0.020]) == pytest.approx(15.0)
+    assert median_ms([]) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_wait_stable_returns_once_the_sample_stopped_changing() -> None:
+    clock = FakeClock()
+    values = iter([1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3])
+    settled = wait_stable(lambda: next(values), 0.3, 10, 0.1, clock, clock.pause)
+    assert settled.stable and settled.value == 3
+    assert settled.waited_s == pytest.approx(0.5)  # changed at 0.2, unchanged until 0.5
+
+
+def test_wait_stable_gives_up_at_its_deadline() -> None:
+    clock = FakeClock()
+    counter = itertools.count()
+    settled = wait_stable(lambda: next(counter), 0.3, 2.0, 0.1, clock, clock.pause)
+    assert not settled.stable and settled.waited_s >= 2.0
+
+
+def test_wait_until_returns_the_first_truthy_value_or_none() -> None:
+    clock = FakeClock()
+    values = iter([0, 0, 5])
+    assert wait_until(lambda: next(values), 1.0, 0.1, clock, clock.pause) == 5
+    assert wait_until(lambda: 0, 1.0, 0.1, clock, clock.pause) is None
+
+
+# ---------------------------------------------------------------------- targets and the table
+
+
+def _figures(pss: int, processes: int = 2) -> dict[str, object]:
+    procs = [{"role": r, "pss_kib": pss // processes} for r in ("keeper", "worker")[:processes]]
+    return {
+        "pss_kib": pss,
+        "rss_kib": 2 * pss,
+        "peak_rss_kib": 2 * pss,
+        "processes": procs,
+        "pss_kib_by_role": {p["role"]: p["pss_kib"] for p in procs},
+    }
+
+
+def _results() -> dict[str, Any]:
+    return {
+        "precompiled": {"ok": True, "packages": ["memlogd", "logship"]},
+        "configs": {},
+        "boot": {"starts": 5, "ready_by": "ready-fd", "ready_ms": 42.0, "answered_ms": 260.0},
+        "restart": {"kills": 3, "restart_ms": 12.5},
+        "memory": {
+            "idle": _figures(21_000),
+            "idle_pss_kib": 21_000,
+            "idle_rss_kib": 47_000,
+            "ring_lines": 5000,
+            "line_bytes": 1000,
+            "full_ring_pss_kib": 33_000,
+            "full_ring_rss_kib": 59_000,
+            "full_ring_peak_rss_kib": 60_000,
+        },
+        "stack": {
+            "lines": 20_000,
+            "line_bytes": 100,
+            "kmsg": False,
+            "kmsg_note": "/dev/kmsg: Permission denied",
+            "one": {"idle": _figures(27_000)},
+            "idle_pss_kib": 27_000,
+            "idle_rss_kib": 50_000,
+            "after_lines_pss_kib": 31 * 1024,
+            "after_lines_rss_kib": 54_000,
+            "separate": {
+                "programs": ["memlogd", "logwrite", "logship"],
+                "idle": {"pss_kib": 60_000},
+                "after_lines": {"pss_kib": 66_000},
+                "three_idle_pss_kib": 42_000,
+                "three_after_lines_pss_kib": 45_000,
+            },
+            "problems": ["one memlogd: 5 of 20000 lines not persisted (gap)"],
+        },
+        "logship": {"skipped": "rsyslogd is not installed"},
+    }
+
+
+def test_targets_compare_each_measured_figure_with_its_limit() -> None:
+    results = _results()
+    targets = {t["key"]: t for t in targets_of(results)}
+    assert set(targets) == {
+        "boot_ready_ms",
+        "boot_answered_ms",
+        "restart_ms",
+        "stack_idle_pss_mb",
+        "stack_after_lines_pss_mb",
+    }  # logship was skipped: no figure, no target
+    assert targets["boot_ready_ms"]["met"] is True
+    assert targets["boot_answered_ms"]["met"] is False  # 260 > 250
+    assert targets["stack_after_lines_pss_mb"]["value"] == 31.0
+    assert "20,000 lines" in targets["stack_after_lines_pss_mb"]["what"]
+    assert targets["restart_ms"]["limit"] == 200
+    assert targets_of({"logship": {"lines_per_s": 150_000.0}})[0]["met"] is True
+    assert targets_of({"logship": {"lines_per_s": 50_000.0}})[0]["met"] is False
+
+
+def test_the_table_shows_every_new_figure_beside_its_target() -> None:
+    results = _results()
+    results["targets"] = targets_of(results)
+    text = render_table(results)
+    assert "cfg" not in text  # no config was run: no config table
+    for expected in (
+        "modules precompiled before measuring: memlogd logship",
+        "boot, median of 5 starts: sockets bound (ready-fd) 42.0 ms, first query answered 260 ms",
+        "worker restart, median of 3 SIGKILLs: answered by the new worker 12.5 ms",
+        "idle: PSS 20.5 MB over 2 processes: keeper 10.3 MB, worker 10.3 MB; RSS 45.9 MB",
+        "full ring of 5,000 x 1,000 B lines: PSS 32.2 MB, RSS 57.6 MB, peak RSS 58.6 MB",
+        "no -kmsg: /dev/kmsg: Permission denied",
+        "after 20,000 x 100 B lines 31.0 MB",
+        "memlogd, logwrite, kmsg PSS 41.0 MB / 43.9 MB",
+        "logship: skipped (rsyslogd is not installed)",
+        "stack: one memlogd: 5 of 20000 lines not persisted (gap)",
+    ):
+        assert expected in text, expected
+    rows = {line.split("  ")[0]: line for line in text.splitlines()}
+    assert rows["boot: exec -> first query answered"].endswith("MISSED")
+    assert rows["worker SIGKILL -> query answered by a new worker"].endswith("met")
+    assert "<= 45 MB" in rows["whole stack in one memlogd, idle: PSS"]
