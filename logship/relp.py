@@ -172,6 +172,8 @@ _HEADER_PREFIX_RE = re.compile(
     rb"[0-9]{0,9}|[0-9]{1,9} [A-Za-z]{0,32}|[0-9]{1,9} [A-Za-z]{1,32} [0-9]{0,9}"
 )
 _MAX_HEADER = 53
+# A plain acknowledgement, the bulk of what a server sends: "N rsp 6 200 OK\n".
+_OK_RE = re.compile(rb"([0-9]{1,9}) rsp 6 200 OK\n")
 _DIGITS_RE = re.compile(rb"[0-9]*")
 _LETTERS_RE = re.compile(rb"[A-Za-z]*")
 _COMPACT_AT = 64 * 1024  # consumed bytes dropped from the buffer's front beyond this
@@ -289,6 +291,29 @@ class FrameParser:
         self._consume(end)  # after which ``m`` no longer sees the bytes
         return Frame(txnr, command, data)
 
+    def take_oks(self) -> list[int]:
+        """The transaction numbers of the plain ``N rsp 6 200 OK`` frames next in
+        the stream, in order, taken in one pass without a :class:`Frame` each;
+        it stops before anything else (and before TXNR 0), which
+        :meth:`next_frame` then returns or refuses.  Empty when ``rsp`` is not
+        among the accepted commands."""
+        if self._error is not None:
+            raise RelpFrameError(self._error)
+        if self._commands is not None and CMD_RSP not in self._commands:
+            return []  # next_frame() refuses them
+        buf, pos = self._buf, self._pos
+        match = _OK_RE.match
+        out: list[int] = []
+        while (m := match(buf, pos)) is not None:
+            txnr = int(m[1])
+            if txnr == 0:
+                break
+            out.append(txnr)
+            pos = m.end()
+        if out:
+            self._consume(pos)
+        return out
+
     def _consume(self, end: int) -> None:
         if end == len(self._buf):
             self._buf.clear()
@@ -355,6 +380,15 @@ class ResponseParser:
         except RelpFrameError as exc:
             self._error = str(exc)
             raise
+
+    def take_oks(self) -> list[int]:
+        """The transaction numbers of the ``200 OK`` responses next in the stream
+        (each what :meth:`next_event` would give as ``Response(txnr, 200, "OK",
+        b"")``), taken at once: a busy session's acknowledgements cost a regex
+        match each.  Then :meth:`next_event` gives whatever else comes first."""
+        if self._error is not None:
+            raise RelpFrameError(self._error)
+        return self._frames.take_oks()
 
     def events(self) -> Iterator[ServerEvent]:
         """Every event complete so far, in order (an error is raised in its place)."""

@@ -42,6 +42,7 @@ PURE = [
     "logwrite.rotation",
     "logwrite.lines",
     "kmsg.record",
+    "logship.messages",
     "logship.relp",
     "logship.rfc5424",
     "logship.target",

@@ -1,0 +1,138 @@
+"""memlogd entries as RFC 5424 messages, a batch at a time. PURE: no I/O.
+
+docs/logship.md, "Messages". :class:`MessageFormatter` writes, byte for byte,
+what :func:`logship.rfc5424.format_message` and
+:func:`~logship.rfc5424.format_gap` write (tests/unit/test_logship_messages.py
+checks it), but keeps what repeats from one message to the next:
+
+* the start ``<PRI>1 TIME HOSTNAME`` per entry time (a batch read by memlogd
+  at once shares its time);
+* per source, APP-NAME, the SD-ID with the instance, and the escaped
+  ``source=`` value;
+
+so that one message costs a lookup, the encoding of its text and one join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from logship.rfc5424 import (
+    DEFAULT_PRI,
+    DEFAULT_SD_ID,
+    MAX_APP_NAME,
+    MAX_HOSTNAME,
+    MAX_PRI,
+    Rfc5424Error,
+    escape_param_value,
+    format_gap,
+    format_time,
+    safe_name,
+    validate_sd_id,
+)
+from memlogd.protocol import LogEntry
+
+SOURCE_CACHE_MAX = 4096  # source names whose message parts are kept; then the cache starts over
+_BOM = "\ufeff"
+
+
+class MessageFormatter:
+    """Formats the entries of one memlogd ``instance`` (or several, one after
+    the other) for one HOSTNAME, SD-ID and PRI.  Raises :class:`Rfc5424Error`
+    for an SD-ID or PRI that RFC 5424 does not allow, as the functions do."""
+
+    __slots__ = (
+        "_head",
+        "_host",
+        "_instance",
+        "_pri",
+        "_sd_open",
+        "_sources",
+        "_time_ns",
+        "hostname",
+        "pri",
+        "sd_id",
+    )
+
+    def __init__(self, hostname: str, sd_id: str = DEFAULT_SD_ID, pri: int = DEFAULT_PRI) -> None:
+        if not 0 <= pri <= MAX_PRI:
+            raise Rfc5424Error(f"PRI {pri} is outside 0..{MAX_PRI}")
+        self.hostname = hostname
+        self.sd_id = validate_sd_id(sd_id)
+        self.pri = pri
+        self._pri = b"<%d>1 " % pri
+        self._host = b" " + safe_name(hostname, MAX_HOSTNAME).encode("ascii") + b" "
+        self._sd_open = b" - - [" + sd_id.encode("ascii") + b' instance="'
+        self._instance: str | None = None
+        # source -> (APP-NAME ... seq=", the bytes after the seq number)
+        self._sources: dict[str, tuple[bytes, bytes]] = {}
+        self._time_ns = -1
+        self._head = b""
+
+    def _parts(self, instance: str, source: str) -> tuple[bytes, bytes]:
+        if instance != self._instance:
+            self._sources.clear()
+            self._instance = instance
+        elif len(self._sources) >= SOURCE_CACHE_MAX:
+            self._sources.clear()
+        before = (
+            safe_name(source, MAX_APP_NAME).encode("ascii")
+            + self._sd_open
+            + escape_param_value(instance)
+            + b'" seq="'
+        )
+        after = b'" source="' + escape_param_value(source) + b'"]'
+        parts = self._sources[source] = (before, after)
+        return parts
+
+    def _time_head(self, time_ns: int) -> bytes:
+        self._time_ns = time_ns
+        self._head = head = self._pri + format_time(time_ns).encode("ascii") + self._host
+        return head
+
+    def message(self, instance: str, entry: LogEntry) -> bytes:
+        """The message of one entry (its ``seq`` must be set)."""
+        return self.messages(instance, (entry,))[0]
+
+    def messages(self, instance: str, entries: Sequence[LogEntry]) -> list[bytes]:
+        """The messages of ``entries`` of ``instance``, in order: each exactly
+        ``format_message(time_ns=e.time_ns, hostname=..., source=e.source,
+        msg=e.msg, instance=instance, seq=e.seq, pri=..., sd_id=...)``."""
+        out: list[bytes] = []
+        append = out.append
+        sources = self._sources if instance == self._instance else {}
+        head = self._head
+        head_ns = self._time_ns
+        for entry in entries:
+            seq = entry.seq
+            if seq is None or seq < 0:
+                raise Rfc5424Error(f"seq {seq} is not a sequence number")
+            if entry.time_ns != head_ns:
+                head_ns = entry.time_ns
+                head = self._time_head(head_ns)
+            parts = sources.get(entry.source)
+            if parts is None:
+                parts = self._parts(instance, entry.source)
+                sources = self._sources
+            msg = entry.msg
+            if msg.startswith(_BOM):
+                msg = msg.lstrip(_BOM)
+            if msg:
+                append(
+                    b"%s%s%d%s %s" % (head, parts[0], seq, parts[1], msg.encode("utf-8", "replace"))
+                )
+            else:
+                append(b"%s%s%d%s" % (head, parts[0], seq, parts[1]))
+        return out
+
+    def gap(self, *, time_ns: int, instance: str, seq: int, dropped: int) -> bytes:
+        """The message of a gap: ``dropped`` entries of ``instance`` lost from ``seq``."""
+        return format_gap(
+            time_ns=time_ns,
+            hostname=self.hostname,
+            instance=instance,
+            seq=seq,
+            dropped=dropped,
+            pri=self.pri,
+            sd_id=self.sd_id,
+        )
