@@ -51,8 +51,10 @@ class RoleConfig:
             raise ConfigError("-persist-max-log-files must not be negative")
         if self.persist_max_size < 1:
             raise ConfigError("-persist-max-log-size must be at least 1")
-        if self.ship_window < 1:
-            raise ConfigError("-ship-window must be at least 1")
+        from logship.relp import MAX_WINDOW
+
+        if not 1 <= self.ship_window <= MAX_WINDOW:
+            raise ConfigError(f"-ship-window must be within 1..{MAX_WINDOW}")
         if self.ship_to is not None:
             from logship.target import TargetError, parse_target
 
@@ -209,6 +211,7 @@ async def _ship(roles: RoleConfig, connect: Connector) -> None:
     """logship's job, with its state file under the state directory."""
     import socket as socket_module
 
+    from logship.rfc5424 import DEFAULT_SD_ID
     from logship.shipper import ShipConfig, run_shipper
 
     assert roles.ship_to is not None
@@ -219,6 +222,6 @@ async def _ship(roles: RoleConfig, connect: Connector) -> None:
         sources=roles.ship_sources,
         hostname=roles.ship_hostname or socket_module.gethostname(),
         window=roles.ship_window,
-        **({"sd_id": roles.ship_sd_id} if roles.ship_sd_id else {}),
+        sd_id=roles.ship_sd_id or DEFAULT_SD_ID,
     )
     await run_shipper(config, connect)
