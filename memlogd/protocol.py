@@ -17,10 +17,10 @@ code that splits and decodes what memlogd sends.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from memlogd.errors import ProtocolError
 from memlogd.timefmt import format_time, parse_time
@@ -78,9 +78,11 @@ def utf8_boundary(data: bytes, limit: int) -> int:
 # --------------------------------------------------------------------------- entries
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One line as memlogd keeps it. ``seq`` is set only in extended mode."""
+class LogEntry(NamedTuple):
+    """One line as memlogd keeps it. ``seq`` is set only in extended mode.
+
+    A named tuple: made once per entry a client reads, it costs a third of
+    a frozen dataclass (BENCHMARKS.md, "Clients")."""
 
     time_ns: int
     source: str
@@ -177,22 +179,23 @@ def _load_json(line: bytes | str) -> Any:
 
 def decode_entry(line: bytes | str) -> LogEntry:
     """Parse one JSON entry line (base or extended)."""
-    obj = _load_json(line)
-    if not isinstance(obj, dict):
+    return _entry_from_obj(_load_json(line))
+
+
+def _entry_from_obj(obj: Any) -> LogEntry:
+    if type(obj) is not dict:
         raise ProtocolError("entry is not a JSON object")
-    return _entry_from_obj(obj)
-
-
-def _entry_from_obj(obj: Mapping[str, Any]) -> LogEntry:
-    seq = obj.get("seq")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+    get = obj.get
+    time_text: Any = get("time")
+    source: Any = get("source")
+    msg: Any = get("msg")
+    seq: Any = get("seq")
+    if type(time_text) is not str or type(source) is not str or type(msg) is not str:
+        for key in ("time", "source", "msg"):
+            _expect_str(obj, key)
+    if seq is not None and type(seq) is not int:  # a bool is not a seq either
         raise ProtocolError("entry field 'seq' is not an integer")
-    return LogEntry(
-        time_ns=parse_time(_expect_str(obj, "time")),
-        source=_expect_str(obj, "source"),
-        msg=_expect_str(obj, "msg"),
-        seq=seq,
-    )
+    return LogEntry(parse_time(time_text), source, msg, seq)
 
 
 # --------------------------------------------------------------------------- extended query
@@ -339,7 +342,10 @@ def encode_stats(values: Mapping[str, Any]) -> bytes:
 
 def decode_reply(line: bytes | str) -> Reply:
     """Parse one line of an extended answer into its kind."""
-    obj = _load_json(line)
+    return _reply_from_obj(_load_json(line))
+
+
+def _reply_from_obj(obj: Any) -> Reply:
     if not isinstance(obj, dict):
         raise ProtocolError("reply is not a JSON object")
     if "memlogd" in obj:
@@ -389,6 +395,10 @@ class Malformed:
 Answer = Reply | Malformed
 
 
+# (text, index) -> (value, end), as json.loads scans (C when it can)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 class AnswerParser:
     """Reads one answer of memlogd, sans I/O (as h11 reads HTTP): ``feed`` it
     the bytes received, in any chunks, and get the replies they complete.
@@ -400,21 +410,58 @@ class AnswerParser:
     carry entries only.
     """
 
-    __slots__ = ("_decode", "_tail", "extended", "header")
+    __slots__ = ("_decode", "_from_obj", "_tail", "extended", "header")
 
     def __init__(self, *, extended: bool) -> None:
         self.extended = extended
         self.header: Header | None = None
         self._tail = b""
         self._decode = decode_reply if extended else decode_entry
+        self._from_obj = _reply_from_obj if extended else _entry_from_obj
 
     def feed(self, data: bytes) -> list[Answer]:
         """The replies completed by ``data`` (lines ending in ``\\n``), in order."""
-        if b"\n" not in data:
+        end = data.rfind(b"\n")
+        if end < 0:
             self._tail += data
             return []
-        *lines, self._tail = (self._tail + data).split(b"\n")
-        return self._parse(lines)
+        complete = self._tail + data[:end] if self._tail else data[:end]
+        self._tail = data[end + 1 :]
+        try:
+            text = complete.decode("utf-8")
+        except UnicodeDecodeError:  # some line is not UTF-8: each line on its own
+            return self._parse(complete.split(b"\n"))
+        return self._scan(text)
+
+    def _scan(self, text: str) -> list[Answer]:
+        """Complete lines of valid UTF-8, decoded in one go: each line's JSON
+        value scanned in place (no split, no ``json.loads`` per line); a line
+        the scan does not take whole goes through :meth:`_parse`, which gives
+        exactly what decoding it alone gives (BENCHMARKS.md, "Clients")."""
+        out: list[Answer] = []
+        scan, from_obj, size, pos = _scan_json, self._from_obj, len(text), 0
+        header_first = self.extended and self.header is None
+        while pos < size:
+            nl = text.find("\n", pos)
+            stop = size if nl < 0 else nl
+            try:
+                obj, end = scan(text, pos)
+            except (StopIteration, ValueError, RecursionError):
+                end = -1
+            if end == stop and not header_first:
+                try:
+                    reply = from_obj(obj)
+                except ProtocolError:
+                    pass
+                else:
+                    if not isinstance(reply, Header):
+                        out.append(reply)
+                        pos = stop + 1
+                        continue
+            out += self._parse([text[pos:stop].encode("utf-8")])
+            header_first = self.extended and self.header is None
+            pos = stop + 1
+        return out
 
     def close(self) -> int:
         """At the end of the answer: the bytes of a last line without its newline

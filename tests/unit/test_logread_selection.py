@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -127,7 +126,7 @@ def test_negative_tail_is_refused() -> None:
 
 WORDS = ["a", "b", "ab", "err", "ERR", ""]
 entries = st.lists(st.builds(entry, st.integers(0, 50), st.sampled_from(WORDS)), max_size=30).map(
-    lambda ring: [replace(e, seq=i) for i, e in enumerate(ring, 1)]
+    lambda ring: [e._replace(seq=i) for i, e in enumerate(ring, 1)]
 )  # seq as in a ring
 patterns = st.one_of(
     st.none(), st.sampled_from([re.compile("a"), re.compile("^err$", re.I), re.compile("")])

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from memlogd import protocol as proto
@@ -436,6 +436,59 @@ def test_answer_parser_gives_the_same_replies_however_the_bytes_are_chunked(
     assert parse_in_chunks(data, cuts, extended) == whole
     byte_by_byte = parse_in_chunks(data, list(range(len(data) + 1)), extended)
     assert byte_by_byte == whole
+
+
+def decoded_line_by_line(data: bytes, extended: bool) -> list[Any]:
+    """The model: each complete line decoded on its own (docs/protocol.md,
+    "Reading answers")."""
+    out: list[Any] = []
+    header = None
+    for line in data.split(b"\n")[:-1]:
+        if not line:
+            continue
+        try:
+            reply = proto.decode_reply(line) if extended else proto.decode_entry(line)
+        except ProtocolError as exc:
+            out.append(Malformed(line, str(exc)))
+            continue
+        if extended and isinstance(reply, Header):
+            if header is not None:
+                out.append(Malformed(line, "a second header line"))
+                continue
+            header = reply
+        elif extended and header is None and not isinstance(reply, ErrorReply):
+            out.append(Malformed(line, "expected the header line first"))
+            continue
+        out.append(reply)
+    return out
+
+
+# pieces that a scan of the whole chunk could take across lines, or take in part
+HALF = b'{"time":"2019-02-22T16:04:23Z","source":"a",'  # an entry's first half
+TRICKY = [
+    *(b'{"a":', b"1}", b"[1,", b"2]", b" {}", b"{} ", b"{},{}", b"\xef\xbb\xbf{}", b"\x00"),
+    *(b"\t", b'{"msg":"\\u00e9"', HALF, b'"msg":"x"}', b'"msg":"x","seq":3}', b"\xff"),
+    *(b"1" * 5000, b"[" * 3000, b"NaN", b'"s"', b"{}", HALF + b'"msg":"x"}'),
+    HALF + b'"msg":"x","seq":3} ',
+]
+
+
+@given(
+    st.lists(
+        st.one_of(answer_lines(), st.lists(st.sampled_from(TRICKY), max_size=3).map(b"".join)),
+        max_size=12,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+@example([HALF, b'"msg":"x"}'], False, False)  # an entry only if a scan ran on into line 2
+@example([HEADER, HALF, b'"msg":"x","seq":3}'], True, True)
+def test_answer_parser_gives_what_decoding_each_line_alone_gives(
+    lines: list[bytes], extended: bool, newline_between: bool
+):
+    sep = b"\n" if newline_between else b""
+    data = sep.join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+    assert parse_in_chunks(data, [], extended) == decoded_line_by_line(data, extended)
 
 
 @given(st.lists(log_entries(), max_size=10), st.lists(st.integers(0, 10**5)))
