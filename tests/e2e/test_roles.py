@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import StartMemlogd
 from tests.e2e.test_keeper import Load, kill_worker, progress, stats, wait_gone
 from tests.helpers import new_source, python_m, query_raw, wait_value
+from tests.rsyslog import Record, Rsyslog
 
 pytestmark = pytest.mark.e2e
 
@@ -186,3 +187,47 @@ def test_roles_flags_are_checked_before_ready(short_tmp: Path) -> None:
     assert result.returncode == 2
     assert b"-ship-to" in result.stderr and b"Traceback" not in result.stderr
     assert not (short_tmp / "l").exists()  # nothing was bound
+
+
+def shipped(rsyslog: Rsyslog, lines: list[str]) -> list[Record]:
+    """rsyslog's records once every one of ``lines`` is among them."""
+    return wait_value(
+        rsyslog.records,
+        lambda records: {r["msg"] for r in records} >= set(lines),
+        DEADLINE_S,
+        f"{len(lines)} lines at rsyslog",
+    )
+
+
+def test_ship_role_delivers_to_a_real_rsyslog_across_worker_restarts(
+    start_memlogd: StartMemlogd, short_tmp: Path, rsyslog: Rsyslog
+) -> None:
+    """-ship-to: every line at rsyslog, from the ring the workers share; a killed
+    worker's shipper resumes from its state file, repeating at most a window."""
+    window = 32
+    memlogd = start_memlogd(
+        "-ship-to", rsyslog.relp_url, "-ship-window", str(window),
+        "-ship-hostname", "vm-roles", "-ship-source", "app*",
+        "-state-dir", str(short_tmp / "state"),
+    )  # fmt: skip
+    sent: list[str] = []
+    for k in range(3):
+        batch = [f"round {k} line {i}" for i in range(400)]
+        with new_source(memlogd.log_path, f"app{k}") as w:
+            w.sendall("".join(line + "\n" for line in batch).encode())
+        with new_source(memlogd.log_path, "other") as w:
+            w.sendall(b"not shipped\n")
+        sent += batch
+        shipped(rsyslog, sent)
+        wait_gone(kill_worker(memlogd))
+    with new_source(memlogd.log_path, "app9") as w:
+        w.sendall(b"after the last restart\n")
+    sent.append("after the last restart")
+    records = shipped(rsyslog, sent)
+    msgs = [r["msg"] for r in records]
+    assert set(msgs) == set(sent)  # every line; none of source "other"
+    assert len(msgs) - len(set(msgs)) <= 3 * window  # a window at most per killed worker
+    assert {r["hostname"] for r in records} == {"vm-roles"}
+    assert {r["app_name"] for r in records} == {"app0", "app1", "app2", "app9"}
+    assert (short_tmp / "state" / "logship.state").exists()
+    assert stats(memlogd.query_path)["worker_starts"] == 4
