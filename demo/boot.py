@@ -1,20 +1,27 @@
 """Simulate a LinuxKit boot against the real programs, as subprocesses.
 
-memlogd starts first; two on-boot actions run in sequence and three services
-start, each through memlogd-exec (one chatty, one writing to stderr, and kmsg
-when /dev/kmsg is readable); only then does logwrite start ("the disk is
-mounted"), and it still persists every line written before it existed,
-because memlogd kept them.  `python -m demo` narrates it; the system test
-calls :func:`simulate_boot` and checks the files.
+A private rsyslog stands in for the central log server (when rsyslogd with
+RELP is installed).  memlogd starts first, as one process with its roles:
+persist to a directory that does not exist yet, the kernel log (when
+/dev/kmsg is readable), ship to the rsyslog.  Two on-boot actions run in
+sequence and two services start, each through memlogd-exec (one chatty, one
+writing to stderr).  memlogd's worker is then killed: its keeper starts
+another with the ring and the pipes intact.  Only then does the directory
+appear ("the disk is mounted"), and memlogd persists every line written
+before it existed.  `python -m demo` narrates it; the system test calls
+:func:`simulate_boot` and checks the files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,8 +31,8 @@ from typing import Any
 import trio
 
 from memlogd import protocol as proto
-from memlogd.client import Subscription
-from memlogd.errors import ConnectError
+from memlogd.client import Subscription, fetch_stats
+from memlogd.errors import ConnectError, MemlogdError
 from memlogd.events import Entries
 
 READY_TIMEOUT_S = 10.0
@@ -45,6 +52,7 @@ class Boot:
     query_sock: str
     kmsg: bool
     expected: dict[str, list[str]] = field(default_factory=dict)  # source -> lines
+    central: Central | None = None  # the private rsyslog the lines are shipped to
 
 
 def _py(module: str, *args: str) -> list[str]:
@@ -140,9 +148,15 @@ def all_persisted(boot: Boot) -> bool:
 
 
 async def simulate_boot(
-    run_dir: Path, say: Say, *, show_seconds: float = 0.0, kmsg: bool | None = None
+    run_dir: Path,
+    say: Say,
+    *,
+    show_seconds: float = 0.0,
+    kmsg: bool | None = None,
+    ship: bool | None = None,
 ) -> Boot:
-    """Run the whole boot; returns where the logs went and what must be in them."""
+    """Run the whole boot; returns where the logs went and what must be in them.
+    ``ship``: forward to a private rsyslog (None: when rsyslogd with RELP is here)."""
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     boot = Boot(
@@ -152,12 +166,40 @@ async def simulate_boot(
         str(run_dir / "query.sock"),
         kmsg_readable() if kmsg is None else kmsg,
     )
-    boot.log_dir.mkdir()
     quiet = subprocess.DEVNULL
     out = None if show_seconds else quiet  # the console shows the tee'd output in the demo
     async with trio.open_nursery() as nursery:
-        say("1. memlogd starts first, before any disk exists: it will hold every line in RAM.")
+        if ship is False:
+            central = None
+            say("0. (No central log server in this run: nothing is shipped.)")
+        else:
+            central = await _central_rsyslog(nursery, run_dir, say)
+        if ship and central is None:
+            raise RuntimeError("rsyslogd with imrelp is needed to ship (see central.stderr)")
+        boot.central = central
+        roles = ["-persist-dir", str(boot.log_dir), "-state-dir", str(run_dir / "state")]
+        roles += ["-persist-max-log-size", str(MAX_LOG_SIZE)]
+        roles += ["-persist-max-log-files", str(MAX_LOG_FILES)]
+        if boot.kmsg:
+            roles.append("-kmsg")
+        if central is not None:
+            roles += ["-ship-to", central.url, "-ship-hostname", "demo-vm"]
+        say(
+            "1. memlogd starts first, before any disk exists: it will hold every line in RAM.\n"
+            "   One process with its roles: "
+            + ", ".join(
+                what
+                for what, on in (
+                    (f"persist to {boot.log_dir} once it exists", True),
+                    ("the kernel log", boot.kmsg),
+                    ("ship to the central rsyslog", central is not None),
+                )
+                if on
+            )
+            + "."
+        )
         r, w = os.pipe()
+        started = time.monotonic()
         with open(run_dir / "memlogd.stderr", "wb") as err:
             memlogd = await _start(
                 nursery,
@@ -172,6 +214,7 @@ async def simulate_boot(
                     str(w),
                     "-log-format",
                     "json",
+                    *roles,
                 ),
                 pass_fds=(w,),
                 stdout=quiet,
@@ -179,7 +222,10 @@ async def simulate_boot(
             )
         os.close(w)
         await _wait_ready(r)
-        say(f"   serving: log socket {boot.log_sock}, query socket {boot.query_sock}")
+        say(
+            f"   ready {1000 * (time.monotonic() - started):.0f} ms after it was started: "
+            f"log socket {boot.log_sock}, query socket {boot.query_sock}"
+        )
 
         say("2. On-boot actions run one after the other, their output handed to memlogd:")
         for name, lines in onboot_actions():
@@ -201,46 +247,40 @@ async def simulate_boot(
                 ["sh", "-c", _echo_script(stderr_lines, fd=2) + "; while :; do sleep 1; done"],
             ),
         ]
-        if boot.kmsg:
-            services.append(("kmsg", _py("kmsg")))
         procs = []
         for name, command in services:
             say(f"   - {name}")
             procs.append(
                 await _start(nursery, _exec(boot, name, *command), stdout=quiet, stderr=quiet)
             )
-        if not boot.kmsg:
-            say("   - (no kmsg: /dev/kmsg is not readable here)")
 
         await _wait_until_held(boot)
         held = await _held(boot)
-        say(
-            f"   memlogd now holds {sum(len(v) for v in held.values())} lines from "
-            f"{len(held)} sources; nothing is on disk yet."
-        )
+        say(f"   memlogd now holds {_describe_held(held)}; nothing is on disk yet.")
 
-        say("4. The disk is ready: logwrite starts and persists everything memlogd held.")
-        with open(run_dir / "logwrite.stderr", "wb") as err:
-            logwrite = await _start(
-                nursery,
-                _py(
-                    "logwrite",
-                    "-socket",
-                    boot.query_sock,
-                    "-log-dir",
-                    str(boot.log_dir),
-                    "-max-log-size",
-                    str(MAX_LOG_SIZE),
-                    "-max-log-files",
-                    str(MAX_LOG_FILES),
-                ),
-                stdout=quiet,
-                stderr=err,
-            )
+        stats = await fetch_stats(boot.query_sock)
+        say(
+            f"4. memlogd's worker (pid {stats['pid']}) is killed with SIGKILL. Its keeper "
+            f"(pid {stats['keeper_pid']}) holds the ring and every source's pipe:"
+        )
+        os.kill(stats["pid"], signal.SIGKILL)
+        after = await _wait_restarted(boot, stats["pid"])
+        held_after = await _held(boot)
+        kept = all(set(v) <= set(held_after.get(k, [])) for k, v in held.items())
+        say(
+            f"   a new worker (pid {after['pid']}) serves the same ring: "
+            f"{'every line is still there' if kept else 'LINES WERE LOST'}, and the services "
+            "never noticed."
+        )
+        if not kept:
+            raise RuntimeError("lines were lost across the worker restart")
+
+        say(f"5. The disk is ready ({boot.log_dir} appears): memlogd persists everything it held.")
+        boot.log_dir.mkdir()
 
         if show_seconds:
             say(
-                f"5. `logread -F -n 25` for {show_seconds:g} seconds: the newest 25 lines held, "
+                f"6. `logread -F -n 25` for {show_seconds:g} seconds: the newest 25 lines held, "
                 "then new lines as they come (TIME;SOURCE;MSG):"
             )
             reader = await _start(
@@ -251,18 +291,130 @@ async def simulate_boot(
             await reader.wait()
 
         await _wait_until(
-            lambda: all_persisted(boot), "logwrite to persist the boot", PERSIST_TIMEOUT_S
+            lambda: all_persisted(boot), "memlogd to persist the boot", PERSIST_TIMEOUT_S
         )
-        say("6. Shutting down: services, then logwrite (it flushes), then memlogd.")
+        if central is not None:
+            await _wait_until(
+                lambda: central.holds(boot.expected), "the lines at rsyslog", PERSIST_TIMEOUT_S
+            )
+            say(
+                f"   The central rsyslog received {central.count()} messages over RELP "
+                f"({central.output}); the first of the chatty service's:\n"
+                f"   {central.first('chatty.out')}"
+            )
+        say("7. Shutting down: the services, then memlogd (its roles flush and save their state).")
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             await proc.wait()
-        for proc, name in ((logwrite, "logwrite"), (memlogd, "memlogd")):
-            proc.send_signal(signal.SIGTERM)
-            if await proc.wait() != 0:
-                raise RuntimeError(f"{name} did not exit cleanly; see {name}.stderr")
+        memlogd.send_signal(signal.SIGTERM)
+        if await memlogd.wait() != 0:
+            raise RuntimeError("memlogd did not exit cleanly; see memlogd.stderr")
+        if central is not None:
+            central.process.send_signal(signal.SIGTERM)
+            await central.process.wait()
     return boot
+
+
+def _describe_held(held: dict[str, list[str]]) -> str:
+    lines = sum(len(v) for v in held.values())
+    own = len(held.get(proto.INTERNAL_SOURCE, []))
+    kernel = len(held.get("kmsg", []))
+    extra = [f"{own} of memlogd's own events"] if own else []
+    if kernel:
+        extra.append(f"{kernel} from the kernel log")
+    detail = f" ({', '.join(extra)})" if extra else ""
+    return f"{lines} lines from {len(held)} sources{detail}"
+
+
+async def _wait_restarted(boot: Boot, old_pid: int) -> dict[str, Any]:
+    """memlogd's stats once a worker other than ``old_pid`` answers."""
+    with trio.fail_after(READY_TIMEOUT_S):
+        while True:
+            with contextlib.suppress(MemlogdError):
+                stats = await fetch_stats(boot.query_sock)
+                if stats["pid"] != old_pid:
+                    return stats
+            await trio.sleep(0.02)
+
+
+@dataclass
+class Central:
+    """A private rsyslogd standing in for the central log server."""
+
+    process: trio.Process
+    url: str
+    output: Path
+
+    def _messages(self) -> list[tuple[str, str]]:
+        """(APP-NAME, MSG) of every message written so far."""
+        try:
+            text = self.output.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            # <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG
+            parts = line.split(" ", 6)
+            if len(parts) == 7:
+                _, _, msg = parts[6].rpartition("] ")
+                out.append((parts[3], msg))
+        return out
+
+    def count(self) -> int:
+        return len(self._messages())
+
+    def holds(self, expected: dict[str, list[str]]) -> bool:
+        got = set(self._messages())
+        return all((source, line) in got for source, lines in expected.items() for line in lines)
+
+    def first(self, app: str) -> str:
+        text = self.output.read_text(errors="replace")
+        return next((line for line in text.splitlines() if f" {app} " in line), "")
+
+
+async def _central_rsyslog(nursery: trio.Nursery, run_dir: Path, say: Say) -> Central | None:
+    """A private rsyslogd listening for RELP on loopback, or None (said why)."""
+    exe = shutil.which("rsyslogd", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
+    if exe is None:
+        say("0. (No rsyslogd here, so nothing is shipped: `apt-get install rsyslog rsyslog-relp`.)")
+        return None
+    directory = run_dir / "central"
+    (directory / "work").mkdir(parents=True)
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = directory / "messages.log"
+    conf = directory / "rsyslog.conf"
+    conf.write_text(
+        f'global(workDirectory="{directory / "work"}" net.enableDNS="off")\n'
+        'module(load="imrelp")\n'
+        f'input(type="imrelp" address="127.0.0.1" port="{port}" ruleset="central")\n'
+        'ruleset(name="central") {\n'
+        f'  action(type="omfile" file="{output}" template="RSYSLOG_SyslogProtocol23Format")\n'
+        "}\n"
+    )
+    with open(directory / "central.stderr", "wb") as err:
+        process = await _start(
+            nursery,
+            [exe, "-n", "-f", str(conf), "-i", str(directory / "rsyslogd.pid")],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+        )
+    with trio.move_on_after(READY_TIMEOUT_S):
+        while process.poll() is None:
+            try:
+                (await trio.open_tcp_stream("127.0.0.1", port)).socket.close()
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            say(f"0. A central rsyslog listens for RELP on 127.0.0.1:{port} (the log server).")
+            return Central(process, f"relp://127.0.0.1:{port}", output)
+    if process.poll() is None:
+        process.kill()
+    say(f"0. (rsyslogd did not start, so nothing is shipped: see {directory}/central.stderr.)")
+    return None
 
 
 async def _wait_until_held(boot: Boot) -> None:
@@ -302,13 +454,15 @@ def main() -> None:
         print(f"demo: failed: {exc}", file=sys.stderr)
         sys.exit(1)
     say(
-        f"\n7. What logwrite persisted in {boot.log_dir} (bytes, file); the chatty service's "
+        f"\n8. What memlogd persisted in {boot.log_dir} (bytes, file); the chatty service's "
         f"log rotated at {MAX_LOG_SIZE} bytes into .log.0 (newest) ... .log.N (oldest):"
     )
     for row in listing(boot.log_dir):
         print(row)
     lines = sum(len(v) for v in boot.expected.values())
+    where = "those files" + (" and at the central rsyslog" if boot.central else "")
     say(
-        f"\nEvery one of the {lines} lines written before logwrite started is in those files. "
-        f"Read them with e.g. `cat {boot.log_dir}/chatty.out.log`."
+        f"\nEvery one of the {lines} lines the services wrote before the disk existed is in "
+        f"{where}, once, although a worker was killed on the way. Read them with e.g. "
+        f"`cat {boot.log_dir}/chatty.out.log`."
     )

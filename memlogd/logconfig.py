@@ -77,7 +77,11 @@ def configure_logging(program: str, fmt: str = "text", level: str = "info") -> N
     "json" (one object per event, with a timestamp)."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}")
-    processors: list[Any] = [structlog.processors.add_log_level]
+    # merge_contextvars: memlogd's roles tag their events (role=ship) in their tasks
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+    ]
     if fmt == "json":
         processors += [
             structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -135,6 +135,7 @@ async def _supervised(name: str, job: Any, *args: Any) -> None:
     from memlogd.errors import MemlogdError
 
     log = structlog.get_logger("memlogd")
+    structlog.contextvars.bind_contextvars(role=name)  # on the events of this task and its own
     while True:
         try:
             await job(*args)

@@ -8,15 +8,22 @@ import pytest
 import trio
 
 from demo.boot import MAX_LOG_FILES, MAX_LOG_SIZE, persisted, simulate_boot
+from tests.rsyslog import unavailable_reason
 
 pytestmark = pytest.mark.e2e
+
+
+def _rsyslog_here() -> bool:
+    """Ship when the rsyslog tests can run (rsyslogd with imrelp), else not."""
+    return unavailable_reason() is None
 
 
 async def test_every_boot_line_is_persisted_and_chatty_rotates(short_tmp: Path) -> None:
     said: list[str] = []
     with trio.fail_after(60):
-        boot = await simulate_boot(short_tmp / "run", said.append)
-    assert said[0].startswith("1. memlogd starts first")
+        boot = await simulate_boot(short_tmp / "run", said.append, ship=_rsyslog_here())
+    assert said[0].startswith("0. ")  # the central rsyslog, or why there is none
+    assert said[1].startswith("1. memlogd starts first")
     for source, lines in boot.expected.items():
         got = persisted(boot.log_dir, source)
         # everything written before logwrite started, in order, nothing twice
@@ -28,11 +35,12 @@ async def test_every_boot_line_is_persisted_and_chatty_rotates(short_tmp: Path) 
     for path in boot.log_dir.glob("chatty.out.log.*"):
         size = path.stat().st_size
         assert MAX_LOG_SIZE < size < MAX_LOG_SIZE + 200  # rotated by the entry that crossed
-    if boot.kmsg:
+    if boot.kmsg:  # memlogd's -kmsg role: the kernel's records, each once
         kernel = persisted(boot.log_dir, "kmsg")
-        # the kernel's records, then memlogd-exec's line on how kmsg ended
-        assert kernel[-1] == "memlogd-exec: kmsg exited with status 0"  # SIGTERM: a clean stop
-        records = kernel[:-1]
-        assert records and all(line.startswith("(") and ") - " in line for line in records)
+        assert kernel and all(line.startswith("(") and ") - " in line for line in kernel)
+        assert len(set(kernel)) == len(kernel)
+    assert any(line.startswith("4. memlogd's worker") for line in said)  # killed on the way
+    if boot.central is not None:  # shipped too: every line the services wrote, at rsyslog
+        assert boot.central.holds(boot.expected)
     # sockets cleaned up by memlogd's clean exit
     assert not Path(boot.log_sock).exists() and not Path(boot.query_sock).exists()
