@@ -119,17 +119,18 @@ def _run_keeper(
     config: Any, roles: Any, sockets: Sockets, log_format: str, args: list[str]
 ) -> NoReturn:
     from memlogd import keeper
+    from memlogd.keeperstate import KeeperState, create_journal, lower_oom_score, raise_fd_limit
 
     log_sock, query_sock, owned = sockets
-    keeper.raise_fd_limit()
-    state = keeper.KeeperState(
+    raise_fd_limit()
+    state = KeeperState(
         config=config,
         argv=_kept_args(args),
         log_sock=log_sock,
         query_sock=query_sock,
         owned=owned,
-        journal_fd=keeper.create_journal(config),
-        oom_score=keeper.lower_oom_score(),
+        journal_fd=create_journal(config),
+        oom_score=lower_oom_score(),
         roles=roles,
     )
     _import_worker(log_format)
@@ -141,8 +142,9 @@ def _run_keeper(
 def _resume_keeper(values: dict[str, Any], config: Any, roles: Any, args: list[str]) -> NoReturn:
     """The keeper after it re-executed itself for an upgrade (SIGUSR2)."""
     from memlogd import keeper
+    from memlogd.keeperstate import adopt_state
 
-    state, worker = keeper.adopt_state(values["keeper_state"], config, _kept_args(args))
+    state, worker = adopt_state(values["keeper_state"], config, _kept_args(args))
     state.roles = roles
     _import_worker(values["log_format"])
     keeper.Keeper(state).run(handing_over_from=worker)

@@ -14,7 +14,7 @@ Query socket (for logread, logwrite, logship, memlogd's in-process roles)::
 
 :class:`Subscription` owns everything between a consumer and memlogd's
 answers: connecting, the request, the one answer parser
-(:class:`memlogd.protocol.AnswerParser`), the ``(instance, seq)`` cursor,
+(:class:`memlogd.answerparser.AnswerParser`), the ``(instance, seq)`` cursor,
 resuming after a lost connection, the instance-change rule, the fallback to
 upstream's base modes and retrying with backoff.  A consumer only renders or
 stores what it is given.
@@ -33,6 +33,7 @@ from typing import Any
 import trio
 
 from memlogd import protocol as proto
+from memlogd.answerparser import AnswerParser
 from memlogd.config import HEADER_TIMEOUT_S, RECV_CHUNK, RETRY_MAX_S, RETRY_MIN_S
 from memlogd.errors import (
     ConnectError,
@@ -163,7 +164,7 @@ class Subscription:
         self._filter = ClientFilter(request)
         self._pending: deque[Event] = deque()
         self._stream: trio.abc.Stream | None = None
-        self._parser = proto.AnswerParser(extended=True)
+        self._parser = AnswerParser(extended=True)
         self._expect: str | None = None  # the instance the sent after_seq refers to
         self._after_seq: int | None = None  # the sent after_seq
         self._answered = False  # the current connection's answer started
@@ -244,7 +245,7 @@ class Subscription:
             self._lost("the connection broke before the request was sent")
             return
         self._stream = stream
-        self._parser = proto.AnswerParser(extended=extended)
+        self._parser = AnswerParser(extended=extended)
         self._answered = False
         if not extended:
             self._filter.reset()
@@ -342,7 +343,7 @@ class Subscription:
             await loser.aclose()
         if stream is base:
             self._stream = base
-            self._parser = proto.AnswerParser(extended=False)
+            self._parser = AnswerParser(extended=False)
             self.upstream = True
             self.cursor = self._after_seq = None
             self._filter.reset()
@@ -419,7 +420,7 @@ async def fetch_stats(
     """memlogd's statistics (the ``stats`` object of docs/protocol.md)."""
     connect: Connector = (lambda: connect_query(target)) if isinstance(target, str) else target
     stream = await connect()
-    parser = proto.AnswerParser(extended=True)
+    parser = AnswerParser(extended=True)
     async with stream:
         try:
             await stream.send_all(proto.encode_request(proto.QueryRequest(stats=True)))

@@ -10,14 +10,14 @@ Two sockets:
 
 Entries on the wire are ``{"time":...,"source":...,"msg":...}`` with exactly
 those keys in that order (upstream clients parse them), plus ``"seq"`` at the
-end in extended mode.  :class:`AnswerParser` reads any answer: it is the only
-code that splits and decodes what memlogd sends.
+end in extended mode.  :class:`memlogd.answerparser.AnswerParser` reads any
+answer: it is the only code that splits and decodes what memlogd sends.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -179,10 +179,10 @@ def _load_json(line: bytes | str) -> Any:
 
 def decode_entry(line: bytes | str) -> LogEntry:
     """Parse one JSON entry line (base or extended)."""
-    return _entry_from_obj(_load_json(line))
+    return entry_from_obj(_load_json(line))
 
 
-def _entry_from_obj(obj: Any) -> LogEntry:
+def entry_from_obj(obj: Any) -> LogEntry:
     if type(obj) is not dict:
         raise ProtocolError("entry is not a JSON object")
     get = obj.get
@@ -342,10 +342,10 @@ def encode_stats(values: Mapping[str, Any]) -> bytes:
 
 def decode_reply(line: bytes | str) -> Reply:
     """Parse one line of an extended answer into its kind."""
-    return _reply_from_obj(_load_json(line))
+    return reply_from_obj(_load_json(line))
 
 
-def _reply_from_obj(obj: Any) -> Reply:
+def reply_from_obj(obj: Any) -> Reply:
     if not isinstance(obj, dict):
         raise ProtocolError("reply is not a JSON object")
     if "memlogd" in obj:
@@ -361,7 +361,7 @@ def _reply_from_obj(obj: Any) -> Reply:
         return Stats(obj["stats"])
     if "error" in obj:
         return ErrorReply(str(obj["error"]))
-    return _entry_from_obj(obj)
+    return entry_from_obj(obj)
 
 
 def _reply_int(obj: Mapping[str, Any], key: str) -> int:
@@ -393,107 +393,3 @@ class Malformed:
 
 
 Answer = Reply | Malformed
-
-
-# (text, index) -> (value, end), as json.loads scans (C when it can)
-_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-class AnswerParser:
-    """Reads one answer of memlogd, sans I/O (as h11 reads HTTP): ``feed`` it
-    the bytes received, in any chunks, and get the replies they complete.
-
-    In extended mode the first line must be the :class:`Header` (or an
-    :class:`ErrorReply`, memlogd's refusal of the request); a line out of place,
-    or one that does not decode, is a :class:`Malformed` reply, never an
-    exception, so that the caller decides what it means.  Base modes (0-2)
-    carry entries only.
-    """
-
-    __slots__ = ("_decode", "_from_obj", "_tail", "extended", "header")
-
-    def __init__(self, *, extended: bool) -> None:
-        self.extended = extended
-        self.header: Header | None = None
-        self._tail = b""
-        self._decode = decode_reply if extended else decode_entry
-        self._from_obj = _reply_from_obj if extended else _entry_from_obj
-
-    def feed(self, data: bytes) -> list[Answer]:
-        """The replies completed by ``data`` (lines ending in ``\\n``), in order."""
-        end = data.rfind(b"\n")
-        if end < 0:
-            self._tail += data
-            return []
-        complete = self._tail + data[:end] if self._tail else data[:end]
-        self._tail = data[end + 1 :]
-        try:
-            text = complete.decode("utf-8")
-        except UnicodeDecodeError:  # some line is not UTF-8: each line on its own
-            return self._parse(complete.split(b"\n"))
-        return self._scan(text)
-
-    def _scan(self, text: str) -> list[Answer]:
-        """Complete lines of valid UTF-8, decoded in one go: each line's JSON
-        value scanned in place (no split, no ``json.loads`` per line); a line
-        the scan does not take whole goes through :meth:`_parse`, which gives
-        exactly what decoding it alone gives (BENCHMARKS.md, "Clients")."""
-        out: list[Answer] = []
-        scan, from_obj, size, pos = _scan_json, self._from_obj, len(text), 0
-        header_first = self.extended and self.header is None
-        while pos < size:
-            nl = text.find("\n", pos)
-            stop = size if nl < 0 else nl
-            try:
-                obj, end = scan(text, pos)
-            except (StopIteration, ValueError, RecursionError):
-                end = -1
-            if end == stop and not header_first:
-                try:
-                    reply = from_obj(obj)
-                except ProtocolError:
-                    pass
-                else:
-                    if not isinstance(reply, Header):
-                        out.append(reply)
-                        pos = stop + 1
-                        continue
-            out += self._parse([text[pos:stop].encode("utf-8")])
-            header_first = self.extended and self.header is None
-            pos = stop + 1
-        return out
-
-    def close(self) -> int:
-        """At the end of the answer: the bytes of a last line without its newline
-        are dropped (memlogd ends every line; a line cut short is what a daemon
-        killed while sending left), and their count returned."""
-        dropped, self._tail = len(self._tail), b""
-        return dropped
-
-    @property
-    def pending(self) -> int:
-        """Bytes received of a line not yet complete."""
-        return len(self._tail)
-
-    def _parse(self, lines: list[bytes]) -> list[Answer]:
-        out: list[Answer] = []
-        decode = self._decode
-        for line in lines:
-            if not line:
-                continue
-            try:
-                reply = decode(line)
-            except ProtocolError as exc:
-                out.append(Malformed(line, str(exc)))
-                continue
-            if self.extended:
-                if isinstance(reply, Header):
-                    if self.header is not None:
-                        out.append(Malformed(line, "a second header line"))
-                        continue
-                    self.header = reply
-                elif self.header is None and not isinstance(reply, ErrorReply):
-                    out.append(Malformed(line, "expected the header line first"))
-                    continue
-            out.append(reply)
-        return out

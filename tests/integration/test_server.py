@@ -13,6 +13,7 @@ import trio
 
 from memlogd import client
 from memlogd import protocol as proto
+from memlogd.answerparser import AnswerParser
 from memlogd.config import DROP_REPORT_S, DaemonConfig
 from memlogd.logconfig import configure_logging
 from memlogd.server.serve import Daemon, serve
@@ -33,7 +34,7 @@ async def collect(path: str, what: proto.QueryMode | proto.QueryRequest) -> list
     """A whole answer, read until memlogd closes it."""
     extended = isinstance(what, proto.QueryRequest)
     request = proto.encode_request(what) if isinstance(what, proto.QueryRequest) else bytes([what])
-    parser = proto.AnswerParser(extended=extended)
+    parser = AnswerParser(extended=extended)
     replies: list[proto.Answer] = []
     async with await trio.open_unix_socket(path) as stream:
         await stream.send_all(request)

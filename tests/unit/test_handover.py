@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from memlogd import handover
 from memlogd.errors import ProtocolError
-from memlogd.keeper import MAX_BACKOFF_S, MAX_FAILED_STARTS, MIN_BACKOFF_S, RestartPolicy
+from memlogd.restart import MAX_BACKOFF_S, MAX_FAILED_STARTS, MIN_BACKOFF_S, RestartPolicy
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,117 @@
+"""Reading memlogd's answers, sans I/O (docs/protocol.md, "Reading answers"). PURE.
+
+:class:`AnswerParser` is the only code that splits and decodes what memlogd
+sends; :class:`memlogd.client.Subscription` drives it over a socket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from memlogd import protocol as proto
+from memlogd.errors import ProtocolError
+
+# (text, index) -> (value, end), as json.loads scans (C when it can)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+class AnswerParser:
+    """Reads one answer of memlogd, sans I/O (as h11 reads HTTP): ``feed`` it
+    the bytes received, in any chunks, and get the replies they complete.
+
+    In extended mode the first line must be the :class:`~memlogd.protocol.Header` (or an
+    :class:`~memlogd.protocol.ErrorReply`, memlogd's refusal of the request); a line out of place,
+    or one that does not decode, is a :class:`~memlogd.protocol.Malformed` reply, never an
+    exception, so that the caller decides what it means.  Base modes (0-2)
+    carry entries only.
+    """
+
+    __slots__ = ("_decode", "_from_obj", "_tail", "extended", "header")
+
+    def __init__(self, *, extended: bool) -> None:
+        self.extended = extended
+        self.header: proto.Header | None = None
+        self._tail = b""
+        self._decode = proto.decode_reply if extended else proto.decode_entry
+        self._from_obj = proto.reply_from_obj if extended else proto.entry_from_obj
+
+    def feed(self, data: bytes) -> list[proto.Answer]:
+        """The replies completed by ``data`` (lines ending in ``\\n``), in order."""
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._tail += data
+            return []
+        complete = self._tail + data[:end] if self._tail else data[:end]
+        self._tail = data[end + 1 :]
+        try:
+            text = complete.decode("utf-8")
+        except UnicodeDecodeError:  # some line is not UTF-8: each line on its own
+            return self._parse(complete.split(b"\n"))
+        return self._scan(text)
+
+    def _scan(self, text: str) -> list[proto.Answer]:
+        """Complete lines of valid UTF-8, decoded in one go: each line's JSON
+        value scanned in place (no split, no ``json.loads`` per line); a line
+        the scan does not take whole goes through :meth:`_parse`, which gives
+        exactly what decoding it alone gives (BENCHMARKS.md, "Clients")."""
+        out: list[proto.Answer] = []
+        scan, from_obj, size, pos = _scan_json, self._from_obj, len(text), 0
+        header_first = self.extended and self.header is None
+        while pos < size:
+            nl = text.find("\n", pos)
+            stop = size if nl < 0 else nl
+            try:
+                obj, end = scan(text, pos)
+            except (StopIteration, ValueError, RecursionError):
+                end = -1
+            if end == stop and not header_first:
+                try:
+                    reply = from_obj(obj)
+                except ProtocolError:
+                    pass
+                else:
+                    if not isinstance(reply, proto.Header):
+                        out.append(reply)
+                        pos = stop + 1
+                        continue
+            out += self._parse([text[pos:stop].encode("utf-8")])
+            header_first = self.extended and self.header is None
+            pos = stop + 1
+        return out
+
+    def close(self) -> int:
+        """At the end of the answer: the bytes of a last line without its newline
+        are dropped (memlogd ends every line; a line cut short is what a daemon
+        killed while sending left), and their count returned."""
+        dropped, self._tail = len(self._tail), b""
+        return dropped
+
+    @property
+    def pending(self) -> int:
+        """Bytes received of a line not yet complete."""
+        return len(self._tail)
+
+    def _parse(self, lines: list[bytes]) -> list[proto.Answer]:
+        out: list[proto.Answer] = []
+        decode = self._decode
+        for line in lines:
+            if not line:
+                continue
+            try:
+                reply = decode(line)
+            except ProtocolError as exc:
+                out.append(proto.Malformed(line, str(exc)))
+                continue
+            if self.extended:
+                if isinstance(reply, proto.Header):
+                    if self.header is not None:
+                        out.append(proto.Malformed(line, "a second header line"))
+                        continue
+                    self.header = reply
+                elif self.header is None and not isinstance(reply, proto.ErrorReply):
+                    out.append(proto.Malformed(line, "expected the header line first"))
+                    continue
+            out.append(reply)
+        return out

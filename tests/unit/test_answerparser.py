@@ -1,0 +1,153 @@
+"""Reading answers (memlogd.answerparser): any chunking, exactly what decoding
+each line alone gives, the header first, never an exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from memlogd import protocol as proto
+from memlogd.answerparser import AnswerParser
+from memlogd.errors import ProtocolError
+from memlogd.protocol import Dropped, ErrorReply, Header, LogEntry, Malformed, Stats
+from tests.strategies import log_entries
+
+pytestmark = pytest.mark.unit
+
+HEADER = b'{"memlogd":{"instance":"i-1","first_seq":3,"next_seq":9}}\n'
+
+
+def answer_lines() -> st.SearchStrategy[bytes]:
+    """Lines an answer may carry, good and bad."""
+    entry = log_entries().map(proto.encode_entry)
+    dropped = st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)).map(
+        lambda t: proto.encode_dropped(*t)
+    )
+    junk = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"") + b"\n")
+    return st.one_of(entry, entry, dropped, st.just(HEADER), junk, st.just(b"\n"))
+
+
+def parse_in_chunks(data: bytes, cuts: list[int], extended: bool) -> list[Any]:
+    parser = AnswerParser(extended=extended)
+    out: list[Any] = []
+    start = 0
+    for cut in sorted(c % (len(data) + 1) for c in cuts):
+        out += parser.feed(data[start:cut])
+        start = cut
+    out += parser.feed(data[start:])
+    parser.close()
+    return out
+
+
+@given(st.lists(answer_lines(), max_size=12), st.lists(st.integers(0, 10**6)), st.booleans())
+def test_answer_parser_gives_the_same_replies_however_the_bytes_are_chunked(
+    lines: list[bytes], cuts: list[int], extended: bool
+):
+    data = b"".join(lines)
+    whole = parse_in_chunks(data, [], extended)
+    assert parse_in_chunks(data, cuts, extended) == whole
+    byte_by_byte = parse_in_chunks(data, list(range(len(data) + 1)), extended)
+    assert byte_by_byte == whole
+
+
+def decoded_line_by_line(data: bytes, extended: bool) -> list[Any]:
+    """The model: each complete line decoded on its own (docs/protocol.md,
+    "Reading answers")."""
+    out: list[Any] = []
+    header = None
+    for line in data.split(b"\n")[:-1]:
+        if not line:
+            continue
+        try:
+            reply = proto.decode_reply(line) if extended else proto.decode_entry(line)
+        except ProtocolError as exc:
+            out.append(Malformed(line, str(exc)))
+            continue
+        if extended and isinstance(reply, Header):
+            if header is not None:
+                out.append(Malformed(line, "a second header line"))
+                continue
+            header = reply
+        elif extended and header is None and not isinstance(reply, ErrorReply):
+            out.append(Malformed(line, "expected the header line first"))
+            continue
+        out.append(reply)
+    return out
+
+
+# pieces that a scan of the whole chunk could take across lines, or take in part
+HALF = b'{"time":"2019-02-22T16:04:23Z","source":"a",'  # an entry's first half
+TRICKY = [
+    *(b'{"a":', b"1}", b"[1,", b"2]", b" {}", b"{} ", b"{},{}", b"\xef\xbb\xbf{}", b"\x00"),
+    *(b"\t", b'{"msg":"\\u00e9"', HALF, b'"msg":"x"}', b'"msg":"x","seq":3}', b"\xff"),
+    *(b"1" * 5000, b"[" * 3000, b"NaN", b'"s"', b"{}", HALF + b'"msg":"x"}'),
+    HALF + b'"msg":"x","seq":3} ',
+]
+
+
+@given(
+    st.lists(
+        st.one_of(answer_lines(), st.lists(st.sampled_from(TRICKY), max_size=3).map(b"".join)),
+        max_size=12,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+@example([HALF, b'"msg":"x"}'], False, False)  # an entry only if a scan ran on into line 2
+@example([HEADER, HALF, b'"msg":"x","seq":3}'], True, True)
+def test_answer_parser_gives_what_decoding_each_line_alone_gives(
+    lines: list[bytes], extended: bool, newline_between: bool
+):
+    sep = b"\n" if newline_between else b""
+    data = sep.join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+    assert parse_in_chunks(data, [], extended) == decoded_line_by_line(data, extended)
+
+
+@given(st.lists(log_entries(), max_size=10), st.lists(st.integers(0, 10**5)))
+def test_answer_parser_reads_what_the_server_writes(entries: list[LogEntry], cuts: list[int]):
+    data = HEADER + b"".join(proto.encode_entry(e) for e in entries)
+    replies = parse_in_chunks(data, cuts, extended=True)
+    assert replies == [Header("i-1", 3, 9), *entries]
+
+
+def test_answer_parser_wants_the_header_first():
+    parser = AnswerParser(extended=True)
+    entry = b'{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x","seq":3}'
+    assert parser.feed(entry + b"\n" + HEADER + entry + b"\n" + HEADER) == [
+        Malformed(entry, "expected the header line first"),
+        Header("i-1", 3, 9),
+        LogEntry(1_550_851_463_000_000_000, "a", "x", 3),
+        Malformed(HEADER[:-1], "a second header line"),
+    ]
+    assert parser.header == Header("i-1", 3, 9)
+
+
+def test_answer_parser_lets_an_error_come_instead_of_the_header():
+    parser = AnswerParser(extended=True)
+    assert parser.feed(b'{"error":"unknown request key \'x\'"}\n') == [
+        ErrorReply("unknown request key 'x'")
+    ]
+
+
+def test_answer_parser_base_mode_reads_entries_and_drops_a_line_cut_short():
+    parser = AnswerParser(extended=False)
+    entry = b'{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x"}'
+    assert parser.feed(entry + b"\n" + entry[:10]) == [
+        LogEntry(1_550_851_463_000_000_000, "a", "x")
+    ]
+    assert parser.pending == 10
+    assert parser.feed(entry[10:]) == []
+    assert parser.close() == len(entry)  # no newline: a daemon killed while sending it
+    assert parser.pending == 0
+    assert parser.feed(HEADER) == [Malformed(HEADER[:-1], "entry field 'time' is not a string")]
+
+
+@given(st.binary(max_size=200), st.booleans())
+def test_answer_parser_never_raises(data: bytes, extended: bool):
+    replies = parse_in_chunks(data, [], extended)
+    assert all(
+        isinstance(r, (LogEntry, Header, Dropped, Stats, ErrorReply, Malformed)) for r in replies
+    )
