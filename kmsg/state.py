@@ -9,13 +9,12 @@ the old one, so a crash leaves either the old or the new state, never half.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from dataclasses import dataclass
 
 import structlog
 
+from memlogd.atomicfile import replace_file
 from memlogd.errors import MemlogdError
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -83,16 +82,7 @@ def load_state(path: str, boot_id: str) -> int | None:
 
 def save_state(path: str, state: KmsgState) -> None:
     """Replace ``path`` atomically with ``state``; StateError when it cannot."""
-    tmp = f"{path}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, encode_state(state))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        replace_file(path, encode_state(state))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StateError(f"cannot write state file {path}: {exc.strerror or exc}") from None

@@ -27,8 +27,7 @@ from logship.shipper import (
     ShipResult,
 )
 from logship.target import Target, TargetError, parse_target
-from memlogd.cliflags import go_command, go_option
-from memlogd.config import DEFAULT_QUERY_SOCKET
+from memlogd.cliflags import go_command, go_option, query_socket_option
 from memlogd.errors import MemlogdError
 from memlogd.logconfig import LEVELS, configure_logging, log_format_option
 
@@ -69,13 +68,7 @@ Examples:
 
 
 @go_command(PROG, epilog=EPILOG)
-@go_option(
-    "--socket",
-    default=DEFAULT_QUERY_SOCKET,
-    show_default=True,
-    metavar="PATH",
-    help="memlogd's query socket.",
-)
+@query_socket_option()
 @go_option(
     "--to",
     required=True,

@@ -65,7 +65,7 @@ from memlogd.client import Connector, Subscription
 from memlogd.errors import ConfigError, MemlogdError, NotExtendedError
 from memlogd.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
 from memlogd.protocol import Cursor
-from memlogd.ratelimit import RateLimiter
+from memlogd.ratelimit import LimitedLog
 
 log = structlog.get_logger("logship")
 
@@ -188,22 +188,6 @@ class _Session:
         return data
 
 
-class _Diagnostics:
-    """structlog events, each kind at most once per :data:`WARN_PERIOD_S`
-    (the count of the ones held back goes with the next)."""
-
-    def __init__(self) -> None:
-        self._limiter = RateLimiter(WARN_PERIOD_S)
-
-    def emit(self, level: str, event: str, **kw: Any) -> None:
-        held = self._limiter.allow(event, time.monotonic())
-        if held is None:
-            return
-        if held:
-            kw["suppressed"] = held
-        getattr(log, level)(event, **kw)
-
-
 def _describe(exc: BaseException) -> str:
     """An error of the connection in words (``connection refused``)."""
     if isinstance(exc, socket.gaierror):
@@ -234,7 +218,8 @@ class Shipper:
         self.delivered = 0
         self.gaps = 0
         self.receiver_error: str | None = None
-        self._diag = _Diagnostics()
+        # each kind at most once per WARN_PERIOD_S (outages of a flapping receiver)
+        self._diag = LimitedLog(log, WARN_PERIOD_S)
         self._window: AckWindow[Item] = AckWindow(config.window)
         self._sent: deque[Message] = deque()  # TCP: the last `window` messages written
         self._outbox: deque[Message] = deque()

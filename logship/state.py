@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable
 
 from logwrite.lines import CursorError, decode_cursor, encode_cursor
+from memlogd.atomicfile import TMP_SUFFIX, replace_file
 from memlogd.errors import MemlogdError
 from memlogd.protocol import Cursor
 
 SYNC_PERIOD_S = 1.0  # fsync at most this often (and at exit)
 MAX_STATE_BYTES = 4096  # more than that is not a state file
-TMP_SUFFIX = ".tmp"
 
 __all__ = ["SYNC_PERIOD_S", "CursorError", "StateError", "StateFile"]
 
@@ -126,20 +126,7 @@ class StateFile:
             return
         now = self._clock()
         durable = sync or now - self._last_sync >= self.sync_period_s
-        data = encode_cursor(cursor)
-        fd = self._open_tmp()
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, "short write of the state file")
-            if durable:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp_path)
-            raise
-        os.close(fd)
-        os.rename(self.tmp_path, self.path)
+        replace_file(self.path, encode_cursor(cursor), sync=durable)
         self.saved = cursor
         self.saves += 1
         if durable:

@@ -12,8 +12,7 @@ import trio
 
 from logwrite.lines import TimeFormat
 from logwrite.persister import Config, IncompleteError, persist
-from memlogd.cliflags import go_command, go_option
-from memlogd.config import DEFAULT_QUERY_SOCKET
+from memlogd.cliflags import go_command, go_option, query_socket_option
 from memlogd.errors import MemlogdError
 from memlogd.logconfig import configure_logging, log_format_option
 
@@ -21,13 +20,7 @@ log = structlog.get_logger("logwrite")
 
 
 @go_command("logwrite")
-@go_option(
-    "--socket",
-    default=DEFAULT_QUERY_SOCKET,
-    show_default=True,
-    metavar="PATH",
-    help="memlogd's query socket.",
-)
+@query_socket_option()
 @go_option(
     "--log-dir",
     default="/var/log",

@@ -7,15 +7,14 @@ crash it never claims more than the files hold.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 
 from logwrite.lines import CursorError, Pending, decode_cursor, encode_cursor
+from memlogd.atomicfile import TMP_SUFFIX, replace_file
 from memlogd.protocol import Cursor
 
 CURSOR_NAME = "logwrite.cursor"
-CURSOR_TMP = CURSOR_NAME + ".tmp"
+CURSOR_TMP = CURSOR_NAME + TMP_SUFFIX
 MAX_CURSOR_BYTES = 1 << 20  # a pending batch lists its files
 
 
@@ -49,20 +48,6 @@ def save_cursor(
     """Write the cursor atomically (and the files of a batch about to be written,
     ``pending``); OSError on failure (the old one stays).  ``sync``: fsync it
     (a kill of the process alone needs only the rename)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(CURSOR_TMP, flags, 0o640, dir_fd=dir_fd)
-    try:
-        data = encode_cursor(cursor, pending)
-        if os.write(fd, data) != len(data):
-            raise OSError(errno.ENOSPC, "short write of the cursor file")
-        if sync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(CURSOR_TMP, dir_fd=dir_fd)
-        raise
-    os.close(fd)
-    os.rename(CURSOR_TMP, CURSOR_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    replace_file(CURSOR_NAME, encode_cursor(cursor, pending), dir_fd=dir_fd, sync=sync, mode=0o640)
     if sync_dir:
         os.fsync(dir_fd)

@@ -31,7 +31,6 @@ from dataclasses import dataclass, replace
 import structlog
 
 from logwrite.lines import Pending
-from logwrite.report import Reporter
 from logwrite.rotation import (
     Remove,
     choose_victim,
@@ -41,6 +40,7 @@ from logwrite.rotation import (
     undo_plan,
 )
 from memlogd.errors import MemlogdError
+from memlogd.ratelimit import LimitedLog
 
 log = structlog.get_logger("logwrite")
 
@@ -156,7 +156,7 @@ class LogFiles:
         max_files: int,
         max_size: int,
         max_open: int,
-        reporter: Reporter,
+        reporter: LimitedLog,
     ) -> None:
         self.log_dir = log_dir
         self.max_files = max_files

@@ -21,7 +21,7 @@ import trio
 from logwrite.cursor import load_cursor, save_cursor
 from logwrite.files import Item, LogDirError, LogFiles, ensure_log_dir, errno_name
 from logwrite.lines import ERROR_PERIOD_S, OWN_SOURCE, CursorError, LineFormatter, TimeFormat
-from logwrite.report import Reporter
+from logwrite.report import new_reporter
 from logwrite.rotation import safe_log_name
 from memlogd import protocol as proto
 from memlogd.client import Connector, Subscription
@@ -29,6 +29,7 @@ from memlogd.errors import MemlogdError
 from memlogd.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
 from memlogd.globs import SourceMatcher
 from memlogd.protocol import Cursor
+from memlogd.ratelimit import LimitedLog
 
 log = structlog.get_logger("logwrite")
 
@@ -59,7 +60,7 @@ class IncompleteError(MemlogdError):
 class Persister:
     """Turns received replies into lines in files, and keeps the cursor."""
 
-    def __init__(self, config: Config, files: LogFiles, reporter: Reporter) -> None:
+    def __init__(self, config: Config, files: LogFiles, reporter: LimitedLog) -> None:
         self.config = config
         self.files = files
         self.reporter = reporter
@@ -227,7 +228,7 @@ class Persister:
 
 
 async def follow(
-    config: Config, persister: Persister, reporter: Reporter, target: str | Connector
+    config: Config, persister: Persister, reporter: LimitedLog, target: str | Connector
 ) -> None:
     """Follow memlogd (at ``target``) into the files: for ever (reconnecting with
     backoff), or once through the ring with ``--once``."""
@@ -275,7 +276,7 @@ async def follow(
                 reporter.error("bad_line_from_memlogd", error=event.reason)
 
 
-def open_log_files(config: Config, reporter: Reporter) -> LogFiles:
+def open_log_files(config: Config, reporter: LimitedLog) -> LogFiles:
     """The log directory, created if missing; LogDirError when it cannot be used."""
     ensure_log_dir(config.log_dir)
     try:
@@ -301,7 +302,7 @@ async def persist(
     At the end (cancelled too) what is queued gets a last attempt, the cursor is
     saved and the files are synced.  A message on ``reopen`` reopens the files
     (SIGHUP).  Raises LogDirError, IncompleteError, MemlogdError."""
-    reporter = Reporter()
+    reporter = new_reporter()
     files = open_log_files(config, reporter)
     persister = Persister(config, files, reporter)
     persister.load_cursor()
@@ -329,7 +330,7 @@ async def _reopen_on(requests: trio.abc.ReceiveChannel[None], files: LogFiles) -
         log.info("files_reopened")
 
 
-async def report_held_errors(reporter: Reporter) -> None:
+async def report_held_errors(reporter: LimitedLog) -> None:
     while True:
         await trio.sleep(ERROR_PERIOD_S)
         reporter.report_held()

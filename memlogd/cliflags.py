@@ -119,6 +119,19 @@ class GoCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
+def query_socket_option() -> Callable[[FC], FC]:
+    """``-socket PATH``: memlogd's query socket, for every client program."""
+    from memlogd.config import DEFAULT_QUERY_SOCKET
+
+    return go_option(
+        "--socket",
+        default=DEFAULT_QUERY_SOCKET,
+        show_default=True,
+        metavar="PATH",
+        help="memlogd's query socket.",
+    )
+
+
 def go_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[..., Any]], GoCommand]:
     """:func:`click.command` with ``cls=GoCommand`` (or a subclass of it)."""
     cls = attrs.pop("cls", GoCommand)

@@ -9,6 +9,10 @@ the period is over, on its own (:meth:`RateLimiter.due`).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 
 class RateLimiter:
     __slots__ = ("_held", "_passed", "_start", "burst", "period_s")
@@ -53,3 +57,49 @@ class RateLimiter:
         for kind, start in list(self._start.items()):
             if kind not in self._held and now - start >= self.period_s:
                 del self._start[kind], self._passed[kind]
+
+
+class LimitedLog:
+    """A structlog logger whose events pass through one :class:`RateLimiter`:
+    each kind (the event, or ``event:kind``) at most ``burst`` times per
+    period, with ``suppressed=N`` on the next one let through, and
+    :meth:`report_held` for the counts whose period is over.  The logger is
+    handed in (this module imports no logging)."""
+
+    def __init__(
+        self,
+        logger: Any,
+        period_s: float,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter = RateLimiter(period_s, burst)
+        self._log = logger
+        self._clock = clock
+
+    def error(self, event: str, kind: str = "", **kw: Any) -> None:
+        self.emit("error", event, kind, **kw)
+
+    def warning(self, event: str, kind: str = "", **kw: Any) -> None:
+        self.emit("warning", event, kind, **kw)
+
+    def info(self, event: str, kind: str = "", **kw: Any) -> None:
+        self.emit("info", event, kind, **kw)
+
+    def emit(self, level: str, event: str, kind: str = "", **kw: Any) -> None:
+        held = self.limiter.allow(f"{event}:{kind}" if kind else event, self._clock())
+        if held is None:
+            return
+        if kind:
+            kw["kind"] = kind
+        if held:
+            kw["suppressed"] = held
+        getattr(self._log, level)(event, **kw)
+
+    def report_held(self) -> None:
+        """A ``warnings_suppressed`` event for each kind whose held-back count's
+        period is over (and forget the kinds that went quiet)."""
+        now = self._clock()
+        for key, count in self.limiter.due(now):
+            self._log.warning("warnings_suppressed", kind=key.replace(":", " "), count=count)
+        self.limiter.forget_idle(now)

@@ -19,7 +19,7 @@ import structlog
 from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, WARN_BURST, DaemonConfig
 from memlogd.journal import Journal
-from memlogd.ratelimit import RateLimiter
+from memlogd.ratelimit import LimitedLog
 from memlogd.ring import Batch, Ring
 from memlogd.server.console import Console
 from memlogd.timefmt import format_time
@@ -37,27 +37,10 @@ class SourceInfo:
     uid: int | None = None
 
 
-class Warnings:
+def new_warnings() -> LimitedLog:
     """Warnings a hostile peer can trigger: a few per period, then a count, so a
     flood never pushes real log lines out of the ring."""
-
-    def __init__(self) -> None:
-        self._limiter = RateLimiter(DROP_REPORT_S, burst=WARN_BURST)
-
-    def warn(self, event: str, **kw: Any) -> None:
-        held = self._limiter.allow(event, time.monotonic())
-        if held is None:
-            return
-        if held:
-            kw["suppressed"] = held
-        log.warning(event, **kw)
-
-    def report(self) -> None:
-        """The counts held back whose period is over."""
-        now = time.monotonic()
-        for event, count in self._limiter.due(now):
-            log.warning("warnings_suppressed", kind=event, count=count)
-        self._limiter.forget_idle(now)
+    return LimitedLog(log, DROP_REPORT_S, burst=WARN_BURST)
 
 
 class LogState:
@@ -81,7 +64,7 @@ class LogState:
         }
         self.received = 0
         self.console: Console | None = None
-        self.warnings = Warnings()
+        self.warnings = new_warnings()
         # called after every append (the readers' push), and to add stats
         self.on_append: Callable[[], None] = _nothing
         self.extra_stats: list[Callable[[], dict[str, Any]]] = []

@@ -72,7 +72,7 @@ class Source:
         return ReadState.DATA
 
     def warn_unreadable(self, exc: OSError) -> None:
-        self.state.warnings.warn(
+        self.state.warnings.warning(
             "source_unreadable", source=self.name, error=exc.strerror or str(exc)
         )
 
@@ -133,7 +133,7 @@ class Intake:
                     os.close(fd)
             if keys and self.on_released is not None:
                 self.on_released(keys)
-            state.warnings.warn(
+            state.warnings.warning(
                 "fds_refused",
                 source=grant.name,
                 fds=len(grant.fds),

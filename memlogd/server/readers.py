@@ -28,9 +28,9 @@ from memlogd import protocol as proto
 from memlogd.config import FOLLOW_BATCH, FOLLOWER_SNDBUF, HOLD_S, DaemonConfig
 from memlogd.errors import ProtocolError
 from memlogd.filters import RequestFilter
+from memlogd.ratelimit import LimitedLog
 from memlogd.ring import Ring
 from memlogd.server import answers
-from memlogd.server.daemon import Warnings
 
 log = structlog.get_logger("memlogd")
 
@@ -223,7 +223,7 @@ class QueryService:
         self,
         config: DaemonConfig,
         readers: Readers,
-        warnings: Warnings,
+        warnings: LimitedLog,
         header: Callable[[], proto.Header],
         stats: Callable[[], dict[str, Any]],
     ) -> None:
@@ -250,7 +250,7 @@ class QueryService:
             return False
         if self.clients >= self.config.max_clients:
             conn.close()
-            self.warnings.warn(
+            self.warnings.warning(
                 "client_refused", reason="over -max-clients", max_clients=self.config.max_clients
             )
             return False
@@ -269,7 +269,7 @@ class QueryService:
                 continue
             except OSError as exc:
                 if exc.errno in _ACCEPT_TRANSIENT:
-                    self.warnings.warn("accept_failed", error=exc.strerror)
+                    self.warnings.warning("accept_failed", error=exc.strerror)
                     await trio.sleep(0.1)
                     continue
                 raise
@@ -295,7 +295,7 @@ class QueryService:
                     continue
                 if not data:
                     if buf:
-                        self.warnings.warn("query_malformed", reason="closed before the request")
+                        self.warnings.warning("query_malformed", reason="closed before the request")
                     return None
                 buf += data
                 if buf[0] != proto.QueryMode.EXTENDED:
@@ -305,7 +305,7 @@ class QueryService:
                     return buf[0], buf[1:nl]
                 if len(buf) > proto.MAX_REQUEST_BYTES + 1:
                     return buf[0], buf[1:]  # parse_request rejects it as too long
-        self.warnings.warn(
+        self.warnings.warning(
             "query_timeout",
             reason="no request within the time limit",
             seconds=self.config.mode_timeout_s,
@@ -360,12 +360,12 @@ class QueryService:
         if mode == proto.QueryMode.FOLLOW:
             return Reader(readers, conn, None, ring.next_seq, answers.render_base)
         if mode != proto.QueryMode.EXTENDED:
-            self.warnings.warn("query_bad_mode", mode=mode)
+            self.warnings.warning("query_bad_mode", mode=mode)
             return None
         try:
             request = proto.parse_request(line)
         except ProtocolError as exc:
-            self.warnings.warn("query_malformed", reason=str(exc))
+            self.warnings.warning("query_malformed", reason=str(exc))
             with contextlib.suppress(OSError):
                 conn.send(proto.encode_error(str(exc)))
             return None

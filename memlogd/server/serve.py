@@ -113,7 +113,7 @@ class Daemon:
         return link
 
     def _refused_by_keeper(self, refused: handover.Refused) -> None:
-        self.state.warnings.warn(
+        self.state.warnings.warning(
             "fds_refused",
             source=refused.name,
             fds=refused.fds,
@@ -150,7 +150,7 @@ class Daemon:
             except BlockingIOError:
                 continue
             except OSError as exc:
-                self.state.warnings.warn("log_socket_error", error=exc.strerror)
+                self.state.warnings.warning("log_socket_error", error=exc.strerror)
                 await trio.sleep(0.1)
                 continue
             self.intake.accept(parse_fd_datagram(data, anc, flags))
@@ -161,7 +161,7 @@ class Daemon:
         while True:
             await trio.sleep(DROP_REPORT_S)
             release_free_memory()
-            self.state.warnings.report()
+            self.state.warnings.report_held()
             holds = self.hold.episodes
             if holds > holds_reported:
                 log.info(
