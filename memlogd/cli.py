@@ -18,12 +18,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from types import FrameType
-from typing import Any, NoReturn
 
 from memlogd.errors import ConfigError, SocketError
 from memlogd.flags import FLAGS, FlagError, daemon_config, parse, role_config
+from memlogd.record import TYPE_CHECKING
 from memlogd.sockets import Sockets, open_sockets
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any, NoReturn
 
 HELP_EPILOG = """\b
 Examples:

@@ -7,9 +7,8 @@ their measured reasons in BENCHMARKS.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from memlogd.errors import ConfigError
+from memlogd.record import record
 
 # ---------------------------------------------------------------- defaults of flags
 DEFAULT_LOG_SOCKET = "/var/run/linuxkit-external-logging.sock"
@@ -42,7 +41,7 @@ RETRY_MIN_S = 0.05  # first reconnect delay; doubles up to the caller's maximum
 RETRY_MAX_S = 2.0
 
 
-@dataclass(frozen=True)
+@record
 class DaemonConfig:
     socket_log: str = DEFAULT_LOG_SOCKET
     socket_query: str = DEFAULT_QUERY_SOCKET

@@ -15,7 +15,11 @@ import importlib
 import importlib.util
 import sys
 import types
-from typing import Any
+
+from memlogd.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFERRED = ("asyncio", "ssl")
 

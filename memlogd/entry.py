@@ -13,9 +13,12 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-from types import FrameType
 
 from memlogd.deferred import defer
+from memlogd.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 

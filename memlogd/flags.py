@@ -14,18 +14,20 @@ same with two dashes; a boolean flag takes no value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from memlogd import config as cfg
+from memlogd.record import TYPE_CHECKING, record
 from memlogd.roles import RoleConfig, state_dir_for
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FlagError(Exception):
     """Not a command line :func:`parse` accepts (click then says why, or shows help)."""
 
 
-@dataclass(frozen=True)
+@record
 class Flag:
     name: str  # without dashes: "max-lines"
     kind: str  # "str", "int", "octal", "bool", "choice" or "multi" (repeatable str)

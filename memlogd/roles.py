@@ -15,12 +15,13 @@ before memlogd says it is ready); the roles' code is imported by the worker.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from memlogd.errors import ConfigError
+from memlogd.record import TYPE_CHECKING, record
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from memlogd.client import Connector
     from memlogd.server.serve import Daemon
 
@@ -28,9 +29,10 @@ KMSG_SOURCE = "kmsg"
 DIR_POLL_S = 1.0  # how often a persist directory that is not there yet is looked for
 STATE_DIR_NAME = "memlogd.d"  # beside the query socket, when -state-dir is not given
 DEFAULT_STATE_DIR = "/var/run/memlogd.d"  # with an inherited query socket
+DEFAULT_SHIP_WINDOW = 128  # logship's -window default (docs/logship.md)
 
 
-@dataclass(frozen=True)
+@record
 class RoleConfig:
     persist_dir: str | None = None
     persist_max_files: int = 10
@@ -40,10 +42,10 @@ class RoleConfig:
     kmsg: bool = False
     kmsg_path: str = "/dev/kmsg"
     ship_to: str | None = None
-    ship_window: int = 128
+    ship_window: int = DEFAULT_SHIP_WINDOW
     ship_hostname: str | None = None
     ship_sd_id: str | None = None
-    ship_sources: tuple[str, ...] = field(default_factory=tuple)
+    ship_sources: tuple[str, ...] = ()
     state_dir: str = DEFAULT_STATE_DIR
 
     def __post_init__(self) -> None:
@@ -51,10 +53,12 @@ class RoleConfig:
             raise ConfigError("-persist-max-log-files must not be negative")
         if self.persist_max_size < 1:
             raise ConfigError("-persist-max-log-size must be at least 1")
-        from logship.relp import MAX_WINDOW
+        if self.ship_to is not None or self.ship_window != DEFAULT_SHIP_WINDOW:
+            # logship's modules only when a -ship flag is given: not on the boot path
+            from logship.relp import MAX_WINDOW
 
-        if not 1 <= self.ship_window <= MAX_WINDOW:
-            raise ConfigError(f"-ship-window must be within 1..{MAX_WINDOW}")
+            if not 1 <= self.ship_window <= MAX_WINDOW:
+                raise ConfigError(f"-ship-window must be within 1..{MAX_WINDOW}")
         if self.ship_to is not None:
             from logship.target import TargetError, parse_target
 

@@ -30,6 +30,7 @@ PURE = [
     "memlogd.answerparser",
     "memlogd.protocol",
     "memlogd.restart",
+    "memlogd.record",
     "memlogd.framing",
     "memlogd.fdmsg",
     "memlogd.ring",
