@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from kmsg.reader import DEFAULT_NAME as KERNEL_SOURCE
 from memlogd import protocol as proto
 from memlogd.client import Subscription, fetch_stats
 from memlogd.errors import ConnectError, MemlogdError
@@ -40,6 +41,7 @@ PERSIST_TIMEOUT_S = 20.0
 CHATTY_LINES = 400  # written before logwrite starts; ~60 bytes each
 MAX_LOG_SIZE = 4096  # small, so that the chatty service's log rotates
 MAX_LOG_FILES = 10  # enough that nothing written in the demo is rotated away
+NOT_SERVICES = (proto.INTERNAL_SOURCE, KERNEL_SOURCE)  # the sources memlogd writes itself
 
 Say = Callable[[str], None]
 
@@ -139,7 +141,7 @@ def persisted(log_dir: Path, source: str) -> list[str]:
 
 def all_persisted(boot: Boot) -> bool:
     """Every expected line is on disk (and some kernel lines, when kmsg runs)."""
-    if boot.kmsg and not persisted(boot.log_dir, "kmsg"):
+    if boot.kmsg and not persisted(boot.log_dir, KERNEL_SOURCE):
         return False
     return all(
         set(lines) <= set(persisted(boot.log_dir, source))
@@ -257,6 +259,8 @@ async def simulate_boot(
         await _wait_until_held(boot)
         held = await _held(boot)
         say(f"   memlogd now holds {_describe_held(held)}; nothing is on disk yet.")
+        # from now on, every line the programs wrote so far must reach the disk (and rsyslog)
+        boot.expected = {src: v for src, v in held.items() if src not in NOT_SERVICES}
 
         stats = await fetch_stats(boot.query_sock)
         say(
@@ -318,13 +322,13 @@ async def simulate_boot(
 
 def _describe_held(held: dict[str, list[str]]) -> str:
     lines = sum(len(v) for v in held.values())
-    own = len(held.get(proto.INTERNAL_SOURCE, []))
-    kernel = len(held.get("kmsg", []))
-    extra = [f"{own} of memlogd's own events"] if own else []
-    if kernel:
-        extra.append(f"{kernel} from the kernel log")
-    detail = f" ({', '.join(extra)})" if extra else ""
-    return f"{lines} lines from {len(held)} sources{detail}"
+    services = sum(len(v) for src, v in held.items() if src not in NOT_SERVICES)
+    parts = [f"{services} from the on-boot actions and services"]
+    if own := len(held.get(proto.INTERNAL_SOURCE, [])):
+        parts.append(f"{own} of memlogd's own events")
+    if kernel := len(held.get(KERNEL_SOURCE, [])):
+        parts.append(f"{kernel} from the kernel log")
+    return f"{lines} lines from {len(held)} sources: {', '.join(parts)}"
 
 
 async def _wait_restarted(boot: Boot, old_pid: int) -> dict[str, Any]:
@@ -425,7 +429,7 @@ async def _wait_until_held(boot: Boot) -> None:
                 held = await _held(boot)
             except ConnectError:
                 held = {}
-            kernel = held.get("kmsg") if boot.kmsg else True
+            kernel = held.get(KERNEL_SOURCE) if boot.kmsg else True
             if kernel and all(
                 set(lines) <= set(held.get(src, [])) for src, lines in boot.expected.items()
             ):
@@ -462,7 +466,8 @@ def main() -> None:
     lines = sum(len(v) for v in boot.expected.values())
     where = "those files" + (" and at the central rsyslog" if boot.central else "")
     say(
-        f"\nEvery one of the {lines} lines the services wrote before the disk existed is in "
+        f"\nEvery one of the {lines} lines the on-boot actions and services wrote before the "
+        f"disk existed is in "
         f"{where}, once, although a worker was killed on the way. Read them with e.g. "
         f"`cat {boot.log_dir}/chatty.out.log`."
     )
