@@ -27,6 +27,7 @@ FOLLOWER_SNDBUF = 1024 * 1024  # bytes asked for a follower's socket send buffer
 CONSOLE_BUFFER = 1024 * 1024  # bytes of console echo held before lines are dropped
 HOLD_S = 0.1  # intake waits at most this long, per episode, for a follower a half ring behind
 LISTEN_BACKLOG = 128  # query connections waiting to be accepted
+FD_DATAGRAMS_PER_PASS = 64  # fd datagrams taken at once before other work gets a turn
 
 # ---------------------------------------------------------------- the daemon's housekeeping
 DROP_REPORT_S = 10.0  # period of the summary of dropped lines and suppressed warnings

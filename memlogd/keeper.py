@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import structlog
 
 from memlogd import handover
-from memlogd.config import GRACE_S
+from memlogd.config import FD_DATAGRAMS_PER_PASS, GRACE_S
 from memlogd.fdmsg import ANCBUF_SIZE, fd_ancdata, fds_of, parse_fd_datagram
 from memlogd.keeperstate import Held, KeeperState, Worker, reexec
 from memlogd.protocol import MAX_NAME_BYTES
@@ -97,7 +97,9 @@ class Keeper:
             if fd == self._wake_r:
                 self._signals()
             elif fd == self.s.log_sock.fileno():
-                self._receive_datagram()
+                for _ in range(FD_DATAGRAMS_PER_PASS):  # all waiting, bounded
+                    if not self._receive_datagram():
+                        break
             elif worker is not None and worker is self.worker and fd == worker.sock.fileno():
                 if mask & select.POLLOUT:
                     self._flush()
@@ -298,17 +300,18 @@ class Keeper:
 
     # ------------------------------------------------------------------ sources
 
-    def _receive_datagram(self) -> None:
+    def _receive_datagram(self) -> bool:
+        """One fd datagram taken (False: none was waiting)."""
         try:
             data, anc, flags, _ = self.s.log_sock.recvmsg(
                 MAX_NAME_BYTES + 1, ANCBUF_SIZE, socket.MSG_CMSG_CLOEXEC
             )
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             log.error("log_socket_error", error=exc.strerror)
             time.sleep(0.01)
-            return
+            return False
         grant = parse_fd_datagram(data, anc, flags)
         if grant.problem is not None:
             for fd in grant.fds:
@@ -321,7 +324,7 @@ class Keeper:
                 self._queue(packet, [])
             elif len(self.refused) < MAX_PENDING_REFUSED:
                 self.refused.append(packet)
-            return
+            return True
         keys = []
         for fd in grant.fds:
             key = self.s.next_key
@@ -334,6 +337,7 @@ class Keeper:
             )
             self._queue(packet, list(grant.fds))
             self._flush()
+        return True
 
     def _queue(self, packet: bytes, fds: list[int]) -> None:
         assert self.worker is not None

@@ -18,6 +18,7 @@ import structlog
 import trio
 
 from memlogd import handover
+from memlogd.config import FD_DATAGRAMS_PER_PASS
 from memlogd.errors import ProtocolError
 from memlogd.fdmsg import ANCBUF_SIZE, FdGrant, fd_ancdata, fds_of
 
@@ -48,30 +49,32 @@ class KeeperLink:
         sock = self.sock
         while True:
             await trio.lowlevel.wait_readable(sock)
-            try:
-                data, anc, _flags, _ = sock.recvmsg(
-                    handover.MAX_PACKET, ANCBUF_SIZE, socket.MSG_CMSG_CLOEXEC
-                )
-            except BlockingIOError:
-                continue
-            except OSError:
-                data, anc = b"", []
-            fds = fds_of(anc)
-            if not data:
-                for fd in fds:
-                    _close(fd)
-                if not self.handed_over:
-                    log.warning("keeper_gone", consequence="stopping")
-                    self._on_stop(handover.Stop(handover=False))
-                return
-            try:
-                message = handover.decode(data)
-            except ProtocolError as exc:
-                for fd in fds:
-                    _close(fd)
-                log.error("keeper_message_malformed", error=str(exc))
-                continue
-            self._dispatch(message, fds)
+            # every packet waiting (a bounded number), not one per pass of the intake
+            for _ in range(FD_DATAGRAMS_PER_PASS):
+                try:
+                    data, anc, _flags, _ = sock.recvmsg(
+                        handover.MAX_PACKET, ANCBUF_SIZE, socket.MSG_CMSG_CLOEXEC
+                    )
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data, anc = b"", []
+                fds = fds_of(anc)
+                if not data:
+                    for fd in fds:
+                        _close(fd)
+                    if not self.handed_over:
+                        log.warning("keeper_gone", consequence="stopping")
+                        self._on_stop(handover.Stop(handover=False))
+                    return
+                try:
+                    message = handover.decode(data)
+                except ProtocolError as exc:
+                    for fd in fds:
+                        _close(fd)
+                    log.error("keeper_message_malformed", error=str(exc))
+                    continue
+                self._dispatch(message, fds)
 
     def _dispatch(self, message: handover.Message, fds: list[int]) -> None:
         if isinstance(message, handover.Sources) and len(message.keys) == len(fds):

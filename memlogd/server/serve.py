@@ -22,7 +22,7 @@ import trio
 
 from memlogd import handover
 from memlogd import protocol as proto
-from memlogd.config import DROP_REPORT_S, GRACE_S, HOLD_S, DaemonConfig
+from memlogd.config import DROP_REPORT_S, FD_DATAGRAMS_PER_PASS, GRACE_S, HOLD_S, DaemonConfig
 from memlogd.fdmsg import ANCBUF_SIZE, parse_fd_datagram
 from memlogd.handover import Partial
 from memlogd.logconfig import set_event_sink
@@ -143,17 +143,20 @@ class Daemon:
         """Datagrams of the log socket: each one's fds become sources."""
         while True:
             await trio.lowlevel.wait_readable(sock)
-            try:
-                data, anc, flags, _ = sock.recvmsg(
-                    proto.MAX_NAME_BYTES + 1, ANCBUF_SIZE, socket.MSG_CMSG_CLOEXEC
-                )
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                self.state.warnings.warning("log_socket_error", error=exc.strerror)
-                await trio.sleep(0.1)
-                continue
-            self.intake.accept(parse_fd_datagram(data, anc, flags))
+            # every datagram waiting (a bounded number): many writers registering at once
+            # must not each wait for a whole pass of the intake
+            for _ in range(FD_DATAGRAMS_PER_PASS):
+                try:
+                    data, anc, flags, _ = sock.recvmsg(
+                        proto.MAX_NAME_BYTES + 1, ANCBUF_SIZE, socket.MSG_CMSG_CLOEXEC
+                    )
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self.state.warnings.warning("log_socket_error", error=exc.strerror)
+                    await trio.sleep(0.1)
+                    break
+                self.intake.accept(parse_fd_datagram(data, anc, flags))
 
     async def report(self) -> None:
         """Periodic summaries of what was dropped, so no loss goes unlogged."""
