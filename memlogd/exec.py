@@ -106,12 +106,16 @@ class Link:
         if self._outage:
             log.info("memlogd_back", source=self.name, resending_bytes=len(self.backlog))
         self._outage = False
+        self._report_lost()
+        self._wake.set()
+        return True
+
+    def _report_lost(self) -> None:
+        """Once memlogd takes output again: one line counting what was not kept."""
         if self.lost:
             line = f"memlogd-exec: {self.lost} bytes of output were lost while memlogd was away\n"
             self.backlog += line.encode()
             self.lost = 0
-        self._wake.set()
-        return True
 
     def _unavailable(self, reason: str) -> None:
         """memlogd cannot be reached: keep the output, and look again soon."""
@@ -166,14 +170,22 @@ class Link:
                 sent = 0
                 self._broken()
             data = data[sent:]
-        if data:
-            room = BACKLOG_BYTES - len(self.backlog)
-            if len(data) > room:
-                cut = data.rfind(b"\n", 0, room) + 1  # keep whole lines
-                self.lost += len(data) - cut
-                data = data[:cut]
-            self.backlog += data
-            self._wake.set()
+        if not data:
+            return
+        if self.lost:  # the backlog overflowed: nothing more is kept until it is sent
+            self.lost += len(data)
+            return
+        room = BACKLOG_BYTES - len(self.backlog)
+        if len(data) > room:
+            cut = data.rfind(b"\n", 0, room) + 1  # whole lines only
+            self.lost += len(data) - cut
+            data = data[:cut]
+            if not cut:  # a line begun in the backlog cannot be finished: it goes too
+                keep = self.backlog.rfind(b"\n") + 1
+                self.lost += len(self.backlog) - keep
+                del self.backlog[keep:]
+        self.backlog += data
+        self._wake.set()
 
     async def run(self) -> None:
         """Register, flush the backlog, watch the stream; until closed and flushed."""
@@ -198,6 +210,8 @@ class Link:
                     self._broken()
                     continue
                 del self.backlog[:sent]
+                if not self.backlog:
+                    self._report_lost()  # (while connected: memlogd was too slow)
                 continue
             if self.closing:
                 return

@@ -13,6 +13,7 @@ import pytest
 
 from memlogd import client
 from memlogd.errors import ConnectError
+from memlogd.exec import BACKLOG_BYTES
 from tests.conftest import StartMemlogd
 from tests.helpers import MemlogdProcess, messages, new_source, python_m, query_raw, wait_value
 
@@ -174,6 +175,61 @@ def test_memlogd_going_away_does_not_hurt_the_command(short_tmp: Path) -> None:
         child.kill()
     assert child.returncode == 0  # no SIGPIPE reached the command
     assert out.splitlines() == ["before", *(f"line {i}" for i in range(2000)), "after"]
+    assert "Traceback" not in err
+
+
+def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
+    short_tmp: Path,
+) -> None:
+    """SPEC 7: what the command writes while no memlogd runs goes to the next one,
+    whole lines up to 1 MiB, then one line counting the bytes that did not fit."""
+    first = MemlogdProcess(short_tmp, ["-no-keeper"])
+    first.start()
+    gate = short_tmp / "gate"
+    os.mkfifo(gate)
+    lines = 15_000  # 100 bytes each: 1.5 MB, more than the backlog holds
+    written = [f"line {i} {0:088d}" for i in range(10_000, 10_000 + lines)]
+    burst = short_tmp / "burst"
+    burst.write_text("".join(line + "\n" for line in written))  # cat's reads split lines
+    script = f"echo before; read x < {gate}; cat {burst}; read x < {gate}; echo after"
+    child = subprocess.Popen(
+        python_m("memlogd.exec", "-socket", first.log_path, "-n", "away", "--", "sh", "-c", script),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_value(lambda: messages(first.query_path, "away.out"), lambda m: m == ["before"])
+        assert first.proc is not None
+        first.proc.kill()
+        assert first.proc.wait(10) == -signal.SIGKILL  # one process: nothing reads any more
+        with open(gate, "w") as g:
+            g.write("go\n")  # the 1.5 MB while no memlogd runs
+        second = MemlogdProcess(short_tmp, ["-max-lines", "20000"])
+        second.start()
+        try:
+            kept = BACKLOG_BYTES // 100  # whole lines of 100 bytes (newline included)
+            lost = (
+                f"memlogd-exec: {(lines - kept) * 100} bytes of output were lost "
+                "while memlogd was away"
+            )
+            got = wait_value(
+                lambda: messages(second.query_path, "away.out"),
+                lambda m: len(m) >= kept + 1,
+                what="the kept output in the new memlogd",
+            )
+            assert got == [*written[:kept], lost]
+            with open(gate, "w") as g:
+                g.write("go\n")
+            assert child.wait(20) == 0  # the command never noticed
+            wait_value(
+                lambda: messages(second.query_path, "away.out")[-1:], lambda m: m == ["after"]
+            )
+        finally:
+            assert second.stop() == 0
+    finally:
+        child.kill()
+    err = child.stderr.read() if child.stderr else ""
     assert "Traceback" not in err
 
 
