@@ -119,6 +119,7 @@ TARGETS: tuple[Target, ...] = (
            f"{UPSTREAM_STACK_AFTER_RSS_MB:g} MB RSS"),
     Target("logship_lines_per_s", "logship --once, RELP to a local rsyslog", 100_000, "lines/s",
            True),
+    Target("logship_wide_lines_per_s", "the same with --window 1024", 100_000, "lines/s", True),
 )  # fmt: skip
 
 

@@ -212,8 +212,12 @@ def run_once(
             state_file = state_dir / f"bench-logship-{os.getpid()}-{time.monotonic_ns()}.state"
             argv += ["-state-file", str(state_file)]
         if py_spy:
+            venv_bin = os.path.dirname(sys.executable)  # pip installs it beside python
+            spy = shutil.which("py-spy") or shutil.which("py-spy", path=venv_bin)
+            if spy is None:
+                raise BenchError("py-spy is not installed (pip install py-spy)")
             raw = ["-f", "raw"] if py_spy.endswith(".txt") else []  # FILE.txt: collapsed stacks
-            argv = ["py-spy", "record", "--idle", *raw, "-o", py_spy, "--", *argv]
+            argv = [spy, "record", "--idle", *raw, "-o", py_spy, "--", *argv]
         cpu_memlogd, cpu_rsyslog = _cpu_s(daemon.pid), _cpu_s(rsyslog.proc.pid)
         cpu_children = _children_cpu_s()
         start = time.perf_counter()
@@ -295,14 +299,24 @@ def bench_logship(
     }
 
 
+WIDE_WINDOW = 1024  # logship --window N also measured: the default (128) is librelp's
+
+
 def measure_logship(runs: int = 3) -> dict[str, Any]:
     """``python -m bench --logship``: the medians of ``runs`` runs at the default
-    load, or ``{"skipped": why}`` when rsyslog cannot run here."""
+    load and window, and (``wide``) with ``--window 1024``; or ``{"skipped": why}``
+    when rsyslog cannot run here."""
     try:
         report = bench_logship(runs=runs)
+        wide = bench_logship(runs=runs, window=WIDE_WINDOW)
     except BenchError as exc:
         return {"skipped": str(exc)}
-    return {**report["median"], "load": report["load"], "runs": len(report["runs"])}
+    return {
+        **report["median"],
+        "load": report["load"],
+        "runs": len(report["runs"]),
+        "wide": {**wide["median"], "window": WIDE_WINDOW},
+    }
 
 
 @click.command("bench.logship")

@@ -292,7 +292,13 @@ def _sections(results: dict[str, Any]) -> list[str]:
         if "skipped" in logship:
             out.append(f"logship: skipped ({logship['skipped']})")
         else:
-            out.append(f"logship --once over RELP: {human(logship.get('lines_per_s'))} lines/s")
+            wide = logship.get("wide") or {}
+            out.append(
+                f"logship --once over RELP: {human(logship.get('lines_per_s'))} lines/s"
+                f" (window {(logship.get('load') or {}).get('window', '-')}),"
+                f" {human(wide.get('lines_per_s'))}"
+                f" lines/s with --window {wide.get('window', '-')}"
+            )
     targets = results.get("targets")
     if targets:
         out.append("")
@@ -341,6 +347,7 @@ def target_values(results: dict[str, Any]) -> dict[str, float | None]:
         "stack_idle_pss_mb": kib_to_mb(stack.get("idle_pss_kib")),
         "stack_after_lines_pss_mb": kib_to_mb(stack.get("after_lines_pss_kib")),
         "logship_lines_per_s": logship.get("lines_per_s"),
+        "logship_wide_lines_per_s": (logship.get("wide") or {}).get("lines_per_s"),
     }
 
 

@@ -463,6 +463,11 @@ def test_targets_compare_each_measured_figure_with_its_limit() -> None:
     assert targets["restart_ms"]["limit"] == 200
     assert targets_of({"logship": {"lines_per_s": 150_000.0}})[0]["met"] is True
     assert targets_of({"logship": {"lines_per_s": 50_000.0}})[0]["met"] is False
+    both = targets_of({"logship": {"lines_per_s": 70_000.0, "wide": {"lines_per_s": 110_000.0}}})
+    assert [(t["key"], t["met"]) for t in both] == [
+        ("logship_lines_per_s", False),
+        ("logship_wide_lines_per_s", True),
+    ]
 
 
 def test_the_table_shows_every_new_figure_beside_its_target() -> None:
