@@ -148,6 +148,28 @@ def test_without_memlogd_warns_and_still_runs(short_tmp: Path) -> None:
     assert missing in result.stderr
 
 
+def _exec_then_kill_memlogd(
+    proc: MemlogdProcess, name: str, script: str, stdout: int
+) -> subprocess.Popen[str]:
+    """memlogd-exec running ``script``, which says ``before`` first: once memlogd
+    holds that line, memlogd is killed (SIGKILL) and the child returned."""
+    child = subprocess.Popen(
+        python_m("memlogd.exec", "-socket", proc.log_path, "-n", name, "--", "sh", "-c", script),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_value(lambda: messages(proc.query_path, f"{name}.out"), lambda m: m == ["before"])
+        assert proc.proc is not None
+        proc.proc.kill()
+        assert proc.proc.wait(10) == -signal.SIGKILL
+    except BaseException:
+        child.kill()
+        raise
+    return child
+
+
 def test_memlogd_going_away_does_not_hurt_the_command(short_tmp: Path) -> None:
     proc = MemlogdProcess(short_tmp)
     proc.start()
@@ -157,17 +179,8 @@ def test_memlogd_going_away_does_not_hurt_the_command(short_tmp: Path) -> None:
         f"echo before; read x < {gate}; i=0; while [ $i -lt 2000 ]; do echo line $i; "
         "i=$((i+1)); done; echo after"
     )
-    child = subprocess.Popen(
-        python_m("memlogd.exec", "-socket", proc.log_path, "-n", "gone", "--", "sh", "-c", script),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = _exec_then_kill_memlogd(proc, "gone", script, subprocess.PIPE)
     try:
-        wait_value(lambda: messages(proc.query_path, "gone.out"), lambda m: m == ["before"])
-        assert proc.proc is not None
-        proc.proc.kill()
-        assert proc.proc.wait(10) == -signal.SIGKILL
         with open(gate, "w") as g:
             g.write("go\n")
         out, err = child.communicate(timeout=20)
@@ -183,7 +196,7 @@ def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
 ) -> None:
     """SPEC 7: what the command writes while no memlogd runs goes to the next one,
     whole lines up to 1 MiB, then one line counting the bytes that did not fit."""
-    first = MemlogdProcess(short_tmp, ["-no-keeper"])
+    first = MemlogdProcess(short_tmp, ["-no-keeper"])  # killed, nothing of it reads on
     first.start()
     gate = short_tmp / "gate"
     os.mkfifo(gate)
@@ -192,17 +205,8 @@ def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
     burst = short_tmp / "burst"
     burst.write_text("".join(line + "\n" for line in written))  # cat's reads split lines
     script = f"echo before; read x < {gate}; cat {burst}; read x < {gate}; echo after"
-    child = subprocess.Popen(
-        python_m("memlogd.exec", "-socket", first.log_path, "-n", "away", "--", "sh", "-c", script),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = _exec_then_kill_memlogd(first, "away", script, subprocess.DEVNULL)
     try:
-        wait_value(lambda: messages(first.query_path, "away.out"), lambda m: m == ["before"])
-        assert first.proc is not None
-        first.proc.kill()
-        assert first.proc.wait(10) == -signal.SIGKILL  # one process: nothing reads any more
         with open(gate, "w") as g:
             g.write("go\n")  # the 1.5 MB while no memlogd runs
         second = MemlogdProcess(short_tmp, ["-max-lines", "20000"])
