@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -149,7 +150,7 @@ def test_without_memlogd_warns_and_still_runs(short_tmp: Path) -> None:
 
 
 def _exec_then_kill_memlogd(
-    proc: MemlogdProcess, name: str, script: str, stdout: int
+    proc: MemlogdProcess, name: str, script: str, stdout: int | IO[bytes]
 ) -> subprocess.Popen[str]:
     """memlogd-exec running ``script``, which says ``before`` first: once memlogd
     holds that line, memlogd is killed (SIGKILL) and the child returned."""
@@ -205,10 +206,14 @@ def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
     burst = short_tmp / "burst"
     burst.write_text("".join(line + "\n" for line in written))  # cat's reads split lines
     script = f"echo before; read x < {gate}; cat {burst}; read x < {gate}; echo after"
-    child = _exec_then_kill_memlogd(first, "away", script, subprocess.DEVNULL)
+    tee = short_tmp / "tee"  # memlogd-exec's own copy of the output: what it has taken
+    with open(tee, "wb") as out:
+        child = _exec_then_kill_memlogd(first, "away", script, out)
     try:
         with open(gate, "w") as g:
             g.write("go\n")  # the 1.5 MB while no memlogd runs
+        size = len(b"before\n") + burst.stat().st_size
+        wait_value(lambda: tee.stat().st_size, lambda n: n == size, what="the burst taken")
         second = MemlogdProcess(short_tmp, ["-max-lines", "20000"])
         second.start()
         try:
