@@ -2,8 +2,11 @@
 
 structlog imports asyncio (for its standard-library integration, which no
 program here uses) and trio imports ssl (for TLS streams, which no program
-here opens): together about 3 MB of every process and 30 ms of every start
-(BENCHMARKS.md).  :func:`defer` puts a stand-in for such a module in
+here opens): together about 3 MB of every process and 30 ms of every start.
+trio also imports hmac (DTLS cookies) and with it hashlib and OpenSSL's
+libcrypto, and idna (for non-ASCII host names): about 4 MB of memlogd's PSS
+and 10 ms before its first answer (BENCHMARKS.md); logwrite's long names use
+hashlib when they occur.  :func:`defer` puts a stand-in for such a module in
 ``sys.modules``; the first attribute anyone reads of it imports the real one.
 ``importlib.util.LazyLoader`` does not do here: on Python 3.11 the import
 statement itself reads ``__spec__`` and so loads the module at once.
@@ -21,7 +24,7 @@ from memlogd.record import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import Any
 
-DEFERRED = ("asyncio", "ssl")
+DEFERRED = ("asyncio", "ssl", "hmac", "hashlib", "idna")
 
 
 class _Deferred(types.ModuleType):
