@@ -63,17 +63,22 @@ PROBE = (
 )
 
 
-def loaded_forbidden(module: str) -> list[str]:
+def run_probe(code: str, *args: str) -> str:
+    """What ``python -c code args`` prints, in a fresh interpreter (exit 0)."""
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, module, *FORBIDDEN],
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    loaded: list[str] = json.loads(result.stdout)
+    return result.stdout
+
+
+def loaded_forbidden(module: str) -> list[str]:
+    loaded: list[str] = json.loads(run_probe(PROBE, module, *FORBIDDEN))
     return loaded
 
 
@@ -97,11 +102,7 @@ def test_the_daemon_never_loads_what_it_defers():
         "import memlogd.worker, memlogd.cli, logwrite.persister, kmsg.reader, logship.shipper; "
         "print(*(loaded(name) for name in DEFERRED))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False"] * len(DEFERRED)
+    assert run_probe(probe).split() == ["False"] * len(DEFERRED)
 
 
 def test_a_deferred_module_works_when_first_used():
@@ -112,9 +113,5 @@ def test_a_deferred_module_works_when_first_used():
         "print(loaded('hashlib'), hashlib.blake2b(b'x', digest_size=4).hexdigest(), "
         "loaded('hashlib'), idna.encode('b\\u00fccher.example').decode())"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
     expected = hashlib.blake2b(b"x", digest_size=4).hexdigest()
-    assert result.stdout.split() == ["False", expected, "True", "xn--bcher-kva.example"]
+    assert run_probe(probe).split() == ["False", expected, "True", "xn--bcher-kva.example"]
