@@ -31,7 +31,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from typing import Any
 import click
 
 from bench.daemon import Daemon, start_daemon
+from bench.query import QueryError, stats
 from memlogd.client import open_log_stream
 
 try:
@@ -141,18 +141,11 @@ def fill(daemon: Daemon, lines: int, size: int) -> None:
 
 def _held(query_path: str, source: str) -> int:
     """Entries of ``source`` memlogd holds (its statistics)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(query_path)
-        sock.sendall(b'\x03{"stats": true}\n')
-        data = b""
-        while chunk := sock.recv(1 << 16):
-            data += chunk
-    for line in data.splitlines():
-        obj = json.loads(line)
-        if "stats" in obj:
-            return int(obj["stats"]["sources"].get(source, {}).get("entries", 0))
-    return 0
+    try:
+        held = stats(query_path)["sources"].get(source, {}).get("entries", 0)
+    except (QueryError, OSError) as exc:
+        raise BenchError(f"memlogd's statistics: {exc}") from None
+    return int(held)
 
 
 def _events(stderr: str) -> dict[str, dict[str, Any]]:

@@ -6,10 +6,12 @@ Blocking sockets with deadlines; the answer parser is pure.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from typing import Any
+
+from memlogd.answerparser import AnswerParser, stats_in
+from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
 
 DUMP = b"\x00"  # query mode 0: dump the ring, then close
 STATS_REQUEST = b'\x03{"stats":true}\n'
@@ -20,22 +22,17 @@ class QueryError(RuntimeError):
 
 
 def parse_stats_answer(data: bytes) -> dict[str, Any]:
-    """The statistics from an extended query's answer: a header line, then
-    ``{"stats": {...}}`` (an ``{"error": ...}`` line or anything else is a
+    """The statistics from an extended query's whole answer, read by memlogd's
+    one answer parser (anything but a header and ``{"stats": {...}}`` is a
     QueryError)."""
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise QueryError(f"not JSON: {line[:80]!r}") from None
-        if isinstance(obj, dict) and isinstance(obj.get("stats"), dict):
-            stats: dict[str, Any] = obj["stats"]
-            return stats
-        if isinstance(obj, dict) and "error" in obj:
-            raise QueryError(f"memlogd answered an error: {obj['error']!r}")
-    raise QueryError(f"no stats in the answer: {data[:120]!r}")
+    try:
+        return stats_in(AnswerParser(extended=True).feed(data))
+    except RequestRefusedError as exc:
+        raise QueryError(f"memlogd answered an error: {exc}") from None
+    except ProtocolError as exc:
+        raise QueryError(f"not JSON, or not memlogd's answer: {exc}") from None
+    except NotExtendedError:
+        raise QueryError(f"no stats in the answer: {data[:120]!r}") from None
 
 
 def _connect(path: str, timeout: float) -> socket.socket:

@@ -7,11 +7,11 @@ sends; :class:`memlogd.client.Subscription` drives it over a socket.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from memlogd import protocol as proto
-from memlogd.errors import ProtocolError
+from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
 
 # (text, index) -> (value, end), as json.loads scans (C when it can)
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -115,3 +115,17 @@ class AnswerParser:
                     continue
             out.append(reply)
         return out
+
+
+def stats_in(answers: Iterable[proto.Answer]) -> dict[str, Any]:
+    """The statistics an answer to ``{"stats": true}`` carries: memlogd's refusal
+    is a :class:`RequestRefusedError`, a malformed reply a :class:`ProtocolError`,
+    no statistics at all (upstream's memlogd) a :class:`NotExtendedError`."""
+    for reply in answers:
+        if isinstance(reply, proto.ErrorReply):
+            raise RequestRefusedError(reply.message)
+        if isinstance(reply, proto.Malformed):
+            raise ProtocolError(f"malformed reply from memlogd: {reply.reason}")
+        if isinstance(reply, proto.Stats):
+            return dict(reply.values)
+    raise NotExtendedError("memlogd sent no statistics (upstream's memlogd?)")

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from memlogd import protocol as proto
-from memlogd.answerparser import AnswerParser
+from memlogd.answerparser import AnswerParser, stats_in
 from memlogd.config import HEADER_TIMEOUT_S, RECV_CHUNK, RETRY_MAX_S, RETRY_MIN_S
 from memlogd.errors import (
     ConnectError,
@@ -437,11 +437,4 @@ async def fetch_stats(
                 answers += parser.feed(data)
         except _BROKEN as exc:
             raise ProtocolError(f"the connection broke: {exc}") from None
-    for reply in answers:
-        if isinstance(reply, proto.ErrorReply):
-            raise RequestRefusedError(reply.message)
-        if isinstance(reply, proto.Malformed):
-            raise ProtocolError(f"malformed reply from memlogd: {reply.reason}")
-        if isinstance(reply, proto.Stats):
-            return dict(reply.values)
-    raise NotExtendedError("memlogd sent no statistics (upstream's memlogd?)")
+    return stats_in(answers)

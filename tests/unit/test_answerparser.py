@@ -10,8 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from memlogd import protocol as proto
-from memlogd.answerparser import AnswerParser
-from memlogd.errors import ProtocolError
+from memlogd.answerparser import AnswerParser, stats_in
+from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
 from memlogd.protocol import Dropped, ErrorReply, Header, LogEntry, Malformed, Stats
 from tests.strategies import log_entries
 
@@ -151,3 +151,16 @@ def test_answer_parser_never_raises(data: bytes, extended: bool):
     assert all(
         isinstance(r, (LogEntry, Header, Dropped, Stats, ErrorReply, Malformed)) for r in replies
     )
+
+
+def test_stats_in_an_answer() -> None:
+    header = b'{"memlogd":{"instance":"x","first_seq":1,"next_seq":1}}\n'
+    assert stats_in(AnswerParser(extended=True).feed(header + b'{"stats":{"pid":7}}\n')) == {
+        "pid": 7
+    }
+    with pytest.raises(RequestRefusedError, match="bad request"):
+        stats_in(AnswerParser(extended=True).feed(b'{"error":"bad request"}\n'))
+    with pytest.raises(ProtocolError, match="malformed reply"):
+        stats_in(AnswerParser(extended=True).feed(b"{oops\n"))
+    with pytest.raises(NotExtendedError):
+        stats_in(AnswerParser(extended=True).feed(header))
