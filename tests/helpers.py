@@ -153,6 +153,13 @@ def query_raw(query_path: str, request: bytes, timeout: float = DEFAULT_TIMEOUT)
     return b"".join(chunks)
 
 
+def stats(query_path: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """memlogd's statistics, read raw: the extended answer's second line."""
+    lines = query_raw(query_path, b'\x03{"stats":true}\n', timeout).splitlines()
+    values: dict[str, Any] = json.loads(lines[1])["stats"]
+    return values
+
+
 def dump(query_path: str, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
     return [json.loads(line) for line in query_raw(query_path, b"\x00", timeout).splitlines()]
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests import helpers
 from tests.conftest import StartMemlogd
 from tests.helpers import MemlogdProcess, python_m, query_raw, wait_for, wait_value
 
@@ -47,9 +48,7 @@ while n < count:
 
 
 def stats(query_path: str) -> dict[str, Any]:
-    lines = query_raw(query_path, b'\x03{"stats":true}\n', timeout=DEADLINE_S).splitlines()
-    values: dict[str, Any] = json.loads(lines[1])["stats"]
-    return values
+    return helpers.stats(query_path, timeout=DEADLINE_S)
 
 
 def ring(query_path: str) -> tuple[str, list[dict[str, Any]]]:

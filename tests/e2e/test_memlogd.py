@@ -11,7 +11,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,6 +28,7 @@ from tests.helpers import (
     wait_for,
     wait_value,
 )
+from tests.helpers import stats as helper_stats
 
 pytestmark = pytest.mark.e2e
 
@@ -463,12 +463,6 @@ def test_unbindable_path_is_named_in_error(short_tmp: Path) -> None:
     assert result.stderr == f"memlogd: cannot bind socket {bad}: No such file or directory\n"
 
 
-def extended_stats(query_path: str) -> dict[str, Any]:
-    lines = query_raw(query_path, b'\x03{"stats":true}\n').splitlines()
-    stats: dict[str, Any] = json.loads(lines[1])["stats"]
-    return stats
-
-
 def pids_with_argument(text: str) -> list[int]:
     """Processes whose command line contains ``text`` (to clean up a detached daemon)."""
     found = []
@@ -504,7 +498,7 @@ def test_daemonize_parent_exits_zero_once_child_serves(short_tmp: Path) -> None:
         assert result.returncode == 0, err_path.read_text()
         entries = dump(query_path)  # serving as soon as the parent returned
         assert entries[0]["msg"].startswith("memlogd started")
-        stats = extended_stats(query_path)
+        stats = helper_stats(query_path)
         keeper, worker = stats["keeper_pid"], stats["pid"]
         # the parent is gone; the child (the keeper) and its worker serve
         assert sorted(pids_with_argument(log_path)) == sorted([keeper, worker])
@@ -626,9 +620,9 @@ def test_console_nobody_reads_drops_echo_never_lines(short_tmp: Path) -> None:
                 src.sendall(b"".join(b"%d-%d %s\n" % (i, j, b"e" * 100) for j in range(1000)))
         msgs = held(query_path, "loud", 10_000)
         assert msgs[-1].startswith("9-999 ")
-        stats = json.loads(query_raw(query_path, b'\x03{"stats": true}\n').splitlines()[1])
-        assert stats["stats"]["console_dropped"] > 0
-        assert stats["stats"]["sources"]["loud"]["received"] == 10_000
+        stats = helper_stats(query_path)
+        assert stats["console_dropped"] > 0
+        assert stats["sources"]["loud"]["received"] == 10_000
     finally:
         os.close(r)
         proc.send_signal(signal.SIGINT)
