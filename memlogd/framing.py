@@ -1,8 +1,10 @@
 """Line framing of a byte stream (docs/protocol.md, "Lines"). PURE: no I/O.
 
-``LineSplitter.feed(chunk)`` returns the complete lines of a chunk in one list,
-doing its work per chunk with C-level ``bytes`` methods (find, replace, split)
-rather than per byte or per line in Python.  Rules:
+``LineSplitter.feed(chunk)`` returns the complete lines of a chunk as one
+:class:`Lines`: the lines joined with ``\\n`` and where each ends, so that
+nothing downstream needs an object per line (BENCHMARKS.md, "Long lines").
+The work is done per chunk with C-level ``bytes`` methods (find, split)
+rather than per byte in Python.  Rules:
 
 * lines end at ``\\n``; one ``\\r`` before it is removed;
 * a line longer than ``max_line_len`` bytes is cut at the last UTF-8 boundary
@@ -16,8 +18,53 @@ The result never depends on how the stream was chunked.
 
 from __future__ import annotations
 
+from itertools import accumulate, count
+from operator import add
+
 from memlogd.config import DEFAULT_MAX_LINE_LEN
 from memlogd.protocol import utf8_boundary
+
+# a first line at least this long: the lines are found one ``find`` each (cheaper
+# than ``split`` for long lines, dearer for short ones)
+_LONG_LINE = 256
+
+
+class Lines:
+    """Lines read together: ``raw`` is the lines joined with ``\\n``, and
+    ``ends[i]`` the offset in ``raw`` just past line ``i`` (the last is
+    ``len(raw)``).  No line contains ``\\n``."""
+
+    __slots__ = ("ends", "raw")
+
+    def __init__(self, raw: bytes, ends: list[int]) -> None:
+        self.raw = raw
+        self.ends = ends
+
+    @classmethod
+    def of(cls, lines: list[bytes]) -> Lines:
+        if not lines:
+            return EMPTY
+        return cls(b"\n".join(lines), list(map(add, accumulate(map(len, lines)), count())))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Lines):
+            return NotImplemented
+        return self.raw == other.raw and self.ends == other.ends
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Lines.of({self.split()!r})"
+
+    def split(self) -> list[bytes]:
+        """The lines, one bytes object each."""
+        return self.raw.split(b"\n") if self.ends else []
+
+
+EMPTY = Lines(b"", [])
 
 
 class LineSplitter:
@@ -38,8 +85,50 @@ class LineSplitter:
         self.truncated += 1
         return line[: utf8_boundary(line, self._max)]
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The lines completed by ``chunk`` (without their line ends)."""
+    def feed(self, chunk: bytes) -> Lines:
+        """The lines completed by ``chunk`` (without their line ends).
+
+        The common case, no ``\\r`` and no line too long, is found without
+        copying a line: the lines are the chunk (after the partial line) up to
+        its last ``\\n``.  Anything else takes the general way."""
+        partial = self._partial
+        if not self._discarding and b"\r" not in chunk and not partial.endswith(b"\r"):
+            buf = partial + chunk if partial else chunk
+            last = buf.rfind(b"\n")
+            if last < 0:
+                if len(buf) <= self._max:
+                    self._partial = buf
+                    return EMPTY
+            elif len(buf) - last - 1 <= self._max:
+                ends = self._ends(buf, last)
+                if ends is not None:
+                    self._partial = buf[last + 1 :]
+                    return Lines(buf[:last], ends)
+        return Lines.of(self._feed_any(chunk))
+
+    def _ends(self, buf: bytes, last: int) -> list[int] | None:
+        """Where each line of ``buf[:last]`` ends, or None if one is too long."""
+        limit = self._max
+        find = buf.find
+        nl = find(b"\n", 0, limit + 1)
+        if nl < 0:
+            return None
+        if nl < _LONG_LINE:  # short lines: one split beats a find per line
+            lines = buf[:last].split(b"\n")
+            if max(map(len, lines)) > limit:
+                return None
+            return list(map(add, accumulate(map(len, lines)), count()))
+        ends = [nl]
+        while nl < last:
+            start = nl + 1
+            nl = find(b"\n", start, start + limit + 1)
+            if nl < 0:
+                return None
+            ends.append(nl)
+        return ends
+
+    def _feed_any(self, chunk: bytes) -> list[bytes]:
+        """:meth:`feed` for any chunk and state: line by line where it must."""
         if self._discarding:
             if self._maybe_crlf and chunk:
                 self._maybe_crlf = False

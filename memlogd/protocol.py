@@ -17,12 +17,15 @@ answer: it is the only code that splits and decodes what memlogd sends.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import accumulate, count
+from operator import add
 from typing import Any, NamedTuple
 
 from memlogd.errors import ProtocolError
+from memlogd.ring import Block
 from memlogd.timefmt import format_time, parse_time
 
 MAX_NAME_BYTES = 512  # of a source name, as received
@@ -119,32 +122,35 @@ def _valid_utf8(data: bytes) -> bool:
     return True
 
 
-def encode_batch(
-    time_ns: int, source: str, lines: Sequence[bytes], block: bytes | None = None
-) -> list[bytes]:
-    """Encode lines read together from one source as JSON objects (no newline).
+def encode_block(time_ns: int, source: str, raw: bytes, ends: list[int]) -> Block:
+    """Encode lines read together from one source (``raw``: the lines joined
+    with ``\\n``, ``ends``: where each ends, as in memlogd.framing.Lines) as
+    JSON objects back to back, each ending in ``\\n``: the ring's block.
 
     The work is done per batch, by C code.  When the batch has nothing to
     escape and is valid UTF-8 (the common case), the lines' bytes are their
-    JSON text: each entry is the shared prefix, the line and ``"}``, made
-    with one copy of the line (BENCHMARKS.md: faster than joining the batch
-    and splitting it again, for short and long lines alike).  Otherwise the
-    lines are decoded together (invalid UTF-8 -> U+FFFD, which is the same as
-    decoding each line since ``\\n`` never belongs to a multi-byte sequence),
-    JSON-escaped by one ``map``, joined and split once.
+    JSON text: each entry is the shared prefix, the line and ``"}``, and the
+    whole block is made by one ``replace`` of the joined lines, with no object
+    per line (BENCHMARKS.md, "Long lines").  Otherwise the lines are decoded
+    together (invalid UTF-8 -> U+FFFD, which is the same as decoding each line
+    since ``\\n`` never belongs to a multi-byte sequence), JSON-escaped by one
+    ``map``, joined and encoded once.
     """
-    if not lines:
-        return []
+    if not ends:
+        return Block(source, time_ns, b"", [])
     head = entry_prefix(time_ns, source)
-    if block is None:  # the caller may have joined them already (``b"\n".join(lines)``)
-        block = b"\n".join(lines)
-    if not block.translate(None, _JSON_PLAIN) and (block.isascii() or _valid_utf8(block)):
+    if not raw.translate(None, _JSON_PLAIN) and (raw.isascii() or _valid_utf8(raw)):
         # nothing to escape or replace: the lines' bytes are their JSON text
         prefix = head.encode("utf-8", "replace") + b'"'
-        return [prefix + line + b'"}' for line in lines]
-    texts = block.decode("utf-8", "replace").split("\n")
+        data = b"".join((prefix, raw.replace(b"\n", b'"}\n' + prefix), b'"}\n'))
+        return Block(source, time_ns, data, ends, step=len(prefix) + 2)
+    texts = raw.decode("utf-8", "replace").split("\n")
     body = ("}\n" + head).join(map(_encode_str, texts))
-    return (head + body + "}").encode("utf-8", "replace").split(b"\n")
+    data = (head + body + "}\n").encode("utf-8", "replace")
+    entries = data.split(b"\n")
+    entries.pop()  # after the last newline
+    enc_ends = list(map(add, accumulate(map(len, entries)), count(1)))
+    return Block(source, time_ns, data, ends, enc_ends=enc_ends)
 
 
 def encode_entry(entry: LogEntry) -> bytes:

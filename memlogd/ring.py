@@ -1,36 +1,91 @@
 """The bounded in-memory ring of log entries (docs/memlogd.md). PURE: no I/O.
 
-Entries are kept as their encoded JSON bytes (encoded once, shared by every
-reader), with a reference to the :class:`Batch` they were read in (source and
-time, shared by all lines of one read) and their message size in bytes.
+The ring holds *blocks*: the entries of one batch (the lines of one read,
+with their source and time) encoded to JSON once, back to back in one
+``bytes`` object, each entry ending in ``\\n``.  There is no object per entry:
+a reader is sent a block as it is, or a slice of it (BENCHMARKS.md, "Long
+lines").  A :class:`Block` knows where each of its entries ends, in its
+encoded bytes and in the lines it was made of (which gives the message bytes
+of any run of its entries in constant time).
 
 Every entry has a ``seq``: 1 for the first entry of the ring's life, one more
-for each next entry.  The ring holds the entries ``first_seq .. next_seq - 1``
-in a circular list of ``max_lines`` slots, so a reader's cursor is a seq and
-finding its place is arithmetic.  When full (by lines, or by message bytes if
-``max_bytes`` is set) the oldest entries go; ``overwritten`` counts them.
-
-Batches are written with slice assignment and read with slicing: no Python
-work per line on the hot path.
+for each next entry.  The ring holds the entries ``first_seq .. next_seq - 1``;
+the oldest block may be held only in part.  When full (by lines, or by
+message bytes if ``max_bytes`` is set) the oldest entries go;
+``overwritten`` counts them.  Finding a seq is a bisection over the blocks.
 """
 
 from __future__ import annotations
 
-from array import array
+from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterable, MutableSequence, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from operator import attrgetter
 
-T = TypeVar("T")
+_FIRST_SEQ = attrgetter("first_seq")
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """What the lines of one read have in common."""
+class Block:
+    """The entries of one batch: ``data`` is their encoded JSON, each ending in
+    ``\\n`` (an entry never contains one).  ``ends[i]`` is where line ``i``
+    ended in the lines joined with ``\\n`` (memlogd.framing.Lines).  Where entry
+    ``i`` ends in ``data`` is ``enc_ends[i]``, or when every entry is its line
+    between a fixed prefix and suffix, ``ends[i] + 1 + (i + 1) * step``."""
 
-    source: str
-    time_ns: int
+    __slots__ = ("data", "enc_ends", "ends", "first_seq", "source", "step", "time_ns")
+
+    def __init__(
+        self,
+        source: str,
+        time_ns: int,
+        data: bytes,
+        ends: list[int],
+        step: int = 0,
+        enc_ends: list[int] | None = None,
+    ) -> None:
+        self.source = source
+        self.time_ns = time_ns
+        self.data = data
+        self.ends = ends
+        self.step = step
+        self.enc_ends = enc_ends
+        self.first_seq = 0  # set by Ring.extend
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def offset(self, i: int) -> int:
+        """Where entry ``i`` starts in ``data`` (``len(self)``: its end)."""
+        if i <= 0:
+            return 0
+        if self.enc_ends is not None:
+            return self.enc_ends[i - 1]
+        return self.ends[i - 1] + 1 + i * self.step
+
+    def size(self, a: int, b: int) -> int:
+        """Message bytes of entries ``a .. b-1``."""
+        if b <= a:
+            return 0
+        ends = self.ends
+        return ends[b - 1] - (ends[a - 1] + 1 if a else 0) - (b - 1 - a)
+
+    def view(self, a: int, b: int) -> bytes | memoryview:
+        """The encoded entries ``a .. b-1``, each with its ``\\n``: the block
+        itself when whole, else a view of it (no copy)."""
+        if a == 0 and b == len(self.ends):
+            return self.data
+        return memoryview(self.data)[self.offset(a) : self.offset(b)]
+
+    def entries(self, a: int, b: int) -> list[bytes]:
+        """The encoded entries ``a .. b-1`` (without ``\\n``), one object each."""
+        if b <= a:
+            return []
+        return self.data[self.offset(a) : self.offset(b) - 1].split(b"\n")
+
+
+Part = tuple[Block, int, int]  # entries a .. b-1 of a block
+_GONE = Block("", 0, b"", [])  # in the place of a block that left the ring
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,25 +102,58 @@ class RingStats:
 @dataclass(frozen=True, slots=True)
 class Slice:
     """Entries read from a cursor: ``missed`` entries were gone before the
-    read (overwritten); ``data`` starts at seq ``start``; the next cursor is
-    ``start + len(data)``."""
+    read (overwritten); ``parts`` hold ``count`` entries from seq ``start`` on;
+    the next cursor is ``start + count``.  A slice holds references to blocks,
+    which never change, so it stays whole however slowly it is sent."""
 
     missed: int
     start: int
-    data: list[bytes]
+    count: int
+    parts: tuple[Part, ...]
 
     @property
     def next_seq(self) -> int:
-        return self.start + len(self.data)
+        return self.start + self.count
+
+    @property
+    def data(self) -> list[bytes]:
+        """Each entry's encoded JSON (without ``\\n``)."""
+        out: list[bytes] = []
+        for block, a, b in self.parts:
+            out += block.entries(a, b)
+        return out
+
+    def joined(self) -> bytes:
+        """The entries as sent in base mode: each with its ``\\n``, one buffer."""
+        parts = self.parts
+        if len(parts) == 1:
+            block, a, b = parts[0]
+            return bytes(block.view(a, b))
+        return b"".join([block.view(a, b) for block, a, b in parts])
+
+    def pieces(self, limit: int) -> Iterator[Slice]:
+        """This slice's entries in consecutive slices of at most ``limit``
+        (none when it has none; ``missed`` is left to the caller)."""
+        start, taken, parts = self.start, 0, []
+        for block, a, b in self.parts:
+            while a < b:
+                end = min(b, a + limit - taken)
+                parts.append((block, a, end))
+                taken += end - a
+                a = end
+                if taken == limit:
+                    yield Slice(0, start, taken, tuple(parts))
+                    start, taken, parts = start + taken, 0, []
+        if parts:
+            yield Slice(0, start, taken, tuple(parts))
 
 
 class Ring:
     __slots__ = (
+        "_blocks",
         "_cap",
-        "_data",
+        "_head",
         "_max_bytes",
-        "_meta",
-        "_sizes",
         "bytes",
         "first_seq",
         "next_seq",
@@ -79,13 +167,12 @@ class Ring:
             raise ValueError("max_lines must be at least 1")
         if max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
-        self._cap = max_lines
-        self._max_bytes = max_bytes
-        self._data: list[bytes] = [b""] * max_lines
-        self._meta: list[Batch | None] = [None] * max_lines
-        self._sizes = array("l", [0]) * max_lines  # machine ints: no object per entry
         if first_seq < 1:
             raise ValueError("first_seq must be at least 1")
+        self._cap = max_lines
+        self._max_bytes = max_bytes
+        self._blocks: list[Block] = []  # those from _head on are (at least partly) held
+        self._head = 0
         self.first_seq = first_seq
         self.next_seq = first_seq
         self.bytes = 0
@@ -100,77 +187,55 @@ class Ring:
 
     # ------------------------------------------------------------------ writing
 
-    def _put(self, seq: int, values: Sequence[T], target: MutableSequence[T]) -> None:
-        """Write ``values`` into the slots of seq .. seq+len-1 (at most two slices)."""
-        start = seq % self._cap
-        first = min(len(values), self._cap - start)
-        target[start : start + first] = values[:first]
-        if first < len(values):
-            target[: len(values) - first] = values[first:]
-
-    def _get(self, seq: int, count: int, source: list[T]) -> list[T]:
-        start = seq % self._cap
-        end = start + count
-        if end <= self._cap:
-            return source[start:end]
-        return source[start:] + source[: end - self._cap]
-
-    def _size_of(self, seq: int, count: int) -> int:
-        """Message bytes of the entries seq .. seq+count-1."""
-        start = seq % self._cap
-        end = start + count
-        sizes = self._sizes
-        if end <= self._cap:
-            return sum(sizes[start:end])
-        return sum(sizes[start:]) + sum(sizes[: end - self._cap])
-
-    def extend(self, batch: Batch, encoded: Sequence[bytes], sizes: Iterable[int]) -> int:
-        """Append the entries of one batch (``sizes``: their message bytes, in order);
-        returns the ring's new ``next_seq``."""
-        n = len(encoded)
-        size_of = array("l", sizes)
+    def extend(self, block: Block) -> int:
+        """Append a batch's block (its ``first_seq`` is set here); returns the
+        ring's new ``next_seq``."""
+        n = len(block)
         if n == 0:
             return self.next_seq
-        if n > self._cap:  # only the newest fit; the rest pass through at once
-            self._evict(len(self))
-            skipped = n - self._cap
-            self.overwritten += skipped
-            self.next_seq += skipped
-            self.first_seq = self.next_seq
-            encoded, size_of, n = encoded[skipped:], size_of[skipped:], self._cap
-        overflow = len(self) + n - self._cap
+        block.first_seq = self.next_seq
+        self._blocks.append(block)
+        self.next_seq += n
+        self.bytes += block.size(0, n)
+        overflow = len(self) - self._cap
         if overflow > 0:  # the oldest entries make room
             self._evict(overflow)
-        seq = self.next_seq
-        self._put(seq, encoded, self._data)
-        self._put(seq, size_of, self._sizes)
-        self._put(seq, [batch] * n, self._meta)
-        self.next_seq = seq + n
-        self.bytes += sum(size_of)
         if self._max_bytes and self.bytes > self._max_bytes:
             self._evict_bytes()
         return self.next_seq
 
     def _evict(self, count: int) -> None:
-        count = min(count, len(self))
-        if count <= 0:
-            return
-        self.bytes -= self._size_of(self.first_seq, count)
-        self._put(self.first_seq, [None] * count, self._meta)  # free the batches
-        self._put(self.first_seq, [b""] * count, self._data)
-        self.first_seq += count
-        self.overwritten += count
+        """The oldest ``count`` entries go (work per block, not per entry)."""
+        blocks = self._blocks
+        while count > 0:
+            block = blocks[self._head]
+            a = self.first_seq - block.first_seq
+            take = min(count, len(block) - a)
+            self.bytes -= block.size(a, a + take)
+            self.first_seq += take
+            self.overwritten += take
+            count -= take
+            if a + take == len(block):
+                blocks[self._head] = _GONE  # free it now
+                self._head += 1
+        if self._head > 32 and 2 * self._head > len(blocks):  # amortised: free old blocks
+            del blocks[: self._head]
+            self._head = 0
 
     def _evict_bytes(self) -> None:
         """Drop the oldest entries until the bytes fit (the newest always stays)."""
-        excess = self.bytes - self._max_bytes
-        count = 0
-        seq = self.first_seq
-        while excess > 0 and seq < self.next_seq - 1:
-            excess -= self._sizes[seq % self._cap]
-            seq += 1
-            count += 1
-        self._evict(count)
+        while self.bytes > self._max_bytes and len(self) > 1:
+            block = self._blocks[self._head]
+            a = self.first_seq - block.first_seq
+            b = len(block) if self.first_seq + len(block) - a < self.next_seq else len(block) - 1
+            excess = self.bytes - self._max_bytes
+            if block.size(a, b) < excess:
+                self._evict(b - a)
+                continue
+            # the fewest entries a .. k-1 whose bytes cover the excess
+            k = bisect_left(range(a + 1, b + 1), excess, key=lambda k: block.size(a, k)) + a + 1
+            self._evict(k - a)
+            return
 
     # ------------------------------------------------------------------ reading
 
@@ -187,30 +252,46 @@ class Ring:
         count = max(0, self.next_seq - cursor)
         if limit is not None:
             count = max(0, min(count, limit))
-        data: list[bytes] = self._get(cursor, count, self._data) if count else []
-        return Slice(missed, cursor, data)
+        return Slice(missed, cursor, count, self._parts(cursor, count))
+
+    def _parts(self, seq: int, count: int) -> tuple[Part, ...]:
+        if not count:
+            return ()
+        blocks = self._blocks
+        i = bisect_right(blocks, seq, lo=self._head, key=_FIRST_SEQ) - 1
+        parts = []
+        while count:
+            block = blocks[i]
+            a = seq - block.first_seq
+            b = min(len(block), a + count)
+            parts.append((block, a, b))
+            count -= b - a
+            seq += b - a
+            i += 1
+        return tuple(parts)
 
     def snapshot(self) -> Slice:
         """Every entry held now: references, so it stays whole however slowly it is sent."""
         return self.read(self.first_seq)
 
-    def batches(self, start: int, count: int) -> list[Batch]:
-        """The batch of each entry ``start .. start+count-1`` (all held)."""
-        if start < self.first_seq or start + count > self.next_seq:
-            raise IndexError("entries not held")
-        return self._get(start, count, self._meta)  # type: ignore[arg-type]
-
     def last_of(self, source: str) -> bytes | None:
         """The newest entry held of ``source`` (its encoded JSON), if any."""
-        batches = self.batches(self.first_seq, len(self))
-        for offset in range(len(batches) - 1, -1, -1):
-            if batches[offset].source == source:
-                return self._get(self.first_seq + offset, 1, self._data)[0]
+        blocks = self._blocks
+        for i in range(len(blocks) - 1, self._head - 1, -1):
+            block = blocks[i]
+            if block.source == source:
+                n = len(block)
+                if block.first_seq + n - 1 < self.first_seq:
+                    return None
+                return block.entries(n - 1, n)[0]
         return None
 
     def held_by_source(self) -> Counter[str]:
         """How many entries each source has in the ring now (for stats)."""
-        return Counter(b.source for b in self.batches(self.first_seq, len(self)))
+        held: Counter[str] = Counter()
+        for block, a, b in self._parts(self.first_seq, len(self)):
+            held[block.source] += b - a
+        return held
 
     def statistics(self) -> RingStats:
         return RingStats(

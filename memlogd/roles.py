@@ -184,7 +184,9 @@ class _RingSink:
         self.info.pid, self.info.uid = os.getpid(), os.getuid()
 
     async def write(self, data: bytes) -> None:
-        self.state.append(KMSG_SOURCE, data.rstrip(b"\n").split(b"\n"), self.info)
+        from memlogd.framing import Lines  # loaded by the worker already
+
+        self.state.append(KMSG_SOURCE, Lines.of(data.rstrip(b"\n").split(b"\n")), self.info)
 
     async def aclose(self) -> None:
         pass

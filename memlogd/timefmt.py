@@ -21,6 +21,7 @@ _TIME_RE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4)  # the batches of one second share it
 def format_seconds(secs: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS`` in UTC; the year always has four digits, as in Go
     (``strftime("%Y")`` does not pad years before 1000 on glibc)."""

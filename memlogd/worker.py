@@ -25,8 +25,9 @@ from memlogd import handover
 from memlogd import protocol as proto
 from memlogd.config import DaemonConfig
 from memlogd.errors import ProtocolError
+from memlogd.framing import Lines
 from memlogd.journal import Journal
-from memlogd.ring import Batch, Ring
+from memlogd.ring import Ring
 from memlogd.roles import RoleConfig
 from memlogd.server.daemon import LogState
 from memlogd.server.serve import Daemon, Keeping, run
@@ -78,9 +79,8 @@ def replay(journal: Journal, config: DaemonConfig) -> Ring:
         if record.first_seq != ring.next_seq:  # never: the journal has no holes
             log.error("journal_gap", expected=ring.next_seq, found=record.first_seq)
             continue
-        lines = record.lines
-        encoded = proto.encode_batch(record.time_ns, record.source, lines)
-        ring.extend(Batch(record.source, record.time_ns), encoded, map(len, lines))
+        lines = Lines.of(record.lines)
+        ring.extend(proto.encode_block(record.time_ns, record.source, lines.raw, lines.ends))
     return ring
 
 

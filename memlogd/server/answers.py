@@ -1,61 +1,63 @@
 """What memlogd sends to a reader: filtering and rendering of answers. PURE: no I/O.
 
-Entries sit in the ring as encoded JSON (docs/protocol.md); an answer is
-chunks of at most ``FOLLOW_BATCH`` of them joined with newlines, with
-``"seq"`` added in extended mode, only the entries that pass the request's
+Entries sit in the ring as blocks of encoded JSON (docs/protocol.md); an
+answer is chunks of at most ``FOLLOW_BATCH`` of them, each ending in a
+newline: in base mode the blocks as they are, in extended mode with
+``"seq"`` added to each entry, only the entries that pass the request's
 filters, and a ``{"seq":N,"dropped":K}`` record wherever entries the reader
 asked for could not be sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from memlogd import protocol as proto
 from memlogd.config import FOLLOW_BATCH
 from memlogd.filters import RequestFilter
-from memlogd.ring import Ring, Slice
+from memlogd.ring import Part, Ring, Slice
 
 Render = Callable[[Slice], bytes]
 
 
-def matching(ring: Ring, keep: RequestFilter, start: int, count: int) -> list[int]:
-    """Offsets ``0 .. count-1`` of the entries from seq ``start`` (all held)
-    that pass the request's filters."""
+def _kept(keep: RequestFilter, parts: Iterable[Part]) -> list[Part]:
+    """The parts whose entries pass the request's filters (a block's entries
+    share their source and time, so a block passes or not as a whole)."""
     if keep.everything:
-        return list(range(count))
+        return list(parts)
     keeps = keep.keeps
-    return [i for i, b in enumerate(ring.batches(start, count)) if keeps(b.source, b.time_ns)]
+    return [part for part in parts if keeps(part[0].source, part[0].time_ns)]
+
+
+def _with_seq(parts: Iterable[Part]) -> bytes:
+    """Entries with their ``seq``, as sent in extended mode."""
+    lines = []
+    for block, a, b in parts:
+        seq = block.first_seq + a
+        lines += [proto.add_seq(entry, seq + i) for i, entry in enumerate(block.entries(a, b))]
+    return proto.join_lines(lines)
 
 
 def render_base(piece: Slice) -> bytes:
     """A piece of a base-mode follow: its entries as they are."""
-    return proto.join_lines(piece.data)
+    return piece.joined()
 
 
 def base_dump(snap: Slice) -> Iterator[bytes]:
     """A base-mode dump of a snapshot, in lazily joined chunks."""
-    data = snap.data
-    for i in range(0, len(data), FOLLOW_BATCH):
-        yield proto.join_lines(data[i : i + FOLLOW_BATCH])
+    for piece in snap.pieces(FOLLOW_BATCH):
+        yield piece.joined()
 
 
-def extended_renderer(ring: Ring, keep: RequestFilter) -> Render:
+def extended_renderer(keep: RequestFilter) -> Render:
     """Renders pieces of an extended follow: the dropped record first, then
     the matching entries with their ``seq``."""
 
     def render(piece: Slice) -> bytes:
-        out = []
+        out = b""
         if piece.missed:
-            out.append(proto.encode_dropped(piece.start - piece.missed, piece.missed))
-        data = piece.data
-        if data:
-            start = piece.start
-            lines = [
-                proto.add_seq(data[i], start + i) for i in matching(ring, keep, start, len(data))
-            ]
-            out.append(proto.join_lines(lines))
-        return b"".join(out)
+            out = proto.encode_dropped(piece.start - piece.missed, piece.missed)
+        return out + _with_seq(_kept(keep, piece.parts))
 
     return render
 
@@ -64,25 +66,36 @@ def extended_dump(ring: Ring, request: proto.QueryRequest, keep: RequestFilter) 
     """The dump part of an extended answer: a snapshot of references, taken now
     (the follow part starts where it ends), sent in lazily encoded chunks."""
     snap = ring.snapshot()
-    start, data = snap.start, snap.data
     missed = 0
-    if request.after_seq is not None:
-        skip = max(0, request.after_seq + 1 - start)
-        missed = max(0, start - request.after_seq - 1)
-        start, data = start + skip, data[skip:]
-    chosen = matching(ring, keep, start, len(data))
+    if request.after_seq is not None and request.after_seq >= snap.start:
+        snap = ring.read(request.after_seq + 1)
+    elif request.after_seq is not None:
+        missed = snap.start - request.after_seq - 1
+    chosen = _kept(keep, snap.parts)
     if request.tail is not None:
-        chosen = chosen[max(0, len(chosen) - request.tail) :] if request.tail else []
-    first = [proto.encode_dropped(start - missed, missed)] if missed else []
+        chosen = _last(chosen, request.tail)
+    first = [proto.encode_dropped(snap.start - missed, missed)] if missed else []
+    held = Slice(0, snap.start, sum(b - a for _, a, b in chosen), tuple(chosen))
 
     def chunks() -> Iterator[bytes]:
         yield from first
-        for i in range(0, len(chosen), FOLLOW_BATCH):
-            yield proto.join_lines(
-                [proto.add_seq(data[k], start + k) for k in chosen[i : i + FOLLOW_BATCH]]
-            )
+        for piece in held.pieces(FOLLOW_BATCH):
+            yield _with_seq(piece.parts)
 
     return chunks()
+
+
+def _last(parts: list[Part], n: int) -> list[Part]:
+    """The last ``n`` entries of ``parts``."""
+    out: list[Part] = []
+    for block, a, b in reversed(parts):
+        if n <= 0:
+            break
+        take = min(n, b - a)
+        out.append((block, b - take, b))
+        n -= take
+    out.reverse()
+    return out
 
 
 def follow_start(ring: Ring, request: proto.QueryRequest) -> int | None:

@@ -16,10 +16,12 @@ class Console:
     def dropped(self) -> int:
         return self.output.dropped
 
-    def echo(self, time_text: str, source: str, lines: list[bytes]) -> None:
-        """One batch's lines, written (or queued, or dropped) at once."""
+    def echo(self, time_text: str, source: str, raw: bytes, count: int) -> None:
+        """One batch's ``count`` lines (``raw``: joined with ``\\n``), written
+        (or queued, or dropped) at once."""
         prefix = f"{time_text};{source};".encode("utf-8", "replace")
-        self.output.write_nowait(prefix + (b"\n" + prefix).join(lines) + b"\n", len(lines))
+        out = b"".join((prefix, raw.replace(b"\n", b"\n" + prefix), b"\n"))
+        self.output.write_nowait(out, count)
 
     async def run(self) -> None:
         """Drain what the console could not take at once (cancel to stop)."""

@@ -18,9 +18,10 @@ import structlog
 
 from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, WARN_BURST, DaemonConfig
+from memlogd.framing import Lines
 from memlogd.journal import Journal
 from memlogd.ratelimit import LimitedLog
-from memlogd.ring import Batch, Ring
+from memlogd.ring import Ring
 from memlogd.server.console import Console
 from memlogd.timefmt import format_time
 
@@ -69,32 +70,29 @@ class LogState:
         self.on_append: Callable[[], None] = _nothing
         self.extra_stats: list[Callable[[], dict[str, Any]]] = []
 
-    def append(self, source: str, lines: list[bytes], info: SourceInfo | None = None) -> None:
+    def append(self, source: str, lines: Lines, info: SourceInfo | None = None) -> None:
         """One batch of lines from one source into the ring, then to readers."""
-        if self.frozen:
+        n = len(lines)
+        if self.frozen or not n:
             return
         now = time.time_ns()
-        block = b"\n".join(lines)
         ring = self.ring
         first_seq = ring.next_seq
-        ring.extend(
-            Batch(source, now), proto.encode_batch(now, source, lines, block), map(len, lines)
-        )
-        n = len(lines)
+        ring.extend(proto.encode_block(now, source, lines.raw, lines.ends))
         if self.journal is not None:  # committed before any reader can see the entries
-            self.journal.append(first_seq, now, source, block, n, ring.first_seq)
+            self.journal.append(first_seq, now, source, lines.raw, n, ring.first_seq)
         self.received += n
         if info is None:
             info = self.sources.get(source)
         if info is not None:
             info.received += n
         if self.console is not None:
-            self.console.echo(format_time(now), source, lines)
+            self.console.echo(format_time(now), source, lines.raw, n)
         self.on_append()
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""
-        self.append(proto.INTERNAL_SOURCE, [text.encode("utf-8", "replace")])
+        self.append(proto.INTERNAL_SOURCE, Lines.of([text.encode("utf-8", "replace")]))
 
     def source_info(self, name: str) -> SourceInfo:
         info = self.sources.get(name)

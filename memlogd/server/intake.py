@@ -25,7 +25,7 @@ import trio
 
 from memlogd.config import READ_CHUNK
 from memlogd.fdmsg import FdGrant
-from memlogd.framing import LineSplitter
+from memlogd.framing import Lines, LineSplitter
 from memlogd.handover import Partial, SourceSpec
 from memlogd.server.daemon import LogState, SourceInfo
 from memlogd.server.readers import IntakeHold
@@ -67,7 +67,7 @@ class Source:
         if not chunk:
             return ReadState.DONE
         lines = self.splitter.feed(chunk)
-        if lines:
+        if lines.ends:
             self.state.append(self.name, lines, self.info)
         return ReadState.DATA
 
@@ -81,7 +81,7 @@ class Source:
         splitter = self.splitter
         tail = splitter.close()
         if tail is not None:
-            self.state.append(self.name, [tail], self.info)
+            self.state.append(self.name, Lines.of([tail]), self.info)
         if splitter.truncated:
             log.info(
                 "lines_truncated",

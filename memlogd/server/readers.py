@@ -378,7 +378,7 @@ class QueryService:
         if request.dump:
             parts.append(answers.extended_dump(ring, request, keep))
         follow = answers.follow_start(ring, request)
-        render = answers.extended_renderer(ring, keep)
+        render = answers.extended_renderer(keep)
         return Reader(readers, conn, _chain(parts), follow, render)
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd.framing import LineSplitter
+from memlogd.framing import Lines, LineSplitter
 from tests.strategies import splits, stream_bytes
 
 pytestmark = pytest.mark.unit
@@ -50,7 +50,9 @@ def run(chunks: list[bytes], max_len: int) -> tuple[list[bytes], bytes | None, i
     splitter = LineSplitter(max_len)
     lines: list[bytes] = []
     for chunk in chunks:
-        lines.extend(splitter.feed(chunk))
+        got = splitter.feed(chunk)
+        assert got == Lines.of(got.split())  # the ends are where the lines end
+        lines.extend(got.split())
         assert splitter.pending <= max_len
     truncated = splitter.truncated
     return lines, splitter.close(), truncated
@@ -60,6 +62,31 @@ def run(chunks: list[bytes], max_len: int) -> tuple[list[bytes], bytes | None, i
 def test_any_chunking_equals_reference_model(data: st.DataObject, stream: bytes, max_len: int):
     chunks = data.draw(splits(stream))
     assert run(chunks, max_len) == reference(stream, max_len)
+
+
+def long_lines_stream() -> st.SearchStrategy[bytes]:
+    """Lines around and beyond a limit of 300 (long lines take another way
+    than short ones), now and then a CR."""
+    line = st.builds(
+        lambda n, end: b"y" * n + end,
+        st.sampled_from([0, 1, 255, 256, 299, 300, 301, 700]),
+        st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b""]),
+    )
+    return st.lists(line, max_size=12).map(b"".join)
+
+
+@given(st.data(), long_lines_stream())
+def test_long_lines_any_chunking_equals_reference_model(data: st.DataObject, stream: bytes):
+    chunks = data.draw(splits(stream))
+    assert run(chunks, 300) == reference(stream, 300)
+
+
+def test_lines_of_records_where_each_line_ends():
+    assert Lines.of([]) == Lines(b"", [])
+    assert Lines.of([b""]) == Lines(b"", [0])
+    assert Lines.of([b"ab", b"", b"c"]) == Lines(b"ab\n\nc", [2, 3, 5])
+    assert Lines.of([b"ab", b"", b"c"]).split() == [b"ab", b"", b"c"]
+    assert len(Lines.of([b"a", b"b"])) == 2
 
 
 @given(st.data(), stream_bytes(), max_lens)
@@ -134,9 +161,9 @@ def test_rest_of_a_cut_line_is_dropped_up_to_the_next_newline():
 
 def test_close_resets_for_a_new_stream():
     splitter = LineSplitter(4)
-    assert splitter.feed(b"0123456") == [b"0123"]
+    assert splitter.feed(b"0123456").split() == [b"0123"]
     assert splitter.close() is None
-    assert splitter.feed(b"ab\n") == [b"ab"]  # not discarded as the rest of the cut line
+    assert splitter.feed(b"ab\n").split() == [b"ab"]  # not discarded as the rest of the cut line
 
 
 def test_max_line_len_must_be_positive():
@@ -151,9 +178,9 @@ def test_100_mb_without_newline_keeps_memory_bounded():
     chunk = b"x" * (1 << 20)
     lines: list[bytes] = []
     for _i in range(100):
-        lines.extend(splitter.feed(chunk))
+        lines.extend(splitter.feed(chunk).split())
         assert splitter.pending <= 1024
     assert lines == [b"x" * 1024]
     assert splitter.truncated == 1
     assert splitter.close() is None
-    assert splitter.feed(b"\nafter\n") == [b"", b"after"]
+    assert splitter.feed(b"\nafter\n") == Lines(b"\nafter", [0, 6])

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from memlogd import protocol as proto
 from memlogd import timefmt
 from memlogd.errors import ProtocolError
+from memlogd.framing import Lines
 from memlogd.protocol import (
     Dropped,
     ErrorReply,
@@ -62,21 +63,46 @@ def test_encode_entry_golden():
     )
 
 
-def test_encode_batch_golden_escapes_control_bytes_and_replaces_invalid_utf8():
+def encode_lines(time_ns: int, source: str, lines: list[bytes]) -> list[bytes]:
+    """Each line's entry (without newline), through the ring's block."""
+    batch = Lines.of(lines)
+    return proto.encode_block(time_ns, source, batch.raw, batch.ends).entries(0, len(lines))
+
+
+def test_encode_block_golden_escapes_control_bytes_and_replaces_invalid_utf8():
     lines = [b'a"b\\c', b"\x00\x1f\t\x7f", "é€".encode(), b"\xff\xe2\x82", b""]
-    assert proto.encode_batch(GOLDEN_NS, "s;1", lines) == [
+    assert encode_lines(GOLDEN_NS, "s;1", lines) == [
         b'{"time":"2019-02-22T16:04:23.123456789Z","source":"s;1","msg":"a\\"b\\\\c"}',
         b'{"time":"2019-02-22T16:04:23.123456789Z","source":"s;1","msg":"\\u0000\\u001f\\t\x7f"}',
         '{"time":"2019-02-22T16:04:23.123456789Z","source":"s;1","msg":"é€"}'.encode(),
         '{"time":"2019-02-22T16:04:23.123456789Z","source":"s;1","msg":"\ufffd\ufffd"}'.encode(),
         b'{"time":"2019-02-22T16:04:23.123456789Z","source":"s;1","msg":""}',
     ]
-    assert proto.encode_batch(GOLDEN_NS, "s", []) == []
+    assert encode_lines(GOLDEN_NS, "s", []) == []
+
+
+@given(times_ns(), sources(), st.lists(raw_lines(), max_size=8), st.data())
+def test_encode_block_knows_where_every_entry_and_line_ends(
+    time_ns: int, source: str, lines: list[bytes], data: st.DataObject
+):
+    """Whichever way a block was encoded (plain lines or lines to escape), its
+    bytes are its entries with newlines, and any run of them is found at once:
+    their bytes, and their message bytes."""
+    batch = Lines.of(lines)
+    block = proto.encode_block(time_ns, source, batch.raw, batch.ends)
+    entries = block.entries(0, len(lines))
+    assert block.data == b"".join(e + b"\n" for e in entries)
+    assert (block.source, block.time_ns, len(block)) == (source, time_ns, len(lines))
+    a = data.draw(st.integers(0, len(lines)))
+    b = data.draw(st.integers(a, len(lines)))
+    assert block.entries(a, b) == entries[a:b]
+    assert bytes(block.view(a, b)) == b"".join(e + b"\n" for e in entries[a:b])
+    assert block.size(a, b) == sum(map(len, lines[a:b]))
 
 
 @given(times_ns(), sources(), st.lists(raw_lines(), max_size=8))
-def test_encode_batch_is_valid_json_whatever_the_bytes(time_ns: int, source: str, lines):
-    encoded = proto.encode_batch(time_ns, source, lines)
+def test_encode_block_is_valid_json_whatever_the_bytes(time_ns: int, source: str, lines):
+    encoded = encode_lines(time_ns, source, lines)
     assert len(encoded) == len(lines)
     for line, raw in zip(encoded, lines, strict=True):
         assert b"\n" not in line
@@ -88,12 +114,12 @@ def test_encode_batch_is_valid_json_whatever_the_bytes(time_ns: int, source: str
 
 
 @given(times_ns(), sources(), st.lists(raw_lines(), max_size=8))
-def test_encode_batch_equals_per_line_encode_of_decoded_line(time_ns: int, source: str, lines):
+def test_encode_block_equals_per_line_encode_of_decoded_line(time_ns: int, source: str, lines):
     expected = [
         proto.encode_entry(LogEntry(time_ns, source, raw.decode("utf-8", "replace")))[:-1]
         for raw in lines
     ]
-    assert proto.encode_batch(time_ns, source, lines) == expected
+    assert encode_lines(time_ns, source, lines) == expected
 
 
 @given(log_entries())
@@ -119,7 +145,7 @@ def test_decode_entry_round_trips_encode_entry(entry: LogEntry):
 
 @given(times_ns(), sources(), messages().filter(lambda m: "\n" not in m), st.integers(0, 2**63))
 def test_add_seq_appends_seq_as_last_key(time_ns: int, source: str, msg: str, seq: int):
-    (encoded,) = proto.encode_batch(time_ns, source, [msg.encode("utf-8")])
+    (encoded,) = encode_lines(time_ns, source, [msg.encode("utf-8")])
     with_seq = proto.add_seq(encoded, seq)
     assert with_seq + b"\n" == proto.encode_entry(LogEntry(time_ns, source, msg, seq))
     assert proto.decode_reply(with_seq) == LogEntry(time_ns, source, msg, seq)

@@ -30,6 +30,7 @@ from logread.render import (
 )
 from memlogd import protocol as proto
 from memlogd import timefmt
+from tests.unit.test_protocol import encode_lines
 
 pytestmark = pytest.mark.unit
 
@@ -95,7 +96,7 @@ def test_source_color_is_stable_across_runs() -> None:
 @given(entries)
 def test_render_json_is_the_servers_bytes(entry: proto.LogEntry) -> None:
     assert entry.seq is not None
-    encoded = proto.encode_batch(entry.time_ns, entry.source, [entry.msg.encode()])[0]
+    (encoded,) = encode_lines(entry.time_ns, entry.source, [entry.msg.encode()])
     server = proto.add_seq(encoded, entry.seq) + b"\n"
     assert render_json(entry).encode() == server
     assert proto.decode_entry(server) == entry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from itertools import accumulate
 
 import pytest
 from hypothesis import settings
@@ -12,11 +13,10 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
 )
 
-from memlogd.ring import Batch, Ring, Slice
+from memlogd.ring import Block, Ring, Slice
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,28 @@ class Held:
     seq: int
     data: bytes
     size: int
-    batch: Batch
+    source: str
+
+
+def raw_ends(sizes: list[int]) -> list[int]:
+    """Where lines of these sizes end when joined with newlines."""
+    return [end + i for i, end in enumerate(accumulate(sizes))]
+
+
+def make_block(source: str, first: int, sizes: list[int], layout: str) -> tuple[Block, list[bytes]]:
+    """A block of ``len(sizes)`` entries (seqs from ``first``) and those
+    entries; ``layout`` "step": each is a prefix, its line and a suffix (as
+    encoded from plain lines), "explicit": any bytes, with their ends listed."""
+    if layout == "step":
+        prefix = b"<" + source.encode() + b">"
+        lines = [(b"%d-" % (first + i) * 20)[:size] for i, size in enumerate(sizes)]
+        entries = [prefix + line + b"!}" for line in lines]
+        data = b"".join(e + b"\n" for e in entries)
+        return Block(source, 0, data, raw_ends(sizes), step=len(prefix) + 2), entries
+    entries = [b"entry %d of size %d" % (first + i, size) for i, size in enumerate(sizes)]
+    data = b"".join(e + b"\n" for e in entries)
+    enc_ends = list(accumulate(len(e) + 1 for e in entries))
+    return Block(source, 0, data, raw_ends(sizes), enc_ends=enc_ends), entries
 
 
 class RingMachine(RuleBasedStateMachine):
@@ -60,15 +81,14 @@ class RingMachine(RuleBasedStateMachine):
     @rule(
         sizes=st.lists(st.integers(0, 15), max_size=20),
         source=st.sampled_from(["a", "b", "c"]),
-        time_ns=st.integers(0, 10**18),
+        layout=st.sampled_from(["step", "explicit"]),
     )
-    def extend(self, sizes: list[int], source: str, time_ns: int) -> None:
-        batch = Batch(source, time_ns)
+    def extend(self, sizes: list[int], source: str, layout: str) -> None:
         first = self.appended + 1
-        encoded = [b"entry %d" % (first + i) for i in range(len(sizes))]
-        result = self.ring.extend(batch, encoded, sizes)
+        block, encoded = make_block(source, first, sizes, layout)
+        result = self.ring.extend(block)
         for i, (data, size) in enumerate(zip(encoded, sizes, strict=True)):
-            self.model.append(Held(first + i, data, size, batch))
+            self.model.append(Held(first + i, data, size, source))
         self.appended += len(sizes)
         self._trim()
         assert result == self.appended + 1
@@ -85,7 +105,21 @@ class RingMachine(RuleBasedStateMachine):
         if limit is not None:
             wanted = wanted[: max(0, limit)]
         assert got.data == wanted
-        assert got.next_seq == got.start + len(wanted)
+        assert got.next_seq == got.start + len(wanted) == got.start + got.count
+        assert got.joined() == b"".join(w + b"\n" for w in wanted)
+        sources = [h.source for h in self.model if h.seq >= got.start][: len(wanted)]
+        assert [block.source for block, a, b in got.parts for _ in range(a, b)] == sources
+        if got.parts:
+            block, a, _ = got.parts[0]
+            assert block.first_seq + a == got.start
+
+    @rule(limit=st.integers(1, 7))
+    def pieces(self, limit: int) -> None:
+        snap = self.ring.snapshot()
+        pieces = list(snap.pieces(limit))
+        assert all(0 < piece.count <= limit for piece in pieces)
+        assert [e for piece in pieces for e in piece.data] == snap.data
+        assert [p.start for p in pieces] == list(range(snap.start, snap.next_seq, limit))
 
     @rule()
     def read_all_in_pieces(self) -> None:
@@ -106,20 +140,10 @@ class RingMachine(RuleBasedStateMachine):
         assert snap.data == [h.data for h in self.model]
         self.snapshots.append((snap, list(snap.data)))
 
-    @precondition(lambda self: len(self.model) > 0)
-    @rule(data=st.data())
-    def batches(self, data: st.DataObject) -> None:
-        start = data.draw(st.integers(self.model[0].seq, self.model[-1].seq))
-        count = data.draw(st.integers(0, self.model[-1].seq - start + 1))
-        expected = [h.batch for h in self.model if start <= h.seq < start + count]
-        assert self.ring.batches(start, count) == expected
-
-    @rule()
-    def batches_outside_the_ring_raise(self) -> None:
-        with pytest.raises(IndexError):
-            self.ring.batches(self.ring.first_seq - 1, 1)
-        with pytest.raises(IndexError):
-            self.ring.batches(self.ring.first_seq, len(self.ring) + 1)
+    @rule(source=st.sampled_from(["a", "b", "c"]))
+    def last_of(self, source: str) -> None:
+        mine = [h.data for h in self.model if h.source == source]
+        assert self.ring.last_of(source) == (mine[-1] if mine else None)
 
     @invariant()
     def contents_and_seqs_equal_the_model(self) -> None:
@@ -154,7 +178,7 @@ class RingMachine(RuleBasedStateMachine):
         )
         assert (stats.capacity, stats.max_bytes) == (self.max_lines, self.max_bytes)
         assert stats.overwritten == self.ring.overwritten
-        assert self.ring.held_by_source() == Counter(h.batch.source for h in self.model)
+        assert self.ring.held_by_source() == Counter(h.source for h in self.model)
 
     @invariant()
     def snapshots_never_change(self) -> None:
@@ -166,31 +190,46 @@ TestRing = RingMachine.TestCase
 TestRing.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 
 
+def block_of(*entries: bytes) -> Block:
+    """A block of entries whose message sizes are their lengths."""
+    return make_block("s", 0, [len(e) for e in entries], "explicit")[0]
+
+
 def test_extend_larger_than_capacity_keeps_the_newest():
     ring = Ring(3)
-    batch = Batch("s", 0)
-    assert ring.extend(batch, [b"1", b"2"], [1, 1]) == 3
-    assert ring.extend(batch, [b"3", b"4", b"5", b"6", b"7"], [1, 1, 1, 1, 1]) == 8
-    assert ring.snapshot() == Slice(0, 5, [b"5", b"6", b"7"])
+    assert ring.extend(block_of(b"1", b"2")) == 3
+    assert ring.extend(block_of(b"3", b"4", b"5", b"6", b"7")) == 8
+    snap = ring.snapshot()
+    assert (snap.missed, snap.start, snap.count) == (0, 5, 3)
+    assert snap.data == [b"entry %d of size 1" % i for i in (2, 3, 4)]
     assert ring.overwritten == 4
-    assert ring.read(2) == Slice(3, 5, [b"5", b"6", b"7"])
+    got = ring.read(2)
+    assert (got.missed, got.start, got.data) == (3, 5, snap.data)
 
 
 def test_single_entry_larger_than_max_bytes_stays_alone():
     ring = Ring(10, max_bytes=5)
-    batch = Batch("s", 0)
-    ring.extend(batch, [b"a", b"b"], [2, 2])
-    ring.extend(batch, [b"big"], [9])
-    assert ring.snapshot().data == [b"big"]
+    ring.extend(block_of(b"aa", b"bb"))
+    ring.extend(block_of(b"b" * 9))
+    assert ring.snapshot().data == [b"entry 0 of size 9"]
     assert (ring.bytes, ring.overwritten) == (9, 2)
-    ring.extend(batch, [b"c"], [1])
-    assert ring.snapshot().data == [b"c"]
+    ring.extend(block_of(b"c"))
+    assert ring.snapshot().data == [b"entry 0 of size 1"]
 
 
 def test_empty_extend_changes_nothing():
     ring = Ring(2)
-    assert ring.extend(Batch("s", 0), [], []) == 1
-    assert ring.snapshot() == Slice(0, 1, [])
+    assert ring.extend(block_of()) == 1
+    assert ring.snapshot() == Slice(0, 1, 0, ())
+    assert list(ring.snapshot().pieces(3)) == []
+
+
+def test_a_whole_block_is_sent_as_it_is():
+    ring = Ring(10)
+    block = block_of(b"a", b"b")
+    ring.extend(block)
+    assert ring.snapshot().joined() is block.data
+    assert ring.read(2).joined() == b"entry 1 of size 1\n"
 
 
 @pytest.mark.parametrize(("max_lines", "max_bytes"), [(0, 0), (-1, 0), (1, -1)])
