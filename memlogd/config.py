@@ -22,6 +22,7 @@ MODE_TIMEOUT_S = 5.0  # a query client must send its mode (and request) within t
 
 # ---------------------------------------------------------------- the daemon's hot path
 READ_CHUNK = 64 * 1024  # bytes read from a source fd at once: one batch
+READS_PER_PASS = 4  # reads of a source in one intake pass while each fills READ_CHUNK
 FOLLOW_BATCH = 1024  # entries sent to a reader in one write at most
 FOLLOWER_SNDBUF = 1024 * 1024  # bytes asked for a follower's socket send buffer (kernel memory)
 CONSOLE_BUFFER = 1024 * 1024  # bytes of console echo held before lines are dropped

@@ -1,8 +1,8 @@
 """Line framing of a byte stream (docs/protocol.md, "Lines"). PURE: no I/O.
 
 ``LineSplitter.feed(chunk)`` returns the complete lines of a chunk as one
-:class:`Lines`: the lines joined with ``\\n`` and where each ends, so that
-nothing downstream needs an object per line (BENCHMARKS.md, "Long lines").
+:class:`memlogd.lines.Lines` (the partial line, the chunk, and where each
+line ends), so that nothing downstream needs an object per line.
 The work is done per chunk with C-level ``bytes`` methods (find, split)
 rather than per byte in Python.  Rules:
 
@@ -22,49 +22,12 @@ from itertools import accumulate, count
 from operator import add
 
 from memlogd.config import DEFAULT_MAX_LINE_LEN
+from memlogd.lines import EMPTY, Lines
 from memlogd.protocol import utf8_boundary
 
 # a first line at least this long: the lines are found one ``find`` each (cheaper
 # than ``split`` for long lines, dearer for short ones)
 _LONG_LINE = 256
-
-
-class Lines:
-    """Lines read together: ``raw`` is the lines joined with ``\\n``, and
-    ``ends[i]`` the offset in ``raw`` just past line ``i`` (the last is
-    ``len(raw)``).  No line contains ``\\n``."""
-
-    __slots__ = ("ends", "raw")
-
-    def __init__(self, raw: bytes, ends: list[int]) -> None:
-        self.raw = raw
-        self.ends = ends
-
-    @classmethod
-    def of(cls, lines: list[bytes]) -> Lines:
-        if not lines:
-            return EMPTY
-        return cls(b"\n".join(lines), list(map(add, accumulate(map(len, lines)), count())))
-
-    def __len__(self) -> int:
-        return len(self.ends)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Lines):
-            return NotImplemented
-        return self.raw == other.raw and self.ends == other.ends
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Lines.of({self.split()!r})"
-
-    def split(self) -> list[bytes]:
-        """The lines, one bytes object each."""
-        return self.raw.split(b"\n") if self.ends else []
-
-
-EMPTY = Lines(b"", [])
 
 
 class LineSplitter:
@@ -89,42 +52,43 @@ class LineSplitter:
         """The lines completed by ``chunk`` (without their line ends).
 
         The common case, no ``\\r`` and no line too long, is found without
-        copying a line: the lines are the chunk (after the partial line) up to
+        copying anything: the lines are the partial line and the chunk up to
         its last ``\\n``.  Anything else takes the general way."""
         partial = self._partial
         if not self._discarding and b"\r" not in chunk and not partial.endswith(b"\r"):
-            buf = partial + chunk if partial else chunk
-            last = buf.rfind(b"\n")
+            last = chunk.rfind(b"\n")
             if last < 0:
-                if len(buf) <= self._max:
-                    self._partial = buf
+                if len(partial) + len(chunk) <= self._max:
+                    self._partial = partial + chunk
                     return EMPTY
-            elif len(buf) - last - 1 <= self._max:
-                ends = self._ends(buf, last)
+            elif len(chunk) - last - 1 <= self._max:
+                ends = self._ends(partial, chunk, last)
                 if ends is not None:
-                    self._partial = buf[last + 1 :]
-                    return Lines(buf[:last], ends)
+                    self._partial = chunk[last + 1 :]
+                    return Lines(partial, chunk, last, ends)
         return Lines.of(self._feed_any(chunk))
 
-    def _ends(self, buf: bytes, last: int) -> list[int] | None:
-        """Where each line of ``buf[:last]`` ends, or None if one is too long."""
-        limit = self._max
-        find = buf.find
-        nl = find(b"\n", 0, limit + 1)
+    def _ends(self, partial: bytes, chunk: bytes, last: int) -> list[int] | None:
+        """Where each line of ``partial + chunk[:last]`` ends, or None if one is
+        too long."""
+        limit, head = self._max, len(partial)
+        find = chunk.find
+        nl = find(b"\n", 0, limit + 1 - head)
         if nl < 0:
             return None
-        if nl < _LONG_LINE:  # short lines: one split beats a find per line
-            lines = buf[:last].split(b"\n")
+        if head + nl < _LONG_LINE:  # short lines: one split beats a find per line
+            lines = chunk[:last].split(b"\n")
+            lines[0] = partial + lines[0]
             if max(map(len, lines)) > limit:
                 return None
             return list(map(add, accumulate(map(len, lines)), count()))
-        ends = [nl]
+        ends = [head + nl]
         while nl < last:
             start = nl + 1
             nl = find(b"\n", start, start + limit + 1)
             if nl < 0:
                 return None
-            ends.append(nl)
+            ends.append(head + nl)
         return ends
 
     def _feed_any(self, chunk: bytes) -> list[bytes]:

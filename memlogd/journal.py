@@ -37,7 +37,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from memlogd.errors import MemlogdError
@@ -159,13 +159,20 @@ class Journal:
     # -------------------------------------------------------------- writing
 
     def append(
-        self, first_seq: int, time_ns: int, source: str, block: bytes, count: int, keep_from: int
+        self,
+        first_seq: int,
+        time_ns: int,
+        source: str,
+        block: Sequence[bytes | memoryview],
+        count: int,
+        keep_from: int,
     ) -> None:
-        """Journal one batch (``count`` lines joined as ``block``) and commit it.
+        """Journal one batch (``count`` lines joined with newlines, in the
+        pieces of ``block``) and commit it.
 
         ``keep_from``: the ring's first seq now; records wholly before it may go."""
         name = source.encode("utf-8", "replace")
-        size = _REC.size + len(name) + len(block)
+        size = _REC.size + len(name) + sum(map(len, block))
         total = _aligned(size)
         if total >= self._area // 2:  # never in practice: a batch is at most 64 KiB
             raise JournalError("batch larger than half the journal")
@@ -173,7 +180,10 @@ class Journal:
         pos = self._place(total)
         at = HEADER_SIZE + pos
         self._write(at, _REC.pack(size, count, first_seq, time_ns, len(name)) + name)
-        self._write(at + _REC.size + len(name), block)
+        at += _REC.size + len(name)
+        for piece in block:
+            self._write(at, piece)
+            at += len(piece)
         if not self._live:
             self._start = pos
         self._live.append((pos, total, first_seq + count - 1))
@@ -240,6 +250,6 @@ class Journal:
         self._write(_SLOT_AT[self._generation % 2], slot)
         self._committed = (self._start, self._end)
 
-    def _write(self, at: int, data: bytes) -> None:
+    def _write(self, at: int, data: bytes | memoryview) -> None:
         """Every write to the buffer goes through here (tests tear them)."""
         self.buf[at : at + len(data)] = data

@@ -25,6 +25,7 @@ from operator import add
 from typing import Any, NamedTuple
 
 from memlogd.errors import ProtocolError
+from memlogd.lines import Lines
 from memlogd.ring import Block
 from memlogd.timefmt import format_time, parse_time
 
@@ -122,29 +123,34 @@ def _valid_utf8(data: bytes) -> bool:
     return True
 
 
-def encode_block(time_ns: int, source: str, raw: bytes, ends: list[int]) -> Block:
-    """Encode lines read together from one source (``raw``: the lines joined
-    with ``\\n``, ``ends``: where each ends, as in memlogd.framing.Lines) as
-    JSON objects back to back, each ending in ``\\n``: the ring's block.
+def encode_block(time_ns: int, source: str, lines: Lines) -> Block:
+    """Encode lines read together from one source as JSON objects back to
+    back, each ending in ``\\n``: the ring's block.
 
     The work is done per batch, by C code.  When the batch has nothing to
     escape and is valid UTF-8 (the common case), the lines' bytes are their
     JSON text: each entry is the shared prefix, the line and ``"}``, and the
-    whole block is made by one ``replace`` of the joined lines, with no object
-    per line (BENCHMARKS.md, "Long lines").  Otherwise the lines are decoded
-    together (invalid UTF-8 -> U+FFFD, which is the same as decoding each line
-    since ``\\n`` never belongs to a multi-byte sequence), JSON-escaped by one
-    ``map``, joined and encoded once.
+    whole block is one ``replace`` and one ``join`` of what was read, with no
+    object per line (BENCHMARKS.md, "Long lines").  Otherwise the lines are
+    decoded together (invalid UTF-8 -> U+FFFD, which is the same as decoding
+    each line since ``\\n`` never belongs to a multi-byte sequence),
+    JSON-escaped by one ``map``, joined and encoded once.
     """
+    ends = lines.ends
     if not ends:
         return Block(source, time_ns, b"", [])
     head = entry_prefix(time_ns, source)
-    if not raw.translate(None, _JSON_PLAIN) and (raw.isascii() or _valid_utf8(raw)):
-        # nothing to escape or replace: the lines' bytes are their JSON text
+    # What follows the lines in the body (the next partial line) is checked too:
+    # at worst a line is then encoded the general way, to the same bytes.
+    if (
+        not lines.head.translate(None, _JSON_PLAIN)
+        and not lines.body.translate(None, _JSON_PLAIN)
+        and ((lines.head.isascii() and lines.body.isascii()) or _valid_utf8(lines.raw))
+    ):  # nothing to escape or replace: the lines' bytes are their JSON text
         prefix = head.encode("utf-8", "replace") + b'"'
-        data = b"".join((prefix, raw.replace(b"\n", b'"}\n' + prefix), b'"}\n'))
+        data = lines.joined_with(prefix, b'"}\n' + prefix, b'"}\n')
         return Block(source, time_ns, data, ends, step=len(prefix) + 2)
-    texts = raw.decode("utf-8", "replace").split("\n")
+    texts = lines.raw.decode("utf-8", "replace").split("\n")
     body = ("}\n" + head).join(map(_encode_str, texts))
     data = (head + body + "}\n").encode("utf-8", "replace")
     entries = data.split(b"\n")

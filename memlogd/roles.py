@@ -184,7 +184,7 @@ class _RingSink:
         self.info.pid, self.info.uid = os.getpid(), os.getuid()
 
     async def write(self, data: bytes) -> None:
-        from memlogd.framing import Lines  # loaded by the worker already
+        from memlogd.lines import Lines  # loaded by the worker already
 
         self.state.append(KMSG_SOURCE, Lines.of(data.rstrip(b"\n").split(b"\n")), self.info)
 

@@ -25,8 +25,8 @@ from memlogd import handover
 from memlogd import protocol as proto
 from memlogd.config import DaemonConfig
 from memlogd.errors import ProtocolError
-from memlogd.framing import Lines
 from memlogd.journal import Journal
+from memlogd.lines import Lines
 from memlogd.ring import Ring
 from memlogd.roles import RoleConfig
 from memlogd.server.daemon import LogState
@@ -80,7 +80,7 @@ def replay(journal: Journal, config: DaemonConfig) -> Ring:
             log.error("journal_gap", expected=ring.next_seq, found=record.first_seq)
             continue
         lines = Lines.of(record.lines)
-        ring.extend(proto.encode_block(record.time_ns, record.source, lines.raw, lines.ends))
+        ring.extend(proto.encode_block(record.time_ns, record.source, lines))
     return ring
 
 

@@ -5,6 +5,7 @@ drops echo lines, counted (stats ``console_dropped``)."""
 from __future__ import annotations
 
 from memlogd.config import CONSOLE_BUFFER
+from memlogd.lines import Lines
 from memlogd.termio import Output
 
 
@@ -16,12 +17,10 @@ class Console:
     def dropped(self) -> int:
         return self.output.dropped
 
-    def echo(self, time_text: str, source: str, raw: bytes, count: int) -> None:
-        """One batch's ``count`` lines (``raw``: joined with ``\\n``), written
-        (or queued, or dropped) at once."""
+    def echo(self, time_text: str, source: str, lines: Lines) -> None:
+        """One batch's lines, written (or queued, or dropped) at once."""
         prefix = f"{time_text};{source};".encode("utf-8", "replace")
-        out = b"".join((prefix, raw.replace(b"\n", b"\n" + prefix), b"\n"))
-        self.output.write_nowait(out, count)
+        self.output.write_nowait(lines.joined_with(prefix, b"\n" + prefix, b"\n"), len(lines))
 
     async def run(self) -> None:
         """Drain what the console could not take at once (cancel to stop)."""

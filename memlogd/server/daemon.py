@@ -18,8 +18,8 @@ import structlog
 
 from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, WARN_BURST, DaemonConfig
-from memlogd.framing import Lines
 from memlogd.journal import Journal
+from memlogd.lines import Lines
 from memlogd.ratelimit import LimitedLog
 from memlogd.ring import Ring
 from memlogd.server.console import Console
@@ -78,16 +78,16 @@ class LogState:
         now = time.time_ns()
         ring = self.ring
         first_seq = ring.next_seq
-        ring.extend(proto.encode_block(now, source, lines.raw, lines.ends))
+        ring.extend(proto.encode_block(now, source, lines))
         if self.journal is not None:  # committed before any reader can see the entries
-            self.journal.append(first_seq, now, source, lines.raw, n, ring.first_seq)
+            self.journal.append(first_seq, now, source, lines.pieces(), n, ring.first_seq)
         self.received += n
         if info is None:
             info = self.sources.get(source)
         if info is not None:
             info.received += n
         if self.console is not None:
-            self.console.echo(format_time(now), source, lines.raw, n)
+            self.console.echo(format_time(now), source, lines)
         self.on_append()
 
     def append_event(self, text: str) -> None:

@@ -23,10 +23,11 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from memlogd.config import READ_CHUNK
+from memlogd.config import READ_CHUNK, READS_PER_PASS
 from memlogd.fdmsg import FdGrant
-from memlogd.framing import Lines, LineSplitter
+from memlogd.framing import LineSplitter
 from memlogd.handover import Partial, SourceSpec
+from memlogd.lines import Lines
 from memlogd.server.daemon import LogState, SourceInfo
 from memlogd.server.readers import IntakeHold
 
@@ -37,6 +38,7 @@ class ReadState(enum.Enum):
     DATA = 1  # read something; there may be more
     AGAIN = 2  # nothing to read now
     DONE = 3  # end of file, or an error (warned): close it
+    FULL = 4  # read a whole READ_CHUNK: there is likely more now
 
 
 class Source:
@@ -69,7 +71,7 @@ class Source:
         lines = self.splitter.feed(chunk)
         if lines.ends:
             self.state.append(self.name, lines, self.info)
-        return ReadState.DATA
+        return ReadState.FULL if len(chunk) == READ_CHUNK else ReadState.DATA
 
     def warn_unreadable(self, exc: OSError) -> None:
         self.state.warnings.warning(
@@ -223,7 +225,14 @@ class Intake:
                             continue
                         if hold.active:
                             await hold.wait()
-                        if source.read_once() is ReadState.DONE:
+                        state = source.read_once()
+                        reads = 1  # a source that filled a read is read again, a few times
+                        while (
+                            state is ReadState.FULL and reads < READS_PER_PASS and not hold.active
+                        ):
+                            state = source.read_once()
+                            reads += 1
+                        if state is ReadState.DONE:
                             self._close(source)
                     await trio.lowlevel.checkpoint()  # followers, the console, new fds
         finally:

@@ -6,10 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd.framing import Lines, LineSplitter
+from memlogd import protocol as proto
+from memlogd.framing import LineSplitter
+from memlogd.lines import Lines
+from memlogd.protocol import LogEntry
 from tests.strategies import splits, stream_bytes
 
 pytestmark = pytest.mark.unit
+
+GOLDEN_NS = 1_550_851_463_123_456_789
 
 max_lens = st.one_of(st.integers(1, 12), st.sampled_from([1024]))
 
@@ -82,9 +87,9 @@ def test_long_lines_any_chunking_equals_reference_model(data: st.DataObject, str
 
 
 def test_lines_of_records_where_each_line_ends():
-    assert Lines.of([]) == Lines(b"", [])
-    assert Lines.of([b""]) == Lines(b"", [0])
-    assert Lines.of([b"ab", b"", b"c"]) == Lines(b"ab\n\nc", [2, 3, 5])
+    assert Lines.of([]) == Lines(b"", b"", 0, [])
+    assert Lines.of([b""]) == Lines(b"", b"", 0, [0])
+    assert Lines.of([b"ab", b"", b"c"]) == Lines(b"", b"ab\n\nc", 5, [2, 3, 5])
     assert Lines.of([b"ab", b"", b"c"]).split() == [b"ab", b"", b"c"]
     assert len(Lines.of([b"a", b"b"])) == 2
 
@@ -183,4 +188,27 @@ def test_100_mb_without_newline_keeps_memory_bounded():
     assert lines == [b"x" * 1024]
     assert splitter.truncated == 1
     assert splitter.close() is None
-    assert splitter.feed(b"\nafter\n") == Lines(b"\nafter", [0, 6])
+    assert splitter.feed(b"\nafter\n") == Lines(b"", b"\nafter", 6, [0, 6])
+
+
+@given(st.data(), stream_bytes(), max_lens)
+def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
+    data: st.DataObject, stream: bytes, max_len: int
+):
+    """The console echo and the ring's block made straight from what was read
+    (the partial line, the chunk) equal those made from the lines themselves,
+    whatever follows the lines in the chunk (a partial line needing escapes)."""
+    splitter = LineSplitter(max_len)
+    for chunk in data.draw(splits(stream)):
+        got = splitter.feed(chunk)
+        if not got.ends:
+            continue
+        lines = got.split()
+        assert got.joined_with(b"<", b"|", b">\n") == b"<" + b"|".join(lines) + b">\n"
+        assert bytes(b"".join(got.pieces())) == b"\n".join(lines)
+        made = proto.encode_block(GOLDEN_NS, "s", got)
+        assert made.data == proto.encode_block(GOLDEN_NS, "s", Lines.of(lines)).data
+        assert made.entries(0, len(lines)) == [
+            proto.encode_entry(LogEntry(GOLDEN_NS, "s", line.decode("utf-8", "replace")))[:-1]
+            for line in lines
+        ]

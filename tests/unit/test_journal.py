@@ -35,8 +35,8 @@ class Recorder(Journal):
         self.log = log
         super().__init__(buf)
 
-    def _write(self, at: int, data: bytes) -> None:
-        self.log.append((at, data))
+    def _write(self, at: int, data: bytes | memoryview) -> None:
+        self.log.append((at, bytes(data)))
         super()._write(at, data)
 
 
@@ -76,7 +76,9 @@ def run(buf: bytearray, batch_list: list[tuple[str, list[bytes]]], ring_lines: i
         seq += len(lines)
         keep_from = max(1, seq - ring_lines)
         states.append((len(log), first_seq, held, [r for r in held if last(r) >= keep_from]))
-        journal.append(first_seq, 1000 + i, source, b"\n".join(lines), len(lines), keep_from)
+        raw = b"\n".join(lines)  # in two pieces, as the intake gives them
+        pieces: list[bytes | memoryview] = [raw[: len(raw) // 2], memoryview(raw)[len(raw) // 2 :]]
+        journal.append(first_seq, 1000 + i, source, pieces, len(lines), keep_from)
         appended.append(Record(first_seq, 1000 + i, source, lines))
         held = [r for r in appended if last(r) >= keep_from]
         assert journal.squeezed == 0, "the journal lost batches the ring holds"
@@ -136,7 +138,7 @@ def test_pages_touched_stay_near_what_the_ring_holds():
     seq = 1
     for i in range(2000):
         lines = [b"%06d " % i + b"x" * 93] * 50
-        journal.append(seq, i, "svc.out", b"\n".join(lines), 50, max(1, seq + 50 - 5000))
+        journal.append(seq, i, "svc.out", [b"\n".join(lines)], 50, max(1, seq + 50 - 5000))
         seq += 50
     used = max(i for i in range(len(buf)) if buf[i]) - HEADER_SIZE
     assert used < 2.1 * 5000 * 101  # about twice what the ring holds (101 bytes a line)
@@ -166,7 +168,7 @@ def test_an_empty_line_batch_and_a_new_journal():
     buf = fresh(HEADER_SIZE * 4)
     assert replayed(buf) == (1, [])
     journal = Journal(memoryview(buf))
-    journal.append(1, 5, "x", b"", 1, 1)
+    journal.append(1, 5, "x", [b""], 1, 1)
     assert replayed(buf) == (2, [Record(1, 5, "x", [b""])])
 
 
@@ -187,7 +189,7 @@ def test_any_batches_a_replay_gives_the_newest_batches_in_order(batch_list, ring
     appended = []
     seq = 1
     for i, (source, lines) in enumerate(batch_list):
-        journal.append(seq, i, source, b"\n".join(lines), len(lines), max(1, seq - ring_lines))
+        journal.append(seq, i, source, [b"\n".join(lines)], len(lines), max(1, seq - ring_lines))
         appended.append(Record(seq, i, source.encode("utf-8", "replace").decode(), lines))
         seq += len(lines)
     got = list(Journal(memoryview(buf)).records())

@@ -1,0 +1,76 @@
+"""Lines read together, without an object per line. PURE: no I/O.
+
+:class:`memlogd.framing.LineSplitter` returns the complete lines of a read as
+one :class:`Lines`: the partial line carried over from the previous read
+(``head``), the read itself (``body``) up to its last newline (``stop``), and
+where each line ends.  Nothing is copied to make it, and what is made of it
+(the ring's JSON block, the console echo) is made with one ``replace`` and
+one ``join`` of the whole (BENCHMARKS.md, "Long lines").
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate, count
+from operator import add
+
+
+class Lines:
+    """The lines ``(head + body[:stop]).split(b"\\n")``; ``ends[i]`` is the
+    offset, in ``head + body[:stop]``, just past line ``i`` (the last is its
+    length).  ``body[stop]``, if any, is a newline; no line contains one."""
+
+    __slots__ = ("body", "ends", "head", "stop")
+
+    def __init__(self, head: bytes, body: bytes, stop: int, ends: list[int]) -> None:
+        self.head = head
+        self.body = body
+        self.stop = stop
+        self.ends = ends
+
+    @classmethod
+    def of(cls, lines: list[bytes]) -> Lines:
+        if not lines:
+            return EMPTY
+        raw = b"\n".join(lines)
+        return cls(b"", raw, len(raw), list(map(add, accumulate(map(len, lines)), count())))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Lines):
+            return NotImplemented
+        return self.raw == other.raw and self.ends == other.ends
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Lines.of({self.split()!r})"
+
+    @property
+    def raw(self) -> bytes:
+        """The lines joined with ``\\n`` (a copy, unless there is no head)."""
+        if not self.head and self.stop == len(self.body):
+            return self.body
+        return self.head + self.body[: self.stop]
+
+    def pieces(self) -> tuple[bytes, memoryview]:
+        """:attr:`raw` in two pieces, without copying."""
+        return self.head, memoryview(self.body)[: self.stop]
+
+    def split(self) -> list[bytes]:
+        """The lines, one bytes object each."""
+        return self.raw.split(b"\n") if self.ends else []
+
+    def joined_with(self, lead: bytes, sep: bytes, tail: bytes) -> bytes:
+        """``lead + line0 + sep + line1 + ... + sep + lastline + tail``, made by
+        one ``replace`` of the body and one ``join``."""
+        body, stop = self.body, self.stop
+        replaced = body.replace(b"\n", sep)  # what follows stop is replaced too, then cut
+        cut = len(replaced)
+        if stop < len(body):
+            cut -= len(sep) + len(body) - stop - 1
+        return b"".join((lead, self.head, memoryview(replaced)[:cut], tail))
+
+
+EMPTY = Lines(b"", b"", 0, [])
