@@ -40,7 +40,9 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from memlogd.config import READ_CHUNK
 from memlogd.errors import MemlogdError
+from memlogd.lines import Lines
 
 MAGIC = b"MLJ1"
 VERSION = 1
@@ -74,9 +76,12 @@ class Record:
 
 def capacity_for(max_lines: int, max_line_len: int) -> int:
     """Bytes of record area that hold a whole ring whatever its batches: in the
-    worst case every entry is a batch of its own with a name of maximal size."""
+    worst case every entry is a batch of its own with a name of maximal size.
+    However small the ring, a whole read (READ_CHUNK bytes and a partial
+    line) fits in one record of at most half the area."""
     per_entry = _REC.size + RECORD_ALIGN + MAX_NAME_UTF8 + max_line_len
-    return min(HEADER_SIZE + max_lines * per_entry, HEADER_SIZE + MAX_CAPACITY)
+    area = max(max_lines * per_entry, 2 * (per_entry + READ_CHUNK) + RECORD_ALIGN)
+    return min(HEADER_SIZE + area, HEADER_SIZE + MAX_CAPACITY)
 
 
 def _aligned(size: int) -> int:
@@ -158,6 +163,20 @@ class Journal:
 
     # -------------------------------------------------------------- writing
 
+    def append_lines(
+        self, first_seq: int, time_ns: int, source: str, lines: Lines, keep_from: int
+    ) -> None:
+        """Journal a batch of ``lines`` from seq ``first_seq`` on: those the
+        ring still holds (from ``keep_from``, its first seq now), in as few
+        records as fit (one, but for a batch larger than half the journal)."""
+        name_len = len(source.encode("utf-8", "replace"))
+        room = self._area // 2 - _REC.size - name_len - RECORD_ALIGN
+        a, n = max(0, keep_from - first_seq), len(lines)
+        while a < n:
+            b = lines.fit(a, room)
+            self.append(first_seq + a, time_ns, source, lines.pieces(a, b), b - a, keep_from)
+            a = b
+
     def append(
         self,
         first_seq: int,
@@ -174,7 +193,7 @@ class Journal:
         name = source.encode("utf-8", "replace")
         size = _REC.size + len(name) + sum(map(len, block))
         total = _aligned(size)
-        if total >= self._area // 2:  # never in practice: a batch is at most 64 KiB
+        if total >= self._area // 2:  # append_lines never makes one
             raise JournalError("batch larger than half the journal")
         self._forget_before(keep_from)
         pos = self._place(total)

@@ -10,6 +10,7 @@ one ``join`` of the whole (BENCHMARKS.md, "Long lines").
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from itertools import accumulate, count
 from operator import add
 
@@ -54,9 +55,26 @@ class Lines:
             return self.body
         return self.head + self.body[: self.stop]
 
-    def pieces(self) -> tuple[bytes, memoryview]:
-        """:attr:`raw` in two pieces, without copying."""
-        return self.head, memoryview(self.body)[: self.stop]
+    def offset(self, i: int) -> int:
+        """Where line ``i`` starts in :attr:`raw` (``len(self)``: its length + 1)."""
+        return self.ends[i - 1] + 1 if i > 0 else 0
+
+    def pieces(self, a: int = 0, b: int | None = None) -> tuple[bytes, memoryview]:
+        """Lines ``a .. b-1`` joined with ``\\n``, as two pieces of :attr:`raw`,
+        without copying the body."""
+        if b is None:
+            b = len(self.ends)
+        start = self.offset(a)
+        end = self.ends[b - 1] if b > a else start
+        head = self.head
+        at = len(head)
+        body = memoryview(self.body)[max(0, start - at) : max(0, end - at)]
+        return head[start:end], body
+
+    def fit(self, a: int, room: int) -> int:
+        """The most lines from line ``a`` on (at least one) whose joined bytes
+        are at most ``room``: the ``b`` of the lines ``a .. b-1``."""
+        return max(a + 1, bisect_right(self.ends, self.offset(a) + room, lo=a))
 
     def split(self) -> list[bytes]:
         """The lines, one bytes object each."""

@@ -80,7 +80,7 @@ class LogState:
         first_seq = ring.next_seq
         ring.extend(proto.encode_block(now, source, lines))
         if self.journal is not None:  # committed before any reader can see the entries
-            self.journal.append(first_seq, now, source, lines.pieces(), n, ring.first_seq)
+            self.journal.append_lines(first_seq, now, source, lines, ring.first_seq)
         self.received += n
         if info is None:
             info = self.sources.get(source)

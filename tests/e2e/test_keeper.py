@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from memlogd.config import READ_CHUNK  # memlogd reads at most this much of a source at once
 from tests import helpers
 from tests.conftest import StartMemlogd
 from tests.helpers import MemlogdProcess, python_m, query_raw, wait_for, wait_value
@@ -27,7 +28,6 @@ from tests.helpers import MemlogdProcess, python_m, query_raw, wait_for, wait_va
 pytestmark = pytest.mark.e2e
 
 DEADLINE_S = 30.0
-READ_CHUNK = 64 * 1024  # memlogd reads at most this much of a source at once
 LINE = re.compile(r"^(w\d+) n=(\d{6}) ")
 
 # Writes COUNT numbered lines to FD in bursts of 16, pacing itself so that the
@@ -418,3 +418,24 @@ def test_sources_that_end_or_are_refused_are_let_go(start_memlogd: StartMemlogd)
         DEADLINE_S,
         "the keeper to let go of every source",
     )
+
+
+def test_a_read_larger_than_a_small_ring_neither_kills_the_worker_nor_loses_the_newest(
+    start_memlogd: StartMemlogd,
+) -> None:
+    """-max-lines 10 and a whole read of short lines: the journal (sized for
+    the ring) takes the lines the ring keeps; the worker goes on."""
+    memlogd = start_memlogd("-max-lines", "10")
+    ours = helpers.new_source(memlogd.log_path, "flood")
+    ours.sendall(b"".join(b"%06d\n" % i for i in range(20000)))
+    ours.close()
+    want = [f"{i:06d}" for i in range(19990, 20000)]
+    got = wait_value(
+        lambda: helpers.messages(memlogd.query_path, "flood"),
+        lambda m: m[-1:] == want[-1:],
+        timeout=DEADLINE_S,
+        what="the last line of the flood",
+    )
+    assert got == want
+    values = stats(memlogd.query_path)
+    assert (values["worker_starts"], values["received"] >= 20000) == (1, True)

@@ -205,7 +205,15 @@ def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
             continue
         lines = got.split()
         assert got.joined_with(b"<", b"|", b">\n") == b"<" + b"|".join(lines) + b">\n"
-        assert bytes(b"".join(got.pieces())) == b"\n".join(lines)
+        assert b"".join(got.pieces()) == b"\n".join(lines)
+        a = data.draw(st.integers(0, len(lines)))
+        b = data.draw(st.integers(a, len(lines)))
+        assert b"".join(got.pieces(a, b)) == b"\n".join(lines[a:b])
+        if a < len(lines):
+            room = data.draw(st.integers(0, 40))
+            fit = got.fit(a, room)
+            assert fit == a + 1 or len(b"\n".join(lines[a:fit])) <= room
+            assert fit == len(lines) or len(b"\n".join(lines[a : fit + 1])) > room
         made = proto.encode_block(GOLDEN_NS, "s", got)
         assert made.data == proto.encode_block(GOLDEN_NS, "s", Lines.of(lines)).data
         assert made.entries(0, len(lines)) == [

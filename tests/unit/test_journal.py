@@ -8,12 +8,14 @@ whose commit was written whole and covers everything the ring held then.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from memlogd.config import READ_CHUNK
 from memlogd.journal import (
     HEADER_SIZE,
     Journal,
@@ -22,6 +24,7 @@ from memlogd.journal import (
     capacity_for,
     new_header,
 )
+from memlogd.lines import Lines
 
 pytestmark = pytest.mark.unit
 
@@ -184,7 +187,8 @@ def test_an_empty_line_batch_and_a_new_journal():
 def test_any_batches_a_replay_gives_the_newest_batches_in_order(batch_list, ring_lines):
     """Batches whose size per entry swings wildly may squeeze the oldest out of
     a journal early (counted); what is left is still the newest, in order."""
-    buf = fresh(capacity_for(ring_lines, 40))
+    # the worst case's size for this ring (capacity_for would add room for a whole read)
+    buf = fresh(HEADER_SIZE + ring_lines * (26 + 8 + 1536 + 40))
     journal = Journal(memoryview(buf))
     appended = []
     seq = 1
@@ -196,3 +200,50 @@ def test_any_batches_a_replay_gives_the_newest_batches_in_order(batch_list, ring
     assert got == appended[len(appended) - len(got) :]
     held = [r for r in appended if r.first_seq + len(r.lines) - 1 >= max(1, seq - ring_lines)]
     assert len(got) >= len(held) - journal.squeezed
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(
+        st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"."))
+        | st.integers(250, 300).map(lambda n: b"z" * n),
+        min_size=1,
+    ),
+    st.integers(1, 5),
+    st.integers(0, 10),
+)
+@example([b"z" * 300] * 7, 5, 3)  # 1504 bytes held: two records
+def test_a_batch_larger_than_half_the_journal_is_journaled_in_records_that_fit(
+    lines: list[bytes], held: int, head: int
+):
+    """A small journal (-max-lines 3 with long lines, say) and a batch of any
+    size: the lines the ring still holds are all journaled, with their seqs,
+    in as many records as fit, and none is refused."""
+    buf = fresh(HEADER_SIZE + 3000)  # 5 lines of 300 bytes are more than half
+    journal = Journal(memoryview(buf))
+    journal.append(1, 0, "before", [b"old"], 1, 1)
+    raw = b"\n".join(lines)
+    head = min(head, len(lines[0]))  # the partial line carried over, then the read
+    batch = Lines(raw[:head], raw[head:], len(raw) - head, Lines.of(lines).ends)
+    keep_from = max(2, 2 + len(lines) - held)
+    journal.append_lines(2, 7, "svc", batch, keep_from)
+    records = list(Journal(memoryview(buf)).records())
+    mine = [r for r in records if r.source == "svc"]
+    assert [line for r in mine for line in r.lines] == lines[keep_from - 2 :]
+    assert [r.first_seq for r in mine][:1] == [keep_from]
+    assert all(r.first_seq + len(r.lines) == n.first_seq for r, n in itertools.pairwise(mine))
+    assert Journal(memoryview(buf)).next_seq == 2 + len(lines)
+
+
+def test_however_small_the_ring_a_whole_read_fits_in_one_record():
+    """-max-lines 1: a read of READ_CHUNK bytes after a partial line of
+    max_line_len, from a source with the longest name, is one record."""
+    buf = fresh(capacity_for(1, 1024))
+    journal = Journal(memoryview(buf))
+    lines = [b"p" * 1023 + b"x" * 1024] + [b"y" * 1023] * (READ_CHUNK // 1024 - 1)
+    raw = b"\n".join(lines)
+    name = "\u20ac" * 512  # 1536 bytes of UTF-8
+    journal.append_lines(
+        1, 7, name, Lines(raw[:1023], raw[1023:], len(raw) - 1023, Lines.of(lines).ends), 1
+    )
+    assert [len(r.lines) for r in Journal(memoryview(buf)).records()] == [len(lines)]
