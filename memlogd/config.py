@@ -22,7 +22,8 @@ MODE_TIMEOUT_S = 5.0  # a query client must send its mode (and request) within t
 
 # ---------------------------------------------------------------- the daemon's hot path
 READ_CHUNK = 64 * 1024  # bytes read from a source fd at once: one batch
-READS_PER_PASS = 4  # reads of a source in one intake pass while each fills READ_CHUNK
+READ_BURST = 256 * 1024  # ... from a source whose last read gave at least READ_CHUNK
+READS_ALONE = 4  # reads in one intake pass of the only ready source, while each gives READ_CHUNK+
 FOLLOW_BATCH = 1024  # entries sent to a reader in one write at most
 FOLLOWER_SNDBUF = 1024 * 1024  # bytes asked for a follower's socket send buffer (kernel memory)
 CONSOLE_BUFFER = 1024 * 1024  # bytes of console echo held before lines are dropped

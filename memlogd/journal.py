@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from memlogd.config import READ_CHUNK
+from memlogd.config import READ_BURST
 from memlogd.errors import MemlogdError
 from memlogd.lines import Lines
 
@@ -77,10 +77,10 @@ class Record:
 def capacity_for(max_lines: int, max_line_len: int) -> int:
     """Bytes of record area that hold a whole ring whatever its batches: in the
     worst case every entry is a batch of its own with a name of maximal size.
-    However small the ring, a whole read (READ_CHUNK bytes and a partial
+    However small the ring, a whole read (READ_BURST bytes and a partial
     line) fits in one record of at most half the area."""
     per_entry = _REC.size + RECORD_ALIGN + MAX_NAME_UTF8 + max_line_len
-    area = max(max_lines * per_entry, 2 * (per_entry + READ_CHUNK) + RECORD_ALIGN)
+    area = max(max_lines * per_entry, 2 * (per_entry + READ_BURST) + RECORD_ALIGN)
     return min(HEADER_SIZE + area, HEADER_SIZE + MAX_CAPACITY)
 
 

@@ -1,9 +1,12 @@
 """Reading the sources: fds handed over on the log socket (docs/memlogd.md).
 
 Every pollable source sits in one epoll set served by one task
-(:class:`Intake`); each pass reads once, up to ``READ_CHUNK`` bytes, from
-every ready fd, and a read's complete lines become one batch appended to the
-ring.  One task instead of a task per fd halves the CPU per line with
+(:class:`Intake`); each pass reads every ready fd, up to ``READ_CHUNK``
+bytes, or ``READ_BURST`` from a source whose last read gave at least
+``READ_CHUNK`` (read again, a few times, while it does and no other source
+is ready), and a read's
+complete lines become one batch appended to the ring (BENCHMARKS.md, "Long
+lines").  One task instead of a task per fd halves the CPU per line with
 hundreds of sources (BENCHMARKS.md).  A source epoll refuses (a regular
 file) gets a task of its own that reads it to its end.
 
@@ -23,7 +26,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from memlogd.config import READ_CHUNK, READS_PER_PASS
+from memlogd.config import READ_BURST, READ_CHUNK, READS_ALONE
 from memlogd.fdmsg import FdGrant
 from memlogd.framing import LineSplitter
 from memlogd.handover import Partial, SourceSpec
@@ -38,13 +41,13 @@ class ReadState(enum.Enum):
     DATA = 1  # read something; there may be more
     AGAIN = 2  # nothing to read now
     DONE = 3  # end of file, or an error (warned): close it
-    FULL = 4  # read a whole READ_CHUNK: there is likely more now
+    FULL = 4  # read READ_CHUNK or more: there is likely more now
 
 
 class Source:
     """One source fd and its line splitter; owns the fd until ``close()``."""
 
-    __slots__ = ("fd", "info", "key", "name", "splitter", "state")
+    __slots__ = ("fd", "info", "key", "name", "splitter", "state", "want")
 
     def __init__(
         self, state: LogState, fd: int, name: str, info: SourceInfo, key: int | None = None
@@ -55,11 +58,12 @@ class Source:
         self.info = info
         self.key = key  # the keeper's id of the fd, when a keeper holds a copy
         self.splitter = LineSplitter(state.config.max_line_len)
+        self.want = READ_CHUNK  # bytes asked of the next read
 
     def read_once(self) -> ReadState:
-        """One read of up to READ_CHUNK bytes; its complete lines become one batch."""
+        """One read; its complete lines become one batch."""
         try:
-            chunk = os.read(self.fd, READ_CHUNK)
+            chunk = os.read(self.fd, self.want)
         except BlockingIOError:
             return ReadState.AGAIN
         except OSError as exc:
@@ -71,7 +75,11 @@ class Source:
         lines = self.splitter.feed(chunk)
         if lines.ends:
             self.state.append(self.name, lines, self.info)
-        return ReadState.FULL if len(chunk) == READ_CHUNK else ReadState.DATA
+        if len(chunk) < READ_CHUNK:
+            self.want = READ_CHUNK
+            return ReadState.DATA
+        self.want = READ_BURST
+        return ReadState.FULL
 
     def warn_unreadable(self, exc: OSError) -> None:
         self.state.warnings.warning(
@@ -117,6 +125,7 @@ class Intake:
         self.handing_over = False  # stop for the next worker: keep the partial lines
         self.partials: list[Partial] = []  # what handing over left for the next worker
         self._epoll = select.epoll()
+        _heap_allocated_reads()
         self._sources: dict[int, Source] = {}
         self._unpollable: set[Source] = set()
         self._adopted: list[Source] = []  # adopted before run() started
@@ -226,10 +235,9 @@ class Intake:
                         if hold.active:
                             await hold.wait()
                         state = source.read_once()
-                        reads = 1  # a source that filled a read is read again, a few times
-                        while (
-                            state is ReadState.FULL and reads < READS_PER_PASS and not hold.active
-                        ):
+                        # the only busy source is read again: no other waits for its turn
+                        reads = 1 if len(ready) == 1 else READS_ALONE
+                        while state is ReadState.FULL and reads < READS_ALONE and not hold.active:
                             state = source.read_once()
                             reads += 1
                         if state is ReadState.DONE:
@@ -257,3 +265,14 @@ class Intake:
                 await trio.lowlevel.checkpoint()
         finally:
             self._close(source)
+
+
+def _heap_allocated_reads() -> None:
+    """Make reads of READ_BURST bytes come from the heap.  glibc serves a
+    malloc above its mmap threshold (128 KiB at first) with mmap, and the
+    shrink of a read's buffer to what was read with mremap and munmap: 20 us
+    a read (BENCHMARKS.md, "Long lines").  Freeing one larger mmapped block
+    raises the threshold past it (mallopt(3), "M_MMAP_THRESHOLD": dynamic).
+    Elsewhere this costs one allocation."""
+    block = bytes(2 * READ_BURST)
+    del block

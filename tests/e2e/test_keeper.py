@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from memlogd.config import READ_CHUNK  # memlogd reads at most this much of a source at once
+from memlogd.config import READ_BURST  # memlogd reads at most this much of a source at once
 from tests import helpers
 from tests.conftest import StartMemlogd
 from tests.helpers import MemlogdProcess, python_m, query_raw, wait_for, wait_value
@@ -252,7 +252,7 @@ def test_killed_workers_lose_at_most_a_read_and_duplicate_nothing(
     assert final["pid"] != keeper
     _instance, entries = ring(memlogd.query_path)
     got = numbers_by_source(entries)
-    per_read = READ_CHUNK // 58 + 1  # lines of 58 bytes in one read
+    per_read = READ_BURST // 58 + 1  # lines of 58 bytes in one read
     for name in load.names:
         numbers = got[name]
         assert len(numbers) == len(set(numbers)), f"{name}: a line twice"

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from memlogd.config import READ_CHUNK
+from memlogd.config import READ_BURST
 from memlogd.journal import (
     HEADER_SIZE,
     Journal,
@@ -236,11 +236,11 @@ def test_a_batch_larger_than_half_the_journal_is_journaled_in_records_that_fit(
 
 
 def test_however_small_the_ring_a_whole_read_fits_in_one_record():
-    """-max-lines 1: a read of READ_CHUNK bytes after a partial line of
+    """-max-lines 1: a read of READ_BURST bytes after a partial line of
     max_line_len, from a source with the longest name, is one record."""
     buf = fresh(capacity_for(1, 1024))
     journal = Journal(memoryview(buf))
-    lines = [b"p" * 1023 + b"x" * 1024] + [b"y" * 1023] * (READ_CHUNK // 1024 - 1)
+    lines = [b"p" * 1023 + b"x" * 1024] + [b"y" * 1023] * (READ_BURST // 1024 - 1)
     raw = b"\n".join(lines)
     name = "\u20ac" * 512  # 1536 bytes of UTF-8
     journal.append_lines(
