@@ -22,7 +22,8 @@ MODE_TIMEOUT_S = 5.0  # a query client must send its mode (and request) within t
 
 # ---------------------------------------------------------------- the daemon's hot path
 READ_CHUNK = 64 * 1024  # bytes read from a source fd at once: one batch
-READ_BURST = 256 * 1024  # ... from a source whose last read gave at least READ_CHUNK
+READ_BURST = 256 * 1024  # ... from a source whose last read gave at least READ_CHUNK of long lines
+BURST_LINE_BYTES = 512  # long lines: at least this many bytes a line on average
 READS_ALONE = 4  # reads in one intake pass of the only ready source, while each gives READ_CHUNK+
 FOLLOW_BATCH = 1024  # entries sent to a reader in one write at most
 FOLLOWER_SNDBUF = 1024 * 1024  # bytes asked for a follower's socket send buffer (kernel memory)

@@ -3,8 +3,8 @@
 Every pollable source sits in one epoll set served by one task
 (:class:`Intake`); each pass reads every ready fd, up to ``READ_CHUNK``
 bytes, or ``READ_BURST`` from a source whose last read gave at least
-``READ_CHUNK`` (read again, a few times, while it does and no other source
-is ready), and a read's
+``READ_CHUNK`` of long lines; a source whose read gave ``READ_CHUNK`` is read
+again, a few times, while it does and no other source is ready; a read's
 complete lines become one batch appended to the ring (BENCHMARKS.md, "Long
 lines").  One task instead of a task per fd halves the CPU per line with
 hundreds of sources (BENCHMARKS.md).  A source epoll refuses (a regular
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from memlogd.config import READ_BURST, READ_CHUNK, READS_ALONE
+from memlogd.config import BURST_LINE_BYTES, READ_BURST, READ_CHUNK, READS_ALONE
 from memlogd.fdmsg import FdGrant
 from memlogd.framing import LineSplitter
 from memlogd.handover import Partial, SourceSpec
@@ -78,7 +78,10 @@ class Source:
         if len(chunk) < READ_CHUNK:
             self.want = READ_CHUNK
             return ReadState.DATA
-        self.want = READ_BURST
+        # a busy source of long lines: larger reads spread the work per batch over
+        # as many lines as a read of short ones (short ones keep their latency)
+        long_lines = len(chunk) >= BURST_LINE_BYTES * len(lines.ends)
+        self.want = READ_BURST if long_lines else READ_CHUNK
         return ReadState.FULL
 
     def warn_unreadable(self, exc: OSError) -> None:
