@@ -35,6 +35,7 @@ PURE = [
     "memlogd.restart",
     "memlogd.record",
     "memlogd.framing",
+    "memlogd.lines",
     "memlogd.fdmsg",
     "memlogd.ring",
     "memlogd.config",
