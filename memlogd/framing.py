@@ -18,16 +18,14 @@ The result never depends on how the stream was chunked.
 
 from __future__ import annotations
 
-from itertools import accumulate, count
-from operator import add
-
 from memlogd.config import DEFAULT_MAX_LINE_LEN
-from memlogd.lines import EMPTY, Lines
+from memlogd.lines import EMPTY, Lines, ends_of
 from memlogd.protocol import utf8_boundary
 
 # a first line at least this long: the lines are found one ``find`` each (cheaper
 # than ``split`` for long lines, dearer for short ones)
 _LONG_LINE = 256
+_TOO_LONG: list[int] = []  # _ends: a line is too long (compared by identity)
 
 
 class LineSplitter:
@@ -63,33 +61,47 @@ class LineSplitter:
                     return EMPTY
             elif len(chunk) - last - 1 <= self._max:
                 ends = self._ends(partial, chunk, last)
-                if ends is not None:
+                if ends is not _TOO_LONG:
                     self._partial = chunk[last + 1 :]
                     return Lines(partial, chunk, last, ends)
         return Lines.of(self._feed_any(chunk))
 
     def _ends(self, partial: bytes, chunk: bytes, last: int) -> list[int] | None:
-        """Where each line of ``partial + chunk[:last]`` ends, or None if one is
-        too long."""
+        """Where each line of ``partial + chunk[:last]`` ends; None: none is too
+        long, and where each ends is left to be found when needed; _TOO_LONG:
+        one is."""
         limit, head = self._max, len(partial)
         find = chunk.find
         nl = find(b"\n", 0, limit + 1 - head)
         if nl < 0:
-            return None
-        if head + nl < _LONG_LINE:  # short lines: one split beats a find per line
+            return _TOO_LONG
+        if head + nl < _LONG_LINE:  # short lines: checked without an object per line
+            if self._short(chunk, nl, last):
+                return None
             lines = chunk[:last].split(b"\n")
             lines[0] = partial + lines[0]
-            if max(map(len, lines)) > limit:
-                return None
-            return list(map(add, accumulate(map(len, lines)), count()))
+            return _TOO_LONG if max(map(len, lines)) > limit else ends_of(lines)
         ends = [head + nl]
         while nl < last:
             start = nl + 1
             nl = find(b"\n", start, start + limit + 1)
             if nl < 0:
-                return None
+                return _TOO_LONG
             ends.append(head + nl)
         return ends
+
+    def _short(self, chunk: bytes, first: int, last: int) -> bool:
+        """True if no line of ``chunk[first + 1 : last]`` can be longer than
+        the limit: every window of half the limit has a newline (a line longer
+        than the limit would hold a whole window).  False: perhaps one is."""
+        window = (self._max + 1) // 2
+        if window < _LONG_LINE // 4:  # a tiny limit: a find per few bytes is no gain
+            return False
+        find = chunk.find
+        for start in range(first + 1, last, window):
+            if find(b"\n", start, start + window) < 0:
+                return False
+        return True
 
     def _feed_any(self, chunk: bytes) -> list[bytes]:
         """:meth:`feed` for any chunk and state: line by line where it must."""

@@ -164,15 +164,18 @@ class Journal:
     # -------------------------------------------------------------- writing
 
     def append_lines(
-        self, first_seq: int, time_ns: int, source: str, lines: Lines, keep_from: int
+        self, first_seq: int, time_ns: int, source: str, lines: Lines, count: int, keep_from: int
     ) -> None:
-        """Journal a batch of ``lines`` from seq ``first_seq`` on: those the
-        ring still holds (from ``keep_from``, its first seq now), in as few
-        records as fit (one, but for a batch larger than half the journal)."""
+        """Journal a batch of ``count`` ``lines`` from seq ``first_seq`` on:
+        those the ring still holds (from ``keep_from``, its first seq now), in as
+        few records as fit (one, but for a batch larger than half the journal)."""
         name_len = len(source.encode("utf-8", "replace"))
         room = self._area // 2 - _REC.size - name_len - RECORD_ALIGN
-        a, n = max(0, keep_from - first_seq), len(lines)
-        while a < n:
+        a = max(0, keep_from - first_seq)
+        if not a and len(lines.head) + lines.stop <= room:  # the common case: as it is
+            self.append(first_seq, time_ns, source, lines.pieces(), count, keep_from)
+            return
+        while a < count:
             b = lines.fit(a, room)
             self.append(first_seq + a, time_ns, source, lines.pieces(a, b), b - a, keep_from)
             a = b

@@ -18,25 +18,43 @@ from operator import add
 class Lines:
     """The lines ``(head + body[:stop]).split(b"\\n")``; ``ends[i]`` is the
     offset, in ``head + body[:stop]``, just past line ``i`` (the last is its
-    length).  ``body[stop]``, if any, is a newline; no line contains one."""
+    length).  ``body[stop]``, if any, is a newline; no line contains one.
+    ``ends`` may be left to be found when first asked for (``None``): most
+    batches of short lines never need it."""
 
-    __slots__ = ("body", "ends", "head", "stop")
+    __slots__ = ("_ends", "body", "head", "stop")
 
-    def __init__(self, head: bytes, body: bytes, stop: int, ends: list[int]) -> None:
+    def __init__(self, head: bytes, body: bytes, stop: int, ends: list[int] | None) -> None:
         self.head = head
         self.body = body
         self.stop = stop
-        self.ends = ends
+        self._ends = ends
+
+    @property
+    def known_ends(self) -> list[int] | None:
+        """:attr:`ends` if found already, else None."""
+        return self._ends
+
+    @property
+    def ends(self) -> list[int]:
+        ends = self._ends
+        if ends is None:
+            ends = self._ends = ends_of(self.raw.split(b"\n"))
+        return ends
 
     @classmethod
     def of(cls, lines: list[bytes]) -> Lines:
         if not lines:
             return EMPTY
         raw = b"\n".join(lines)
-        return cls(b"", raw, len(raw), list(map(add, accumulate(map(len, lines)), count())))
+        return cls(b"", raw, len(raw), ends_of(lines))
 
     def __len__(self) -> int:
         return len(self.ends)
+
+    def __bool__(self) -> bool:
+        """Whether there is a line (without finding where each ends)."""
+        return self._ends is None or bool(self._ends)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Lines):
@@ -62,8 +80,8 @@ class Lines:
     def pieces(self, a: int = 0, b: int | None = None) -> tuple[bytes, memoryview]:
         """Lines ``a .. b-1`` joined with ``\\n``, as two pieces of :attr:`raw`,
         without copying the body."""
-        if b is None:
-            b = len(self.ends)
+        if b is None:  # all of them: no need to know where each ends
+            return self.head, memoryview(self.body)[: self.stop]
         start = self.offset(a)
         end = self.ends[b - 1] if b > a else start
         head = self.head
@@ -80,15 +98,25 @@ class Lines:
         """The lines, one bytes object each."""
         return self.raw.split(b"\n") if self.ends else []
 
-    def joined_with(self, lead: bytes, sep: bytes, tail: bytes) -> bytes:
+    def joined_with(self, lead: bytes, sep: bytes, tail: bytes) -> tuple[bytes, int]:
         """``lead + line0 + sep + line1 + ... + sep + lastline + tail``, made by
-        one ``replace`` of the body and one ``join``."""
+        one ``replace`` of the body and one ``join``, and the number of lines
+        (read off the lengths: ``sep`` is longer than the newline it replaces)."""
+        if len(sep) < 2:
+            raise ValueError("the separator must be longer than a newline")
         body, stop = self.body, self.stop
         replaced = body.replace(b"\n", sep)  # what follows stop is replaced too, then cut
+        newlines = (len(replaced) - len(body)) // (len(sep) - 1)
         cut = len(replaced)
         if stop < len(body):
             cut -= len(sep) + len(body) - stop - 1
-        return b"".join((lead, self.head, memoryview(replaced)[:cut], tail))
+            newlines -= 1
+        return b"".join((lead, self.head, memoryview(replaced)[:cut], tail)), newlines + 1
+
+
+def ends_of(lines: list[bytes]) -> list[int]:
+    """Where each of ``lines`` ends when they are joined with ``\\n``."""
+    return list(map(add, accumulate(map(len, lines)), count()))
 
 
 EMPTY = Lines(b"", b"", 0, [])

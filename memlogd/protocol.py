@@ -136,8 +136,7 @@ def encode_block(time_ns: int, source: str, lines: Lines) -> Block:
     each line since ``\\n`` never belongs to a multi-byte sequence),
     JSON-escaped by one ``map``, joined and encoded once.
     """
-    ends = lines.ends
-    if not ends:
+    if not lines:
         return Block(source, time_ns, b"", [])
     head = entry_prefix(time_ns, source)
     # What follows the lines in the body (the next partial line) is checked too:
@@ -148,15 +147,15 @@ def encode_block(time_ns: int, source: str, lines: Lines) -> Block:
         and ((lines.head.isascii() and lines.body.isascii()) or _valid_utf8(lines.raw))
     ):  # nothing to escape or replace: the lines' bytes are their JSON text
         prefix = head.encode("utf-8", "replace") + b'"'
-        data = lines.joined_with(prefix, b'"}\n' + prefix, b'"}\n')
-        return Block(source, time_ns, data, ends, step=len(prefix) + 2)
+        data, count_ = lines.joined_with(prefix, b'"}\n' + prefix, b'"}\n')
+        return Block(source, time_ns, data, lines.known_ends, step=len(prefix) + 2, count=count_)
     texts = lines.raw.decode("utf-8", "replace").split("\n")
     body = ("}\n" + head).join(map(_encode_str, texts))
     data = (head + body + "}\n").encode("utf-8", "replace")
     entries = data.split(b"\n")
     entries.pop()  # after the last newline
     enc_ends = list(map(add, accumulate(map(len, entries)), count(1)))
-    return Block(source, time_ns, data, ends, enc_ends=enc_ends)
+    return Block(source, time_ns, data, lines.ends, enc_ends=enc_ends)
 
 
 def encode_entry(entry: LogEntry) -> bytes:

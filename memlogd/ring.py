@@ -17,11 +17,13 @@ message bytes if ``max_bytes`` is set) the oldest entries go;
 
 from __future__ import annotations
 
+import builtins
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import accumulate, count
+from operator import attrgetter, sub
 
 _FIRST_SEQ = attrgetter("first_seq")
 
@@ -29,36 +31,70 @@ _FIRST_SEQ = attrgetter("first_seq")
 class Block:
     """The entries of one batch: ``data`` is their encoded JSON, each ending in
     ``\\n`` (an entry never contains one).  ``ends[i]`` is where line ``i``
-    ended in the lines joined with ``\\n`` (memlogd.framing.Lines).  Where entry
+    ended in the lines joined with ``\\n`` (memlogd.lines.Lines).  Where entry
     ``i`` ends in ``data`` is ``enc_ends[i]``, or when every entry is its line
-    between a fixed prefix and suffix, ``ends[i] + 1 + (i + 1) * step``."""
+    between a fixed prefix and suffix, ``ends[i] + 1 + (i + 1) * step``.  In
+    that case ``ends`` may be given as None with the ``count`` of entries: it
+    is then found from ``data`` when first needed (a block read or evicted
+    whole never needs it)."""
 
-    __slots__ = ("data", "enc_ends", "ends", "first_seq", "source", "step", "time_ns")
+    __slots__ = (
+        "_ends",
+        "count",
+        "data",
+        "enc_ends",
+        "first_seq",
+        "source",
+        "step",
+        "time_ns",
+        "total",
+    )
 
     def __init__(
         self,
         source: str,
         time_ns: int,
         data: bytes,
-        ends: list[int],
+        ends: list[int] | None,
         step: int = 0,
         enc_ends: list[int] | None = None,
+        count: int | None = None,
     ) -> None:
         self.source = source
         self.time_ns = time_ns
         self.data = data
-        self.ends = ends
+        self._ends = ends
         self.step = step
         self.enc_ends = enc_ends
         self.first_seq = 0  # set by Ring.extend
+        if ends is not None:
+            self.count = len(ends)
+            self.total = ends[-1] - self.count + 1 if ends else 0  # message bytes
+        elif count is None or enc_ends is not None:
+            raise ValueError("a block without ends needs its count, and a step")
+        else:
+            self.count = count
+            self.total = len(data) - count * (step + 1)  # each entry: line, step, newline
+
+    @property
+    def ends(self) -> list[int]:
+        ends = self._ends
+        if ends is None:  # entry i is its line and ``step`` bytes, then a newline
+            entries = self.data.split(b"\n")
+            entries.pop()
+            lengths = accumulate(map(len, entries))
+            ends = self._ends = list(map(sub, lengths, count(self.step, self.step - 1)))
+        return ends
 
     def __len__(self) -> int:
-        return len(self.ends)
+        return self.count
 
     def offset(self, i: int) -> int:
         """Where entry ``i`` starts in ``data`` (``len(self)``: its end)."""
         if i <= 0:
             return 0
+        if i >= self.count:
+            return len(self.data)
         if self.enc_ends is not None:
             return self.enc_ends[i - 1]
         return self.ends[i - 1] + 1 + i * self.step
@@ -67,13 +103,15 @@ class Block:
         """Message bytes of entries ``a .. b-1``."""
         if b <= a:
             return 0
+        if a == 0 and b == self.count:
+            return self.total
         ends = self.ends
         return ends[b - 1] - (ends[a - 1] + 1 if a else 0) - (b - 1 - a)
 
     def view(self, a: int, b: int) -> bytes | memoryview:
         """The encoded entries ``a .. b-1``, each with its ``\\n``: the block
         itself when whole, else a view of it (no copy)."""
-        if a == 0 and b == len(self.ends):
+        if a == 0 and b == self.count:
             return self.data
         return memoryview(self.data)[self.offset(a) : self.offset(b)]
 
@@ -153,8 +191,8 @@ class Ring:
         "_blocks",
         "_cap",
         "_head",
+        "_held",
         "_max_bytes",
-        "bytes",
         "first_seq",
         "next_seq",
         "overwritten",
@@ -175,7 +213,7 @@ class Ring:
         self._head = 0
         self.first_seq = first_seq
         self.next_seq = first_seq
-        self.bytes = 0
+        self._held = 0  # message bytes of the blocks held, the oldest counted whole
         self.overwritten = 0
 
     def __len__(self) -> int:
@@ -184,6 +222,14 @@ class Ring:
     @property
     def capacity(self) -> int:
         return self._cap
+
+    @property
+    def bytes(self) -> int:
+        """Message bytes held (the oldest block's gone entries found only now)."""
+        if self._head >= len(self._blocks):
+            return self._held
+        block = self._blocks[self._head]
+        return self._held - block.size(0, self.first_seq - block.first_seq)
 
     # ------------------------------------------------------------------ writing
 
@@ -196,7 +242,7 @@ class Ring:
         block.first_seq = self.next_seq
         self._blocks.append(block)
         self.next_seq += n
-        self.bytes += block.size(0, n)
+        self._held += block.total
         overflow = len(self) - self._cap
         if overflow > 0:  # the oldest entries make room
             self._evict(overflow)
@@ -211,11 +257,11 @@ class Ring:
             block = blocks[self._head]
             a = self.first_seq - block.first_seq
             take = min(count, len(block) - a)
-            self.bytes -= block.size(a, a + take)
             self.first_seq += take
             self.overwritten += take
             count -= take
             if a + take == len(block):
+                self._held -= block.total
                 blocks[self._head] = _GONE  # free it now
                 self._head += 1
         if self._head > 32 and 2 * self._head > len(blocks):  # amortised: free old blocks
@@ -274,7 +320,7 @@ class Ring:
         """Every entry held now: references, so it stays whole however slowly it is sent."""
         return self.read(self.first_seq)
 
-    def last_of(self, source: str) -> bytes | None:
+    def last_of(self, source: str) -> builtins.bytes | None:
         """The newest entry held of ``source`` (its encoded JSON), if any."""
         blocks = self._blocks
         for i in range(len(blocks) - 1, self._head - 1, -1):

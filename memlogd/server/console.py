@@ -20,7 +20,7 @@ class Console:
     def echo(self, time_text: str, source: str, lines: Lines) -> None:
         """One batch's lines, written (or queued, or dropped) at once."""
         prefix = f"{time_text};{source};".encode("utf-8", "replace")
-        self.output.write_nowait(lines.joined_with(prefix, b"\n" + prefix, b"\n"), len(lines))
+        self.output.write_nowait(*lines.joined_with(prefix, b"\n" + prefix, b"\n"))
 
     async def run(self) -> None:
         """Drain what the console could not take at once (cancel to stop)."""

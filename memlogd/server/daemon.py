@@ -70,17 +70,19 @@ class LogState:
         self.on_append: Callable[[], None] = _nothing
         self.extra_stats: list[Callable[[], dict[str, Any]]] = []
 
-    def append(self, source: str, lines: Lines, info: SourceInfo | None = None) -> None:
-        """One batch of lines from one source into the ring, then to readers."""
-        n = len(lines)
-        if self.frozen or not n:
-            return
+    def append(self, source: str, lines: Lines, info: SourceInfo | None = None) -> int:
+        """One batch of lines from one source into the ring, then to readers;
+        returns how many lines it was."""
+        if self.frozen or not lines:
+            return 0
         now = time.time_ns()
         ring = self.ring
         first_seq = ring.next_seq
-        ring.extend(proto.encode_block(now, source, lines))
+        block = proto.encode_block(now, source, lines)
+        n = len(block)
+        ring.extend(block)
         if self.journal is not None:  # committed before any reader can see the entries
-            self.journal.append_lines(first_seq, now, source, lines, ring.first_seq)
+            self.journal.append_lines(first_seq, now, source, lines, n, ring.first_seq)
         self.received += n
         if info is None:
             info = self.sources.get(source)
@@ -89,6 +91,7 @@ class LogState:
         if self.console is not None:
             self.console.echo(format_time(now), source, lines)
         self.on_append()
+        return n
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""

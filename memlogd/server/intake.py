@@ -73,14 +73,13 @@ class Source:
         if not chunk:
             return ReadState.DONE
         lines = self.splitter.feed(chunk)
-        if lines.ends:
-            self.state.append(self.name, lines, self.info)
+        count = self.state.append(self.name, lines, self.info) if lines else 0
         if len(chunk) < READ_CHUNK:
             self.want = READ_CHUNK
             return ReadState.DATA
         # a busy source of long lines: larger reads spread the work per batch over
         # as many lines as a read of short ones (short ones keep their latency)
-        long_lines = len(chunk) >= BURST_LINE_BYTES * len(lines.ends)
+        long_lines = len(chunk) >= BURST_LINE_BYTES * count
         self.want = READ_BURST if long_lines else READ_CHUNK
         return ReadState.FULL
 

@@ -211,10 +211,12 @@ def test_any_batches_a_replay_gives_the_newest_batches_in_order(batch_list, ring
     ),
     st.integers(1, 5),
     st.integers(0, 10),
+    st.booleans(),
 )
-@example([b"z" * 300] * 7, 5, 3)  # 1504 bytes held: two records
+@example([b"z" * 300] * 7, 5, 3, True)  # 1504 bytes held: two records
+@example([b"z" * 300] * 7, 5, 3, False)
 def test_a_batch_larger_than_half_the_journal_is_journaled_in_records_that_fit(
-    lines: list[bytes], held: int, head: int
+    lines: list[bytes], held: int, head: int, known: bool
 ):
     """A small journal (-max-lines 3 with long lines, say) and a batch of any
     size: the lines the ring still holds are all journaled, with their seqs,
@@ -224,9 +226,10 @@ def test_a_batch_larger_than_half_the_journal_is_journaled_in_records_that_fit(
     journal.append(1, 0, "before", [b"old"], 1, 1)
     raw = b"\n".join(lines)
     head = min(head, len(lines[0]))  # the partial line carried over, then the read
-    batch = Lines(raw[:head], raw[head:], len(raw) - head, Lines.of(lines).ends)
+    ends = Lines.of(lines).ends if known else None  # None: found when needed
+    batch = Lines(raw[:head], raw[head:], len(raw) - head, ends)
     keep_from = max(2, 2 + len(lines) - held)
-    journal.append_lines(2, 7, "svc", batch, keep_from)
+    journal.append_lines(2, 7, "svc", batch, len(lines), keep_from)
     records = list(Journal(memoryview(buf)).records())
     mine = [r for r in records if r.source == "svc"]
     assert [line for r in mine for line in r.lines] == lines[keep_from - 2 :]
@@ -243,7 +246,6 @@ def test_however_small_the_ring_a_whole_read_fits_in_one_record():
     lines = [b"p" * 1023 + b"x" * 1024] + [b"y" * 1023] * (READ_BURST // 1024 - 1)
     raw = b"\n".join(lines)
     name = "\u20ac" * 512  # 1536 bytes of UTF-8
-    journal.append_lines(
-        1, 7, name, Lines(raw[:1023], raw[1023:], len(raw) - 1023, Lines.of(lines).ends), 1
-    )
+    batch = Lines(raw[:1023], raw[1023:], len(raw) - 1023, None)
+    journal.append_lines(1, 7, name, batch, len(lines), 1)
     assert [len(r.lines) for r in Journal(memoryview(buf)).records()] == [len(lines)]

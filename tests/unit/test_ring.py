@@ -37,13 +37,17 @@ def raw_ends(sizes: list[int]) -> list[int]:
 def make_block(source: str, first: int, sizes: list[int], layout: str) -> tuple[Block, list[bytes]]:
     """A block of ``len(sizes)`` entries (seqs from ``first``) and those
     entries; ``layout`` "step": each is a prefix, its line and a suffix (as
-    encoded from plain lines), "explicit": any bytes, with their ends listed."""
-    if layout == "step":
+    encoded from plain lines), "lazy": the same with its ends left to be found,
+    "explicit": any bytes, with their ends listed."""
+    if layout in ("step", "lazy"):
         prefix = b"<" + source.encode() + b">"
         lines = [(b"%d-" % (first + i) * 20)[:size] for i, size in enumerate(sizes)]
         entries = [prefix + line + b"!}" for line in lines]
         data = b"".join(e + b"\n" for e in entries)
-        return Block(source, 0, data, raw_ends(sizes), step=len(prefix) + 2), entries
+        step = len(prefix) + 2
+        if layout == "lazy":  # where each line ends is found from data when needed
+            return Block(source, 0, data, None, step=step, count=len(sizes)), entries
+        return Block(source, 0, data, raw_ends(sizes), step=step), entries
     entries = [b"entry %d of size %d" % (first + i, size) for i, size in enumerate(sizes)]
     data = b"".join(e + b"\n" for e in entries)
     enc_ends = list(accumulate(len(e) + 1 for e in entries))
@@ -81,7 +85,7 @@ class RingMachine(RuleBasedStateMachine):
     @rule(
         sizes=st.lists(st.integers(0, 15), max_size=20),
         source=st.sampled_from(["a", "b", "c"]),
-        layout=st.sampled_from(["step", "explicit"]),
+        layout=st.sampled_from(["step", "lazy", "explicit"]),
     )
     def extend(self, sizes: list[int], source: str, layout: str) -> None:
         first = self.appended + 1
