@@ -4,9 +4,10 @@ The ring holds *blocks*: the entries of one batch (the lines of one read,
 with their source and time) encoded to JSON once, back to back in one
 ``bytes`` object, each entry ending in ``\\n``.  There is no object per entry:
 a reader is sent a block as it is, or a slice of it (BENCHMARKS.md, "Long
-lines").  A :class:`Block` knows where each of its entries ends, in its
-encoded bytes and in the lines it was made of (which gives the message bytes
-of any run of its entries in constant time).
+lines").  A :class:`Block` knows its count of entries and their message
+bytes; where each entry ends (in its encoded bytes and in the lines it was
+made of) it knows from the start, or finds from its bytes the first time a
+reader or an eviction cuts it in the middle.
 
 Every entry has a ``seq``: 1 for the first entry of the ring's life, one more
 for each next entry.  The ring holds the entries ``first_seq .. next_seq - 1``;
