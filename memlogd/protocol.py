@@ -147,8 +147,8 @@ def encode_block(time_ns: int, source: str, lines: Lines) -> Block:
         and ((lines.head.isascii() and lines.body.isascii()) or _valid_utf8(lines.raw))
     ):  # nothing to escape or replace: the lines' bytes are their JSON text
         prefix = head.encode("utf-8", "replace") + b'"'
-        data, count_ = lines.joined_with(prefix, b'"}\n' + prefix, b'"}\n')
-        return Block(source, time_ns, data, lines.known_ends, step=len(prefix) + 2, count=count_)
+        data, n = lines.joined_with(prefix, b'"}\n' + prefix, b'"}\n')
+        return Block(source, time_ns, data, lines.known_ends, step=len(prefix) + 2, count=n)
     texts = lines.raw.decode("utf-8", "replace").split("\n")
     body = ("}\n" + head).join(map(_encode_str, texts))
     data = (head + body + "}\n").encode("utf-8", "replace")
