@@ -19,7 +19,7 @@ The result never depends on how the stream was chunked.
 from __future__ import annotations
 
 from memlogd.config import DEFAULT_MAX_LINE_LEN
-from memlogd.lines import EMPTY, Lines, ends_of
+from memlogd.lines import EMPTY, Lines
 from memlogd.protocol import utf8_boundary
 
 # a first line at least this long: the lines are found one ``find`` each (cheaper
@@ -76,11 +76,7 @@ class LineSplitter:
         if nl < 0:
             return _TOO_LONG
         if head + nl < _LONG_LINE:  # short lines: checked without an object per line
-            if self._short(chunk, nl, last):
-                return None
-            lines = chunk[:last].split(b"\n")
-            lines[0] = partial + lines[0]
-            return _TOO_LONG if max(map(len, lines)) > limit else ends_of(lines)
+            return None if self._short(chunk, nl, last) else _TOO_LONG
         ends = [head + nl]
         while nl < last:
             start = nl + 1
@@ -91,16 +87,17 @@ class LineSplitter:
         return ends
 
     def _short(self, chunk: bytes, first: int, last: int) -> bool:
-        """True if no line of ``chunk[first + 1 : last]`` can be longer than
-        the limit: every window of half the limit has a newline (a line longer
-        than the limit would hold a whole window).  False: perhaps one is."""
-        window = (self._max + 1) // 2
-        if window < _LONG_LINE // 4:  # a tiny limit: a find per few bytes is no gain
-            return False
-        find = chunk.find
-        for start in range(first + 1, last, window):
-            if find(b"\n", start, start + window) < 0:
+        """Whether every line of ``chunk[first + 1 : last]`` fits the limit:
+        from the start of a line, the last newline within limit + 1 bytes ends
+        only lines that fit, and if there is none, the line is too long.  One
+        ``rfind`` per limit's worth of short lines."""
+        rfind, span = chunk.rfind, self._max + 1
+        start = first + 1
+        while start <= last:
+            nl = rfind(b"\n", start, start + span)
+            if nl < 0:
                 return False
+            start = nl + 1
         return True
 
     def _feed_any(self, chunk: bytes) -> list[bytes]:
