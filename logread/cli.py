@@ -38,7 +38,7 @@ from logread.selection import Selector, unit_globs
 from logread.when import WhenError, parse_when
 from memlogd import protocol as proto
 from memlogd.client import Subscription, fetch_stats
-from memlogd.cliflags import go_command, go_option, query_socket_option
+from memlogd.cliflags import go_command, go_option, query_socket_option, source_option
 from memlogd.config import DEFAULT_QUERY_SOCKET
 from memlogd.errors import MemlogdError
 from memlogd.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
@@ -438,14 +438,7 @@ Examples:
 @query_socket_option()
 @click.option("-f", "follow", is_flag=True, help="Follow: print new entries as they arrive.")
 @click.option("-F", "dump_follow", is_flag=True, help="Print what is held, then follow.")
-@go_option(
-    "-s",
-    "--source",
-    "sources",
-    multiple=True,
-    metavar="GLOB",
-    help="Only sources matching this shell glob (repeatable; OR-ed with -s and -u).",
-)
+@source_option("Only sources matching this shell glob (repeatable; OR-ed with -s and -u).")
 @go_option(
     "-u",
     "--unit",

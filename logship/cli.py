@@ -27,7 +27,7 @@ from logship.shipper import (
     ShipResult,
 )
 from logship.target import Target, TargetError, parse_target
-from memlogd.cliflags import go_command, go_option, query_socket_option
+from memlogd.cliflags import go_command, go_option, query_socket_option, source_option
 from memlogd.errors import MemlogdError
 from memlogd.logconfig import LEVELS, configure_logging, log_format_option
 
@@ -82,14 +82,7 @@ Examples:
     help="Keep (instance, seq) of the last entry delivered here, and resume after it. "
     "Without it, logship starts at the first entry memlogd holds.",
 )
-@go_option(
-    "-s",
-    "--source",
-    "sources",
-    multiple=True,
-    metavar="GLOB",
-    help="Only sources matching this shell glob (repeatable, OR-ed). Default: all.",
-)
+@source_option("Only sources matching this shell glob (repeatable, OR-ed). Default: all.")
 @go_option(
     "--hostname",
     metavar="NAME",

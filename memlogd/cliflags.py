@@ -132,6 +132,12 @@ def query_socket_option() -> Callable[[FC], FC]:
     )
 
 
+def source_option(help: str) -> Callable[[FC], FC]:
+    """``-s/--source GLOB`` (repeatable, into ``sources``): the request's source
+    filter (memlogd.filters), for every client program that selects sources."""
+    return go_option("-s", "--source", "sources", multiple=True, metavar="GLOB", help=help)
+
+
 def go_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[..., Any]], GoCommand]:
     """:func:`click.command` with ``cls=GoCommand`` (or a subclass of it)."""
     cls = attrs.pop("cls", GoCommand)
