@@ -3,8 +3,8 @@
 ``LineSplitter.feed(chunk)`` returns the complete lines of a chunk as one
 :class:`memlogd.lines.Lines` (the partial line, the chunk, and where each
 line ends), so that nothing downstream needs an object per line.
-The work is done per chunk with C-level ``bytes`` methods (find, split)
-rather than per byte in Python.  Rules:
+The work is done per chunk with C-level ``bytes`` methods (rfind, find,
+split) rather than per byte in Python.  Rules:
 
 * lines end at ``\\n``; one ``\\r`` before it is removed;
 * a line longer than ``max_line_len`` bytes is cut at the last UTF-8 boundary
@@ -21,11 +21,6 @@ from __future__ import annotations
 from memlogd.config import DEFAULT_MAX_LINE_LEN
 from memlogd.lines import EMPTY, Lines
 from memlogd.protocol import utf8_boundary
-
-# a first line at least this long: the lines are found one ``find`` each (cheaper
-# than ``split`` for long lines, dearer for short ones)
-_LONG_LINE = 256
-_TOO_LONG: list[int] = []  # _ends: a line is too long (compared by identity)
 
 
 class LineSplitter:
@@ -59,45 +54,25 @@ class LineSplitter:
                 if len(partial) + len(chunk) <= self._max:
                     self._partial = partial + chunk
                     return EMPTY
-            elif len(chunk) - last - 1 <= self._max:
-                ends = self._ends(partial, chunk, last)
-                if ends is not _TOO_LONG:
-                    self._partial = chunk[last + 1 :]
-                    return Lines(partial, chunk, last, ends)
+            elif len(chunk) - last - 1 <= self._max and self._fit(len(partial), chunk, last):
+                self._partial = chunk[last + 1 :]
+                return Lines(partial, chunk, last, None)  # where each ends: found if needed
         return Lines.of(self._feed_any(chunk))
 
-    def _ends(self, partial: bytes, chunk: bytes, last: int) -> list[int] | None:
-        """Where each line of ``partial + chunk[:last]`` ends; None: none is too
-        long, and where each ends is left to be found when needed; _TOO_LONG:
-        one is."""
-        limit, head = self._max, len(partial)
-        find = chunk.find
-        nl = find(b"\n", 0, limit + 1 - head)
-        if nl < 0:
-            return _TOO_LONG
-        if head + nl < _LONG_LINE:  # short lines: checked without an object per line
-            return None if self._short(chunk, nl, last) else _TOO_LONG
-        ends = [head + nl]
-        while nl < last:
-            start = nl + 1
-            nl = find(b"\n", start, start + limit + 1)
-            if nl < 0:
-                return _TOO_LONG
-            ends.append(head + nl)
-        return ends
-
-    def _short(self, chunk: bytes, first: int, last: int) -> bool:
-        """Whether every line of ``chunk[first + 1 : last]`` fits the limit:
+    def _fit(self, head: int, chunk: bytes, last: int) -> bool:
+        """Whether every line of ``partial + chunk[:last]`` (``head``: the
+        partial line's length) fits the limit, without an object per line:
         from the start of a line, the last newline within limit + 1 bytes ends
-        only lines that fit, and if there is none, the line is too long.  One
-        ``rfind`` per limit's worth of short lines."""
+        only lines that fit, and if there is none, that line is too long.  One
+        ``rfind`` per limit's worth of lines."""
         rfind, span = chunk.rfind, self._max + 1
-        start = first + 1
+        start, end = 0, span - head  # the first line began in the partial line
         while start <= last:
-            nl = rfind(b"\n", start, start + span)
+            nl = rfind(b"\n", start, end)
             if nl < 0:
                 return False
             start = nl + 1
+            end = start + span
         return True
 
     def _feed_any(self, chunk: bytes) -> list[bytes]:

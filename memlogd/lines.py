@@ -114,9 +114,10 @@ class Lines:
         return b"".join((lead, self.head, memoryview(replaced)[:cut], tail)), newlines + 1
 
 
-def ends_of(lines: list[bytes]) -> list[int]:
-    """Where each of ``lines`` ends when they are joined with ``\\n``."""
-    return list(map(add, accumulate(map(len, lines)), count()))
+def ends_of(lines: list[bytes], past: int = 0) -> list[int]:
+    """Where each of ``lines`` ends when they are joined with ``\\n`` (plus
+    ``past``: 1 gives where the next one starts)."""
+    return list(map(add, accumulate(map(len, lines)), count(past)))
 
 
 EMPTY = Lines(b"", b"", 0, [])

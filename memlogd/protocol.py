@@ -20,12 +20,10 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import accumulate, count
-from operator import add
 from typing import Any, NamedTuple
 
 from memlogd.errors import ProtocolError
-from memlogd.lines import Lines
+from memlogd.lines import Lines, ends_of
 from memlogd.ring import Block
 from memlogd.timefmt import format_time, parse_time
 
@@ -154,8 +152,7 @@ def encode_block(time_ns: int, source: str, lines: Lines) -> Block:
     data = (head + body + "}\n").encode("utf-8", "replace")
     entries = data.split(b"\n")
     entries.pop()  # after the last newline
-    enc_ends = list(map(add, accumulate(map(len, entries)), count(1)))
-    return Block(source, time_ns, data, lines.ends, enc_ends=enc_ends)
+    return Block(source, time_ns, data, lines.ends, enc_ends=ends_of(entries, past=1))
 
 
 def encode_entry(entry: LogEntry) -> bytes:

@@ -238,10 +238,10 @@ class Intake:
                             await hold.wait()
                         state = source.read_once()
                         # the only busy source is read again: no other waits for its turn
-                        reads = 1 if len(ready) == 1 else READS_ALONE
-                        while state is ReadState.FULL and reads < READS_ALONE and not hold.active:
+                        again = READS_ALONE - 1 if len(ready) == 1 else 0
+                        while state is ReadState.FULL and again and not hold.active:
                             state = source.read_once()
-                            reads += 1
+                            again -= 1
                         if state is ReadState.DONE:
                             self._close(source)
                     await trio.lowlevel.checkpoint()  # followers, the console, new fds

@@ -86,6 +86,16 @@ def test_long_lines_any_chunking_equals_reference_model(data: st.DataObject, str
     assert run(chunks, 300) == reference(stream, 300)
 
 
+@pytest.mark.parametrize("size", [299, 300, 301, 302])
+@pytest.mark.parametrize("before", [b"", b"a\n", b"x" * 150 + b"\n" + b"y" * 10])
+def test_a_line_at_and_just_over_the_limit_anywhere_in_a_read(before: bytes, size: int):
+    """The length check at its edges: first in the read, after a short line, or
+    after a partial line carried over from the previous read."""
+    stream = before + b"z" * size + b"\nb\n"
+    for chunks in ([stream], [stream[: len(before)], stream[len(before) :]]):
+        assert run(chunks, 300) == reference(stream, 300)
+
+
 def test_lines_of_records_where_each_line_ends():
     assert Lines.of([]) == Lines(b"", b"", 0, [])
     assert Lines.of([b""]) == Lines(b"", b"", 0, [0])
