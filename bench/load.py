@@ -36,7 +36,7 @@ from bench.lines import (
     sample_times,
     stamp,
 )
-from memlogd.fdmsg import fd_ancdata
+from memlogd.wire.fdmsg import fd_ancdata
 
 RECV_BYTES = 256 * 1024  # a follower's receive size
 SILENCE_S = 2.0  # a run ends after this long without a line

@@ -67,7 +67,7 @@ def measure_boot(template: str | None, workdir: Path, starts: int) -> dict[str, 
 def _stable_s() -> float:
     """How long a worker must have served to be replaced at once (else the
     keeper backs off): the keeper's own constant."""
-    from memlogd.restart import STABLE_S
+    from memlogd.keeper.restart import STABLE_S
 
     return float(STABLE_S)
 

@@ -10,8 +10,8 @@ import socket
 import time
 from typing import Any
 
-from memlogd.answerparser import AnswerParser, stats_in
 from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
+from memlogd.wire.answerparser import AnswerParser, stats_in
 
 DUMP = b"\x00"  # query mode 0: dump the ring, then close
 STATS_REQUEST = b'\x03{"stats":true}\n'

@@ -30,11 +30,11 @@ from typing import Any
 
 import trio
 
-from memlogd import protocol as proto
 from memlogd.client import Subscription, fetch_stats
 from memlogd.errors import ConnectError, MemlogdError
-from memlogd.events import Entries
 from memlogd.roles import KMSG_SOURCE as KERNEL_SOURCE
+from memlogd.wire import protocol as proto
+from memlogd.wire.events import Entries
 
 READY_TIMEOUT_S = 10.0
 PERSIST_TIMEOUT_S = 20.0

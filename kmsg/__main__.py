@@ -1,3 +1,3 @@
-from memlogd.entry import kmsg
+from memlogd.scripts import kmsg
 
 kmsg()

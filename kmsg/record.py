@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from memlogd.errors import MemlogdError
-from memlogd.timefmt import format_time
+from memlogd.wire.timefmt import format_time
 
 READ_SIZE = 16 * 1024  # bytes per read(2); the kernel's longest record is 8 KiB
 MAX_NUMBER_DIGITS = 20  # a u64 has at most 20 decimal digits

@@ -1,3 +1,3 @@
-from memlogd.entry import logread
+from memlogd.scripts import logread
 
 logread()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Sequence
 
-from memlogd.globs import SourceMatcher
+from memlogd.wire.globs import SourceMatcher
 
 __all__ = ["stdout_hint"]
 

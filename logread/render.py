@@ -29,8 +29,8 @@ from functools import lru_cache, partial
 from json.encoder import encode_basestring
 from typing import Any, Final
 
-from memlogd.protocol import LogEntry, entry_prefix
-from memlogd.timefmt import NS_PER_S, format_seconds, format_time
+from memlogd.wire.protocol import LogEntry, entry_prefix
+from memlogd.wire.timefmt import NS_PER_S, format_seconds, format_time
 
 __all__ = [
     "OUTPUTS",

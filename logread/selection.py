@@ -21,7 +21,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from memlogd.protocol import LogEntry
+from memlogd.wire.protocol import LogEntry
 
 __all__ = ["Selector", "select", "unit_globs"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from memlogd.errors import ProtocolError
-from memlogd.timefmt import parse_time
+from memlogd.wire.timefmt import parse_time
 
 __all__ = ["ACCEPTED_FORMS", "WhenError", "parse_when"]
 

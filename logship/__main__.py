@@ -1,3 +1,3 @@
-from memlogd.entry import logship
+from memlogd.scripts import logship
 
 logship()

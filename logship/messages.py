@@ -30,7 +30,7 @@ from logship.rfc5424 import (
     safe_name,
     validate_sd_id,
 )
-from memlogd.protocol import LogEntry
+from memlogd.wire.protocol import LogEntry
 
 SOURCE_CACHE_MAX = 4096  # source names whose message parts are kept; then the cache starts over
 _BOM = "\ufeff"

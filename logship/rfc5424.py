@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from memlogd.errors import ProtocolError
-from memlogd.timefmt import format_time_micros
+from memlogd.wire.timefmt import format_time_micros
 
 DEFAULT_PRI = 14  # facility user (1) * 8 + severity info (6)
 DEFAULT_SD_ID = "memlogd@32473"  # 32473: RFC 5612's enterprise number for documentation

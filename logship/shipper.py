@@ -60,12 +60,12 @@ from logship.relp import (
 from logship.rfc5424 import DEFAULT_SD_ID, Rfc5424Error, validate_sd_id
 from logship.state import CursorError, StateFile
 from logship.target import Target, TargetError, parse_target
-from memlogd import protocol as proto
 from memlogd.client import Connector, Subscription
 from memlogd.errors import ConfigError, MemlogdError, NotExtendedError
-from memlogd.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
-from memlogd.protocol import Cursor
 from memlogd.ratelimit import LimitedLog
+from memlogd.wire import protocol as proto
+from memlogd.wire.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
+from memlogd.wire.protocol import Cursor
 
 log = structlog.get_logger("logship")
 

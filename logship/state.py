@@ -25,7 +25,7 @@ from collections.abc import Callable
 from logwrite.lines import CursorError, decode_cursor, encode_cursor
 from memlogd.atomicfile import TMP_SUFFIX, replace_file
 from memlogd.errors import MemlogdError
-from memlogd.protocol import Cursor
+from memlogd.wire.protocol import Cursor
 
 SYNC_PERIOD_S = 1.0  # fsync at most this often (and at exit)
 MAX_STATE_BYTES = 4096  # more than that is not a state file

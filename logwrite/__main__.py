@@ -1,3 +1,3 @@
-from memlogd.entry import logwrite
+from memlogd.scripts import logwrite
 
 logwrite()

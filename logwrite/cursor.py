@@ -11,7 +11,7 @@ import os
 
 from logwrite.lines import CursorError, Pending, decode_cursor, encode_cursor
 from memlogd.atomicfile import TMP_SUFFIX, replace_file
-from memlogd.protocol import Cursor
+from memlogd.wire.protocol import Cursor
 
 CURSOR_NAME = "logwrite.cursor"
 CURSOR_TMP = CURSOR_NAME + TMP_SUFFIX

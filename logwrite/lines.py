@@ -11,8 +11,8 @@ import json
 from enum import Enum
 
 from memlogd.errors import MemlogdError
-from memlogd.protocol import Cursor
-from memlogd.timefmt import format_time, format_time_seconds
+from memlogd.wire.protocol import Cursor
+from memlogd.wire.timefmt import format_time, format_time_seconds
 
 OWN_SOURCE = "logwrite"  # gaps are written to DIR/logwrite.log
 ERROR_PERIOD_S = 10.0  # one error line per kind per period

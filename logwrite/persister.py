@@ -23,13 +23,13 @@ from logwrite.files import Item, LogDirError, LogFiles, ensure_log_dir, errno_na
 from logwrite.lines import ERROR_PERIOD_S, OWN_SOURCE, CursorError, LineFormatter, TimeFormat
 from logwrite.report import new_reporter
 from logwrite.rotation import safe_log_name
-from memlogd import protocol as proto
 from memlogd.client import Connector, Subscription
 from memlogd.errors import MemlogdError
-from memlogd.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
-from memlogd.globs import SourceMatcher
-from memlogd.protocol import Cursor
 from memlogd.ratelimit import LimitedLog
+from memlogd.wire import protocol as proto
+from memlogd.wire.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
+from memlogd.wire.globs import SourceMatcher
+from memlogd.wire.protocol import Cursor
 
 log = structlog.get_logger("logwrite")
 

@@ -1,3 +1,3 @@
-from memlogd.entry import memlogd
+from memlogd.scripts import memlogd
 
 memlogd()

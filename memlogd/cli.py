@@ -21,8 +21,8 @@ import sys
 
 from memlogd.errors import ConfigError, SocketError
 from memlogd.flags import FLAGS, FlagError, daemon_config, parse, role_config
+from memlogd.keeper.sockets import Sockets, open_sockets
 from memlogd.record import TYPE_CHECKING
-from memlogd.sockets import Sockets, open_sockets
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except (FlagError, ConfigError):
         click_main(args)  # help, or click's own usage error (exit 2)
     if values["check"]:  # the keeper's check of the program on disk before an upgrade
-        import memlogd.worker  # noqa: F401  (everything a worker needs imports)
+        import memlogd.daemon.worker  # noqa: F401  (everything a worker needs imports)
 
         sys.exit(0)
     if values["keeper_state"] is not None:
         _resume_keeper(values, config, roles, args)
     if values["daemonize"]:
-        from memlogd.daemonize import spawn_daemon
+        from memlogd.keeper.daemonize import spawn_daemon
 
         sys.exit(spawn_daemon(args, _bind(config)))
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -103,7 +103,7 @@ async def _serve_alone(config: Any, roles: Any, sockets: Sockets) -> None:
     import structlog
     import trio
 
-    from memlogd.server.serve import serve
+    from memlogd.daemon.serve import serve
 
     log = structlog.get_logger("memlogd")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -121,8 +121,13 @@ async def _serve_alone(config: Any, roles: Any, sockets: Sockets) -> None:
 def _run_keeper(
     config: Any, roles: Any, sockets: Sockets, log_format: str, args: list[str]
 ) -> NoReturn:
-    from memlogd import keeper
-    from memlogd.keeperstate import KeeperState, create_journal, lower_oom_score, raise_fd_limit
+    from memlogd.keeper import keeper
+    from memlogd.keeper.keeperstate import (
+        KeeperState,
+        create_journal,
+        lower_oom_score,
+        raise_fd_limit,
+    )
 
     log_sock, query_sock, owned = sockets
     raise_fd_limit()
@@ -144,8 +149,8 @@ def _run_keeper(
 
 def _resume_keeper(values: dict[str, Any], config: Any, roles: Any, args: list[str]) -> NoReturn:
     """The keeper after it re-executed itself for an upgrade (SIGUSR2)."""
-    from memlogd import keeper
-    from memlogd.keeperstate import adopt_state
+    from memlogd.keeper import keeper
+    from memlogd.keeper.keeperstate import adopt_state
 
     state, worker = adopt_state(values["keeper_state"], config, _kept_args(args))
     state.roles = roles
@@ -156,9 +161,9 @@ def _resume_keeper(values: dict[str, Any], config: Any, roles: Any, args: list[s
 def _import_worker(log_format: str) -> None:
     """What a forked worker runs, imported here so that every worker starts at
     once and shares these pages with the keeper."""
-    import memlogd.worker  # noqa: F401
+    import memlogd.daemon.worker  # noqa: F401
+    from memlogd.daemon.serve import release_free_memory
     from memlogd.logconfig import configure_logging
-    from memlogd.server.serve import release_free_memory
 
     configure_logging("memlogd", log_format)
     release_free_memory()

@@ -134,7 +134,7 @@ def query_socket_option() -> Callable[[FC], FC]:
 
 def source_option(help: str) -> Callable[[FC], FC]:
     """``-s/--source GLOB`` (repeatable, into ``sources``): the request's source
-    filter (memlogd.filters), for every client program that selects sources."""
+    filter (memlogd.wire.filters), for every client program that selects sources."""
     return go_option("-s", "--source", "sources", multiple=True, metavar="GLOB", help=help)
 
 

@@ -28,10 +28,10 @@ from typing import Any
 import structlog
 import trio
 
-from memlogd import protocol as proto
 from memlogd.client import send_fds
 from memlogd.config import DEFAULT_LOG_SOCKET
 from memlogd.errors import ConnectError
+from memlogd.wire import protocol as proto
 
 log = structlog.get_logger("memlogd-exec")
 

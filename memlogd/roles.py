@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from memlogd.client import Connector
-    from memlogd.server.serve import Daemon
+    from memlogd.daemon.serve import Daemon
 
 KMSG_SOURCE = "kmsg"
 DIR_POLL_S = 1.0  # how often a persist directory that is not there yet is looked for
@@ -184,7 +184,7 @@ class _RingSink:
         self.info.pid, self.info.uid = os.getpid(), os.getuid()
 
     async def write(self, data: bytes) -> None:
-        from memlogd.lines import Lines  # loaded by the worker already
+        from memlogd.daemon.lines import Lines  # loaded by the worker already
 
         self.state.append(KMSG_SOURCE, Lines.of(data.rstrip(b"\n").split(b"\n")), self.info)
 
@@ -197,7 +197,7 @@ async def _kmsg(roles: RoleConfig, daemon: Daemon) -> None:
     the state file) says the last worker stopped."""
     from kmsg.reader import KmsgConfig, run_kmsg
     from kmsg.record import text_seq
-    from memlogd.protocol import decode_entry
+    from memlogd.wire.protocol import decode_entry
 
     os.makedirs(roles.state_dir, exist_ok=True)
     last = daemon.state.ring.last_of(KMSG_SOURCE)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from memlogd.fdmsg import fd_ancdata
+from memlogd.wire.fdmsg import fd_ancdata
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0

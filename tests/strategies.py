@@ -6,7 +6,7 @@ import itertools
 
 from hypothesis import strategies as st
 
-from memlogd.protocol import LogEntry, QueryRequest
+from memlogd.wire.protocol import LogEntry, QueryRequest
 
 # The times format_time can write: years 0001 .. 9999 (as Go's RFC3339Nano can).
 MIN_TIME_NS = -62_135_596_800 * 1_000_000_000

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from memlogd import config, timefmt
+from memlogd import config
+from memlogd.wire import timefmt
 from tests.helpers import new_source, python_m, query_raw, wait_for
 
 pytestmark = pytest.mark.e2e

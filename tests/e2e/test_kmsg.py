@@ -32,7 +32,7 @@ from kmsg.cli import main as kmsg_main
 from kmsg.reader import KmsgReader, boot_time_ns, decode_batch, open_failure_reason
 from kmsg.record import KmsgDecoder
 from kmsg.state import read_boot_id
-from memlogd.timefmt import parse_time
+from memlogd.wire.timefmt import parse_time
 from tests.helpers import MemlogdProcess, dump, messages, python_m, wait_for
 from tests.oneflags import one_dash_mismatches
 

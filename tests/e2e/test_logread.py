@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from logread.render import RESET, source_color
-from memlogd import protocol as proto
+from memlogd.wire import protocol as proto
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from memlogd import protocol as proto
+from memlogd.wire import protocol as proto
 from tests.e2e.test_logread import (
     DEADLINE_S,
     FakeServer,
@@ -95,9 +95,9 @@ def started_and_in_charge(*args: str) -> Started:
 
     Python's start-up (before any line of the program runs) turns SIGINT into a
     KeyboardInterrupt traceback in its own frozen modules, which no program can
-    prevent; the console entry point (memlogd.entry) makes SIGINT quiet as its
+    prevent; the console entry point (memlogd.scripts) makes SIGINT quiet as its
     first act.  ``-X importtime`` makes the process say on stderr when each import
-    is done: one line after ``memlogd.entry``'s proves the handler is in place."""
+    is done: one line after ``memlogd.scripts``'s proves the handler is in place."""
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "logread", *args],
         stdin=subprocess.DEVNULL,
@@ -109,7 +109,7 @@ def started_and_in_charge(*args: str) -> Started:
     deadline = time.monotonic() + DEADLINE_S
     while True:
         lines = seen.split(b"\n")[:-1]
-        done = [i for i, line in enumerate(lines) if line.endswith(b"| memlogd.entry")]
+        done = [i for i, line in enumerate(lines) if line.endswith(b"| memlogd.scripts")]
         if done and len(lines) > done[0] + 1:
             return Started(proc, seen)
         left = deadline - time.monotonic()

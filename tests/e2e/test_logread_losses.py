@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from memlogd import protocol as proto
+from memlogd.wire import protocol as proto
 from tests.e2e.test_logread import (
     DEADLINE_S,
     FakeServer,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from memlogd import protocol as proto
-from memlogd.timefmt import parse_time
+from memlogd.wire import protocol as proto
+from memlogd.wire.timefmt import parse_time
 from tests.e2e.test_logread import (
     DEADLINE_S,
     FakeServer,

@@ -37,8 +37,8 @@ from logship.rfc5424 import (
 from logship.shipper import ShipConfig, ShipResult, run_shipper
 from logship.state import StateError, StateFile
 from logwrite.lines import CursorError
-from memlogd.protocol import Cursor
-from memlogd.timefmt import format_time_micros, parse_time
+from memlogd.wire.protocol import Cursor
+from memlogd.wire.timefmt import format_time_micros, parse_time
 from tests.conftest import StartMemlogd
 from tests.helpers import MemlogdProcess, new_source, python_m, query_raw, wait_for
 from tests.oneflags import one_dash_mismatches

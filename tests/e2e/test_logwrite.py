@@ -19,8 +19,8 @@ import pytest
 
 from logwrite.cli import main as logwrite_main
 from logwrite.rotation import safe_log_name
-from memlogd import protocol as proto
-from memlogd import timefmt
+from memlogd.wire import protocol as proto
+from memlogd.wire import timefmt
 from tests.e2e.test_kmsg import CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, examples, unprivileged
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
 from tests.helpers import messages as messages_of

@@ -154,7 +154,7 @@ def test_ready_fd_is_written_before_the_heavy_imports_and_nothing_is_lost(
         ours, theirs = socket.socketpair()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.connect(log_path)
-            from memlogd.fdmsg import fd_ancdata
+            from memlogd.wire.fdmsg import fd_ancdata
 
             sock.sendmsg([b"first"], fd_ancdata([theirs.fileno()]))
         theirs.close()

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memlogd.cli import build_command
-from memlogd.daemonize import child_argv
 from memlogd.errors import ConfigError
 from memlogd.exec import main as exec_main
 from memlogd.flags import FLAGS, FlagError, daemon_config, parse, role_config
+from memlogd.keeper.daemonize import child_argv
 from tests.oneflags import one_dash_mismatches
 
 pytestmark = pytest.mark.integration

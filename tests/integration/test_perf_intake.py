@@ -13,10 +13,10 @@ import pytest
 import trio
 
 from memlogd import client
-from memlogd import protocol as proto
 from memlogd.config import FOLLOWER_SNDBUF, DaemonConfig
+from memlogd.daemon.serve import Daemon, serve
 from memlogd.logconfig import configure_logging
-from memlogd.server.serve import Daemon, serve
+from memlogd.wire import protocol as proto
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import pytest
 import trio
 
 from memlogd import client
-from memlogd import protocol as proto
-from memlogd.answerparser import AnswerParser
 from memlogd.config import DROP_REPORT_S, DaemonConfig
+from memlogd.daemon.serve import Daemon, serve
 from memlogd.logconfig import configure_logging
-from memlogd.server.serve import Daemon, serve
+from memlogd.wire import protocol as proto
+from memlogd.wire.answerparser import AnswerParser
 
 pytestmark = pytest.mark.integration
 

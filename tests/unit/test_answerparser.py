@@ -1,4 +1,4 @@
-"""Reading answers (memlogd.answerparser): any chunking, exactly what decoding
+"""Reading answers (memlogd.wire.answerparser): any chunking, exactly what decoding
 each line alone gives, the header first, never an exception."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from memlogd import protocol as proto
-from memlogd.answerparser import AnswerParser, stats_in
 from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
-from memlogd.protocol import Dropped, ErrorReply, Header, LogEntry, Malformed, Stats
+from memlogd.wire import protocol as proto
+from memlogd.wire.answerparser import AnswerParser, stats_in
+from memlogd.wire.protocol import Dropped, ErrorReply, Header, LogEntry, Malformed, Stats
 from tests.strategies import log_entries
 
 pytestmark = pytest.mark.unit

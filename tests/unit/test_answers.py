@@ -1,4 +1,4 @@
-"""What memlogd sends a reader (memlogd.server.answers) against a naive model:
+"""What memlogd sends a reader (memlogd.daemon.answers) against a naive model:
 every entry the ring holds, one by one, filtered, cut to the tail, with its
 seq; whatever way the entries sit in the ring's blocks."""
 
@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memlogd import protocol as proto
 from memlogd.config import FOLLOW_BATCH
-from memlogd.filters import RequestFilter
-from memlogd.lines import Lines
-from memlogd.ring import Ring
-from memlogd.server import answers
+from memlogd.daemon import answers
+from memlogd.daemon.encoding import encode_block
+from memlogd.daemon.lines import Lines
+from memlogd.daemon.ring import Ring
+from memlogd.wire import protocol as proto
+from memlogd.wire.filters import RequestFilter
 
 pytestmark = pytest.mark.unit
 
@@ -46,7 +47,7 @@ def filled(max_lines: int, batch_list: Batches) -> tuple[Ring, list[Held]]:
     model: list[Held] = []
     for source, secs, lines in batch_list:
         time_ns = secs * 1_000_000_000
-        block = proto.encode_block(time_ns, source, Lines.of(lines))
+        block = encode_block(time_ns, source, Lines.of(lines))
         first = ring.next_seq
         ring.extend(block)
         model += [

@@ -1,4 +1,4 @@
-"""Log-socket datagrams (memlogd.fdmsg): parsing ancillary data, and a real round trip."""
+"""Log-socket datagrams (memlogd.wire.fdmsg): parsing ancillary data, and a real round trip."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd.fdmsg import ANCBUF_SIZE, FdGrant, fd_ancdata, parse_fd_datagram
-from memlogd.protocol import MAX_FDS_PER_DATAGRAM
+from memlogd.wire.fdmsg import ANCBUF_SIZE, FdGrant, fd_ancdata, parse_fd_datagram
+from memlogd.wire.protocol import MAX_FDS_PER_DATAGRAM
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""LineSplitter (memlogd.framing) against a simple reference model of docs/protocol.md "Lines"."""
+"""LineSplitter (memlogd.daemon.framing) against a simple model of docs/protocol.md "Lines"."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd import protocol as proto
-from memlogd.framing import LineSplitter
-from memlogd.lines import Lines
-from memlogd.protocol import LogEntry
+from memlogd.daemon.encoding import encode_block
+from memlogd.daemon.framing import LineSplitter
+from memlogd.daemon.lines import Lines
+from memlogd.wire import protocol as proto
+from memlogd.wire.protocol import LogEntry
 from tests.strategies import splits, stream_bytes
 
 pytestmark = pytest.mark.unit
@@ -225,8 +226,8 @@ def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
             fit = got.fit(a, room)
             assert fit == a + 1 or len(b"\n".join(lines[a:fit])) <= room
             assert fit == len(lines) or len(b"\n".join(lines[a : fit + 1])) > room
-        made = proto.encode_block(GOLDEN_NS, "s", got)
-        assert made.data == proto.encode_block(GOLDEN_NS, "s", Lines.of(lines)).data
+        made = encode_block(GOLDEN_NS, "s", got)
+        assert made.data == encode_block(GOLDEN_NS, "s", Lines.of(lines)).data
         assert made.entries(0, len(lines)) == [
             proto.encode_entry(LogEntry(GOLDEN_NS, "s", line.decode("utf-8", "replace")))[:-1]
             for line in lines

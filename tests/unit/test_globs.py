@@ -1,4 +1,4 @@
-"""Source globs (memlogd.globs): fnmatch's meaning, in linear time."""
+"""Source globs (memlogd.wire.globs): fnmatch's meaning, in linear time."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd import protocol as proto
-from memlogd.globs import SourceMatcher, glob_regex
+from memlogd.wire import protocol as proto
+from memlogd.wire.globs import SourceMatcher, glob_regex
 from tests.strategies import globs
 
 pytestmark = pytest.mark.unit

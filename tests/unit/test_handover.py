@@ -1,5 +1,5 @@
-"""What the keeper and its worker tell each other (memlogd.handover), and when the
-keeper starts a worker again (memlogd.keeper.RestartPolicy)."""
+"""What the keeper and its worker tell each other (memlogd.wire.handover), and when the
+keeper starts a worker again (memlogd.keeper.restart.RestartPolicy)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd import handover
 from memlogd.errors import ProtocolError
-from memlogd.restart import MAX_BACKOFF_S, MAX_FAILED_STARTS, MIN_BACKOFF_S, RestartPolicy
+from memlogd.keeper.restart import MAX_BACKOFF_S, MAX_FAILED_STARTS, MIN_BACKOFF_S, RestartPolicy
+from memlogd.wire import handover
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The journal (memlogd.journal): what a new worker replays is what the ring held.
+"""The journal (memlogd.daemon.journal): what a new worker replays is what the ring held.
 
 A journal is driven by a model of the ring (the seq of the oldest entry still
 held), and killed at any write, with that write torn at any byte: whatever
@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from memlogd.config import READ_BURST
-from memlogd.journal import (
+from memlogd.daemon.journal import (
     HEADER_SIZE,
     Journal,
     JournalError,
@@ -24,7 +24,7 @@ from memlogd.journal import (
     capacity_for,
     new_header,
 )
-from memlogd.lines import Lines
+from memlogd.daemon.lines import Lines
 
 pytestmark = pytest.mark.unit
 

@@ -14,8 +14,9 @@ from typing import Any
 import click
 import pytest
 
-from logread.cli import NO_PRIORITY, Flags, Options, build_options, command
-from memlogd import protocol as proto
+from logread.cli import NO_PRIORITY, Flags, build_options, command
+from logread.program import Options
+from memlogd.wire import protocol as proto
 from tests.oneflags import one_dash_mismatches
 
 pytestmark = pytest.mark.unit

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logread.selection import Selector, select, unit_globs
-from memlogd import protocol as proto
+from memlogd.wire import protocol as proto
 
 pytestmark = pytest.mark.unit
 

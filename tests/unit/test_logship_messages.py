@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from logship import messages
 from logship.messages import MessageFormatter
 from logship.rfc5424 import DEFAULT_SD_ID, Rfc5424Error, format_gap, format_message
-from memlogd.protocol import LogEntry
+from memlogd.wire.protocol import LogEntry
 from tests.strategies import times_ns
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""The wire protocol (memlogd.protocol): round trips, golden strings, rejections."""
+"""The wire protocol (memlogd.wire.protocol): round trips, golden strings, rejections."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd import protocol as proto
-from memlogd import timefmt
+from memlogd.daemon.encoding import encode_block
+from memlogd.daemon.lines import Lines
 from memlogd.errors import ProtocolError
-from memlogd.lines import Lines
-from memlogd.protocol import (
+from memlogd.wire import protocol as proto
+from memlogd.wire import timefmt
+from memlogd.wire.protocol import (
     Dropped,
     ErrorReply,
     Header,
@@ -66,7 +67,7 @@ def test_encode_entry_golden():
 def encode_lines(time_ns: int, source: str, lines: list[bytes]) -> list[bytes]:
     """Each line's entry (without newline), through the ring's block."""
     batch = Lines.of(lines)
-    return proto.encode_block(time_ns, source, batch).entries(0, len(lines))
+    return encode_block(time_ns, source, batch).entries(0, len(lines))
 
 
 def test_encode_block_golden_escapes_control_bytes_and_replaces_invalid_utf8():
@@ -89,7 +90,7 @@ def test_encode_block_knows_where_every_entry_and_line_ends(
     bytes are its entries with newlines, and any run of them is found at once:
     their bytes, and their message bytes."""
     batch = Lines.of(lines)
-    block = proto.encode_block(time_ns, source, batch)
+    block = encode_block(time_ns, source, batch)
     entries = block.entries(0, len(lines))
     assert block.data == b"".join(e + b"\n" for e in entries)
     assert (block.source, block.time_ns, len(block)) == (source, time_ns, len(lines))

@@ -23,24 +23,24 @@ ROOT = Path(__file__).resolve().parents[2]
 # Every PURE module of README's layout: each must exist and be pure.
 PURE = [
     "memlogd.errors",
-    "memlogd.timefmt",
-    "memlogd.globs",
-    "memlogd.filters",
-    "memlogd.events",
-    "memlogd.journal",
-    "memlogd.handover",
+    "memlogd.wire.timefmt",
+    "memlogd.wire.globs",
+    "memlogd.wire.filters",
+    "memlogd.wire.events",
+    "memlogd.daemon.journal",
+    "memlogd.wire.handover",
     "memlogd.flags",
-    "memlogd.answerparser",
-    "memlogd.protocol",
-    "memlogd.restart",
+    "memlogd.wire.answerparser",
+    "memlogd.wire.protocol",
+    "memlogd.keeper.restart",
     "memlogd.record",
-    "memlogd.framing",
-    "memlogd.lines",
-    "memlogd.fdmsg",
-    "memlogd.ring",
+    "memlogd.daemon.framing",
+    "memlogd.daemon.lines",
+    "memlogd.wire.fdmsg",
+    "memlogd.daemon.ring",
     "memlogd.config",
     "memlogd.ratelimit",
-    "memlogd.server.answers",
+    "memlogd.daemon.answers",
     "logread.render",
     "logread.when",
     "logread.selection",
@@ -91,7 +91,7 @@ def test_pure_module_exists_and_imports_no_io_framework(module: str):
 
 def test_probe_sees_an_io_module():
     """The probe itself can fail: importing the server loads trio."""
-    assert "trio" in loaded_forbidden("memlogd.server.serve")
+    assert "trio" in loaded_forbidden("memlogd.daemon.serve")
 
 
 def test_the_daemon_never_loads_what_it_defers():
@@ -100,7 +100,8 @@ def test_the_daemon_never_loads_what_it_defers():
     process; hmac and hashlib load OpenSSL's libcrypto, about 4 MB of PSS)."""
     probe = (
         "import sys; from memlogd.deferred import DEFERRED, defer, loaded; defer(); "
-        "import memlogd.worker, memlogd.cli, logwrite.persister, kmsg.reader, logship.shipper; "
+        "import memlogd.daemon.worker, memlogd.cli, logwrite.persister, kmsg.reader; "
+        "import logship.shipper; "
         "print(*(loaded(name) for name in DEFERRED))"
     )
     assert run_probe(probe).split() == ["False"] * len(DEFERRED)

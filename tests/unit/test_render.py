@@ -28,8 +28,8 @@ from logread.render import (
     source_color,
     source_counts,
 )
-from memlogd import protocol as proto
-from memlogd import timefmt
+from memlogd.wire import protocol as proto
+from memlogd.wire import timefmt
 from tests.unit.test_protocol import encode_lines
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""The ring (memlogd.ring) model-checked against a plain list (hypothesis stateful)."""
+"""The ring (memlogd.daemon.ring) model-checked against a plain list (hypothesis stateful)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from memlogd.ring import Block, Ring, Slice
+from memlogd.daemon.ring import Block, Ring, Slice
 
 pytestmark = pytest.mark.unit
 

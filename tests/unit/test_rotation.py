@@ -30,8 +30,8 @@ from logwrite.rotation import (
     safe_log_name,
     undo_plan,
 )
-from memlogd.protocol import Cursor
-from memlogd.timefmt import parse_time
+from memlogd.wire.protocol import Cursor
+from memlogd.wire.timefmt import parse_time
 
 pytestmark = pytest.mark.unit
 

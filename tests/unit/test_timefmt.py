@@ -1,4 +1,4 @@
-"""Go RFC3339Nano times (memlogd.timefmt): golden strings, round trips, rejections."""
+"""Go RFC3339Nano times (memlogd.wire.timefmt): golden strings, round trips, rejections."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memlogd import timefmt
 from memlogd.errors import ProtocolError
+from memlogd.wire import timefmt
 from tests.strategies import MAX_TIME_NS, MIN_TIME_NS, times_ns
 
 pytestmark = pytest.mark.unit

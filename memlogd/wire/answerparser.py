@@ -10,8 +10,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from memlogd import protocol as proto
 from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
+from memlogd.wire import protocol as proto
 
 # (text, index) -> (value, end), as json.loads scans (C when it can)
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -21,9 +21,10 @@ class AnswerParser:
     """Reads one answer of memlogd, sans I/O (as h11 reads HTTP): ``feed`` it
     the bytes received, in any chunks, and get the replies they complete.
 
-    In extended mode the first line must be the :class:`~memlogd.protocol.Header` (or an
-    :class:`~memlogd.protocol.ErrorReply`, memlogd's refusal of the request); a line out of place,
-    or one that does not decode, is a :class:`~memlogd.protocol.Malformed` reply, never an
+    In extended mode the first line must be the :class:`~memlogd.wire.protocol.Header`
+    (or an :class:`~memlogd.wire.protocol.ErrorReply`, memlogd's refusal of the request);
+    a line out of place,
+    or one that does not decode, is a :class:`~memlogd.wire.protocol.Malformed` reply, never an
     exception, so that the caller decides what it means.  Base modes (0-2)
     carry entries only.
     """

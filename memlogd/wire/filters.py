@@ -1,6 +1,6 @@
 """An extended request's filters (sources, since), compiled once. PURE: no I/O.
 
-memlogd applies them to what it sends (:mod:`memlogd.server.answers`); a
+memlogd applies them to what it sends (:mod:`memlogd.daemon.answers`); a
 client applies them itself when the daemon is upstream's, which filters
 nothing (:class:`memlogd.client.Subscription`).  docs/protocol.md, "Extended query".
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from memlogd.events import Entries
-from memlogd.globs import SourceMatcher
-from memlogd.protocol import LogEntry, QueryRequest
+from memlogd.wire.events import Entries
+from memlogd.wire.globs import SourceMatcher
+from memlogd.wire.protocol import LogEntry, QueryRequest
 
 
 class RequestFilter:

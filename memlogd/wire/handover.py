@@ -182,7 +182,7 @@ def _decode(packet: bytes) -> Message:
 
 @dataclass(frozen=True, slots=True)
 class Partial:
-    """A source's line splitter between two workers (memlogd.framing)."""
+    """A source's line splitter between two workers (memlogd.daemon.framing)."""
 
     key: int
     partial: bytes  # the start of a line whose end has not arrived

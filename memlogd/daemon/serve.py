@@ -20,20 +20,20 @@ from typing import Any
 import structlog
 import trio
 
-from memlogd import handover
-from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, FD_DATAGRAMS_PER_PASS, GRACE_S, HOLD_S, DaemonConfig
-from memlogd.fdmsg import ANCBUF_SIZE, parse_fd_datagram
-from memlogd.handover import Partial
+from memlogd.daemon.console import Console
+from memlogd.daemon.intake import Intake
+from memlogd.daemon.keeperlink import KeeperLink
+from memlogd.daemon.readers import IntakeHold, QueryService, Readers
+from memlogd.daemon.ring import Ring
+from memlogd.daemon.state import LogState
+from memlogd.keeper.sockets import Sockets, open_sockets, unlink_quietly
 from memlogd.logconfig import set_event_sink
-from memlogd.ring import Ring
 from memlogd.roles import RoleConfig, run_reader_roles, run_source_roles
-from memlogd.server.console import Console
-from memlogd.server.daemon import LogState
-from memlogd.server.intake import Intake
-from memlogd.server.keeperlink import KeeperLink
-from memlogd.server.readers import IntakeHold, QueryService, Readers
-from memlogd.sockets import Sockets, open_sockets, unlink_quietly
+from memlogd.wire import handover
+from memlogd.wire import protocol as proto
+from memlogd.wire.fdmsg import ANCBUF_SIZE, parse_fd_datagram
+from memlogd.wire.handover import Partial
 
 log = structlog.get_logger("memlogd")
 

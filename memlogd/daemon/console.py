@@ -5,7 +5,7 @@ drops echo lines, counted (stats ``console_dropped``)."""
 from __future__ import annotations
 
 from memlogd.config import CONSOLE_BUFFER
-from memlogd.lines import Lines
+from memlogd.daemon.lines import Lines
 from memlogd.termio import Output
 
 

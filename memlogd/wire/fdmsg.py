@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from memlogd.protocol import MAX_FDS_PER_DATAGRAM, decode_name
+from memlogd.wire.protocol import MAX_FDS_PER_DATAGRAM, decode_name
 
 _CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _FD_SIZE = array.array("i").itemsize

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from memlogd import protocol as proto
 from memlogd.config import FOLLOW_BATCH
-from memlogd.filters import RequestFilter
-from memlogd.ring import Part, Ring, Slice
+from memlogd.daemon.ring import Part, Ring, Slice
+from memlogd.wire import protocol as proto
+from memlogd.wire.filters import RequestFilter
 
 Render = Callable[[Slice], bytes]
 

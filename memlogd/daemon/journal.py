@@ -41,8 +41,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from memlogd.config import READ_BURST
+from memlogd.daemon.lines import Lines
 from memlogd.errors import MemlogdError
-from memlogd.lines import Lines
 
 MAGIC = b"MLJ1"
 VERSION = 1

@@ -24,13 +24,13 @@ from typing import Any
 import structlog
 import trio
 
-from memlogd import protocol as proto
 from memlogd.config import FOLLOW_BATCH, FOLLOWER_SNDBUF, HOLD_S, DaemonConfig
+from memlogd.daemon import answers
+from memlogd.daemon.ring import Ring
 from memlogd.errors import ProtocolError
-from memlogd.filters import RequestFilter
 from memlogd.ratelimit import LimitedLog
-from memlogd.ring import Ring
-from memlogd.server import answers
+from memlogd.wire import protocol as proto
+from memlogd.wire.filters import RequestFilter
 
 log = structlog.get_logger("memlogd")
 

@@ -14,7 +14,7 @@ Query socket (for logread, logwrite, logship, memlogd's in-process roles)::
 
 :class:`Subscription` owns everything between a consumer and memlogd's
 answers: connecting, the request, the one answer parser
-(:class:`memlogd.answerparser.AnswerParser`), the ``(instance, seq)`` cursor,
+(:class:`memlogd.wire.answerparser.AnswerParser`), the ``(instance, seq)`` cursor,
 resuming after a lost connection, the instance-change rule, the fallback to
 upstream's base modes and retrying with backoff.  A consumer only renders or
 stores what it is given.
@@ -32,8 +32,6 @@ from typing import Any
 
 import trio
 
-from memlogd import protocol as proto
-from memlogd.answerparser import AnswerParser, stats_in
 from memlogd.config import HEADER_TIMEOUT_S, RECV_CHUNK, RETRY_MAX_S, RETRY_MIN_S
 from memlogd.errors import (
     ConnectError,
@@ -41,7 +39,10 @@ from memlogd.errors import (
     ProtocolError,
     RequestRefusedError,
 )
-from memlogd.events import (
+from memlogd.keeper.sockets import connect_reason
+from memlogd.wire import protocol as proto
+from memlogd.wire.answerparser import AnswerParser, stats_in
+from memlogd.wire.events import (
     Connected,
     Disconnected,
     Entries,
@@ -50,10 +51,9 @@ from memlogd.events import (
     Restarted,
     Waiting,
 )
-from memlogd.fdmsg import fd_ancdata
-from memlogd.filters import ClientFilter
-from memlogd.protocol import Cursor
-from memlogd.sockets import connect_reason
+from memlogd.wire.fdmsg import fd_ancdata
+from memlogd.wire.filters import ClientFilter
+from memlogd.wire.protocol import Cursor
 
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)

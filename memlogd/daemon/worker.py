@@ -21,16 +21,16 @@ from dataclasses import dataclass
 import structlog
 import trio
 
-from memlogd import handover
-from memlogd import protocol as proto
 from memlogd.config import DaemonConfig
+from memlogd.daemon.encoding import encode_block
+from memlogd.daemon.journal import Journal
+from memlogd.daemon.lines import Lines
+from memlogd.daemon.ring import Ring
+from memlogd.daemon.serve import Daemon, Keeping, run
+from memlogd.daemon.state import LogState
 from memlogd.errors import ProtocolError
-from memlogd.journal import Journal
-from memlogd.lines import Lines
-from memlogd.ring import Ring
 from memlogd.roles import RoleConfig
-from memlogd.server.daemon import LogState
-from memlogd.server.serve import Daemon, Keeping, run
+from memlogd.wire import handover
 
 log = structlog.get_logger("memlogd")
 
@@ -80,7 +80,7 @@ def replay(journal: Journal, config: DaemonConfig) -> Ring:
             log.error("journal_gap", expected=ring.next_seq, found=record.first_seq)
             continue
         lines = Lines.of(record.lines)
-        ring.extend(proto.encode_block(record.time_ns, record.source, lines))
+        ring.extend(encode_block(record.time_ns, record.source, lines))
     return ring
 
 

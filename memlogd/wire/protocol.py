@@ -3,14 +3,14 @@
 Two sockets:
 
 * the *log socket* (``SOCK_DGRAM``): a datagram is a source name plus one or
-  more fds in ``SCM_RIGHTS`` (the ancillary side lives in :mod:`memlogd.fdmsg`);
+  more fds in ``SCM_RIGHTS`` (the ancillary side lives in :mod:`memlogd.wire.fdmsg`);
 * the *query socket* (``SOCK_STREAM``): the client sends one mode byte; the
   server answers with JSON lines.  Modes 0-2 are upstream's; mode 3 (extended)
   is ours and is followed by one JSON request line.
 
 Entries on the wire are ``{"time":...,"source":...,"msg":...}`` with exactly
 those keys in that order (upstream clients parse them), plus ``"seq"`` at the
-end in extended mode.  :class:`memlogd.answerparser.AnswerParser` reads any
+end in extended mode.  :class:`memlogd.wire.answerparser.AnswerParser` reads any
 answer: it is the only code that splits and decodes what memlogd sends.
 """
 
@@ -23,9 +23,7 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from memlogd.errors import ProtocolError
-from memlogd.lines import Lines, ends_of
-from memlogd.ring import Block
-from memlogd.timefmt import format_time, parse_time
+from memlogd.wire.timefmt import format_time, parse_time
 
 MAX_NAME_BYTES = 512  # of a source name, as received
 UNNAMED_SOURCE = "unnamed"
@@ -97,67 +95,21 @@ class LogEntry(NamedTuple):
 
 
 try:  # the C accelerated encoder of a str as a JSON string (keeps non-ASCII)
-    from _json import encode_basestring as _encode_str
+    from _json import encode_basestring as _encode_basestring
 except ImportError:  # pragma: no cover - CPython always has it
-    from json.encoder import py_encode_basestring as _encode_str
+    from json.encoder import py_encode_basestring as _encode_basestring
+
+json_string = _encode_basestring  # a str as JSON text, quotes included (shared with the daemon)
 
 
 def entry_prefix(time_ns: int, source: str) -> str:
     """The JSON text of an entry up to its message: shared by a whole batch."""
-    return '{"time":"' + format_time(time_ns) + '","source":' + _encode_str(source) + ',"msg":'
-
-
-_JSON_SPECIAL = bytes(c for c in range(32) if c != 10) + b'"\\'
-_JSON_PLAIN = bytes(
-    c for c in range(256) if c not in _JSON_SPECIAL
-)  # deleted: what is left needs work
-
-
-def _valid_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def encode_block(time_ns: int, source: str, lines: Lines) -> Block:
-    """Encode lines read together from one source as JSON objects back to
-    back, each ending in ``\\n``: the ring's block.
-
-    The work is done per batch, by C code.  When the batch has nothing to
-    escape and is valid UTF-8 (the common case), the lines' bytes are their
-    JSON text: each entry is the shared prefix, the line and ``"}``, and the
-    whole block is one ``replace`` and one ``join`` of what was read, with no
-    object per line (BENCHMARKS.md, "Long lines").  Otherwise the lines are
-    decoded together (invalid UTF-8 -> U+FFFD, which is the same as decoding
-    each line since ``\\n`` never belongs to a multi-byte sequence),
-    JSON-escaped by one ``map``, joined and encoded once.
-    """
-    if not lines:
-        return Block(source, time_ns, b"", [])
-    head = entry_prefix(time_ns, source)
-    # What follows the lines in the body (the next partial line) is checked too:
-    # at worst a line is then encoded the general way, to the same bytes.
-    if (
-        not lines.head.translate(None, _JSON_PLAIN)
-        and not lines.body.translate(None, _JSON_PLAIN)
-        and ((lines.head.isascii() and lines.body.isascii()) or _valid_utf8(lines.raw))
-    ):  # nothing to escape or replace: the lines' bytes are their JSON text
-        prefix = head.encode("utf-8", "replace") + b'"'
-        data, n = lines.joined_with(prefix, b'"}\n' + prefix, b'"}\n')
-        return Block(source, time_ns, data, lines.known_ends, step=len(prefix) + 2, count=n)
-    texts = lines.raw.decode("utf-8", "replace").split("\n")
-    body = ("}\n" + head).join(map(_encode_str, texts))
-    data = (head + body + "}\n").encode("utf-8", "replace")
-    entries = data.split(b"\n")
-    entries.pop()  # after the last newline
-    return Block(source, time_ns, data, lines.ends, enc_ends=ends_of(entries, past=1))
+    return '{"time":"' + format_time(time_ns) + '","source":' + json_string(source) + ',"msg":'
 
 
 def encode_entry(entry: LogEntry) -> bytes:
     """One entry as a JSON line (with ``\\n``); ``seq`` last when set."""
-    text = entry_prefix(entry.time_ns, entry.source) + _encode_str(entry.msg)
+    text = entry_prefix(entry.time_ns, entry.source) + json_string(entry.msg)
     if entry.seq is not None:
         text += ',"seq":' + str(entry.seq)
     return (text + "}\n").encode("utf-8", "replace")

@@ -16,14 +16,15 @@ from typing import Any
 
 import structlog
 
-from memlogd import protocol as proto
 from memlogd.config import DROP_REPORT_S, WARN_BURST, DaemonConfig
-from memlogd.journal import Journal
-from memlogd.lines import Lines
+from memlogd.daemon.console import Console
+from memlogd.daemon.encoding import encode_block
+from memlogd.daemon.journal import Journal
+from memlogd.daemon.lines import Lines
+from memlogd.daemon.ring import Ring
 from memlogd.ratelimit import LimitedLog
-from memlogd.ring import Ring
-from memlogd.server.console import Console
-from memlogd.timefmt import format_time
+from memlogd.wire import protocol as proto
+from memlogd.wire.timefmt import format_time
 
 log = structlog.get_logger("memlogd")
 
@@ -78,7 +79,7 @@ class LogState:
         now = time.time_ns()
         ring = self.ring
         first_seq = ring.next_seq
-        block = proto.encode_block(now, source, lines)
+        block = encode_block(now, source, lines)
         n = len(block)
         ring.extend(block)
         if self.journal is not None:  # committed before any reader can see the entries

@@ -27,12 +27,12 @@ import structlog
 import trio
 
 from memlogd.config import BURST_LINE_BYTES, READ_BURST, READ_CHUNK, READS_ALONE
-from memlogd.fdmsg import FdGrant
-from memlogd.framing import LineSplitter
-from memlogd.handover import Partial, SourceSpec
-from memlogd.lines import Lines
-from memlogd.server.daemon import LogState, SourceInfo
-from memlogd.server.readers import IntakeHold
+from memlogd.daemon.framing import LineSplitter
+from memlogd.daemon.lines import Lines
+from memlogd.daemon.readers import IntakeHold
+from memlogd.daemon.state import LogState, SourceInfo
+from memlogd.wire.fdmsg import FdGrant
+from memlogd.wire.handover import Partial, SourceSpec
 
 log = structlog.get_logger("memlogd")
 

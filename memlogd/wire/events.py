@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memlogd import protocol as proto
 from memlogd.errors import ConnectError
+from memlogd.wire import protocol as proto
 
 __all__ = [
     "Connected",

@@ -21,10 +21,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from memlogd import handover
 from memlogd.config import DaemonConfig
-from memlogd.journal import capacity_for, new_header
+from memlogd.daemon.journal import capacity_for, new_header
 from memlogd.roles import RoleConfig
+from memlogd.wire import handover
 
 KEEPER_OOM_SCORE = "-1000"  # the keeper is small and holds everything
 OOM_SCORE_ADJ = "/proc/self/oom_score_adj"

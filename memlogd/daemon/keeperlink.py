@@ -1,7 +1,7 @@
 """The worker's end of its keeper's socket pair (docs/memlogd.md, "The keeper").
 
 The keeper receives every fd datagram itself and hands each one on here as
-a :class:`memlogd.handover.Sources` packet with the fds; this side answers
+a :class:`memlogd.wire.handover.Sources` packet with the fds; this side answers
 ``Ready`` once serving, ``Release`` for sources that ended (so that the
 keeper closes its copies within ``RELEASE_S``), and ``HandedOver`` at an
 upgrade.  End of file means the keeper died: the worker stops.
@@ -17,10 +17,10 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from memlogd import handover
 from memlogd.config import FD_DATAGRAMS_PER_PASS
 from memlogd.errors import ProtocolError
-from memlogd.fdmsg import ANCBUF_SIZE, FdGrant, fd_ancdata, fds_of
+from memlogd.wire import handover
+from memlogd.wire.fdmsg import ANCBUF_SIZE, FdGrant, fd_ancdata, fds_of
 
 log = structlog.get_logger("memlogd")
 

@@ -33,13 +33,13 @@ from typing import Any, NoReturn
 
 import structlog
 
-from memlogd import handover
 from memlogd.config import FD_DATAGRAMS_PER_PASS, GRACE_S
-from memlogd.fdmsg import ANCBUF_SIZE, fd_ancdata, fds_of, parse_fd_datagram
-from memlogd.keeperstate import Held, KeeperState, Worker, reexec
-from memlogd.protocol import MAX_NAME_BYTES
-from memlogd.restart import RestartPolicy, describe_exit
-from memlogd.sockets import unlink_quietly
+from memlogd.keeper.keeperstate import Held, KeeperState, Worker, reexec
+from memlogd.keeper.restart import RestartPolicy, describe_exit
+from memlogd.keeper.sockets import unlink_quietly
+from memlogd.wire import handover
+from memlogd.wire.fdmsg import ANCBUF_SIZE, fd_ancdata, fds_of, parse_fd_datagram
+from memlogd.wire.protocol import MAX_NAME_BYTES
 
 READY_TIMEOUT_S = 5.0  # a worker not ready this long after its start failed to start
 STOP_TIMEOUT_S = GRACE_S + 3.0  # a stopping worker that takes longer is killed
@@ -215,7 +215,7 @@ class Keeper:
             try:
                 signal.set_wakeup_fd(-1)
                 _close_all_but(keep)
-                from memlogd.worker import run_worker
+                from memlogd.daemon.worker import run_worker
 
                 code = run_worker(spec)
             finally:
@@ -232,8 +232,8 @@ class Keeper:
         self._flush()
 
     def _worker_spec(self, control_fd: int) -> Any:
-        from memlogd.server.serve import Keeping
-        from memlogd.worker import WorkerSpec
+        from memlogd.daemon.serve import Keeping
+        from memlogd.daemon.worker import WorkerSpec
 
         s = self.s
         return WorkerSpec(

@@ -1,7 +1,7 @@
 """Line framing of a byte stream (docs/protocol.md, "Lines"). PURE: no I/O.
 
 ``LineSplitter.feed(chunk)`` returns the complete lines of a chunk as one
-:class:`memlogd.lines.Lines` (the partial line, the chunk, and where each
+:class:`memlogd.daemon.lines.Lines` (the partial line, the chunk, and where each
 line ends), so that nothing downstream needs an object per line.
 The work is done per chunk with C-level ``bytes`` methods (rfind, find,
 split) rather than per byte in Python.  Rules:
@@ -19,8 +19,8 @@ The result never depends on how the stream was chunked.
 from __future__ import annotations
 
 from memlogd.config import DEFAULT_MAX_LINE_LEN
-from memlogd.lines import EMPTY, Lines
-from memlogd.protocol import utf8_boundary
+from memlogd.daemon.lines import EMPTY, Lines
+from memlogd.wire.protocol import utf8_boundary
 
 
 class LineSplitter:
@@ -115,7 +115,7 @@ class LineSplitter:
         return tail or None
 
     def state(self) -> tuple[bytes, bool, bool, int]:
-        """What a splitter taking over this stream needs (memlogd.handover.Partial):
+        """What a splitter taking over this stream needs (memlogd.wire.handover.Partial):
         the partial line, whether the rest of a cut line is being discarded,
         whether a CRLF may be split, and the count of lines cut."""
         return self._partial, self._discarding, self._maybe_crlf, self.truncated

@@ -1,6 +1,6 @@
 """Lines read together, without an object per line. PURE: no I/O.
 
-:class:`memlogd.framing.LineSplitter` returns the complete lines of a read as
+:class:`memlogd.daemon.framing.LineSplitter` returns the complete lines of a read as
 one :class:`Lines`: the partial line carried over from the previous read
 (``head``), the read itself (``body``) up to its last newline (``stop``), and
 where each line ends.  Nothing is copied to make it, and what is made of it

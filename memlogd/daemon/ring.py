@@ -32,7 +32,7 @@ _FIRST_SEQ = attrgetter("first_seq")
 class Block:
     """The entries of one batch: ``data`` is their encoded JSON, each ending in
     ``\\n`` (an entry never contains one).  ``ends[i]`` is where line ``i``
-    ended in the lines joined with ``\\n`` (memlogd.lines.Lines).  Where entry
+    ended in the lines joined with ``\\n`` (memlogd.daemon.lines.Lines).  Where entry
     ``i`` ends in ``data`` is ``enc_ends[i]``, or when every entry is its line
     between a fixed prefix and suffix, ``ends[i] + 1 + (i + 1) * step``.  In
     that case ``ends`` may be given as None with the ``count`` of entries: it
