@@ -16,12 +16,19 @@ logged, and the rest of the batch goes on.
 
 :func:`ensure_log_dir` checks the directory once at start and says, as a
 :class:`LogDirError`, what is wrong with it (``it is not a directory``, ...).
+
+The directory is resolved by its path whenever it is attached
+(:meth:`LogFiles.attach`), and held (with an advisory lock, ``flock``) only
+while it can be written: :meth:`LogFiles.release` closes every fd in it, so
+that it can be unmounted, and :func:`dir_identity` tells whether the path
+still names the directory held (a disk mounted over it names another).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 from collections import OrderedDict
@@ -75,6 +82,22 @@ class LogDirError(MemlogdError):
         super().__init__(f"cannot use log directory {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class LogDirLockedError(OSError):
+    """Another persister (a logwrite, or a memlogd's ``-persist-dir``) holds the directory."""
+
+
+DirIdentity = tuple[int, int]  # st_dev, st_ino
+
+
+def dir_identity(path: str) -> DirIdentity | None:
+    """The directory ``path`` names now (None when it names none)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def ensure_log_dir(path: str) -> None:
@@ -165,12 +188,50 @@ class LogFiles:
         self.reporter = reporter
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._unsynced: set[str] = set()  # closed while dirty: fsynced at exit
-        self.dir_fd = self._open_dir()
+        self.dir_fd = -1  # the directory held (locked), -1 when none is
+        self.identity: DirIdentity | None = None  # of the directory held
+
+    # ------------------------------------------------------------------ directory
+
+    @property
+    def held(self) -> bool:
+        return self.dir_fd >= 0
+
+    def attach(self) -> DirIdentity:
+        """Hold the directory the path names now, locked (``flock``), when it can
+        be written: its identity.  OSError when it cannot be used now (EROFS for
+        a read-only file system), LogDirLockedError when another persister holds it."""
+        self.release()
+        fd = os.open(self.log_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LogDirLockedError(
+                    errno.EWOULDBLOCK, "another logwrite or memlogd writes into it"
+                ) from None
+            if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.dir_fd = fd
+        self.identity = (st.st_dev, st.st_ino)
+        return self.identity
+
+    def release(self) -> None:
+        """Close every file (fsynced) and the directory (its lock goes with it)."""
+        if not self.held:
+            return
+        self.sync()
+        self.close_files()
+        self._unsynced.clear()
+        os.close(self.dir_fd)
+        self.dir_fd = -1
+        self.identity = None
 
     # ------------------------------------------------------------------ handles
-
-    def _open_dir(self) -> int:
-        return os.open(self.log_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def _get(self, stem: str) -> _Open:
         handle = self._open.get(stem)
@@ -427,27 +488,5 @@ class LogFiles:
             except OSError as exc:
                 self.reporter.error("fsync_failed", kind=errno_name(exc), error=exc.strerror)
 
-    def reopen(self) -> None:
-        """SIGHUP: close all handles and the directory, open the directory again."""
-        self.close_files()
-        try:
-            new_fd = self._open_dir()
-        except OSError as exc:
-            self.reporter.error("log_dir_failed", kind=errno_name(exc), error=exc.strerror)
-            return
-        os.close(self.dir_fd)
-        self.dir_fd = new_fd
-
-    def recreate_dir(self) -> None:
-        """The directory was removed: create it again and use the new one."""
-        try:
-            os.makedirs(self.log_dir, exist_ok=True)
-        except OSError as exc:
-            self.reporter.error("log_dir_failed", kind=errno_name(exc), error=exc.strerror)
-            return
-        self.reopen()
-
     def close(self) -> None:
-        self.sync()
-        self.close_files()
-        os.close(self.dir_fd)
+        self.release()

@@ -7,10 +7,20 @@ cursor is saved.  When the disk refuses a write, the rest of the batch is
 kept and retried (with backoff) before more is read, so logwrite's memory
 stays bounded and memlogd, which never waits for a reader, reports what it
 had to drop as a gap (written to ``DIR/logwrite.log``).
+
+DIR is resolved by its path (SPEC 17): at least once a second, and after
+every write error, logwrite checks that DIR still names the directory it
+writes into.  When it names another one (a disk mounted over it) or none,
+logwrite lets go of the old one, waits for DIR (it is never made again after
+start), reads the cursor there, and follows memlogd again from it: what the
+ring holds that the new directory lacks is written there.  While DIR cannot
+be written, no fd is held in it; it is attached again (and its cursor read)
+at every retry.  One persister per DIR: it is locked (``flock``) while held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import time
 from dataclasses import dataclass
@@ -19,8 +29,24 @@ import structlog
 import trio
 
 from logwrite.cursor import load_cursor, save_cursor
-from logwrite.files import Item, LogDirError, LogFiles, ensure_log_dir, errno_name
-from logwrite.lines import ERROR_PERIOD_S, OWN_SOURCE, CursorError, LineFormatter, TimeFormat
+from logwrite.files import (
+    DirIdentity,
+    Item,
+    LogDirError,
+    LogDirLockedError,
+    LogFiles,
+    dir_identity,
+    ensure_log_dir,
+    errno_name,
+)
+from logwrite.lines import (
+    ERROR_PERIOD_S,
+    OWN_SOURCE,
+    CursorError,
+    LineFormatter,
+    Pending,
+    TimeFormat,
+)
 from logwrite.report import new_reporter
 from logwrite.rotation import safe_log_name
 from memlogd.client import Connector, Subscription
@@ -34,7 +60,11 @@ from memlogd.wire.protocol import Cursor
 log = structlog.get_logger("logwrite")
 
 RETRY_MIN_S = 0.1  # retrying a write the disk refused
-RETRY_MAX_S = 2.0
+RETRY_MAX_S = 1.0  # (SPEC 17: a directory that can be written again is used within 2 s)
+DIR_CHECK_S = 0.5  # how often the path is checked to still name the directory written into
+DIR_WAIT_S = 0.5  # how often a directory that cannot be used is tried again
+MAY_BE_ON_DISK = 4  # failed saves remembered
+LOCKED_QUIET_S = 3.0  # a directory locked this long is warned about (a worker handing over)
 HEADER_TIMEOUT_S = 3.0  # an extended query unanswered this long: not our memlogd
 ONCE_WRITE_ATTEMPTS = 8  # --once gives up on a refusing disk after this many tries
 NAME_CACHE_MAX = 4096  # source names remembered (stem, skipped)
@@ -57,6 +87,13 @@ class IncompleteError(MemlogdError):
     """``--once`` could not write everything."""
 
 
+class DirChanged(Exception):
+    """DIR names another directory now (or none): follow memlogd again from its cursor."""
+
+
+SavedCursor = tuple[Cursor, Pending | None] | None  # what a cursor file holds
+
+
 class Persister:
     """Turns received replies into lines in files, and keeps the cursor."""
 
@@ -74,17 +111,85 @@ class Persister:
         self._batch_last: int | None = None  # last seq of the batch in ``pending``
         self.written = 0
         self.dropped = 0
+        self.identity: DirIdentity | None = None  # the directory the state above belongs to
+        # what its cursor file may hold: what was last saved there, and what a save
+        # that failed since may have left (the old file stays, but for a failed fsync)
+        self._on_disk: list[SavedCursor] = []
+
+    # ------------------------------------------------------------------ directory
+
+    def attach(self) -> bool:
+        """Hold the directory DIR names now (locked) and read its cursor.  False
+        when it is the one the state belongs to, as it was left (the queued batch
+        is then written on); True when the state is now the new directory's (its
+        cursor, nothing queued).  OSError when DIR cannot be used now."""
+        identity = self.files.attach()
+        try:
+            saved: SavedCursor = load_cursor(self.files.dir_fd)
+            readable = True
+        except CursorError as exc:
+            log.warning("cursor_ignored", reason=str(exc))
+            saved, readable = None, False
+        if identity == self.identity and readable and saved in self._on_disk:
+            return False
+        self.identity = identity
+        self.pending = []
+        self._batch_last = None
+        self._adopt(saved if readable else None)
+        return True
+
+    async def wait_attached(self) -> None:
+        """Attach DIR, waiting (and saying why) while it cannot be used: missing
+        (never made again: it is a mount point more often than not), read-only,
+        or held by another persister."""
+        locked_since: float | None = None
+        while True:
+            try:
+                self.attach()
+                return
+            except LogDirLockedError:
+                now = trio.current_time()
+                locked_since = now if locked_since is None else locked_since
+                if now - locked_since >= LOCKED_QUIET_S:
+                    self.reporter.warning(
+                        "log_dir_locked", dir=self.files.log_dir, consequence="waiting for it"
+                    )
+            except OSError as exc:
+                self._unavailable(exc)
+            await trio.sleep(DIR_WAIT_S)
+
+    def _unavailable(self, exc: OSError) -> None:
+        self.reporter.error(
+            "log_dir_unavailable",
+            dir=self.files.log_dir,
+            kind=errno_name(exc),
+            error=exc.strerror,
+            lines_waiting=len(self.pending),
+        )
+
+    def detach(self) -> None:
+        """Let go of the directory (DIR names another one now): its files closed,
+        its cursor saved when no batch is half written there."""
+        if self.files.held and not self.pending:
+            self.save_cursor(sync_dir=True)
+        self.files.release()
+        self.identity = None
+        self.pending = []
+        self._batch_last = None
+        self.cursor = self._saved = None
+        self._on_disk = []
+
+    def changed(self) -> bool:
+        """Does DIR name another directory than the state's (or none) now?"""
+        return self.identity is not None and dir_identity(self.files.log_dir) != self.identity
 
     # ------------------------------------------------------------------ cursor
 
-    def load_cursor(self) -> None:
-        """The saved cursor; a batch that was being written when logwrite (or
-        memlogd's worker) was killed is undone first, and written again."""
-        try:
-            saved = load_cursor(self.files.dir_fd)
-        except CursorError as exc:
-            log.warning("cursor_ignored", reason=str(exc))
-            return
+    def _adopt(self, saved: SavedCursor) -> None:
+        """The directory's saved cursor; a batch that was being written when
+        logwrite (or memlogd's worker) was killed is undone first, and written again."""
+        self.cursor = self._saved = None
+        self._on_disk = [saved]
         if saved is None:
             return
         cursor, pending = saved
@@ -96,16 +201,19 @@ class Persister:
                 log.warning("unfinished_batch_kept", error=exc.strerror, consequence="repeated")
             else:
                 log.info("unfinished_batch_undone", files=len(pending), rotated_away=len(lost))
+                self._on_disk = [(cursor, None)]
         self.cursor = self._saved = cursor
 
     def save_cursor(self, *, sync_dir: bool = False) -> None:
         cursor = self.cursor
-        if cursor is None or (cursor == self._saved and not sync_dir):
+        if cursor is None or not self.files.held or (cursor == self._saved and not sync_dir):
             return
         try:
             save_cursor(self.files.dir_fd, cursor, sync_dir=sync_dir)
             self._saved = cursor
+            self._on_disk = [(cursor, None)]
         except OSError as exc:
+            self._may_be_on_disk((cursor, None))
             self.reporter.error("cursor_save_failed", kind=errno_name(exc), error=exc.strerror)
 
     def forget_cursor(self) -> None:
@@ -155,6 +263,11 @@ class Persister:
         if seq is not None and (self.cursor is None or seq > self.cursor.seq):
             self.cursor = Cursor(self.instance, seq)
 
+    def _may_be_on_disk(self, saved: SavedCursor) -> None:
+        """A save failed: the file holds the old cursor, or (its fsync failed) this one."""
+        self._on_disk.append(saved)
+        del self._on_disk[1:-MAY_BE_ON_DISK]
+
     def _mark(self) -> None:
         """Before a batch is written: the cursor with the batch's files as they are,
         so that a kill before the next save leaves neither a gap nor a repeat."""
@@ -165,13 +278,28 @@ class Persister:
         try:
             save_cursor(self.files.dir_fd, cursor, pending, sync=False)
             self._saved = None  # the saved file holds the mark: the next save clears it
+            self._on_disk = [(cursor, pending or None)]
         except OSError as exc:
+            self._may_be_on_disk((cursor, pending or None))
             self.reporter.error("cursor_save_failed", kind=errno_name(exc), error=exc.strerror)
 
     def write_pending(self) -> OSError | None:
         """One attempt at writing the queued batch (repeated at once while a full
-        disk can be relieved by deleting a rotated file); the error that stopped it."""
+        disk can be relieved by deleting a rotated file); the error that stopped it.
+        Raises DirChanged when DIR names another directory now."""
         while self.pending:
+            if not self.files.held:
+                try:
+                    if self.attach():
+                        raise DirChanged
+                except LogDirLockedError as locked:
+                    self.reporter.warning(
+                        "log_dir_locked", dir=self.files.log_dir, consequence="waiting for it"
+                    )
+                    return locked
+                except OSError as unusable:
+                    self._unavailable(unusable)
+                    return unusable
             self._mark()
             before = len(self.pending)
             outcome = self.files.write(self.pending)
@@ -190,8 +318,9 @@ class Persister:
             )
             if exc.errno in DISK_FULL and self.files.free_space() is not None:
                 continue
-            if exc.errno == errno.ENOENT:  # the directory was removed: make it again
-                self.files.recreate_dir()
+            if self.changed():
+                raise DirChanged
+            self.files.release()  # hold nothing in a directory that cannot be written
             return exc
         return None
 
@@ -219,8 +348,10 @@ class Persister:
 
     def finish(self) -> None:
         """At exit: a last attempt at what is queued, the cursor, fsync, close."""
-        self.write_pending()
-        self.save_cursor(sync_dir=True)
+        if self.identity is not None and not self.changed():
+            with contextlib.suppress(DirChanged):
+                self.write_pending()
+            self.save_cursor(sync_dir=True)
         self.files.close()
 
 
@@ -230,8 +361,45 @@ class Persister:
 async def follow(
     config: Config, persister: Persister, reporter: LimitedLog, target: str | Connector
 ) -> None:
-    """Follow memlogd (at ``target``) into the files: for ever (reconnecting with
-    backoff), or once through the ring with ``--once``."""
+    """Follow memlogd (at ``target``) into the directory DIR names: for ever
+    (reconnecting with backoff), or once through the ring with ``--once``;
+    from the cursor of the directory DIR names now, again whenever it changes."""
+    while True:
+        if config.once:  # what cannot be written is counted in the error
+            with contextlib.suppress(OSError):
+                persister.attach()
+        else:
+            await persister.wait_attached()
+        changed: list[bool] = []
+        failed: MemlogdError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_dir, persister, nursery.cancel_scope, changed)
+            try:
+                await _follow_dir(config, persister, reporter, target)
+            except DirChanged:
+                changed.append(True)
+            except MemlogdError as exc:  # raised below, outside the nursery's group
+                failed = exc
+            nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+        if not changed:
+            return
+        reporter.info("log_dir_changed", dir=persister.files.log_dir, consequence="following again")
+        persister.detach()
+
+
+async def _watch_dir(persister: Persister, scope: trio.CancelScope, changed: list[bool]) -> None:
+    """Stop following (``scope``) when DIR names another directory, or none."""
+    while not persister.changed():
+        await trio.sleep(DIR_CHECK_S)
+    changed.append(True)
+    scope.cancel()
+
+
+async def _follow_dir(
+    config: Config, persister: Persister, reporter: LimitedLog, target: str | Connector
+) -> None:
     request = proto.QueryRequest(dump=True, follow=not config.once)
     subscription = Subscription(
         target,
@@ -305,7 +473,6 @@ async def persist(
     reporter = new_reporter()
     files = open_log_files(config, reporter)
     persister = Persister(config, files, reporter)
-    persister.load_cursor()
     failed: MemlogdError | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -326,7 +493,7 @@ async def persist(
 
 async def _reopen_on(requests: trio.abc.ReceiveChannel[None], files: LogFiles) -> None:
     async for _ in requests:
-        files.reopen()
+        files.release()  # attached again (by its path) for the next write
         log.info("files_reopened")
 
 

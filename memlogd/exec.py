@@ -45,6 +45,7 @@ REFUSED_MAX_S = 60.0  # ...up to this
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
+NEWLINE = ord("\n")
 
 
 def _socket_identity(path: str) -> tuple[int, int, int] | None:
@@ -78,6 +79,7 @@ class Link:
         self.backlog = bytearray()  # waiting for room, or for memlogd
         self.lost = 0  # bytes that did not fit in the backlog
         self.closing = False
+        self.mid_line = False  # what the current stream was given ends inside a line
         self._wake = trio.Event()
         self._retry_at = 0.0
         self._registered_at = 0.0
@@ -106,6 +108,8 @@ class Link:
         if self._outage:
             log.info("memlogd_back", source=self.name, resending_bytes=len(self.backlog))
         self._outage = False
+        # a new stream: only what the backlog passes on to it can leave a line open
+        self.mid_line = bool(self.backlog) and self.backlog[-1] != NEWLINE
         self._report_lost()
         self._wake.set()
         return True
@@ -116,6 +120,7 @@ class Link:
             line = f"memlogd-exec: {self.lost} bytes of output were lost while memlogd was away\n"
             self.backlog += line.encode()
             self.lost = 0
+            self.mid_line = False
 
     def _unavailable(self, reason: str) -> None:
         """memlogd cannot be reached: keep the output, and look again soon."""
@@ -169,6 +174,8 @@ class Link:
             except OSError:
                 sent = 0
                 self._broken()
+            if sent:
+                self.mid_line = data[sent - 1] != NEWLINE
             data = data[sent:]
         if not data:
             return
@@ -185,7 +192,14 @@ class Link:
                 self.lost += len(self.backlog) - keep
                 del self.backlog[keep:]
         self.backlog += data
+        if self.backlog:
+            self.mid_line = self.backlog[-1] != NEWLINE
         self._wake.set()
+
+    def write_own_line(self, line: str) -> None:
+        """A line of memlogd-exec's own (ending in a newline), always an entry of
+        its own: after the command's output when that ended inside a line."""
+        self.write(("\n" if self.mid_line else "").encode() + line.encode())
 
     async def run(self) -> None:
         """Register, flush the backlog, watch the stream; until closed and flushed."""
@@ -316,7 +330,7 @@ async def _run(argv: list[str], name: str, out_link: Link, err_link: Link) -> in
     except OSError as exc:
         line = f"memlogd-exec: cannot run {argv[0]}: {exc.strerror}\n"
         sys.stderr.write(line)
-        err_link.write(line.encode())
+        err_link.write_own_line(line)
         return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
     assert proc.stdout is not None and proc.stderr is not None
     with trio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
@@ -333,7 +347,7 @@ async def _run(argv: list[str], name: str, out_link: Link, err_link: Link) -> in
                 pipes.start_soon(tee, proc.stderr, sys.stderr.fileno(), err_link)
             status = await proc.wait()
             nursery.cancel_scope.cancel()
-    err_link.write(ending(name, status).encode())
+    err_link.write_own_line(ending(name, status))
     return 128 - status if status < 0 else status
 
 

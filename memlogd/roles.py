@@ -197,6 +197,7 @@ async def _kmsg(roles: RoleConfig, daemon: Daemon) -> None:
     the state file) says the last worker stopped."""
     from kmsg.reader import KmsgConfig, run_kmsg
     from kmsg.record import text_seq
+    from memlogd.daemon.statelock import owning
     from memlogd.wire.protocol import decode_entry
 
     os.makedirs(roles.state_dir, exist_ok=True)
@@ -209,7 +210,8 @@ async def _kmsg(roles: RoleConfig, daemon: Daemon) -> None:
     sink = _RingSink(daemon)
     sink.info.open += 1
     try:
-        await run_kmsg(config, sink=sink, done_seq=done)
+        async with owning(config.state_file):  # not with an orphaned worker's at once
+            await run_kmsg(config, sink=sink, done_seq=done)
     finally:
         sink.info.open -= 1
 
@@ -220,6 +222,7 @@ async def _ship(roles: RoleConfig, connect: Connector) -> None:
 
     from logship.rfc5424 import DEFAULT_SD_ID
     from logship.shipper import ShipConfig, run_shipper
+    from memlogd.daemon.statelock import owning
 
     assert roles.ship_to is not None
     os.makedirs(roles.state_dir, exist_ok=True)
@@ -231,4 +234,5 @@ async def _ship(roles: RoleConfig, connect: Connector) -> None:
         window=roles.ship_window,
         sd_id=roles.ship_sd_id or DEFAULT_SD_ID,
     )
-    await run_shipper(config, connect)
+    async with owning(config.state_file):  # not with an orphaned worker's at once
+        await run_shipper(config, connect)

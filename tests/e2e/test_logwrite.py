@@ -427,9 +427,11 @@ def test_sighup_reopens_files(memlogd: MemlogdProcess, short_tmp: Path, running:
     assert lw.stop() == 0
 
 
-def test_a_deleted_log_dir_is_made_again(
+def test_a_deleted_log_dir_is_waited_for_then_gets_the_ring(
     memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
 ) -> None:
+    """SPEC 17: after start, a DIR that disappears is not made again (it is a mount
+    point more often than not); once it is back, it gets what the ring holds."""
     logs = short_tmp / "logs"
     lw = Logwrite(short_tmp, memlogd.query_path, logs)
     running.append(lw.start())
@@ -438,8 +440,13 @@ def test_a_deleted_log_dir_is_made_again(
     wait_for(lambda: messages(logs / "s.log") == ["one"], what="one")
     shutil.rmtree(logs)
     src.sendall(b"two\n")
-    wait_for(lambda: messages(logs / "s.log") == ["two"], what="two in a new dir")
+    missing = lw.wait_event("log_dir_unavailable")[0]
+    assert (missing["kind"], missing["dir"]) == ("ENOENT", str(logs))
+    assert not logs.exists()  # waited for, not made again
+    logs.mkdir()
+    wait_for(lambda: messages(logs / "s.log") == ["one", "two"], what="the ring in the new dir")
     assert lw.stop() == 0
+    assert messages(logs / "s.log") == ["one", "two"]
 
 
 # --------------------------------------------------------------------------- upstream memlogd
@@ -624,7 +631,10 @@ def test_read_only_dir_then_writable_again(
     try:
         for i in range(10, 20):
             src.sendall(b"line %d\n" % i)
-        wait_for(lambda: any(e["kind"] == "EROFS" for e in lw.events("write_failed")), what="EROFS")
+        wait_for(
+            lambda: any(e["kind"] == "EROFS" for e in lw.events("log_dir_unavailable")),
+            what="EROFS",
+        )
         assert lw.proc is not None and lw.proc.poll() is None
     finally:
         remount(logs, "rw")
