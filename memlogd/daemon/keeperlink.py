@@ -4,7 +4,8 @@ The keeper receives every fd datagram itself and hands each one on here as
 a :class:`memlogd.wire.handover.Sources` packet with the fds; this side answers
 ``Ready`` once serving, ``Release`` for sources that ended (so that the
 keeper closes its copies within ``RELEASE_S``), and ``HandedOver`` at an
-upgrade.  End of file means the keeper died: the worker stops.
+upgrade.  End of file means the keeper died: the worker stops, and closes its
+listening socket first of all (a supervisor may start a new memlogd at once).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class KeeperLink:
         self._on_refused = on_refused
         self._on_stop = on_stop
         self.handed_over = False  # the next worker took over: the keeper lets go of us
+        self.gone = False  # the keeper died: the next memlogd may start at once
         self._released: list[int] = []
         self._release_due = trio.Event()
 
@@ -64,6 +66,7 @@ class KeeperLink:
                     for fd in fds:
                         _close(fd)
                     if not self.handed_over:
+                        self.gone = True
                         log.warning("keeper_gone", consequence="stopping")
                         self._on_stop(handover.Stop(handover=False))
                     return

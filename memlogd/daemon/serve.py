@@ -264,6 +264,9 @@ async def run(
                         await daemon.wait_closing()
                         daemon.intake.handing_over = daemon.handover
                         intake.cancel_scope.cancel()
+                    if daemon.link is not None and daemon.link.gone:
+                        # an orphan: let the next memlogd have the path now, not after the grace
+                        query_sock.close()
                     if daemon.handover and on_handover is not None:
                         state.frozen = True  # the journal is the next worker's now
                         set_event_sink(None)

@@ -11,15 +11,128 @@ import errno
 import os
 import socket
 import stat
+import time
 
 from memlogd.config import LISTEN_BACKLOG, DaemonConfig
-from memlogd.errors import SocketError
+from memlogd.errors import MemlogdError, SocketError
 
 Sockets = tuple[socket.socket, socket.socket, list[str]]  # log, query, files to remove at exit
+
+LIVE_CHECK_S = 5.0  # a query socket is checked this long for a memlogd behind it (SPEC 17)
+PROBE_S = 1.0  # one question's wait for its answer (a loaded machine answers late)
+PROBE_PAUSE_S = 0.05  # between two rounds of questions
+UPSTREAM_ROUNDS = 2  # a dump answered but no stats, this many rounds in a row: upstream's
+
+
+class _NoAnswer(Exception):
+    """A connection accepted (or queued) but not answered: no proof of life."""
+
+
+class _Refused(Exception):
+    """Nobody listens at the path: a stale file."""
+
+
+def _ask(path: str, question: bytes, timeout: float, *, whole: bool) -> bytes:
+    """Ask the query socket at ``path``: the first bytes of the answer (or all of
+    it, ``whole``); ``b""`` when it was closed at once.  _Refused when nobody
+    listens, _NoAnswer when nothing came within ``timeout`` (or the connection
+    was reset), OSError (EACCES...) when it is someone's socket we may not use."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise _Refused from None
+        except (BlockingIOError, TimeoutError):
+            raise _NoAnswer from None  # a full backlog: a stopped process, or a busy one
+        answer = b""
+        try:
+            probe.sendall(question)
+            while chunk := probe.recv(1 << 16):
+                answer += chunk
+                if not whole:
+                    break
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):
+            if not answer:
+                raise _NoAnswer from None
+        return answer
+
+
+def _keeper_alive(pid: int) -> bool:
+    """Is ``pid`` a live process (not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+    state = data[data.rfind(b")") + 2 : data.rfind(b")") + 3]
+    return state not in (b"Z", b"X", b"x")
+
+
+def _answers_as_memlogd(path: str, timeout: float) -> bool | None:
+    """One round of questions: True when a memlogd serves at ``path`` (a dump is
+    answered, and where a stats query is answered too, its keeper is alive);
+    False when nobody does (nobody listens, or a worker whose keeper died);
+    None when it cannot be told yet (nothing answered, or a dump but no stats:
+    upstream's memlogd, or a worker closing its socket).  _Refused, OSError."""
+    from memlogd.wire import protocol as proto
+    from memlogd.wire.answerparser import AnswerParser, stats_in
+
+    _ask(path, bytes([proto.QueryMode.DUMP]), timeout, whole=False)
+    stats_query = proto.encode_request(proto.QueryRequest(stats=True))
+    try:
+        answer = _ask(path, stats_query, timeout, whole=True)
+    except (_NoAnswer, _Refused):
+        return None
+    try:
+        values = stats_in(AnswerParser(extended=True).feed(answer))
+    except MemlogdError:
+        return None  # no statistics: upstream's (confirmed by the next round)
+    keeper_pid = values.get("keeper_pid")
+    if not isinstance(keeper_pid, int) or isinstance(keeper_pid, bool):
+        return True  # ours, without a keeper (-no-keeper)
+    return _keeper_alive(keeper_pid)
+
+
+def _query_socket_live(path: str, check_s: float = LIVE_CHECK_S) -> bool:
+    """Does a memlogd serve at the query socket ``path``?  Asked for up to
+    ``check_s``: a worker whose keeper was just killed may still hold the socket
+    (exiting, or stopped) without answering; after that, no."""
+    deadline = time.monotonic() + check_s
+    upstream = 0  # rounds in a row with a dump but no stats
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            verdict = _answers_as_memlogd(path, max(0.01, min(PROBE_S, left)))
+        except _Refused:
+            return False
+        except _NoAnswer:
+            upstream = 0
+        except OSError:
+            return True  # someone's socket, not ours to remove
+        else:
+            if verdict is not None:
+                return verdict
+            upstream += 1
+            if upstream >= UPSTREAM_ROUNDS:
+                return True
+        if left <= 0:
+            return False
+        time.sleep(PROBE_PAUSE_S)
 
 
 def _is_live(path: str, kind: int) -> bool:
     """Does something answer at the Unix socket ``path``?"""
+    if kind == socket.SOCK_STREAM:
+        return _query_socket_live(path)
     probe = socket.socket(socket.AF_UNIX, kind)
     probe.setblocking(False)
     try:
