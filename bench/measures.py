@@ -72,15 +72,25 @@ def _stable_s() -> float:
     return float(STABLE_S)
 
 
-def measure_restart(workdir: Path, kills: int) -> dict[str, Any]:
+def measure_restart(
+    workdir: Path,
+    kills: int,
+    max_lines: int = DEFAULT_MAX_LINES,
+    fill_lines: int = 0,
+    line_bytes: int = 100,
+) -> dict[str, Any]:
     """Our memlogd with its keeper: ``kills`` times, SIGKILL the worker (its pid
     from stats) and time until a stats query is answered by a new worker (its
     pid differs).  Kills are spaced so that each worker served longer than the
-    keeper's ``STABLE_S`` (a worker dying sooner is restarted after a backoff)."""
+    keeper's ``STABLE_S`` (a worker dying sooner is restarted after a backoff).
+    With ``fill_lines``, the ring (``max_lines``) holds that many lines of
+    ``line_bytes`` first: the new worker replays them from the journal."""
     spacing = _stable_s() + STABLE_MARGIN_S
-    daemon = start_daemon(None, workdir, DEFAULT_MAX_LINES)
+    daemon = start_daemon(None, workdir, max_lines)
     times: list[float] = []
     try:
+        if fill_lines and not fill_ring(daemon, fill_lines, line_bytes, FILL_TIMEOUT_S):
+            raise LoadRunError(f"the ring could not be filled with {fill_lines} lines")
         first = query.stats(daemon.query_path)
         if first.get("keeper_pid") is None:
             return {"skipped": "memlogd runs without a keeper"}
@@ -106,6 +116,7 @@ def measure_restart(workdir: Path, kills: int) -> dict[str, Any]:
         daemon.stop()
     return {
         "kills": kills,
+        "ring_entries": first.get("entries"),
         "restart_ms": median_ms(times),
         "restart_ms_all": [round(s * 1000, 2) for s in times],
         "worker_starts": starts,
