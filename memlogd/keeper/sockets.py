@@ -102,7 +102,7 @@ def _answers_as_memlogd(path: str, timeout: float) -> bool | None:
     return _keeper_alive(keeper_pid)
 
 
-def _query_socket_live(path: str, check_s: float = LIVE_CHECK_S) -> bool:
+def query_socket_live(path: str, check_s: float = LIVE_CHECK_S) -> bool:
     """Does a memlogd serve at the query socket ``path``?  Asked for up to
     ``check_s``: a worker whose keeper was just killed may still hold the socket
     (exiting, or stopped) without answering; after that, no."""
@@ -132,7 +132,7 @@ def _query_socket_live(path: str, check_s: float = LIVE_CHECK_S) -> bool:
 def _is_live(path: str, kind: int) -> bool:
     """Does something answer at the Unix socket ``path``?"""
     if kind == socket.SOCK_STREAM:
-        return _query_socket_live(path)
+        return query_socket_live(path)
     probe = socket.socket(socket.AF_UNIX, kind)
     probe.setblocking(False)
     try:
