@@ -224,7 +224,8 @@ class LogFiles:
         """Close every file (fsynced) and the directory (its lock goes with it)."""
         if not self.held:
             return
-        self.sync()
+        if os.fstat(self.dir_fd).st_nlink:  # (not a directory that was removed)
+            self.sync()
         self.close_files()
         self._unsynced.clear()
         os.close(self.dir_fd)

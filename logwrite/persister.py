@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import time
 from dataclasses import dataclass
 
@@ -170,8 +171,8 @@ class Persister:
     def detach(self) -> None:
         """Let go of the directory (DIR names another one now): its files closed,
         its cursor saved when no batch is half written there."""
-        if self.files.held and not self.pending:
-            self.save_cursor(sync_dir=True)
+        if self.files.held and not self.pending and os.fstat(self.files.dir_fd).st_nlink:
+            self.save_cursor(sync_dir=True)  # (not into a directory that was removed)
         self.files.release()
         self.identity = None
         self.pending = []
