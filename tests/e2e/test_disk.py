@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartMemlogd
-from tests.e2e.test_exec import _exec_then_kill_memlogd, run_exec
 from tests.e2e.test_logwrite import FAKE_UPSTREAM, Logwrite, messages
 from tests.e2e.test_memlogd import pids_with_argument
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, stats, wait_for, wait_value
@@ -224,6 +223,32 @@ def test_a_role_state_file_has_one_owner(start_memlogd: StartMemlogd, short_tmp:
 # --------------------------------------------------------------------- no glued lines
 
 
+def run_exec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        python_m("memlogd.exec", *args), capture_output=True, text=True, timeout=DEADLINE_S
+    )
+
+
+def exec_then_kill_memlogd(proc: MemlogdProcess, name: str, script: str) -> subprocess.Popen[str]:
+    """memlogd-exec running ``script``, which says ``before`` first: once memlogd
+    holds that line, memlogd is killed (SIGKILL) and the child returned."""
+    child = subprocess.Popen(
+        python_m("memlogd.exec", "-socket", proc.log_path, "-n", name, "--", "sh", "-c", script),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_value(lambda: held(proc.query_path, f"{name}.out"), lambda m: m == ["before"])
+        assert proc.proc is not None
+        proc.proc.kill()
+        assert proc.proc.wait(DEADLINE_S) == -signal.SIGKILL
+    except BaseException:
+        child.kill()
+        raise
+    return child
+
+
 def test_the_end_of_service_line_is_an_entry_of_its_own(memlogd: MemlogdProcess) -> None:
     result = run_exec("-socket", memlogd.log_path, "-n", "tee", "--", "sh", "-c", "printf err2 >&2")
     assert (result.returncode, result.stderr) == (0, "err2")
@@ -239,7 +264,7 @@ def test_the_end_of_service_line_is_its_own_after_an_outage_too(short_tmp: Path)
     gate = short_tmp / "gate"
     os.mkfifo(gate)
     script = f"echo before; read x < {gate}; printf err2 >&2; read x < {gate}"
-    child = _exec_then_kill_memlogd(first, "tee", script, subprocess.DEVNULL)
+    child = exec_then_kill_memlogd(first, "tee", script)
     second = MemlogdProcess(short_tmp)
     try:
         with open(gate, "w") as g:
