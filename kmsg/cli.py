@@ -60,7 +60,14 @@ EXIT_SIGINT = 130
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="text: (SEQ) - TIME: TEXT, on stderr; json: one object with every field, on stdout.",
+    help="text: <LEVEL>(SEQ) - TIME: TEXT, on stderr; json: one object with every field, "
+    "on stdout.",
+)
+@go_option(
+    "--upstream-format",
+    is_flag=True,
+    help="Text records exactly as upstream's kmsg writes them: (SEQ) - TIME: TEXT, "
+    "without the level in front.",
 )
 @go_option(
     "--stdout",
@@ -82,14 +89,16 @@ def main(
     socket_log: str | None,
     name: str,
     output: str,
+    upstream_format: bool,
     to_stdout: bool,
     state_file: str | None,
     log_format: str,
 ) -> None:
     """kmsg: copy the kernel log (/dev/kmsg) to stderr, stdout or memlogd.
 
-    One line per record: "(SEQ) - TIME: TEXT" on stderr (upstream's format),
-    or with -o json one JSON object per record on stdout. kmsg's own
+    One line per record: "<LEVEL>(SEQ) - TIME: TEXT" on stderr (upstream's
+    format with the level in front, as dmesg -r prints it; -upstream-format
+    drops it), or with -o json one JSON object per record on stdout. kmsg's own
     diagnostics always go to stderr.
 
     \b
@@ -107,6 +116,7 @@ def main(
         socket_log=socket_log,
         name=name,
         state_file=state_file,
+        upstream_format=upstream_format,
     )
     configure_logging("kmsg", log_format)
     try:

@@ -62,6 +62,7 @@ class KmsgConfig:
     socket_log: str | None = None
     name: str = DEFAULT_NAME
     state_file: str | None = None
+    upstream_format: bool = False  # text records without the <L> in front
 
     @property
     def records_fd(self) -> int:
@@ -276,7 +277,12 @@ async def run_kmsg(
             if sink is not None
             else open_output(config, config.records_fd if output_fd is None else output_fd)
         )
-        decoder = KmsgDecoder(boot_time_ns(), json=config.json, after_seq=after_seq)
+        decoder = KmsgDecoder(
+            boot_time_ns(),
+            json=config.json,
+            after_seq=after_seq,
+            upstream_format=config.upstream_format,
+        )
         reader = KmsgReader(fd, config.path, device=device, follow=config.follow)
         saver = _StateSaver(config.state_file, boot_id, after_seq)
         try:

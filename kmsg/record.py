@@ -127,17 +127,20 @@ def encode_record(record: KmsgRecord) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def render_text(record: KmsgRecord) -> str:
-    """Upstream's line, ``(SEQ) - TIME: TEXT`` (TIME in UTC, RFC 3339 with ns); no newline."""
-    return f"({record.seq}) - {format_time(record.time_ns)}: {record.text}"
+def render_text(record: KmsgRecord, *, upstream: bool = False) -> str:
+    """``<L>(SEQ) - TIME: TEXT`` (TIME in UTC, RFC 3339 with ns), no newline: the
+    record's level in front as ``dmesg -r`` prints it, so that memlogd's readers
+    see it (SPEC 15); with ``upstream``, upstream's exact ``(SEQ) - TIME: TEXT``."""
+    line = f"({record.seq}) - {format_time(record.time_ns)}: {record.text}"
+    return line if upstream else f"<{record.priority & 7}>{line}"
 
 
-_TEXT_SEQ = re.compile(r"\((\d+)\) - ")
+_TEXT_SEQ = re.compile(r"(?:<[0-7]>)?\(([0-9]{1,20})\) - ")
 
 
 def text_seq(line: str) -> int | None:
-    """The record's sequence number in a line of :func:`render_text` (None for
-    another line, such as the count of records lost)."""
+    """The record's sequence number in a line of :func:`render_text`, in either
+    format (None for another line, such as the count of records lost)."""
     m = _TEXT_SEQ.match(line)
     return int(m.group(1)) if m else None
 
@@ -193,11 +196,19 @@ class KmsgDecoder:
     * ``last_seq`` is the last record turned into a line.
     """
 
-    __slots__ = ("_json", "_overrun", "boot_time_ns", "last_seq", "lost")
+    __slots__ = ("_json", "_overrun", "_upstream", "boot_time_ns", "last_seq", "lost")
 
-    def __init__(self, boot_time_ns: int, *, json: bool = False, after_seq: int | None = None):
+    def __init__(
+        self,
+        boot_time_ns: int,
+        *,
+        json: bool = False,
+        after_seq: int | None = None,
+        upstream_format: bool = False,
+    ):
         self.boot_time_ns = boot_time_ns
         self._json = json
+        self._upstream = upstream_format
         self._overrun = False
         self.last_seq = after_seq
         self.lost = 0  # records counted as lost so far
@@ -223,7 +234,10 @@ class KmsgDecoder:
         elif self._overrun and last is None:
             lines.append(self._lost_line(None, None))
         self._overrun = False
-        lines.append(render_json(record) if self._json else render_text(record))
+        if self._json:
+            lines.append(render_json(record))
+        else:
+            lines.append(render_text(record, upstream=self._upstream))
         self.last_seq = record.seq
         return lines
 

@@ -23,11 +23,7 @@ from memlogd.config import DEFAULT_QUERY_SOCKET
 from memlogd.logconfig import configure_logging
 from memlogd.termio import quiet_exit
 from memlogd.wire import protocol as proto
-
-NO_PRIORITY = (
-    "memlogd entries carry no priority, so -p/--priority cannot select them; "
-    "match words in the message instead, e.g. -g 'error|warn' -i"
-)
+from memlogd.wire.severity import PriorityError, parse_priority
 
 
 @dataclass(frozen=True)
@@ -76,11 +72,19 @@ def _regex(flags: Flags) -> re.Pattern[str] | None:
         ) from None
 
 
+def _priority(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        return parse_priority(text)
+    except PriorityError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-p' / '--priority'") from None
+
+
 def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Options:
     """Check the flags together and decide what to ask memlogd and what to do here.
     Raises click's usage errors (exit 2)."""
-    if flags.priority is not None:
-        raise click.UsageError(NO_PRIORITY)
+    priority = _priority(flags.priority)
     follow_any = flags.follow or flags.dump_follow
     selecting = (
         follow_any
@@ -92,14 +96,15 @@ def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Op
         or flags.until is not None
         or flags.reverse
         or flags.retry
+        or priority is not None
     )
     if flags.stats and flags.list_sources:
         raise click.UsageError("--stats and --list-sources cannot be combined")
     for wanted, name in ((flags.stats, "--stats"), (flags.list_sources, "--list-sources")):
         if wanted and selecting:
             raise click.UsageError(
-                f"{name} cannot be combined with -f, -F, -s, -u, -g, -n, --since, --until, "
-                "-r or --retry"
+                f"{name} cannot be combined with -f, -F, -s, -u, -g, -n, -p, --since, "
+                "--until, -r or --retry"
             )
     if flags.reverse and follow_any:
         raise click.UsageError("-r/--reverse shows a dump newest first: not with -f or -F")
@@ -124,6 +129,7 @@ def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Op
         or sources
         or server_tail is not None
         or since_ns is not None
+        or priority is not None
         or output in ("json", "json-pretty")
         or flags.retry
         or flags.stats
@@ -131,7 +137,12 @@ def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Op
     )
     color = flags.color == "always" or (flags.color == "auto" and tty and not no_color)
     request = proto.QueryRequest(
-        dump=dump, follow=follow_any, sources=sources, tail=server_tail, since_ns=since_ns
+        dump=dump,
+        follow=follow_any,
+        sources=sources,
+        tail=server_tail,
+        since_ns=since_ns,
+        priority=priority,
     )
     action = "stats" if flags.stats else "sources" if flags.list_sources else "entries"
     return Options(
@@ -155,6 +166,7 @@ def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Op
 EPILOG = """\b
 Examples:
   logread -F -u web                 # service web (stderr and stdout), then follow
+  logread -p err -n 20              # the last 20 errors (and worse)
   logread -n 50 -g 'error|fail' -i  # the last 50 lines that mention an error
   logread --since '10 min ago' -o json | jq .msg
 """
@@ -231,11 +243,10 @@ Examples:
 @go_option(
     "-p",
     "--priority",
-    is_flag=False,
-    flag_value="",
     default=None,
     metavar="LEVEL",
-    help="Not available: memlogd entries carry no priority (use -g).",
+    help="Only entries at LEVEL or more severe (emerg, alert, crit, err, warning, notice, "
+    "info, debug, or 0-7), or within a range FROM..TO; a line that says no level is info.",
 )
 def command(
     socket: str,

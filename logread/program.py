@@ -34,7 +34,7 @@ from logread.render import (
 )
 from logread.selection import Selector
 from memlogd.client import Subscription, fetch_stats
-from memlogd.errors import MemlogdError
+from memlogd.errors import MemlogdError, RequestRefusedError
 from memlogd.termio import Output, OutputClosedError, watch_closed
 from memlogd.wire import protocol as proto
 from memlogd.wire.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
@@ -61,13 +61,33 @@ class Options:
     two_phase: bool  # the dump (its tail kept here), then a follow from its end
     grep: re.Pattern[str] | None
     until_ns: int | None
-    local_tail: int | None  # -n applied here (with -g or --until)
+    local_tail: int | None  # -n applied here (with -g or --until, or -p done here)
     reverse: bool
     output: str
     color: bool
     escape: bool  # control characters escaped (a terminal, without -a)
     retry: bool
     source_globs: tuple[str, ...]  # the -s globs, for the hint after "-- No entries --"
+    local_priority: tuple[int, int] | None = None  # -p applied here (memlogd refused the key)
+
+
+def priority_here(opts: Options) -> Options:
+    """The options for a memlogd that refused the ``priority`` key (an older
+    one): logread selects by priority itself, and so keeps the tail itself."""
+    request = opts.request
+    local_tail = opts.local_tail if request.tail is None else request.tail
+    return replace(
+        opts,
+        request=replace(request, priority=None, tail=None),
+        local_priority=request.priority,
+        local_tail=local_tail,
+        two_phase=request.follow and request.dump and local_tail is not None,
+    )
+
+
+def refused_priority(opts: Options, exc: RequestRefusedError) -> bool:
+    """memlogd refused the request because of its ``priority`` key."""
+    return opts.request.priority is not None and "priority" in exc.message
 
 
 @dataclass
@@ -151,7 +171,13 @@ class Session:
 
     def selector(self, *, tail: int | None = None, reverse: bool = False) -> Selector:
         opts = self.opts
-        return Selector(grep=opts.grep, until_ns=opts.until_ns, tail=tail, reverse=reverse)
+        return Selector(
+            grep=opts.grep,
+            until_ns=opts.until_ns,
+            tail=tail,
+            reverse=reverse,
+            priority=opts.local_priority,
+        )
 
     async def pump(self, subscription: Subscription, selector: Selector) -> proto.Header | None:
         """Show what ``subscription`` delivers through ``selector``, and say what the
@@ -191,6 +217,15 @@ class Session:
         )
 
     async def entries(self) -> None:
+        try:
+            await self.entries_once()
+        except RequestRefusedError as exc:
+            if self.answered or not refused_priority(self.opts, exc):
+                raise
+            self.opts = priority_here(self.opts)  # an older memlogd: -p is done here
+            await self.entries_once()
+
+    async def entries_once(self) -> None:
         opts = self.opts
         if opts.two_phase:
             await self.dump_then_follow()

@@ -5,11 +5,13 @@ Entries, one renderer per ``-o`` value (:data:`OUTPUTS`), each returning one lin
 batch renderer logread uses):
 
 * :func:`render_text` (``short``): upstream's ``TIME;SOURCE;MSG`` (``;`` in SOURCE
-  as ``\\;``), TIME as Go's RFC3339Nano in UTC; optionally the source coloured
-  (:func:`source_color`);
+  as ``\\;``), TIME as Go's RFC3339Nano in UTC; optionally coloured: the source
+  in its colour (:func:`source_color`), or an err-or-worse line's source and
+  message bold red and a warning's yellow (:func:`severity_color`);
 * :func:`render_short_iso` (``short-iso``): the same line with TIME as journalctl's
   ``short-iso`` writes it (whole seconds, ``+0000``);
-* :func:`render_json` (``json``): the entry object, byte for byte as memlogd sends it;
+* :func:`render_json` (``json``): the entry object as memlogd sends it, with
+  ``"priority"`` (the line's level, SPEC 15; 6 when it says none) added last;
 * :func:`render_json_pretty` (``json-pretty``): the same object, indented as ``jq .`` does;
 * :func:`render_raw` (``raw``, ``cat``): the message only.
 
@@ -30,6 +32,7 @@ from json.encoder import encode_basestring
 from typing import Any, Final
 
 from memlogd.wire.protocol import LogEntry, entry_prefix
+from memlogd.wire.severity import level_or_default
 from memlogd.wire.timefmt import NS_PER_S, format_seconds, format_time
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "render_sources",
     "render_stats",
     "render_text",
+    "severity_color",
     "source_color",
 ]
 
@@ -73,6 +77,9 @@ PALETTE = (
     "\x1b[95m",
     "\x1b[96m",
 )
+ERR_COLOR = "\x1b[1;31m"  # err and worse: bold red
+WARNING_COLOR = "\x1b[33m"  # warning: yellow
+_SEVERITY_COLORS: Final = (ERR_COLOR,) * 4 + (WARNING_COLOR,)  # by level 0..4
 
 # Unicode's control characters (category Cc): C0, DEL and C1.  A terminal acts on
 # them (ESC and CSI start sequences that move the cursor, retitle the window, ...).
@@ -113,6 +120,13 @@ def source_color(source: str) -> str:
     return PALETTE[zlib.crc32(source.encode("utf-8", "surrogatepass")) % len(PALETTE)]
 
 
+def severity_color(msg: str) -> str | None:
+    """The colour of a line by its level (SPEC 15): bold red for err and worse,
+    yellow for warning, None for the rest (which keep their source's colour)."""
+    found = level_or_default(msg)
+    return _SEVERITY_COLORS[found] if found <= 4 else None
+
+
 # ---------------------------------------------------------------------- entries
 
 
@@ -135,14 +149,19 @@ def _line(time: str, entry: LogEntry, color: bool, escape: bool) -> str:
         source = escape_controls(source)
         msg = escape_controls(msg)
     if color:
+        severe = severity_color(entry.msg)
+        if severe is not None:  # the line's source and message in its severity's colour
+            return time + ";" + severe + source + ";" + msg + RESET + "\n"
         source = source_color(entry.source) + source + RESET
     return time + ";" + source + ";" + msg + "\n"
 
 
 def render_text(entry: LogEntry, *, color: bool = False, escape: bool = False) -> str:
     """``TIME;SOURCE;MSG\\n`` (Go's RFC3339Nano time); with ``color`` the source
-    (and only it) is wrapped in its ANSI colour; with ``escape`` control characters
-    in SOURCE and MSG are escaped (:func:`escape_controls`)."""
+    (and only it) is wrapped in its ANSI colour, or for a warning or worse
+    ``SOURCE;MSG`` in its severity's colour (:func:`severity_color`); with
+    ``escape`` control characters in SOURCE and MSG are escaped
+    (:func:`escape_controls`)."""
     if not (color or escape):  # the hot path
         source = escape_source(entry.source)
         return _time_text(entry.time_ns) + ";" + source + ";" + entry.msg + "\n"
@@ -156,11 +175,15 @@ def render_short_iso(entry: LogEntry, *, color: bool = False, escape: bool = Fal
 
 
 def render_json(entry: LogEntry) -> str:
-    """The entry object as memlogd sends it (keys ``time, source, msg[, seq]``)."""
+    """The entry object as memlogd sends it (keys ``time, source, msg[, seq]``),
+    then ``priority``: the line's level (6 when it says none)."""
     text = _prefix(entry.time_ns, entry.source) + encode_basestring(entry.msg)
     if entry.seq is not None:
         text += ',"seq":' + str(entry.seq)
-    return text + "}\n"
+    return text + ',"priority":' + _DIGITS[level_or_default(entry.msg)] + "}\n"
+
+
+_DIGITS: Final = tuple(map(str, range(8)))
 
 
 @lru_cache(maxsize=64)
@@ -175,6 +198,7 @@ def render_json_pretty(entry: LogEntry) -> str:
     obj["msg"] = entry.msg
     if entry.seq is not None:
         obj["seq"] = entry.seq
+    obj["priority"] = level_or_default(entry.msg)
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 

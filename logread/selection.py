@@ -1,15 +1,17 @@
 """What logread shows of the entries memlogd sends (docs/logread.md, "Selecting").
 PURE: no I/O.
 
-memlogd filters by source (``-s``, ``-u``), ``--since`` and ``-n``; the rest is
-logread's own, because the query protocol has no key for it:
+memlogd filters by source (``-s``, ``-u``), ``--since``, ``-p`` and ``-n``; the
+rest is logread's own, because the query protocol has no key for it:
 
 * ``-g REGEX``: only entries whose message the regex matches (``re.search``);
 * ``--until WHEN``: entries up to WHEN; the first entry later than WHEN ends what
   is shown (as journalctl does: when following, it ends logread);
 * ``-n N`` together with ``-g``/``--until``: the last N of what is shown, so the
   dump is asked for whole and logread keeps the last N;
-* ``-r``: the dump newest first.
+* ``-r``: the dump newest first;
+* ``-p``, when memlogd refused the ``priority`` key (an older memlogd): only
+  entries whose level is within the range, before the tail is kept.
 
 :class:`Selector` applies these to the batches of one answer, in order;
 :func:`unit_globs` turns ``-u NAME`` into source globs.
@@ -21,6 +23,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 
+from memlogd.wire.filters import priority_keeps
 from memlogd.wire.protocol import LogEntry
 
 __all__ = ["Selector", "select", "unit_globs"]
@@ -51,7 +54,7 @@ class Selector:
     entry later than ``until_ns`` came, :attr:`done` is true and nothing more is
     shown.  :attr:`shown` counts the entries handed out."""
 
-    __slots__ = ("_done", "_grep", "_held", "_reverse", "_until", "shown")
+    __slots__ = ("_done", "_grep", "_held", "_priority", "_reverse", "_until", "shown")
 
     def __init__(
         self,
@@ -60,10 +63,12 @@ class Selector:
         until_ns: int | None = None,
         tail: int | None = None,
         reverse: bool = False,
+        priority: tuple[int, int] | None = None,
     ) -> None:
         if tail is not None and tail < 0:
             raise ValueError("tail must not be negative")
         self._grep = grep
+        self._priority = priority
         self._until = until_ns
         self._reverse = reverse
         self._held: deque[LogEntry] | None = None
@@ -80,7 +85,12 @@ class Selector:
     @property
     def everything(self) -> bool:
         """Every entry is shown as it comes (no regex, no end, nothing kept)."""
-        return self._grep is None and self._until is None and self._held is None
+        return (
+            self._grep is None
+            and self._until is None
+            and self._held is None
+            and self._priority is None
+        )
 
     def feed(self, entries: Sequence[LogEntry]) -> Sequence[LogEntry]:
         """The entries of one batch to show now."""
@@ -94,6 +104,9 @@ class Selector:
                     chosen = chosen[:i]
                     self._done = True
                     break
+        priority = self._priority
+        if priority is not None:
+            chosen = [entry for entry in chosen if priority_keeps(priority, entry.msg)]
         grep = self._grep
         if grep is not None:
             search = grep.search
@@ -123,14 +136,18 @@ def select(
     until_ns: int | None = None,
     tail: int | None = None,
     reverse: bool = False,
+    priority: tuple[int, int] | None = None,
 ) -> list[LogEntry]:
     """What a whole dump shows: the entries up to the first one later than
-    ``until_ns`` whose message ``grep`` matches, the last ``tail`` of them,
-    newest first with ``reverse``.  (The model :class:`Selector` follows.)"""
+    ``until_ns`` whose level is within ``priority`` and whose message ``grep``
+    matches, the last ``tail`` of them, newest first with ``reverse``.  (The
+    model :class:`Selector` follows.)"""
     shown: list[LogEntry] = []
     for entry in entries:
         if until_ns is not None and entry.time_ns > until_ns:
             break
+        if priority is not None and not priority_keeps(priority, entry.msg):
+            continue
         if grep is None or grep.search(entry.msg):
             shown.append(entry)
     if tail is not None:

@@ -5,8 +5,9 @@ what :func:`logship.rfc5424.format_message` and
 :func:`~logship.rfc5424.format_gap` write (tests/unit/test_logship_messages.py
 checks it), but keeps what repeats from one message to the next:
 
-* the start ``<PRI>1 TIME HOSTNAME`` per entry time (a batch read by memlogd
-  at once shares its time);
+* ``TIME HOSTNAME`` per entry time (a batch read by memlogd at once shares
+  its time), and ``<PRI>1`` per level (PRI = facility * 8 + the entry's
+  level, :func:`logship.rfc5424.entry_pri`);
 * per source, APP-NAME, the SD-ID with the instance, and the escaped
   ``source=`` value;
 
@@ -18,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from logship.rfc5424 import (
-    DEFAULT_PRI,
     DEFAULT_SD_ID,
+    GAP_PRI,
     MAX_APP_NAME,
     MAX_HOSTNAME,
     MAX_PRI,
+    USER_FACILITY,
     Rfc5424Error,
     escape_param_value,
     format_gap,
@@ -31,6 +33,7 @@ from logship.rfc5424 import (
     validate_sd_id,
 )
 from memlogd.wire.protocol import LogEntry
+from memlogd.wire.severity import level_or_default
 
 SOURCE_CACHE_MAX = 4096  # source names whose message parts are kept; then the cache starts over
 _BOM = "\ufeff"
@@ -38,29 +41,32 @@ _BOM = "\ufeff"
 
 class MessageFormatter:
     """Formats the entries of one memlogd ``instance`` (or several, one after
-    the other) for one HOSTNAME, SD-ID and PRI.  Raises :class:`Rfc5424Error`
-    for an SD-ID or PRI that RFC 5424 does not allow, as the functions do."""
+    the other) for one HOSTNAME, SD-ID and syslog facility (PRI = facility * 8
+    + each entry's level).  Raises :class:`Rfc5424Error` for an SD-ID or
+    facility that RFC 5424 does not allow, as the functions do."""
 
     __slots__ = (
         "_head",
         "_host",
         "_instance",
-        "_pri",
+        "_pris",
         "_sd_open",
         "_sources",
         "_time_ns",
+        "facility",
         "hostname",
-        "pri",
         "sd_id",
     )
 
-    def __init__(self, hostname: str, sd_id: str = DEFAULT_SD_ID, pri: int = DEFAULT_PRI) -> None:
-        if not 0 <= pri <= MAX_PRI:
-            raise Rfc5424Error(f"PRI {pri} is outside 0..{MAX_PRI}")
+    def __init__(
+        self, hostname: str, sd_id: str = DEFAULT_SD_ID, facility: int = USER_FACILITY
+    ) -> None:
+        if not 0 <= facility <= MAX_PRI // 8:
+            raise Rfc5424Error(f"facility {facility} is outside 0..{MAX_PRI // 8}")
         self.hostname = hostname
         self.sd_id = validate_sd_id(sd_id)
-        self.pri = pri
-        self._pri = b"<%d>1 " % pri
+        self.facility = facility
+        self._pris = tuple(b"<%d>1 " % (facility * 8 + level) for level in range(8))
         self._host = b" " + safe_name(hostname, MAX_HOSTNAME).encode("ascii") + b" "
         self._sd_open = b" - - [" + sd_id.encode("ascii") + b' instance="'
         self._instance: str | None = None
@@ -87,7 +93,7 @@ class MessageFormatter:
 
     def _time_head(self, time_ns: int) -> bytes:
         self._time_ns = time_ns
-        self._head = head = self._pri + format_time(time_ns).encode("ascii") + self._host
+        self._head = head = format_time(time_ns).encode("ascii") + self._host
         return head
 
     def message(self, instance: str, entry: LogEntry) -> bytes:
@@ -97,9 +103,11 @@ class MessageFormatter:
     def messages(self, instance: str, entries: Sequence[LogEntry]) -> list[bytes]:
         """The messages of ``entries`` of ``instance``, in order: each exactly
         ``format_message(time_ns=e.time_ns, hostname=..., source=e.source,
-        msg=e.msg, instance=instance, seq=e.seq, pri=..., sd_id=...)``."""
+        msg=e.msg, instance=instance, seq=e.seq, pri=entry_pri(e.msg, facility),
+        sd_id=...)``."""
         out: list[bytes] = []
         append = out.append
+        pris = self._pris
         sources = self._sources if instance == self._instance else {}
         head = self._head
         head_ns = self._time_ns
@@ -115,14 +123,14 @@ class MessageFormatter:
                 parts = self._parts(instance, entry.source)
                 sources = self._sources
             msg = entry.msg
+            pri = pris[level_or_default(msg)]
             if msg.startswith(_BOM):
                 msg = msg.lstrip(_BOM)
             if msg:
-                append(
-                    b"%s%s%d%s %s" % (head, parts[0], seq, parts[1], msg.encode("utf-8", "replace"))
-                )
+                body = msg.encode("utf-8", "replace")
+                append(b"%s%s%s%d%s %s" % (pri, head, parts[0], seq, parts[1], body))
             else:
-                append(b"%s%s%d%s" % (head, parts[0], seq, parts[1]))
+                append(b"%s%s%s%d%s" % (pri, head, parts[0], seq, parts[1]))
         return out
 
     def gap(self, *, time_ns: int, instance: str, seq: int, dropped: int) -> bytes:
@@ -133,6 +141,6 @@ class MessageFormatter:
             instance=instance,
             seq=seq,
             dropped=dropped,
-            pri=self.pri,
+            pri=GAP_PRI + (self.facility - USER_FACILITY) * 8,
             sd_id=self.sd_id,
         )

@@ -5,13 +5,15 @@ docs/logship.md, "Messages". One entry of memlogd becomes::
     <14>1 2026-11-29T10:00:01.123456Z vm1 myservice.out - - [memlogd@32473
     instance="..." seq="42" source="myservice.out"] the message
 
-(on one line): PRI 14 (user.info); the entry's time in UTC with exactly six
+(on one line): PRI 8 + the entry's level (facility user; :func:`entry_pri`,
+SPEC 15: 14, user.info, for a line that says no level); the entry's time in UTC with exactly six
 fractional digits, truncated; HOSTNAME and APP-NAME reduced to the bytes RFC
 5424 allows there (APP-NAME is the source, at most 48 of them; ``-`` when
 nothing is left); no PROCID or MSGID; one SD-ELEMENT with the entry's place in
 memlogd (``instance``, ``seq``) and the full source name; then the message as
 UTF-8 without a BOM.  A gap (entries memlogd could not send) is a message of
-its own from source ``logship``, with ``dropped`` in its structured data.
+its own from source ``logship``, with ``dropped`` in its structured data, at
+PRI 12 (user.warning).
 
 :func:`parse_message` reads exactly these messages back (tests, and what a
 receiver stored).
@@ -25,9 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from memlogd.errors import ProtocolError
+from memlogd.wire.severity import WARNING, level_or_default
 from memlogd.wire.timefmt import format_time_micros
 
-DEFAULT_PRI = 14  # facility user (1) * 8 + severity info (6)
+USER_FACILITY = 1
+DEFAULT_PRI = 14  # facility user (1) * 8 + severity info (6): a line that says no level
+GAP_PRI = USER_FACILITY * 8 + WARNING  # 12: entries were lost
 DEFAULT_SD_ID = "memlogd@32473"  # 32473: RFC 5612's enterprise number for documentation
 GAP_SOURCE = "logship"  # the source (and APP-NAME) of a gap message
 NILVALUE = "-"
@@ -139,6 +144,12 @@ def _check_pri(pri: int) -> None:
         raise Rfc5424Error(f"PRI {pri} is outside 0..{MAX_PRI}")
 
 
+def entry_pri(msg: str, facility: int = USER_FACILITY) -> int:
+    """The PRI of an entry: ``facility * 8`` + the level its message says it
+    has (info when none; :func:`memlogd.wire.severity.level`)."""
+    return facility * 8 + level_or_default(msg)
+
+
 # --------------------------------------------------------------------------- messages
 
 
@@ -179,17 +190,17 @@ def format_message(
     msg: str,
     instance: str,
     seq: int,
-    pri: int = DEFAULT_PRI,
+    pri: int | None = None,
     sd_id: str = DEFAULT_SD_ID,
 ) -> bytes:
     """One memlogd entry as an RFC 5424 message (without framing).
 
     ``time_ns`` is the entry's time (ns since the epoch, UTC); ``instance`` and
-    ``seq`` its place in memlogd.  Leading U+FEFF (BOMs) of ``msg`` are
-    removed; an empty message has no MSG part.
+    ``seq`` its place in memlogd.  ``pri`` is :func:`entry_pri` unless given.
+    Leading U+FEFF (BOMs) of ``msg`` are removed; an empty message has no MSG part.
     """
     return _message(
-        pri=pri,
+        pri=entry_pri(msg) if pri is None else pri,
         time_ns=time_ns,
         hostname=hostname,
         app_name=source,
@@ -212,11 +223,12 @@ def format_gap(
     instance: str,
     seq: int,
     dropped: int,
-    pri: int = DEFAULT_PRI,
+    pri: int = GAP_PRI,
     sd_id: str = DEFAULT_SD_ID,
 ) -> bytes:
     """The message for ``dropped`` entries of ``instance`` lost from ``seq`` on:
-    source ``logship``, ``seq="A" dropped="N"`` in its structured data."""
+    source ``logship``, ``seq="A" dropped="N"`` in its structured data, a
+    warning (``pri`` 12)."""
     if dropped < 1:
         raise Rfc5424Error(f"a gap of {dropped} entries")
     return _message(

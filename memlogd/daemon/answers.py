@@ -15,18 +15,41 @@ from collections.abc import Callable, Iterable, Iterator
 from memlogd.config import FOLLOW_BATCH
 from memlogd.daemon.ring import Part, Ring, Slice
 from memlogd.wire import protocol as proto
-from memlogd.wire.filters import RequestFilter
+from memlogd.wire.filters import RequestFilter, priority_keeps
 
 Render = Callable[[Slice], bytes]
 
 
 def _kept(keep: RequestFilter, parts: Iterable[Part]) -> list[Part]:
     """The parts whose entries pass the request's filters (a block's entries
-    share their source and time, so a block passes or not as a whole)."""
+    share their source and time, so a block passes or not as a whole; the
+    priority, when asked for, is each entry's own)."""
     if keep.everything:
         return list(parts)
     keeps = keep.keeps
-    return [part for part in parts if keeps(part[0].source, part[0].time_ns)]
+    chosen = [part for part in parts if keeps(part[0].source, part[0].time_ns)]
+    if keep.priority is None:
+        return chosen
+    return _by_priority(keep.priority, chosen)
+
+
+def _by_priority(priority: tuple[int, int], parts: Iterable[Part]) -> list[Part]:
+    """The runs of entries of ``parts`` whose level is within ``priority``
+    (SPEC 15; the level is found only here, for a reader that asked)."""
+    out: list[Part] = []
+    for block, a, b in parts:
+        skip = len(proto.entry_prefix(block.time_ns, block.source).encode("utf-8", "replace"))
+        run = -1  # where the current run of kept entries began
+        for i, entry in enumerate(block.entries(a, b), a):
+            if priority_keeps(priority, proto.entry_message(entry, skip)):
+                if run < 0:
+                    run = i
+            elif run >= 0:
+                out.append((block, run, i))
+                run = -1
+        if run >= 0:
+            out.append((block, run, b))
+    return out
 
 
 def _with_seq(parts: Iterable[Part]) -> bytes:

@@ -1,4 +1,4 @@
-"""An extended request's filters (sources, since), compiled once. PURE: no I/O.
+"""An extended request's filters (sources, since, priority), compiled once. PURE: no I/O.
 
 memlogd applies them to what it sends (:mod:`memlogd.daemon.answers`); a
 client applies them itself when the daemon is upstream's, which filters
@@ -12,18 +12,29 @@ from collections import deque
 from memlogd.wire.events import Entries
 from memlogd.wire.globs import SourceMatcher
 from memlogd.wire.protocol import LogEntry, QueryRequest
+from memlogd.wire.severity import level_or_default
+
+
+def priority_keeps(priority: tuple[int, int], msg: str) -> bool:
+    """Whether a message's level (info when it says none) is within ``priority``."""
+    lo, hi = priority
+    return lo <= level_or_default(msg) <= hi
 
 
 class RequestFilter:
-    __slots__ = ("_matches", "_since")
+    """Sources and since (:meth:`keeps`, per source and time: memlogd applies it
+    to a whole block of entries), and the ``priority`` range, per message."""
+
+    __slots__ = ("_matches", "_since", "priority")
 
     def __init__(self, request: QueryRequest) -> None:
         self._matches = SourceMatcher(request.sources)
         self._since = request.since_ns
+        self.priority = request.priority
 
     @property
     def everything(self) -> bool:
-        return self._matches.everything and self._since is None
+        return self._matches.everything and self._since is None and self.priority is None
 
     def keeps(self, source: str, time_ns: int) -> bool:
         since = self._since
@@ -32,7 +43,8 @@ class RequestFilter:
 
 class ClientFilter:
     """The request's filters applied by the client, for upstream's memlogd
-    (base mode carries everything): sources, since, and the tail of a dump."""
+    (base mode carries everything): sources, since, priority, and then the
+    tail of a dump."""
 
     def __init__(self, request: QueryRequest) -> None:
         self._keep = RequestFilter(request)
@@ -43,7 +55,11 @@ class ClientFilter:
         self._kept.clear()
 
     def __call__(self, entry: LogEntry) -> bool:
-        return self._keep.keeps(entry.source, entry.time_ns)
+        keep = self._keep
+        priority = keep.priority
+        return keep.keeps(entry.source, entry.time_ns) and (
+            priority is None or priority_keeps(priority, entry.msg)
+        )
 
     def batch(self, entries: list[LogEntry]) -> list[Entries]:
         """Entries to hand on now (with a tail, none until the dump ends)."""

@@ -115,6 +115,16 @@ def encode_entry(entry: LogEntry) -> bytes:
     return (text + "}\n").encode("utf-8", "replace")
 
 
+def entry_message(encoded: bytes, skip: int) -> str:
+    """The message of an encoded entry (without newline, without ``seq``) whose
+    :func:`entry_prefix` is ``skip`` bytes long."""
+    text = encoded[skip:-1]  # the message as a JSON string
+    if b"\\" not in text:
+        return text[1:-1].decode("utf-8", "replace")
+    msg: str = json.loads(text)
+    return msg
+
+
 def add_seq(encoded: bytes, seq: int) -> bytes:
     """An encoded entry (without newline) with ``"seq"`` appended as its last key."""
     return b'%s,"seq":%d}' % (encoded[:-1], seq)
@@ -160,7 +170,7 @@ def entry_from_obj(obj: Any) -> LogEntry:
 
 # --------------------------------------------------------------------------- extended query
 
-_REQUEST_KEYS = {
+_REQUEST_KEYS: dict[str, type | tuple[type, ...]] = {
     "dump": bool,
     "follow": bool,
     "sources": list,
@@ -168,6 +178,7 @@ _REQUEST_KEYS = {
     "tail": int,
     "since": str,
     "stats": bool,
+    "priority": (int, list),
 }
 
 
@@ -182,6 +193,17 @@ class QueryRequest:
     tail: int | None = None
     since_ns: int | None = None
     stats: bool = False
+    priority: tuple[int, int] | None = None  # levels FROM..TO (0 emerg .. 7 debug), FROM <= TO
+
+
+def _parse_priority(value: int | list[Any]) -> tuple[int, int]:
+    """The ``priority`` key: a level N (N and more severe: 0..N) or ``[FROM, TO]``
+    in either order, each 0-7 (SPEC 15)."""
+    ends = [0, value] if isinstance(value, int) else value
+    if len(ends) != 2 or not all(type(end) is int and 0 <= end <= 7 for end in ends):
+        raise ProtocolError("request key 'priority' must be a level 0-7 or [FROM, TO] of them")
+    lo, hi = ends
+    return (lo, hi) if lo <= hi else (hi, lo)
 
 
 def parse_request(line: bytes) -> QueryRequest:
@@ -198,8 +220,9 @@ def parse_request(line: bytes) -> QueryRequest:
         want = _REQUEST_KEYS.get(key)
         if want is None:
             raise ProtocolError(f"unknown request key {key!r}")
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise ProtocolError(f"request key {key!r} must be of type {want.__name__}")
+        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
+            names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ProtocolError(f"request key {key!r} must be of type {names}")
     sources = obj.get("sources", [])
     if not all(isinstance(s, str) for s in sources):
         raise ProtocolError("request key 'sources' must be a list of strings")
@@ -211,6 +234,7 @@ def parse_request(line: bytes) -> QueryRequest:
         since_ns = None if since is None else parse_time(since)
     except ProtocolError as exc:
         raise ProtocolError(f"request key 'since' is {exc}") from None
+    priority = obj.get("priority")
     return QueryRequest(
         dump=obj.get("dump", True),
         follow=obj.get("follow", False),
@@ -219,6 +243,7 @@ def parse_request(line: bytes) -> QueryRequest:
         tail=obj.get("tail"),
         since_ns=since_ns,
         stats=obj.get("stats", False),
+        priority=None if priority is None else _parse_priority(priority),
     )
 
 
@@ -235,6 +260,9 @@ def encode_request(request: QueryRequest) -> bytes:
         obj["since"] = format_time(request.since_ns)
     if request.stats:
         obj["stats"] = True
+    if request.priority is not None:
+        lo, hi = request.priority
+        obj["priority"] = hi if lo == 0 else [lo, hi]
     return bytes([QueryMode.EXTENDED]) + json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 

@@ -186,12 +186,13 @@ def test_malformed_records_raise_kmsg_parse_error(data: bytes) -> None:
 
 def test_render_text_is_upstreams_format_in_utc() -> None:
     rec = parse_record(b"6,42,1500000,-;hello\\x0a world\n", 1_600_000_000_000_000_000)
-    assert render_text(rec) == "(42) - 2020-09-13T12:26:41.5Z: hello\\x0a world"
+    assert render_text(rec) == "<6>(42) - 2020-09-13T12:26:41.5Z: hello\\x0a world"
+    assert render_text(rec, upstream=True) == "(42) - 2020-09-13T12:26:41.5Z: hello\\x0a world"
 
 
 def test_render_text_whole_second_has_no_fraction() -> None:
     rec = parse_record(b"0,0,0,-;boot\n", 1_600_000_000_000_000_000)
-    assert render_text(rec) == "(0) - 2020-09-13T12:26:40Z: boot"
+    assert render_text(rec) == "<0>(0) - 2020-09-13T12:26:40Z: boot"
 
 
 def test_render_json_has_every_field_in_order() -> None:
@@ -246,10 +247,10 @@ def _raw(seq: int, text: str = "t") -> bytes:
 
 def test_decoder_reports_gap_after_overrun_then_goes_on() -> None:
     dec = KmsgDecoder(0)
-    assert dec.decode(_raw(10, "a")) == ["(10) - 1970-01-01T00:00:00.00001Z: a"]
+    assert dec.decode(_raw(10, "a")) == ["<6>(10) - 1970-01-01T00:00:00.00001Z: a"]
     dec.overrun()
     lines = dec.decode(_raw(15, "b"))
-    assert lines == ["kmsg: 4 records lost", "(15) - 1970-01-01T00:00:00.000015Z: b"]
+    assert lines == ["kmsg: 4 records lost", "<6>(15) - 1970-01-01T00:00:00.000015Z: b"]
     assert dec.decode(_raw(16)) == ["(16) - 1970-01-01T00:00:00.000016Z: t"]
     assert (dec.last_seq, dec.lost) == (16, 4)
 
@@ -258,14 +259,14 @@ def test_decoder_overrun_before_any_record_says_count_unknown() -> None:
     dec = KmsgDecoder(0)
     dec.overrun()
     assert dec.decode(_raw(3))[0] == "kmsg: records lost (count unknown)"
-    assert dec.decode(_raw(4)) == ["(4) - 1970-01-01T00:00:00.000004Z: t"]
+    assert dec.decode(_raw(4)) == ["<6>(4) - 1970-01-01T00:00:00.000004Z: t"]
 
 
 def test_decoder_resumes_after_saved_seq_and_reports_what_the_ring_lost() -> None:
     dec = KmsgDecoder(0, after_seq=5)
     assert dec.decode(_raw(4)) == []
     assert dec.decode(_raw(5)) == []
-    assert dec.decode(_raw(6)) == ["(6) - 1970-01-01T00:00:00.000006Z: t"]
+    assert dec.decode(_raw(6)) == ["<6>(6) - 1970-01-01T00:00:00.000006Z: t"]
     gap = KmsgDecoder(0, after_seq=5)
     assert gap.decode(_raw(9))[0] == "kmsg: 3 records lost"
 

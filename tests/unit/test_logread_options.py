@@ -14,8 +14,8 @@ from typing import Any
 import click
 import pytest
 
-from logread.cli import NO_PRIORITY, Flags, build_options, command
-from logread.program import Options
+from logread.cli import Flags, build_options, command
+from logread.program import Options, priority_here
 from memlogd.wire import protocol as proto
 from tests.oneflags import one_dash_mismatches
 
@@ -52,9 +52,8 @@ def test_every_long_option_works_with_one_dash() -> None:
         (["-unit", "web"], "units", ("web",)),
         (["-g", "-error"], "grep", "-error"),
         (["-output=cat"], "output", "cat"),
-        (["-p"], "priority", ""),
         (["-p", "err"], "priority", "err"),
-        (["-p", "-f"], "follow", True),
+        (["-priority=3..5"], "priority", "3..5"),
     ],
 )
 def test_one_dash_forms(args: list[str], key: str, value: object) -> None:
@@ -77,9 +76,10 @@ def test_help_ends_with_examples() -> None:
     )
     assert result.returncode == 0 and result.stderr == b""
     lines = result.stdout.decode().rstrip("\n").split("\n")
-    assert lines[-4:] == [
+    assert lines[-5:] == [
         "  Examples:",
         "    logread -F -u web                 # service web (stderr and stdout), then follow",
+        "    logread -p err -n 20              # the last 20 errors (and worse)",
         "    logread -n 50 -g 'error|fail' -i  # the last 50 lines that mention an error",
         "    logread --since '10 min ago' -o json | jq .msg",
     ]
@@ -173,8 +173,11 @@ def test_terminal_escaping_and_colour(flags: dict[str, Any], escape: bool, color
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"priority": "err"}, NO_PRIORITY),
-        ({"priority": ""}, NO_PRIORITY),
+        ({"priority": "errors"}, "'errors' is not a priority: use 0-7 or a name"),
+        ({"priority": ""}, "'' is not a priority"),
+        ({"priority": "8"}, "'8' is not a priority"),
+        ({"priority": "err..9"}, "'9' is not a priority"),
+        ({"stats": True, "priority": "err"}, "--stats cannot be combined with -f"),
         ({"reverse": True, "follow": True}, "-r/--reverse shows a dump newest first"),
         ({"reverse": True, "dump_follow": True}, "-r/--reverse shows a dump newest first"),
         ({"stats": True, "follow": True}, "--stats cannot be combined with -f"),
@@ -221,3 +224,51 @@ def test_logreads_pure_modules_import_no_io_framework(module: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [
+        ("err", (0, 3)),
+        ("3", (0, 3)),
+        ("ERROR", (0, 3)),
+        ("warning", (0, 4)),
+        ("debug", (0, 7)),
+        ("emerg", (0, 0)),
+        ("2..5", (2, 5)),
+        ("notice..err", (3, 5)),
+        ("info..info", (6, 6)),
+    ],
+)
+def test_priority_is_asked_of_memlogd(value: str, wanted: tuple[int, int]) -> None:
+    opts = options(priority=value)
+    assert opts.request.priority == wanted
+    assert opts.extended  # the extended query: memlogd selects before the tail
+    assert opts.local_priority is None
+
+
+def test_priority_with_tail_is_memlogds_tail() -> None:
+    opts = options(priority="err", tail=20, follow=True)
+    assert (opts.request.tail, opts.request.priority, opts.local_tail) == (20, (0, 3), None)
+    assert not opts.two_phase
+
+
+@pytest.mark.parametrize(
+    ("flags", "local_tail", "two_phase"),
+    [
+        ({"tail": 20}, 20, False),
+        ({"tail": 20, "follow": True}, 20, True),
+        ({"tail": 5, "grep": "x", "dump_follow": True}, 5, True),
+        ({"follow": True}, None, False),
+        ({}, None, False),
+    ],
+)
+def test_priority_here_for_a_memlogd_that_refused_it(
+    flags: dict[str, Any], local_tail: int | None, two_phase: bool
+) -> None:
+    """An older memlogd refused the key: logread selects by priority, so it keeps
+    the tail itself too (after selecting), as with -g."""
+    opts = priority_here(options(priority="warning", **flags))
+    assert opts.request.priority is None and opts.request.tail is None
+    assert opts.local_priority == (0, 4)
+    assert (opts.local_tail, opts.two_phase) == (local_tail, two_phase)

@@ -10,6 +10,7 @@ from logship import messages
 from logship.messages import MessageFormatter
 from logship.rfc5424 import DEFAULT_SD_ID, Rfc5424Error, format_gap, format_message
 from memlogd.wire.protocol import LogEntry
+from memlogd.wire.severity import level_or_default
 from tests.strategies import times_ns
 
 pytestmark = pytest.mark.unit
@@ -25,13 +26,19 @@ entries = st.builds(
     LogEntry,
     time_ns=st.one_of(times_ns(), st.sampled_from([1_764_410_401_123_456_789])),
     source=sources,
-    msg=st.one_of(texts, st.sampled_from(["", BOM, BOM + BOM + "x", "plain"])),
+    msg=st.one_of(
+        texts,
+        st.sampled_from(["", BOM, BOM + BOM + "x", "plain", "<3>x", "level=warn", BOM + "<0>"]),
+    ),
     seq=st.integers(0, 2**63),
 )
 
 
-def reference(entry: LogEntry, instance: str, hostname: str, sd_id: str, pri: int) -> bytes:
+def reference(
+    entry: LogEntry, instance: str, hostname: str, sd_id: str, facility: int = 1
+) -> bytes:
     assert entry.seq is not None
+    pri = facility * 8 + level_or_default(entry.msg)
     return format_message(
         time_ns=entry.time_ns,
         hostname=hostname,
@@ -50,35 +57,31 @@ def reference(entry: LogEntry, instance: str, hostname: str, sd_id: str, pri: in
     ),
     hostname=st.one_of(st.just("vm1"), texts),
     sd_id=sd_ids,
-    pri=st.integers(0, 191),
+    facility=st.integers(0, 23),
 )
 def test_messages_are_format_message_byte_for_byte(
-    batches: list[tuple[str, list[LogEntry]]], hostname: str, sd_id: str, pri: int
+    batches: list[tuple[str, list[LogEntry]]], hostname: str, sd_id: str, facility: int
 ):
-    formatter = MessageFormatter(hostname, sd_id, pri)
+    formatter = MessageFormatter(hostname, sd_id, facility)
     for instance, batch in batches:  # the caches carry over from batch to batch
         got = formatter.messages(instance, batch)
-        assert got == [reference(e, instance, hostname, sd_id, pri) for e in batch]
+        assert got == [reference(e, instance, hostname, sd_id, facility) for e in batch]
 
 
 def test_a_batch_sharing_time_and_source():
     formatter = MessageFormatter("vm1")
     batch = [LogEntry(1_764_410_401_123_456_789, "svc.out", f"line {i}", i) for i in range(1, 50)]
     assert formatter.messages("inst", batch) == [
-        reference(e, "inst", "vm1", DEFAULT_SD_ID, 14) for e in batch
+        reference(e, "inst", "vm1", DEFAULT_SD_ID) for e in batch
     ]
-    assert formatter.message("inst", batch[0]) == reference(
-        batch[0], "inst", "vm1", DEFAULT_SD_ID, 14
-    )
+    assert formatter.message("inst", batch[0]) == reference(batch[0], "inst", "vm1", DEFAULT_SD_ID)
 
 
 def test_the_source_cache_is_bounded(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(messages, "SOURCE_CACHE_MAX", 3)
     formatter = MessageFormatter("h")
     batch = [LogEntry(0, f"s{i}", "m", i) for i in range(10)]
-    assert formatter.messages("i", batch) == [
-        reference(e, "i", "h", DEFAULT_SD_ID, 14) for e in batch
-    ]
+    assert formatter.messages("i", batch) == [reference(e, "i", "h", DEFAULT_SD_ID) for e in batch]
     assert len(formatter._sources) <= 3
 
 
@@ -110,7 +113,8 @@ def test_gap_is_format_gap(
     ("args", "entry"),
     [
         (("h", "no-at-sign"), None),
-        (("h", DEFAULT_SD_ID, 192), None),
+        (("h", DEFAULT_SD_ID, 24), None),  # facility 24: PRI beyond 191
+        (("h", DEFAULT_SD_ID, -1), None),
         (("h",), LogEntry(0, "s", "m", None)),
         (("h",), LogEntry(0, "s", "m", -1)),
         (("h",), LogEntry(10**30, "s", "m", 1)),  # beyond the year 9999
@@ -121,3 +125,15 @@ def test_what_rfc5424_cannot_carry_is_refused(args: tuple[object, ...], entry: L
         formatter = MessageFormatter(*args)  # type: ignore[arg-type]
         assert entry is not None
         formatter.messages("i", [entry])
+
+
+def test_pri_is_eight_plus_the_level_and_a_gap_is_a_warning():
+    formatter = MessageFormatter("vm1")
+    lines = ["<3>disk on fire", 'level=warning msg="slow"', "plain", "<7>detail", "<0>"]
+    batch = [LogEntry(0, "s", msg, i) for i, msg in enumerate(lines, 1)]
+    got = [m[: m.index(b">") + 1] for m in formatter.messages("i", batch)]
+    assert got == [b"<11>", b"<12>", b"<14>", b"<15>", b"<8>"]
+    assert formatter.gap(time_ns=0, instance="i", seq=1, dropped=2).startswith(b"<12>1 ")
+    local0 = MessageFormatter("vm1", DEFAULT_SD_ID, 16)
+    assert local0.messages("i", batch[:1])[0].startswith(b"<131>1 ")
+    assert local0.gap(time_ns=0, instance="i", seq=1, dropped=2).startswith(b"<132>1 ")

@@ -30,6 +30,7 @@ from logread.render import (
 )
 from memlogd.wire import protocol as proto
 from memlogd.wire import timefmt
+from memlogd.wire.severity import level_or_default
 from tests.unit.test_protocol import encode_lines
 
 pytestmark = pytest.mark.unit
@@ -97,8 +98,10 @@ def test_source_color_is_stable_across_runs() -> None:
 def test_render_json_is_the_servers_bytes(entry: proto.LogEntry) -> None:
     assert entry.seq is not None
     (encoded,) = encode_lines(entry.time_ns, entry.source, [entry.msg.encode()])
-    server = proto.add_seq(encoded, entry.seq) + b"\n"
-    assert render_json(entry).encode() == server
+    server = proto.add_seq(encoded, entry.seq)
+    # the server's bytes, then the line's priority (SPEC 15)
+    wanted = b'%s,"priority":%d}\n' % (server[:-1], level_or_default(entry.msg))
+    assert render_json(entry).encode() == wanted
     assert proto.decode_entry(server) == entry
 
 
@@ -106,9 +109,9 @@ def test_render_json_golden() -> None:
     entry = proto.LogEntry(1550851463123456789, "a;b", 'say "hi"\x00', seq=7)
     assert render_json(entry) == (
         '{"time":"2019-02-22T16:04:23.123456789Z","source":"a;b",'
-        '"msg":"say \\"hi\\"\\u0000","seq":7}\n'
+        '"msg":"say \\"hi\\"\\u0000","seq":7,"priority":6}\n'
     )
-    assert list(json.loads(render_json(entry))) == ["time", "source", "msg", "seq"]
+    assert list(json.loads(render_json(entry))) == ["time", "source", "msg", "seq", "priority"]
 
 
 @given(entries)
@@ -145,7 +148,8 @@ def test_render_json_pretty_golden() -> None:
         '  "time": "2019-02-22T16:04:23.123456789Z",\n'
         '  "source": "a;b",\n'
         '  "msg": "say \\"hi\\"\\u0000 \u00fc",\n'
-        '  "seq": 7\n'
+        '  "seq": 7,\n'
+        '  "priority": 6\n'
         "}\n"
     )
     assert '"seq"' not in render_json_pretty(proto.LogEntry(0, "s", "m"))
@@ -238,7 +242,7 @@ def test_make_renderer_escapes_only_when_asked() -> None:
     )
     assert make_renderer("cat", escape=True)([entry]) == "a\\x1b[2Jb\\x9b\n"
     assert make_renderer("json", escape=True)([entry]) == (
-        '{"time":"1970-01-01T00:00:00Z","source":"s\\u001b","msg":"a\\u001b[2Jb\\u009b","seq":1}\n'
+        '{"time":"1970-01-01T00:00:00Z","source":"s\\u001b","msg":"a\\u001b[2Jb\\u009b","seq":1,"priority":6}\n'
     )
     colored = make_renderer("short-iso", color=True, escape=True)([entry])
     color = source_color(entry.source)

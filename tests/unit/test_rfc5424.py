@@ -18,6 +18,7 @@ from logship.rfc5424 import (
     ParsedMessage,
     Rfc5424Error,
     SdIdError,
+    entry_pri,
     escape_param_value,
     format_gap,
     format_message,
@@ -86,6 +87,25 @@ def test_golden_message():
     )
 
 
+@pytest.mark.parametrize(
+    ("msg", "pri"),
+    [
+        ("hello world", 14),  # no level: info
+        ("<3>disk failed", 11),
+        ("<0>", 8),
+        ('{"level":"warn","msg":"slow"}', 12),
+        ('time="2026-12-07T10:00:00Z" level=debug msg="x"', 15),
+        ("E1207 10:00:00.123456       1 main.go:42] boom", 11),
+        ("GET /error.html 200", 14),  # no keyword search
+    ],
+)
+def test_pri_is_user_facility_plus_the_level(msg: str, pri: int):
+    assert entry_pri(msg) == pri
+    message = format_message(time_ns=T0, hostname="h", source="s", msg=msg, instance="i", seq=1)
+    assert message.startswith(b"<%d>1 " % pri)
+    assert entry_pri(msg, facility=16) == pri - 8 + 128  # local0
+
+
 def test_golden_message_with_everything_to_escape_and_reduce():
     assert (
         format_message(
@@ -118,7 +138,7 @@ def test_golden_empty_message_and_names():
 def test_golden_gap():
     assert (
         format_gap(time_ns=T0, hostname="vm1", instance="3f2a", seq=100, dropped=25)
-        == b"<14>1 2025-11-29T10:00:01.123456Z vm1 logship - - "
+        == b"<12>1 2025-11-29T10:00:01.123456Z vm1 logship - - "
         b'[memlogd@32473 instance="3f2a" seq="100" dropped="25" source="logship"] '
         b"lost 25 entries (seq 100-124)"
     )
