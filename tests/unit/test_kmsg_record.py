@@ -19,9 +19,11 @@ from kmsg.record import (
     render_json,
     render_lost_text,
     render_text,
+    text_seq,
 )
 from kmsg.state import KmsgState, encode_state, parse_state
 from memlogd.errors import MemlogdError
+from memlogd.wire.severity import level
 
 pytestmark = pytest.mark.unit
 
@@ -251,8 +253,39 @@ def test_decoder_reports_gap_after_overrun_then_goes_on() -> None:
     dec.overrun()
     lines = dec.decode(_raw(15, "b"))
     assert lines == ["kmsg: 4 records lost", "<6>(15) - 1970-01-01T00:00:00.000015Z: b"]
-    assert dec.decode(_raw(16)) == ["(16) - 1970-01-01T00:00:00.000016Z: t"]
+    assert dec.decode(_raw(16)) == ["<6>(16) - 1970-01-01T00:00:00.000016Z: t"]
     assert (dec.last_seq, dec.lost) == (16, 4)
+
+
+def test_decoder_upstream_format_has_no_level_in_front() -> None:
+    dec = KmsgDecoder(0, upstream_format=True)
+    assert dec.decode(b"3,10,10,-;disk error\n") == [
+        "(10) - 1970-01-01T00:00:00.00001Z: disk error"
+    ]
+    assert KmsgDecoder(0).decode(b"3,10,10,-;disk error\n") == [
+        "<3>(10) - 1970-01-01T00:00:00.00001Z: disk error"
+    ]
+
+
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 191),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40),
+)
+def test_text_seq_reads_both_formats_back(seq: int, priority: int, text: str) -> None:
+    """The role's resume point: kmsg's own records in memlogd, whichever format."""
+    rec = KmsgRecord(seq=seq, usec=1, priority=priority, flags="-", text=text, time_ns=1000)
+    ours, upstreams = render_text(rec), render_text(rec, upstream=True)
+    assert ours == f"<{priority & 7}>" + upstreams
+    assert text_seq(ours) == text_seq(upstreams) == seq
+    assert level(ours) == priority & 7  # memlogd's readers see the kernel's level
+
+
+@pytest.mark.parametrize(
+    "line", ["kmsg: 4 records lost", "<8>(1) - x", "(x) - y", "<3> (5) - t", " <3>(5) - t"]
+)
+def test_text_seq_of_another_line_is_none(line: str) -> None:
+    assert text_seq(line) is None
 
 
 def test_decoder_overrun_before_any_record_says_count_unknown() -> None:

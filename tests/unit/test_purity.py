@@ -26,6 +26,7 @@ PURE = [
     "memlogd.wire.timefmt",
     "memlogd.wire.globs",
     "memlogd.wire.filters",
+    "memlogd.wire.severity",
     "memlogd.wire.events",
     "memlogd.daemon.journal",
     "memlogd.wire.handover",
