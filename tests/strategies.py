@@ -112,4 +112,5 @@ def query_requests() -> st.SearchStrategy[QueryRequest]:
         tail=st.none() | st.integers(0, 2**31),
         since_ns=st.none() | times_ns(),
         stats=st.booleans(),
+        priority=st.none() | st.tuples(st.integers(0, 7), st.integers(0, 7)).map(sorted).map(tuple),
     )

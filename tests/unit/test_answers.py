@@ -16,7 +16,8 @@ from memlogd.daemon.encoding import encode_block
 from memlogd.daemon.lines import Lines
 from memlogd.daemon.ring import Ring
 from memlogd.wire import protocol as proto
-from memlogd.wire.filters import RequestFilter
+from memlogd.wire.filters import RequestFilter, priority_keeps
+from memlogd.wire.severity import level_or_default
 
 pytestmark = pytest.mark.unit
 
@@ -29,11 +30,17 @@ class Held:
     encoded: bytes  # without its newline
 
 
+# lines with and without a level (SPEC 15), some that must be escaped in JSON
+_LEVELLED = st.sampled_from(
+    [b"<3>err", b"<4>warn", b"<7>", b'{"level":"error"}', b'level="crit" x', b"ERROR:a:b"]
+)
 batches = st.lists(
     st.tuples(
         st.sampled_from(["web", "db", "kmsg"]),
         st.integers(0, 5),  # time in seconds
-        st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b" ")), min_size=1),
+        st.lists(
+            _LEVELLED | st.binary(max_size=12).map(lambda b: b.replace(b"\n", b" ")), min_size=1
+        ),
     ),
     max_size=12,
 )
@@ -69,6 +76,7 @@ def with_seq(held: list[Held]) -> bytes:
     st.none() | st.integers(0, 60),
     st.none() | st.integers(0, 40),
     st.none() | st.integers(0, 5),
+    st.none() | st.tuples(st.integers(0, 7), st.integers(0, 7)).map(sorted).map(tuple),
 )
 def test_an_extended_dump_is_the_held_entries_filtered_after_the_cursor_cut_to_the_tail(
     max_lines: int,
@@ -77,10 +85,13 @@ def test_an_extended_dump_is_the_held_entries_filtered_after_the_cursor_cut_to_t
     after_seq: int | None,
     tail: int | None,
     since_s: int | None,
+    priority: tuple[int, int] | None,
 ) -> None:
     ring, model = filled(max_lines, batch_list)
     since_ns = None if since_s is None else since_s * 1_000_000_000
-    request = proto.QueryRequest(sources=sources, after_seq=after_seq, tail=tail, since_ns=since_ns)
+    request = proto.QueryRequest(
+        sources=sources, after_seq=after_seq, tail=tail, since_ns=since_ns, priority=priority
+    )
     keep = RequestFilter(request)
     chunks = list(answers.extended_dump(ring, request, keep))
     first_seq = ring.first_seq
@@ -88,6 +99,8 @@ def test_an_extended_dump_is_the_held_entries_filtered_after_the_cursor_cut_to_t
     if after_seq is not None and after_seq + 1 < first_seq:
         expected = proto.encode_dropped(after_seq + 1, first_seq - after_seq - 1)
     chosen = [h for h in model if keep.keeps(h.source, h.time_ns)]
+    if priority is not None:  # each entry's own level, before the tail
+        chosen = [h for h in chosen if priority_keeps(priority, proto.decode_entry(h.encoded).msg)]
     chosen = [h for h in chosen if after_seq is None or h.seq > after_seq]
     if tail is not None:
         chosen = chosen[max(0, len(chosen) - tail) :] if tail else []
@@ -103,7 +116,7 @@ def test_a_follower_is_sent_every_entry_from_its_cursor_once(
     """Base mode: the entries as they are; extended: with their seq, after a
     dropped record for what was gone."""
     ring, model = filled(max_lines, batch_list)
-    keep = RequestFilter(proto.QueryRequest(sources=("web", "kmsg")))
+    keep = RequestFilter(proto.QueryRequest(sources=("web", "kmsg"), priority=(0, 4)))
     render = answers.extended_renderer(keep)
     base, extended, seq = b"", b"", cursor
     while seq < ring.next_seq:
@@ -115,7 +128,11 @@ def test_a_follower_is_sent_every_entry_from_its_cursor_once(
     assert base == b"".join(h.encoded + b"\n" for h in held)
     gone = max(0, ring.first_seq - max(cursor, 1))
     dropped = proto.encode_dropped(max(cursor, 1), gone) if gone else b""
-    kept = [h for h in held if h.source in ("web", "kmsg")]
+    kept = [
+        h
+        for h in held
+        if h.source in ("web", "kmsg") and level_or_default(proto.decode_entry(h.encoded).msg) <= 4
+    ]
     assert extended == dropped + with_seq(kept)
 
 

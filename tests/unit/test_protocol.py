@@ -265,6 +265,7 @@ request_values = st.fixed_dictionaries(
         "tail": st.integers(0, 2**64),
         "since": times_ns().map(timefmt.format_time),
         "stats": st.booleans(),
+        "priority": st.integers(0, 7) | st.lists(st.integers(0, 7), min_size=2, max_size=2),
     },
 )
 
@@ -279,6 +280,29 @@ def test_parse_request_accepts_every_valid_request(obj: dict[str, Any]):
     assert request.tail == obj.get("tail")
     assert request.since_ns == (timefmt.parse_time(obj["since"]) if "since" in obj else None)
     assert request.stats is obj.get("stats", False)
+    priority = obj.get("priority")
+    if priority is None:
+        assert request.priority is None
+    elif isinstance(priority, int):
+        assert request.priority == (0, priority)
+    else:
+        assert request.priority == (min(priority), max(priority))
+
+
+def test_priority_key_golden():
+    assert proto.parse_request(b'{"priority":3}').priority == (0, 3)
+    assert proto.parse_request(b'{"priority":[5,2]}').priority == (2, 5)
+    wire = proto.encode_request(QueryRequest(priority=(0, 4)))
+    assert wire == b'\x03{"dump":true,"follow":false,"priority":4}\n'
+    wire = proto.encode_request(QueryRequest(priority=(3, 5)))
+    assert wire == b'\x03{"dump":true,"follow":false,"priority":[3,5]}\n'
+
+
+def test_entry_message_is_the_encoded_message():
+    for msg in ["plain", 'say "hi"\\ \x00 \u00fc \ufffd', ""]:
+        prefix = proto.entry_prefix(7, 's"rc')
+        encoded = proto.encode_entry(LogEntry(7, 's"rc', msg))[:-1]
+        assert proto.entry_message(encoded, len(prefix.encode())) == msg
 
 
 def test_parse_request_empty_object_is_a_plain_dump():
@@ -294,6 +318,7 @@ WRONG_VALUES: dict[str, list[Any]] = {
     "after_seq": [True, False, 1.0, 1.5, "1", None, [1], -1],
     "tail": [True, 2.0, "10", None, -5],
     "since": [0, None, "10m", "2019-02-22", True, "2019-02-22T16:04:99Z"],
+    "priority": [8, -1, True, "err", None, 3.0, [], [1], [1, 2, 3], [0, 8], ["0", 3], [True, 2]],
 }
 
 
