@@ -19,9 +19,10 @@ first match wins (docs/logread.md, "Priority"):
 
 Names (:data:`NAMES`) are case-insensitive.  Nothing else gives a level: no
 keyword is searched for anywhere in a line, and a numeric JSON level is not
-one.  The function dispatches on the line's first character, so that a line
-no rule can match costs a dict lookup; it never raises, whatever it is given
-(a ``str``, or ``bytes`` decoded as UTF-8 with replacement).
+one.  The function dispatches on the line's first two characters, so that a
+line no rule can match costs a dict lookup (BENCHMARKS.md, "Severity"); it
+never raises, whatever it is given (a ``str``, or ``bytes``, read as UTF-8
+with replacement).
 
 It runs only where a reader asks for priorities (``logread -p``, colours,
 ``-o json``, logship's PRI), never on memlogd's intake, and is never stored.
@@ -227,8 +228,8 @@ def _go(text: str) -> int | None:
 
 
 # The first two characters of a line -> the only rule that can match it.
-def _dispatch() -> dict[str, Callable[[str], int | None]]:
-    table: dict[str, Callable[[str], int | None]] = {}
+def _dispatch() -> dict[str | bytes, Callable[[Any], int | None]]:
+    table: dict[str | bytes, Callable[[Any], int | None]] = {}
     digits = "0123456789"
     for digit in "01234567":
         table["<" + digit] = _angle
@@ -239,7 +240,7 @@ def _dispatch() -> dict[str, Callable[[str], int | None]]:
     for first in "IWEF":
         for digit in digits:
             table[first + digit] = _letter
-    for word in ("DEBU", "TRAC", "INFO", "WARN", "ERRO", "FATA", "PANI", "CRIT"):
+    for word in _TERM_LEVELS:
         table[word[:2]] = _letter
     for word in _PYTHON_LEVELS:  # case-insensitive: every case of the first two letters
         for a in (word[0], word[0].upper()):
@@ -251,7 +252,7 @@ def _dispatch() -> dict[str, Callable[[str], int | None]]:
     return table
 
 
-_FIRST: dict[str | bytes, Callable[[Any], int | None]] = {**_dispatch()}
+_FIRST = _dispatch()
 
 
 def _bytes_rule(rule: _Rule) -> Callable[[bytes], int | None]:

@@ -39,7 +39,7 @@ from tests.oneflags import one_dash_mismatches
 pytestmark = pytest.mark.e2e
 
 DEVICE = "/dev/kmsg"
-LINE_RE = re.compile(r"\((\d+)\) - (\S+): (.*)\Z")
+LINE_RE = re.compile(r"<[0-7]>\((\d+)\) - (\S+): (.*)\Z")  # the level in front (SPEC 15)
 RUN_TIMEOUT = 10.0
 
 
@@ -140,6 +140,18 @@ def test_file_device_prints_upstream_lines_with_boot_time(short_tmp: Path) -> No
     for (_, time_ns, _), usec in zip(lines, [1000000, 1500000, 2000001], strict=True):
         assert abs(time_ns - (before + usec * 1000)) < 50_000_000  # same boot time, within 50 ms
     assert lines[2][1] - lines[0][1] == 1_000_001_000  # exact microsecond offsets
+
+
+def test_text_lines_carry_the_level_and_upstream_format_drops_it(short_tmp: Path) -> None:
+    dev = write_device(short_tmp / "kmsg", RECORDS)
+    ours = kmsg("--path", dev, "--no-follow").stderr.splitlines()
+    upstreams = kmsg("-path", dev, "-no-follow", "-upstream-format").stderr.splitlines()
+    assert [line[:8] for line in ours] == ["<6>(10) ", "<7>(11) ", "<6>(12) "]  # 14 & 7 = 6
+    upstream_re = re.compile(r"\((\d+)\) - \S+Z: (.*)\Z")  # boot time may differ by a few ns
+    assert [upstream_re.match(line).group(1, 2) for line in upstreams] == [  # type: ignore[union-attr]
+        LINE_RE.match(line).group(1, 3)  # type: ignore[union-attr]
+        for line in ours
+    ]
 
 
 def test_json_output_has_every_field_and_dictionary(short_tmp: Path) -> None:
@@ -337,6 +349,14 @@ def test_socket_log_hands_lines_to_memlogd_under_name(
         ("11", "pci 0000:00:01.0: [8086:7000] type 00"),
         ("12", "escaped \\x1b[1m and a \\x5c backslash"),
     ]
+    # memlogd's readers see the kernel's levels: debug (7) is not warning or worse
+    shown = subprocess.run(
+        python_m("logread", "-socket", memlogd.query_path, "-s", "kern", "-p", "info", "-o", "raw"),
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
+    assert [LINE_RE.match(m).group(1) for m in shown.stdout.decode().splitlines()] == ["10", "12"]  # type: ignore[union-attr]
 
 
 def test_lines_go_to_stderr_once_memlogd_is_gone(
@@ -407,10 +427,10 @@ async def test_reader_turns_epipe_into_a_lost_line_and_goes_on() -> None:
         batch = await reader.next_batch()
         assert batch is not None
         assert decode_batch(decoder, batch) == [
-            "(1) - 1970-01-01T00:00:00.000001Z: a",
+            "<6>(1) - 1970-01-01T00:00:00.000001Z: a",
             "kmsg: 3 records lost",
-            "(5) - 1970-01-01T00:00:00.000005Z: e",
-            "(6) - 1970-01-01T00:00:00.000006Z: f",
+            "<6>(5) - 1970-01-01T00:00:00.000005Z: e",
+            "<6>(6) - 1970-01-01T00:00:00.000006Z: f",
         ]
         assert await reader.next_batch() is None
     assert decoder.lost == 3 and script == []
@@ -431,7 +451,7 @@ async def test_reader_epipe_before_any_record_says_count_unknown() -> None:
     assert batch is not None
     assert decode_batch(KmsgDecoder(0), batch) == [
         "kmsg: records lost (count unknown)",
-        "(7) - 1970-01-01T00:00:00.000007Z: g",
+        "<6>(7) - 1970-01-01T00:00:00.000007Z: g",
     ]
 
 

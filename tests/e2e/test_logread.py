@@ -20,6 +20,7 @@ import pytest
 
 from logread.render import RESET, source_color
 from memlogd.wire import protocol as proto
+from memlogd.wire.severity import level_or_default
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -194,9 +195,13 @@ def test_extended_short_output_is_the_same_bytes(filled: MemlogdProcess) -> None
 def test_json_output_is_the_servers_extended_entries(filled: MemlogdProcess) -> None:
     result = run_logread("-socket", filled.query_path, "-o", "json")
     assert result.returncode == 0 and result.stderr == b""
-    assert result.stdout == b"".join(line + b"\n" for line in ext_dump(filled.query_path))
+    server = ext_dump(filled.query_path)
+    assert result.stdout == b"".join(
+        b'%s,"priority":%d}\n' % (line[:-1], level_or_default(json.loads(line)["msg"]))
+        for line in server
+    )  # the server's entries, each with its priority (SPEC 15)
     for line in result.stdout.splitlines():
-        assert list(json.loads(line)) == ["time", "source", "msg", "seq"]
+        assert list(json.loads(line)) == ["time", "source", "msg", "seq", "priority"]
 
 
 def test_raw_output_is_messages_only(filled: MemlogdProcess) -> None:

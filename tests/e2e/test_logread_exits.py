@@ -256,12 +256,23 @@ def test_tail_one_dash_forms(memlogd: MemlogdProcess) -> None:
         assert (got.returncode, got.stdout, got.stderr) == (0, want.stdout, b""), args
 
 
-@pytest.mark.parametrize("args", [["-p", "err"], ["-p"], ["--priority=3"], ["-priority", "0"]])
-def test_priority_says_there_is_none(args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "value"),
+    [(["-p", "errors"], b"'errors'"), (["--priority=8"], b"'8'"), (["-priority", "1..x"], b"'x'")],
+)
+def test_a_bad_priority_is_a_usage_error(args: list[str], value: bytes) -> None:
     assert usage_error(*args) == (
-        b"Error: memlogd entries carry no priority, so -p/--priority cannot select them; "
-        b"match words in the message instead, e.g. -g 'error|warn' -i"
+        b"Error: Invalid value for '-p' / '--priority': "
+        + value
+        + b" is not a priority: use 0-7 or a name (emerg, alert, crit, err, warning, notice, "
+        b"info, debug)"
     )
+
+
+def test_priority_needs_a_value() -> None:
+    result = run_logread("-p")
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr == b"Error: Option '-p' requires an argument.\n"
 
 
 @pytest.mark.parametrize(

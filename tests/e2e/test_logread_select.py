@@ -288,12 +288,14 @@ def test_short_iso(services: MemlogdProcess) -> None:
 def test_json_pretty(services: MemlogdProcess) -> None:
     q = services.query_path
     objects = [json.loads(line) for line in ext_dump(q, sources=["web.out"])]
+    for o in objects:
+        o["priority"] = 6  # lines that say no level are info
     out = ok("-socket", q, "-o", "json-pretty", "-s", "web.out")
     assert out == b"".join(
         json.dumps(o, indent=2, ensure_ascii=False).encode() + b"\n" for o in objects
     )
     assert out.startswith(b'{\n  "time": "')
-    assert list(objects[0]) == ["time", "source", "msg", "seq"]
+    assert list(objects[0]) == ["time", "source", "msg", "seq", "priority"]
 
 
 @pytest.mark.parametrize("output", ["cat", "raw"])

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from kmsg.record import text_seq
 from tests.conftest import StartMemlogd
 from tests.e2e.test_keeper import Load, kill_worker, progress, stats, wait_gone
 from tests.helpers import new_source, python_m, query_raw, wait_value
@@ -115,7 +116,7 @@ def test_kmsg_role_puts_the_kernel_log_in_the_ring_once(
         return [e["msg"] for e in dump_all(memlogd.query_path) if e["source"] == "kmsg"]
 
     first = wait_value(kernel, bool, DEADLINE_S, "kernel lines")
-    assert re.match(r"\(\d+\) - \d{4}-", first[0])
+    assert re.match(r"<[0-7]>\(\d+\) - \d{4}-", first[0])  # the record's level in front
     wait_gone(kill_worker(memlogd))
     marker = f"memlogd-test-{os.getpid()}-{id(memlogd)}"
     try:
@@ -126,7 +127,7 @@ def test_kmsg_role_puts_the_kernel_log_in_the_ring_once(
     lines = wait_value(
         kernel, lambda m: any(marker in line for line in m), DEADLINE_S, "the marker"
     )
-    seqs = [int(line[1 : line.index(")")]) for line in lines if line.startswith("(")]
+    seqs = [seq for seq in map(text_seq, lines) if seq is not None]
     assert len(seqs) == len(set(seqs)), "a kernel record twice after the worker restart"
     assert seqs == sorted(seqs)
     kmsg = stats(memlogd.query_path)["sources"]["kmsg"]

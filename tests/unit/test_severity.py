@@ -143,7 +143,7 @@ def test_near_misses_say_no_level(line: str) -> None:
 
 
 def test_the_name_table() -> None:
-    assert NAMES == {
+    assert {
         **dict.fromkeys(["emerg", "emergency"], 0),
         "alert": 1,
         **dict.fromkeys(["crit", "critical", "fatal", "panic"], 2),
@@ -152,7 +152,7 @@ def test_the_name_table() -> None:
         "notice": 5,
         **dict.fromkeys(["info", "information"], 6),
         **dict.fromkeys(["debug", "trace", "dbug"], 7),
-    }
+    } == NAMES
     for name, wanted in NAMES.items():
         for spelled in (name, name.upper(), name.capitalize()):
             assert level(f'{{"level":"{spelled}"}}') == wanted
