@@ -99,6 +99,7 @@ class Record(TypedDict):
     """One message as rsyslog wrote it (all values are strings, as rsyslog's properties are)."""
 
     pri: str
+    severity: str  # %syslogseverity%: PRI & 7
     protocol_version: str
     timestamp: str  # TIMESTAMP as received (RFC 3339, its fraction and offset as sent)
     hostname: str
@@ -114,6 +115,7 @@ class Record(TypedDict):
 
 _FIELDS: tuple[tuple[str, str], ...] = (
     ("pri", "pri"),
+    ("severity", "syslogseverity"),
     ("protocol_version", "protocol-version"),
     ("timestamp", "timereported"),
     ("hostname", "hostname"),

@@ -250,6 +250,37 @@ def test_relp_delivers_every_entry_with_its_fields(
     assert not ship.events("receiver_unavailable")
 
 
+LEVELLED = [
+    ("<3>disk failed", "11", "3"),
+    ('{"level":"warn","msg":"slow"}', "12", "4"),
+    ('time="2026-12-07T10:00:00Z" level=debug msg="x"', "15", "7"),
+    ("E1207 10:00:00.123456       1 main.go:42] replica lost", "11", "3"),
+    ("CRITICAL:app:out of memory", "10", "2"),
+    ("<0>", "8", "0"),
+    ("<5>notice", "13", "5"),
+    ("GET /error.html 200", "14", "6"),  # no keyword search: info
+    ("no level at all", "14", "6"),
+]
+
+
+@pytest.mark.parametrize("scheme", ["relp", "tcp"])
+def test_the_severity_is_the_lines_level(
+    memlogd: MemlogdProcess, rsyslog: Rsyslog, tmp_path: Path, scheme: str
+) -> None:
+    """PRI = 8 + the level each line says it has (facility user, SPEC 15), as
+    rsyslog sees it: its %pri% and %syslogseverity%."""
+    write_lines(memlogd.log_path, "svc", [text for text, _, _ in LEVELLED])
+    instance, entries = wait_ring(memlogd.query_path, LEVELLED[-1][0])
+    url = rsyslog.relp_url if scheme == "relp" else rsyslog.tcp_url
+    assert Logship(tmp_path, memlogd.query_path, url, "-once").run() == 0
+    got = wait_delivered(rsyslog, instance, entries)
+    seen = {entry["msg"]: got[(instance, entry["seq"])][0] for entry in entries}
+    for text, pri, severity in LEVELLED:
+        record = seen[text]
+        assert (record["pri"], record["severity"]) == (pri, severity), text
+        assert record["rawmsg"].startswith(f"<{pri}>1 ")
+
+
 # ---------------------------------------------------------------------- (b), (c) crashes
 
 
@@ -342,6 +373,7 @@ def test_entries_overwritten_since_the_state_become_a_gap_message(
     [(record, gap)] = gap_messages(rsyslog)
     lost = first_seq - saved - 1
     assert (gap.instance, gap.seq, gap.dropped) == (instance, saved + 1, lost)
+    assert (record["pri"], record["severity"]) == ("12", "4")  # user.warning
     assert record["app_name"] == "logship" and gap.source == "logship"
     assert record["msg"] == f"lost {lost} entries (seq {saved + 1}-{first_seq - 1})"
     assert extra_copies(rsyslog.records()) == 0

@@ -41,6 +41,7 @@ def test_octet_counted_message_arrives_exactly(rsyslog: Rsyslog) -> None:
     [record] = rsyslog.wait_records(1, TIMEOUT)
     assert record == Record(
         pri="14",
+        severity="6",
         protocol_version="1",
         timestamp="2024-05-06T07:08:09.123456Z",
         hostname="vm-1",
