@@ -129,6 +129,8 @@ _SLOG_OFFSET = re.compile(r"([A-Za-z]+)[+-][0-9]+")
 
 
 def _logfmt(text: str) -> int | None:
+    if " level=" not in text and " lvl=" not in text and text[:6] != "level=":
+        return None  # the common case of a line that says none: two C-speed searches
     if not text.startswith(_LOGFMT_STARTS):
         return None
     # the common case first: the first " level=" / " lvl=" with nothing quoted
@@ -178,18 +180,34 @@ _TERM = re.compile(r"[A-Z]{4}\[[0-9][^\]]*\]")
 _PYTHON_LEVELS: Final = {
     name: NAMES[name] for name in ("debug", "info", "warning", "error", "critical")
 }
+
+
+def _cases(word: str) -> list[str]:
+    """``word`` in every mix of lower and upper case."""
+    out = [""]
+    for c in word:
+        out = [head + v for head in out for v in dict.fromkeys((c.lower(), c.upper()))]
+    return out
+
+
+# Python's level names by their first four letters, in any case: (name, its length, level)
+_PYTHON_WORDS: Final = {
+    start: (name, len(name), NAMES[name]) for name in _PYTHON_LEVELS for start in _cases(name[:4])
+}
 _PYTHON_NAME = re.compile(r"[^\s:][^:]*:")
 _GO_LEVELS: Final = {name: NAMES[name] for name in ("info", "warn", "error", "debug")}
 _GO = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}\x20[0-9]{2}:[0-9]{2}:[0-9]{2}\x20([A-Za-z]+)\x20")
 
 
 def _python(text: str) -> int | None:
-    """Rule 6: ``LEVELNAME:NAME:``."""
-    colon = text.find(":", 4, 9)
-    if colon < 0:
+    """Rule 6: ``LEVELNAME:NAME:``, LEVELNAME in any case."""
+    word = _PYTHON_WORDS.get(text[:4])
+    if word is None:
         return None
-    found = _PYTHON_LEVELS.get(text[:colon].lower())
-    if found is None or _PYTHON_NAME.match(text, colon + 1) is None:
+    name, end, found = word
+    if len(text) <= end or text[end] != ":" or text[:end].lower() != name:
+        return None
+    if _PYTHON_NAME.match(text, end + 1) is None:
         return None
     return found
 
@@ -200,18 +218,10 @@ def _letter(text: str) -> int | None:
         if _KLOG.match(text) is None:
             return None
         return _KLOG_LEVELS.get(text[0])
-    if text[4:5] == "[":
-        found = _TERM_LEVELS.get(text[:4])
-        if found is None or _TERM.match(text) is None:
-            return None
-        return found
-    colon = text.find(":", 4, 9)
-    if colon < 0:
-        return None
-    found = _PYTHON_LEVELS.get(text[:colon].lower())
-    if found is None or _PYTHON_NAME.match(text, colon + 1) is None:
-        return None
-    return found
+    found = _TERM_LEVELS.get(text[:4])
+    if found is not None and text[4:5] == "[":
+        return found if _TERM.match(text) is not None else None
+    return _python(text)
 
 
 def _go(text: str) -> int | None:
@@ -240,12 +250,12 @@ def _dispatch() -> dict[str | bytes, Callable[[Any], int | None]]:
     for first in "IWEF":
         for digit in digits:
             table[first + digit] = _letter
-    for word in _TERM_LEVELS:
-        table[word[:2]] = _letter
     for word in _PYTHON_LEVELS:  # case-insensitive: every case of the first two letters
         for a in (word[0], word[0].upper()):
             for b in (word[1], word[1].upper()):
-                table.setdefault(a + b, _letter if a.isupper() else _python)
+                table[a + b] = _python
+    for word in _TERM_LEVELS:  # logrus's words in capitals (and Python's, then)
+        table[word[:2]] = _letter
     for a in digits:
         for b in digits:
             table[a + b] = _go

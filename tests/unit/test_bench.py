@@ -492,3 +492,27 @@ def test_the_table_shows_every_new_figure_beside_its_target() -> None:
     assert rows["boot: exec -> first query answered"].endswith("MISSED")
     assert rows["worker SIGKILL -> query answered by a new worker"].endswith("met")
     assert "<= 45 MB" in rows["whole stack in one memlogd, idle: PSS"]
+
+
+def test_severity_bench_runs_and_checks_its_table() -> None:
+    """``python -m bench.severity`` (a few calls each: its figures are not checked here)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from bench import severity
+
+    result = CliRunner().invoke(
+        severity.main, ["--number", "3", "--repeat", "1", "--json", "--no-check"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [(r["line"], r["level"]) for r in report["lines"]] == [
+        (line, wanted) for _, line, wanted in severity.LINES
+    ]
+    assert set(report["uses"]) == {
+        "logship_format_plain_ns",
+        "logship_format_mixed_ns",
+        "memlogd_dump_all_ns",
+        "memlogd_dump_priority_ns",
+    }
