@@ -125,8 +125,8 @@ def uses(number: int, repeat: int) -> dict[str, float]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--number", default=20_000, show_default=True, help="Calls per run.")
-@click.option("--repeat", default=30, show_default=True, help="Runs; the best is reported.")
+@click.option("--number", default=2_000, show_default=True, help="Calls per run.")
+@click.option("--repeat", default=300, show_default=True, help="Runs; the best is reported.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("--no-check", is_flag=True, help="Exit 0 even when a line is over its bound.")
 def main(number: int, repeat: int, as_json: bool, no_check: bool) -> None:
