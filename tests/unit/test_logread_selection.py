@@ -117,6 +117,19 @@ def test_selector_holds_a_tail_until_the_end() -> None:
     assert selector.finish() == []
 
 
+def test_priority_is_selected_before_the_tail() -> None:
+    ring = [
+        entry(i, msg) for i, msg in enumerate(["<3>a", "b", "<3>c", "level=warn d", "e", "<7>f"], 1)
+    ]
+    assert msgs(select(ring, priority=(0, 3), tail=1)) == ["<3>c"]
+    assert msgs(select(ring, priority=(0, 4), tail=2)) == ["<3>c", "level=warn d"]
+    assert msgs(select(ring, priority=(6, 6))) == ["b", "e"]  # no level: info
+    selector = Selector(priority=(0, 3), tail=1)
+    assert list(selector.feed(ring[:3])) == [] and list(selector.feed(ring[3:])) == []
+    assert msgs(selector.finish()) == ["<3>c"]
+    assert not Selector(priority=(0, 7)).everything
+
+
 def test_negative_tail_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         Selector(tail=-1)
@@ -124,7 +137,7 @@ def test_negative_tail_is_refused() -> None:
 
 # ---------------------------------------------------------------------- properties
 
-WORDS = ["a", "b", "ab", "err", "ERR", ""]
+WORDS = ["a", "b", "ab", "err", "ERR", "", "<3>err", "<4>a", "level=debug b"]
 entries = st.lists(st.builds(entry, st.integers(0, 50), st.sampled_from(WORDS)), max_size=30).map(
     lambda ring: [e._replace(seq=i) for i, e in enumerate(ring, 1)]
 )  # seq as in a ring
@@ -141,6 +154,7 @@ maybe = st.one_of(st.none(), st.integers(0, 50))
     tail=st.one_of(st.none(), st.integers(0, 35)),
     reverse=st.booleans(),
     cuts=st.lists(st.integers(0, 30), max_size=6),
+    priority=st.none() | st.sampled_from([(0, 3), (4, 6), (0, 7), (7, 7)]),
 )
 def test_selector_in_any_batches_is_the_model(
     ring: list[proto.LogEntry],
@@ -149,8 +163,9 @@ def test_selector_in_any_batches_is_the_model(
     tail: int | None,
     reverse: bool,
     cuts: list[int],
+    priority: tuple[int, int] | None,
 ) -> None:
-    selector = Selector(grep=grep, until_ns=until_ns, tail=tail, reverse=reverse)
+    selector = Selector(grep=grep, until_ns=until_ns, tail=tail, reverse=reverse, priority=priority)
     bounds = [0, *sorted(c for c in cuts if c <= len(ring)), len(ring)]
     shown: list[proto.LogEntry] = []
     for lo, hi in itertools.pairwise(bounds):
@@ -159,7 +174,9 @@ def test_selector_in_any_batches_is_the_model(
             assert now == []  # nothing before the end of the dump
         shown += now
     shown += selector.finish()
-    expected = select(ring, grep=grep, until_ns=until_ns, tail=tail, reverse=reverse)
+    expected = select(
+        ring, grep=grep, until_ns=until_ns, tail=tail, reverse=reverse, priority=priority
+    )
     assert shown == expected
     assert selector.shown == len(expected)
     assert selector.done == any(until_ns is not None and e.time_ns > until_ns for e in ring)

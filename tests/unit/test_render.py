@@ -25,6 +25,7 @@ from logread.render import (
     render_sources,
     render_stats,
     render_text,
+    severity_color,
     source_color,
     source_counts,
 )
@@ -81,10 +82,37 @@ def test_render_text_is_time_escaped_source_msg(entry: proto.LogEntry) -> None:
 def test_render_text_color_wraps_only_the_source(entry: proto.LogEntry) -> None:
     color = source_color(entry.source)
     assert color in PALETTE
-    assert render_text(entry, color=True) == (
-        f"{timefmt.format_time(entry.time_ns)};{color}{escape_source(entry.source)}{RESET};"
-        f"{entry.msg}\n"
-    )
+    severe = severity_color(entry.msg)
+    time = timefmt.format_time(entry.time_ns)
+    if severe is None:  # info and below: the source in its colour
+        wanted = f"{time};{color}{escape_source(entry.source)}{RESET};{entry.msg}\n"
+    else:
+        wanted = f"{time};{severe}{escape_source(entry.source)};{entry.msg}{RESET}\n"
+    assert render_text(entry, color=True) == wanted
+
+
+@pytest.mark.parametrize(
+    ("msg", "color"),
+    [
+        ("<0>emerg", "\x1b[1;31m"),
+        ("<3>err", "\x1b[1;31m"),
+        ('{"level":"fatal"}', "\x1b[1;31m"),
+        ("<4>warning", "\x1b[33m"),
+        ("WARN[0000] x", "\x1b[33m"),
+        ("<5>notice", None),
+        ("GET /error.html 200", None),
+    ],
+)
+def test_severity_colours(msg: str, color: str | None) -> None:
+    assert severity_color(msg) == color
+    entry = proto.LogEntry(0, "svc", msg, 1)
+    line = render_text(entry, color=True)
+    if color is None:
+        assert line == f"1970-01-01T00:00:00Z;{source_color('svc')}svc{RESET};{msg}\n"
+    else:
+        assert line == f"1970-01-01T00:00:00Z;{color}svc;{msg}{RESET}\n"
+    assert render_short_iso(entry, color=True).endswith(line.split(";", 1)[1])
+    assert render_text(entry) == f"1970-01-01T00:00:00Z;svc;{msg}\n"  # no colour asked
 
 
 def test_source_color_is_stable_across_runs() -> None:
