@@ -23,8 +23,8 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from memlogd.wire.filters import priority_keeps
 from memlogd.wire.protocol import LogEntry
+from memlogd.wire.severity import level_or_default
 
 __all__ = ["Selector", "select", "unit_globs"]
 
@@ -106,7 +106,8 @@ class Selector:
                     break
         priority = self._priority
         if priority is not None:
-            chosen = [entry for entry in chosen if priority_keeps(priority, entry.msg)]
+            lo, hi = priority
+            chosen = [entry for entry in chosen if lo <= level_or_default(entry.msg) <= hi]
         grep = self._grep
         if grep is not None:
             search = grep.search
@@ -146,7 +147,7 @@ def select(
     for entry in entries:
         if until_ns is not None and entry.time_ns > until_ns:
             break
-        if priority is not None and not priority_keeps(priority, entry.msg):
+        if priority is not None and not priority[0] <= level_or_default(entry.msg) <= priority[1]:
             continue
         if grep is None or grep.search(entry.msg):
             shown.append(entry)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from memlogd.config import FOLLOW_BATCH
 from memlogd.daemon.ring import Part, Ring, Slice
 from memlogd.wire import protocol as proto
-from memlogd.wire.filters import RequestFilter, priority_keeps
+from memlogd.wire.filters import RequestFilter
 
 Render = Callable[[Slice], bytes]
 
@@ -30,18 +30,19 @@ def _kept(keep: RequestFilter, parts: Iterable[Part]) -> list[Part]:
     chosen = [part for part in parts if keeps(part[0].source, part[0].time_ns)]
     if keep.priority is None:
         return chosen
-    return _by_priority(keep.priority, chosen)
+    return _by_priority(keep, chosen)
 
 
-def _by_priority(priority: tuple[int, int], parts: Iterable[Part]) -> list[Part]:
-    """The runs of entries of ``parts`` whose level is within ``priority``
-    (SPEC 15; the level is found only here, for a reader that asked)."""
+def _by_priority(keep: RequestFilter, parts: Iterable[Part]) -> list[Part]:
+    """The runs of entries of ``parts`` whose level is within the request's
+    ``priority`` (SPEC 15; the level is found only here, for a reader that asked)."""
+    keeps_level = keep.keeps_level
     out: list[Part] = []
     for block, a, b in parts:
         skip = len(proto.entry_prefix(block.time_ns, block.source).encode("utf-8", "replace"))
         run = -1  # where the current run of kept entries began
         for i, entry in enumerate(block.entries(a, b), a):
-            if priority_keeps(priority, proto.entry_message(entry, skip)):
+            if keeps_level(proto.entry_message(entry, skip)):
                 if run < 0:
                     run = i
             elif run >= 0:

@@ -8,29 +8,34 @@ nothing (:class:`memlogd.client.Subscription`).  docs/protocol.md, "Extended que
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from memlogd.wire.events import Entries
 from memlogd.wire.globs import SourceMatcher
 from memlogd.wire.protocol import LogEntry, QueryRequest
-from memlogd.wire.severity import level_or_default
 
 
-def priority_keeps(priority: tuple[int, int], msg: str) -> bool:
-    """Whether a message's level (info when it says none) is within ``priority``."""
-    lo, hi = priority
-    return lo <= level_or_default(msg) <= hi
+def _level_of() -> Callable[[str], int]:
+    """memlogd.wire.severity's level_or_default, imported for the first reader that
+    asks for a priority: its regular expressions are not compiled on memlogd's
+    way to its first answer."""
+    from memlogd.wire.severity import level_or_default
+
+    return level_or_default
 
 
 class RequestFilter:
     """Sources and since (:meth:`keeps`, per source and time: memlogd applies it
-    to a whole block of entries), and the ``priority`` range, per message."""
+    to a whole block of entries), and the ``priority`` range
+    (:meth:`keeps_level`, per message)."""
 
-    __slots__ = ("_matches", "_since", "priority")
+    __slots__ = ("_level", "_matches", "_since", "priority")
 
     def __init__(self, request: QueryRequest) -> None:
         self._matches = SourceMatcher(request.sources)
         self._since = request.since_ns
         self.priority = request.priority
+        self._level = None if request.priority is None else _level_of()
 
     @property
     def everything(self) -> bool:
@@ -39,6 +44,14 @@ class RequestFilter:
     def keeps(self, source: str, time_ns: int) -> bool:
         since = self._since
         return self._matches(source) and (since is None or time_ns >= since)
+
+    def keeps_level(self, msg: str) -> bool:
+        """Whether ``msg``'s level (info when it says none) is within the
+        request's ``priority`` (every message is, without one)."""
+        priority, level = self.priority, self._level
+        if priority is None or level is None:
+            return True
+        return priority[0] <= level(msg) <= priority[1]
 
 
 class ClientFilter:
@@ -56,10 +69,7 @@ class ClientFilter:
 
     def __call__(self, entry: LogEntry) -> bool:
         keep = self._keep
-        priority = keep.priority
-        return keep.keeps(entry.source, entry.time_ns) and (
-            priority is None or priority_keeps(priority, entry.msg)
-        )
+        return keep.keeps(entry.source, entry.time_ns) and keep.keeps_level(entry.msg)
 
     def batch(self, entries: list[LogEntry]) -> list[Entries]:
         """Entries to hand on now (with a tail, none until the dump ends)."""

@@ -16,7 +16,7 @@ from memlogd.daemon.encoding import encode_block
 from memlogd.daemon.lines import Lines
 from memlogd.daemon.ring import Ring
 from memlogd.wire import protocol as proto
-from memlogd.wire.filters import RequestFilter, priority_keeps
+from memlogd.wire.filters import RequestFilter
 from memlogd.wire.severity import level_or_default
 
 pytestmark = pytest.mark.unit
@@ -100,7 +100,10 @@ def test_an_extended_dump_is_the_held_entries_filtered_after_the_cursor_cut_to_t
         expected = proto.encode_dropped(after_seq + 1, first_seq - after_seq - 1)
     chosen = [h for h in model if keep.keeps(h.source, h.time_ns)]
     if priority is not None:  # each entry's own level, before the tail
-        chosen = [h for h in chosen if priority_keeps(priority, proto.decode_entry(h.encoded).msg)]
+        lo, hi = priority
+        chosen = [
+            h for h in chosen if lo <= level_or_default(proto.decode_entry(h.encoded).msg) <= hi
+        ]
     chosen = [h for h in chosen if after_seq is None or h.seq > after_seq]
     if tail is not None:
         chosen = chosen[max(0, len(chosen) - tail) :] if tail else []
