@@ -117,6 +117,12 @@ def fixture_logread() -> Iterator[Any]:
         proc.close()
 
 
+def with_priority(line: bytes) -> bytes:
+    """An entry line as memlogd sends it, as logread's -o json writes it: with the
+    level its message says it has (SPEC 15) added last."""
+    return b'%s,"priority":%d}' % (line[:-1], level_or_default(json.loads(line)["msg"]))
+
+
 def ext_dump(query_path: str, **req: Any) -> list[bytes]:
     lines = query_raw(query_path, b"\x03" + json.dumps(req).encode() + b"\n").splitlines()
     assert b'"memlogd"' in lines[0]
@@ -196,10 +202,8 @@ def test_json_output_is_the_servers_extended_entries(filled: MemlogdProcess) -> 
     result = run_logread("-socket", filled.query_path, "-o", "json")
     assert result.returncode == 0 and result.stderr == b""
     server = ext_dump(filled.query_path)
-    assert result.stdout == b"".join(
-        b'%s,"priority":%d}\n' % (line[:-1], level_or_default(json.loads(line)["msg"]))
-        for line in server
-    )  # the server's entries, each with its priority (SPEC 15)
+    # the server's entries, each with its priority (SPEC 15)
+    assert result.stdout == b"".join(with_priority(line) + b"\n" for line in server)
     for line in result.stdout.splitlines():
         assert list(json.loads(line)) == ["time", "source", "msg", "seq", "priority"]
 
@@ -216,7 +220,7 @@ def test_filters_through_the_cli_match_the_server(filled: MemlogdProcess) -> Non
     expected = ext_dump(q, sources=["semi*", "plain"], tail=3)
     result = run_logread("-socket", q, "-s", "semi*", "--source", "plain", "-n", "3", "-o", "json")
     assert result.returncode == 0 and result.stderr == b""
-    assert result.stdout == b"".join(line + b"\n" for line in expected)
+    assert result.stdout == b"".join(with_priority(line) + b"\n" for line in expected)
     assert len(expected) == 3
     future = run_logread("-socket", q, "--since", "2999-01-01T00:00:00Z")
     assert (future.returncode, future.stdout, future.stderr) == (0, b"", b"-- No entries --\n")
@@ -519,7 +523,8 @@ def test_json_output_from_upstream_memlogd_has_no_seq(fake: FakeServer, logread)
     with fake.accept() as conn:
         answer_as_upstream(conn, 0)
     assert reader.proc.wait(DEADLINE_S) == 0
-    assert reader.lines(1) == [UPSTREAM_LINES.split(b"\n")[0]]  # filtered by logread itself
+    # filtered by logread itself; no seq, and the priority (level=debug: 7)
+    assert reader.lines(1) == [with_priority(UPSTREAM_LINES.split(b"\n")[0])]
     assert reader.stderr() == b""
 
 

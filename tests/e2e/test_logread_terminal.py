@@ -11,7 +11,7 @@ import os
 import pytest
 
 from logread.render import RESET, source_color
-from tests.e2e.test_logread import ext_dump, on_terminal, run_logread, wait_landed
+from tests.e2e.test_logread import ext_dump, on_terminal, run_logread, wait_landed, with_priority
 from tests.helpers import MemlogdProcess, dump, new_source
 
 pytestmark = pytest.mark.e2e
@@ -115,13 +115,15 @@ def test_json_on_a_terminal_escapes_what_json_leaves_raw(hostile: MemlogdProcess
     code, out, err = on_terminal("-socket", q, "-s", "evil*", "-o", "json")
     assert (code, err) == (0, b"")
     assert out == b"".join(
-        line.replace(b"\x7f", b"\\u007f").replace(b"\xc2\x9b", b"\\u009b") + b"\n"
+        with_priority(line).replace(b"\x7f", b"\\u007f").replace(b"\xc2\x9b", b"\\u009b") + b"\n"
         for line in server
     )
-    assert [json.loads(line) for line in out.splitlines()] == [json.loads(s) for s in server]
+    assert [json.loads(line) for line in out.splitlines()] == [
+        json.loads(with_priority(s)) for s in server
+    ]
     assert b"\\u009b31m" in out and b"\x7f" not in out and b"\xc2\x9b" not in out
     piped = run_logread("-socket", q, "-s", "evil*", "-o", "json")
-    assert piped.stdout == b"".join(line + b"\n" for line in server)
+    assert piped.stdout == b"".join(with_priority(line) + b"\n" for line in server)
 
 
 def test_list_sources_escapes_names_on_a_terminal(hostile: MemlogdProcess) -> None:
