@@ -134,6 +134,44 @@ def test_kmsg_role_puts_the_kernel_log_in_the_ring_once(
     assert kmsg["open"] == 1 and kmsg["entries"] >= len(lines) and kmsg["received"] > 0
 
 
+@pytest.mark.parametrize("upstream", [False, True], ids=["ours", "upstream-format"])
+def test_kmsg_role_resumes_after_its_last_line_in_either_format(
+    start_memlogd: StartMemlogd, short_tmp: Path, upstream: bool
+) -> None:
+    """The role's resume point is the ring's last kmsg line: upstream's
+    ``(SEQ) - TIME: TEXT`` is read back as well as ours ``<L>(SEQ) - ...``."""
+    device = short_tmp / "kmsg.records"  # a file of records in the device's place
+    device.write_bytes(b"")
+    memlogd = start_memlogd(
+        "-kmsg", "-kmsg-path", str(device), "-state-dir", str(short_tmp / "state")
+    )
+    last = (
+        "(3) - 2026-12-07T10:00:00Z: third" if upstream else "<6>(3) - 2026-12-07T10:00:00Z: third"
+    )
+    with new_source(memlogd.log_path, "kmsg") as src:  # as an earlier worker's role wrote it
+        src.sendall(last.encode() + b"\n")
+
+    def kernel() -> list[str]:
+        return [e["msg"] for e in dump_all(memlogd.query_path) if e["source"] == "kmsg"]
+
+    wait_value(kernel, lambda m: m == [last], DEADLINE_S, "the line in the ring")
+    wait_gone(kill_worker(memlogd))  # the next worker's role resumes after seq 3
+    wait_value(lambda: stats(memlogd.query_path)["worker_starts"], lambda n: n == 2, DEADLINE_S)
+    device.write_bytes(
+        b"".join(
+            b"%d,%d,%d,-;record %d\n" % (p, i, i, i)
+            for i, p in [(1, 6), (2, 6), (3, 6), (4, 3), (5, 6)]
+        )
+    )
+    got = wait_value(kernel, lambda m: len(m) >= 3, DEADLINE_S, "records 4 and 5")
+    assert [(text_seq(m), m.rsplit(": ", 1)[-1]) for m in got] == [
+        (3, "third"),
+        (4, "record 4"),
+        (5, "record 5"),
+    ]
+    assert got[1].startswith("<3>(4) - ") and got[2].startswith("<6>(5) - ")
+
+
 def test_ready_fd_is_written_before_the_heavy_imports_and_nothing_is_lost(
     short_tmp: Path,
 ) -> None:
