@@ -10,15 +10,27 @@ made of) it knows from the start, or finds from its bytes the first time a
 reader or an eviction cuts it in the middle.
 
 Every entry has a ``seq``: 1 for the first entry of the ring's life, one more
-for each next entry.  The ring holds the entries ``first_seq .. next_seq - 1``;
-the oldest block may be held only in part.  When full (by lines, or by
-message bytes if ``max_bytes`` is set) the oldest entries go;
-``overwritten`` counts them.  Finding a seq is a bisection over the blocks.
+for each next entry.  When full (by lines, or by message bytes if
+``max_bytes`` is set) entries go (``overwritten`` counts them) by the ring's
+policy (SPEC 14, docs/memlogd.md "Which entries go"): ``fair`` drops the
+oldest entry of the source (a name) holding the most entries (by count when
+over ``max_lines``, by message bytes when over ``max_bytes``; ties to the
+source whose oldest entry is oldest); ``oldest`` drops the oldest entry.
+Either way a source loses its oldest entries first, so each block is held
+from some entry on (``Block.start``) to its end, and the ring in ``seq``
+order may have holes.  A read from a cursor lists them (``Slice.gaps``).
+
+The largest source is the top of a heap (stale entries are skipped), so a
+dropped block costs O(log sources); finding a seq is a bisection over the
+blocks, gone ones included until they are more than half of them
+(O(held blocks)).  A partly held block of which less than a quarter is
+still held is compacted: what it holds is copied into a new block.
 """
 
 from __future__ import annotations
 
 import builtins
+import heapq
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterator
@@ -45,7 +57,9 @@ class Block:
         "data",
         "enc_ends",
         "first_seq",
+        "origin",
         "source",
+        "start",
         "step",
         "time_ns",
         "total",
@@ -67,7 +81,9 @@ class Block:
         self._ends = ends
         self.step = step
         self.enc_ends = enc_ends
-        self.first_seq = 0  # set by Ring.extend
+        self.first_seq = 0  # set by Ring.append
+        self.origin = 0  # the seq of the batch's first entry (kept when compacted)
+        self.start = 0  # the ring holds entries start .. count-1 (count: none)
         if ends is not None:
             self.count = len(ends)
             self.total = ends[-1] - self.count + 1 if ends else 0  # message bytes
@@ -123,8 +139,30 @@ class Block:
         return self.data[self.offset(a) : self.offset(b) - 1].split(b"\n")
 
 
+    def compacted(self) -> Block:
+        """A new block of the entries held (``start`` on): the same ``source``,
+        ``time_ns`` and ``origin``, its ``first_seq`` that of its first entry."""
+        a, n = self.start, self.count
+        data = self.data[self.offset(a) :]
+        if self.enc_ends is None:
+            block = Block(self.source, self.time_ns, data, None, self.step, count=n - a)
+        else:
+            ends, base = self.ends, self.ends[a - 1] + 1 if a else 0
+            at = self.offset(a)
+            block = Block(
+                self.source,
+                self.time_ns,
+                data,
+                [e - base for e in ends[a:]],
+                enc_ends=[e - at for e in self.enc_ends[a:]],
+            )
+        block.first_seq = self.first_seq + a
+        block.origin = self.origin
+        return block
+
+
 Part = tuple[Block, int, int]  # entries a .. b-1 of a block
-_GONE = Block("", 0, b"", [])  # in the place of a block that left the ring
+Gap = tuple[int, int]  # a run of seqs not held: its first seq, how many
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,19 +178,30 @@ class RingStats:
 
 @dataclass(frozen=True, slots=True)
 class Slice:
-    """Entries read from a cursor: ``missed`` entries were gone before the
-    read (overwritten); ``parts`` hold ``count`` entries from seq ``start`` on;
-    the next cursor is ``start + count``.  A slice holds references to blocks,
-    which never change, so it stays whole however slowly it is sent."""
+    """Entries read from a cursor: the seqs ``start .. end-1``, each either
+    held (in ``parts``) or not (a run of them in ``gaps``, in seq order); the
+    next cursor is ``end``.  A snapshot has no gaps (it lists what is held).
+    A slice holds references to blocks, whose bytes never change, so it stays
+    whole however slowly it is sent."""
 
-    missed: int
     start: int
-    count: int
+    end: int
     parts: tuple[Part, ...]
+    gaps: tuple[Gap, ...] = ()
 
     @property
     def next_seq(self) -> int:
-        return self.start + self.count
+        return self.end
+
+    @property
+    def missed(self) -> int:
+        """Seqs of the slice not held (overwritten before the read)."""
+        return sum(n for _, n in self.gaps)
+
+    @property
+    def count(self) -> int:
+        """Entries held in the slice."""
+        return sum(b - a for _, a, b in self.parts)
 
     @property
     def data(self) -> list[bytes]:
@@ -170,175 +219,409 @@ class Slice:
             return bytes(block.view(a, b))
         return b"".join([block.view(a, b) for block, a, b in parts])
 
+    def items(self) -> Iterator[Part | Gap]:
+        """Parts and gaps merged in seq order (a gap is a pair, a part a triple)."""
+        gaps, g = self.gaps, 0
+        for part in self.parts:
+            seq = part[0].first_seq + part[1]
+            while g < len(gaps) and gaps[g][0] < seq:
+                yield gaps[g]
+                g += 1
+            yield part
+        yield from gaps[g:]
+
     def pieces(self, limit: int) -> Iterator[Slice]:
-        """This slice's entries in consecutive slices of at most ``limit``
-        (none when it has none; ``missed`` is left to the caller)."""
-        start, taken, parts = self.start, 0, []
-        for block, a, b in self.parts:
+        """This slice in consecutive slices of at most ``limit`` entries each
+        (gaps go with the entries that follow them; none when it is empty)."""
+        start, taken = self.start, 0
+        parts: list[Part] = []
+        gaps: list[Gap] = []
+        for item in self.items():
+            if len(item) == 2:
+                gaps.append(item)  # type: ignore[arg-type]
+                continue
+            block, a, b = item  # type: ignore[misc]
             while a < b:
                 end = min(b, a + limit - taken)
                 parts.append((block, a, end))
                 taken += end - a
                 a = end
                 if taken == limit:
-                    yield Slice(0, start, taken, tuple(parts))
-                    start, taken, parts = start + taken, 0, []
-        if parts:
-            yield Slice(0, start, taken, tuple(parts))
+                    stop = block.first_seq + end
+                    yield Slice(start, stop, tuple(parts), tuple(gaps))
+                    start, taken, parts, gaps = stop, 0, [], []
+        if parts or gaps:
+            yield Slice(start, max(start, self.end), tuple(parts), tuple(gaps))
+
+
+class _Source:
+    """What the ring knows of one source name: its blocks held (from
+    ``head`` on, the first maybe in part), how many entries and message bytes
+    (in ``fair`` mode with ``max_bytes``: exact; else its blocks counted
+    whole), and how many of its entries were evicted."""
+
+    __slots__ = ("blocks", "bytes", "count", "evicted", "head", "name", "order")
+
+    def __init__(self, name: str, order: int) -> None:
+        self.name = name
+        self.order = order  # ties in the heap never compare sources
+        self.blocks: list[Block] = []
+        self.head = 0
+        self.count = 0
+        self.bytes = 0
+        self.evicted = 0
+
+    @property
+    def oldest(self) -> int:
+        """The seq of its oldest entry held (only while it holds one)."""
+        block = self.blocks[self.head]
+        return block.first_seq + block.start
+
+
+_Key = tuple[int, int, int, _Source]  # -size, oldest seq, order, source
+
+POLICIES = ("fair", "oldest")
 
 
 class Ring:
     __slots__ = (
         "_blocks",
+        "_by_bytes",
+        "_by_count",
         "_cap",
+        "_count",
+        "_exact",
+        "_fair",
+        "_gone",
         "_head",
         "_held",
         "_max_bytes",
-        "first_seq",
+        "_sources",
         "next_seq",
         "overwritten",
+        "trimmed",
     )
 
-    def __init__(self, max_lines: int, max_bytes: int = 0, first_seq: int = 1) -> None:
+    def __init__(
+        self, max_lines: int, max_bytes: int = 0, first_seq: int = 1, policy: str = "fair"
+    ) -> None:
         """``first_seq``: the seq of the first entry (a ring rebuilt from a
-        journal continues its predecessor's numbering)."""
+        journal continues its predecessor's numbering).  ``policy``: ``fair``
+        or ``oldest`` (which entries go when full)."""
         if max_lines < 1:
             raise ValueError("max_lines must be at least 1")
         if max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
         if first_seq < 1:
             raise ValueError("first_seq must be at least 1")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}")
         self._cap = max_lines
         self._max_bytes = max_bytes
-        self._blocks: list[Block] = []  # those from _head on are (at least partly) held
-        self._head = 0
-        self.first_seq = first_seq
+        self._fair = policy == "fair"
+        self._exact = bool(max_bytes)  # message bytes kept exact as entries go
+        self._blocks: list[Block] = []  # in seq order; from _head on, gone ones among them
+        self._head = 0  # the first block held
+        self._gone = 0  # gone blocks in _blocks
         self.next_seq = first_seq
-        self._held = 0  # message bytes of the blocks held, the oldest counted whole
+        self._count = 0
+        self._held = 0  # message bytes held (see _Source.bytes)
         self.overwritten = 0
+        self._sources: dict[str, _Source] = {}
+        self._by_count: list[_Key] = []  # fair: heaps of the sources, stale keys skipped
+        self._by_bytes: list[_Key] = []
+        self.trimmed: list[Block] | None = None  # set to a list: blocks evicted from, noted
 
     def __len__(self) -> int:
-        return self.next_seq - self.first_seq
+        return self._count
 
     @property
     def capacity(self) -> int:
         return self._cap
 
     @property
+    def policy(self) -> str:
+        return "fair" if self._fair else "oldest"
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest entry held (``next_seq`` when empty)."""
+        blocks = self._blocks
+        if self._head >= len(blocks):
+            return self.next_seq
+        block = blocks[self._head]
+        return block.first_seq + block.start
+
+    @property
     def bytes(self) -> int:
-        """Message bytes held (the oldest block's gone entries found only now)."""
-        if self._head >= len(self._blocks):
+        """Message bytes held (the gone entries of partly held blocks found only now)."""
+        if self._exact:
             return self._held
-        block = self._blocks[self._head]
-        return self._held - block.size(0, self.first_seq - block.first_seq)
+        held = self._held
+        for source in self._sources.values():
+            if source.count:
+                block = source.blocks[source.head]
+                if block.start:
+                    held -= block.size(0, block.start)
+        return held
 
     # ------------------------------------------------------------------ writing
 
     def extend(self, block: Block) -> int:
-        """Append a batch's block (its ``first_seq`` is set here); returns the
-        ring's new ``next_seq``."""
-        n = len(block)
-        if n == 0:
-            return self.next_seq
-        block.first_seq = self.next_seq
-        self._blocks.append(block)
-        self.next_seq += n
-        self._held += block.total
-        overflow = len(self) - self._cap
-        if overflow > 0:  # the oldest entries make room
-            self._evict(overflow)
-        if self._max_bytes and self.bytes > self._max_bytes:
-            self._evict_bytes()
+        """Append a batch's block and make room; returns the new ``next_seq``."""
+        self.append(block)
+        self.evict()
         return self.next_seq
 
-    def _evict(self, count: int) -> None:
-        """The oldest ``count`` entries go (work per block, not per entry)."""
-        blocks = self._blocks
-        while count > 0:
-            block = blocks[self._head]
-            a = self.first_seq - block.first_seq
-            take = min(count, len(block) - a)
-            self.first_seq += take
-            self.overwritten += take
-            count -= take
-            if a + take == len(block):
-                self._held -= block.total
-                blocks[self._head] = _GONE  # free it now
-                self._head += 1
-        if self._head > 32 and 2 * self._head > len(blocks):  # amortised: free old blocks
-            del blocks[: self._head]
-            self._head = 0
+    def append(self, block: Block) -> int:
+        """Append a batch's block (its ``first_seq`` is set here) without making
+        room yet (:meth:`evict`); returns the ring's new ``next_seq``."""
+        n = block.count
+        if n == 0:
+            return self.next_seq
+        block.first_seq = block.origin = self.next_seq
+        self._blocks.append(block)
+        self.next_seq += n
+        self._count += n
+        self._held += block.total
+        source = self._sources.get(block.source)
+        if source is None:
+            source = self._sources[block.source] = _Source(block.source, len(self._sources))
+        source.blocks.append(block)
+        source.count += n
+        source.bytes += block.total
+        if self._fair:
+            self._note(source)
+        return self.next_seq
+
+    def evict(self) -> None:
+        """Drop entries by the policy until the ring is within its limits
+        (lines first, then bytes; the last entry always stays)."""
+        over = self._count - self._cap
+        if over > 0:
+            self._evict_lines(over)
+        if self._max_bytes and self._held > self._max_bytes and self._count > 1:
+            self._evict_bytes()
+
+    def _note(self, source: _Source) -> None:
+        """Push the source's key (its older keys become stale)."""
+        if not source.count:
+            return
+        oldest = source.oldest
+        heap = self._by_count
+        heapq.heappush(heap, (-source.count, oldest, source.order, source))
+        if self._exact:
+            heapq.heappush(self._by_bytes, (-source.bytes, oldest, source.order, source))
+        if len(heap) > 4 * len(self._sources) + 64:  # many stale keys: start again
+            self._rebuild_heaps()
+
+    def _rebuild_heaps(self) -> None:
+        held = [s for s in self._sources.values() if s.count]
+        self._by_count = [(-s.count, s.oldest, s.order, s) for s in held]
+        heapq.heapify(self._by_count)
+        if self._exact:
+            self._by_bytes = [(-s.bytes, s.oldest, s.order, s) for s in held]
+            heapq.heapify(self._by_bytes)
+
+    @staticmethod
+    def _valid(key: _Key, by_bytes: bool) -> bool:
+        source = key[3]
+        size = source.bytes if by_bytes else source.count
+        return source.count > 0 and -key[0] == size and key[1] == source.oldest
+
+    def _top(self, heap: list[_Key], by_bytes: bool) -> _Key | None:
+        """The valid key of the largest source (stale keys above it popped)."""
+        while heap:
+            key = heap[0]
+            if self._valid(key, by_bytes):
+                return key
+            heapq.heappop(heap)
+        return None
+
+    def _choose(self, by_bytes: bool) -> tuple[_Source, _Key | None]:
+        """The source whose oldest entry goes next, and (fair) the next in line."""
+        if not self._fair:
+            block = self._blocks[self._head]
+            return self._sources[block.source], None
+        heap = self._by_bytes if by_bytes else self._by_count
+        top = self._top(heap, by_bytes)
+        assert top is not None, "the ring holds entries"
+        heapq.heappop(heap)
+        second = self._top(heap, by_bytes)
+        return top[3], second
+
+    def _evict_lines(self, need: int) -> None:
+        while need > 0:
+            source, second = self._choose(False)
+            block = source.blocks[source.head]
+            k = min(need, block.count - block.start)
+            if second is not None:  # it stays the largest while it has more
+                k = max(1, min(k, source.count + second[0]))
+            self._drop(source, block, k)
+            need -= k
 
     def _evict_bytes(self) -> None:
-        """Drop the oldest entries until the bytes fit (the newest always stays)."""
-        while self.bytes > self._max_bytes and len(self) > 1:
-            block = self._blocks[self._head]
-            a = self.first_seq - block.first_seq
-            b = len(block) if self.first_seq + len(block) - a < self.next_seq else len(block) - 1
-            excess = self.bytes - self._max_bytes
-            if block.size(a, b) < excess:
-                self._evict(b - a)
-                continue
+        """Drop entries until the bytes fit (the last entry always stays)."""
+        while self._held > self._max_bytes and self._count > 1:
+            source, second = self._choose(True)
+            block = source.blocks[source.head]
+            a = block.start
+            b = min(block.count, a + self._count - 1)
+            excess = self._held - self._max_bytes
+            size = block.size
             # the fewest entries a .. k-1 whose bytes cover the excess
-            k = bisect_left(range(a + 1, b + 1), excess, key=lambda k: block.size(a, k)) + a + 1
-            self._evict(k - a)
-            return
+            k = bisect_left(range(a + 1, b + 1), excess, key=lambda k: size(a, k)) + a + 1
+            k = min(k, b)
+            if second is not None:  # entries go while the source stays the largest
+                rest = source.bytes + second[0]  # its bytes over the next one's
+                keep = bisect_left(range(a, b), True, key=lambda i: size(a, i) >= rest) + a
+                k = max(a + 1, min(k, keep))
+            self._drop(source, block, k - a)
+
+    def _drop(self, source: _Source, block: Block, k: int) -> None:
+        """The ``k`` oldest entries of ``source`` (of its oldest ``block``) go."""
+        a = block.start
+        block.start = b = a + k
+        source.count -= k
+        source.evicted += k
+        self._count -= k
+        self.overwritten += k
+        if self._exact:
+            size = block.total if (a == 0 and b == block.count) else block.size(a, b)
+            source.bytes -= size
+            self._held -= size
+        if self.trimmed is not None:
+            self.trimmed.append(block)
+        if b == block.count:  # gone
+            if not self._exact:
+                source.bytes -= block.total
+                self._held -= block.total
+            source.blocks[source.head] = _GONE
+            source.head += 1
+            self._bury(block)
+            if source.head > 32 and 2 * source.head > len(source.blocks):
+                del source.blocks[: source.head]
+                source.head = 0
+            self._gone += 1
+            self._forget_gone()
+        elif 4 * (block.count - b) < block.count and len(block.data) > 4096:
+            self._compact(source, block)
+        if self._fair:
+            self._note(source)
+
+    def _bury(self, block: Block) -> None:
+        """In the index, a gone block's place is kept by an empty one (its
+        bytes are freed, unless a reader's slice still holds them)."""
+        blocks = self._blocks
+        i = bisect_left(blocks, block.first_seq, lo=self._head, key=_FIRST_SEQ)
+        if i < len(blocks) and blocks[i] is block:
+            mark = Block("", 0, b"", [])
+            mark.first_seq = block.first_seq
+            blocks[i] = mark
+
+    def _forget_gone(self) -> None:
+        blocks = self._blocks
+        head = self._head
+        while head < len(blocks) and blocks[head].start >= blocks[head].count:
+            head += 1
+        self._head = head
+        if self._gone > 32 and 2 * self._gone > len(blocks):
+            self._blocks = [b for b in blocks[head:] if b.start < b.count]
+            self._head = 0
+            self._gone = 0
+
+    def _compact(self, source: _Source, block: Block) -> None:
+        """Replace a block little of which is held by a copy of what is."""
+        new = block.compacted()
+        source.blocks[source.head] = new
+        blocks = self._blocks
+        i = bisect_left(blocks, block.first_seq, lo=self._head, key=_FIRST_SEQ)
+        while blocks[i] is not block:
+            i += 1
+        blocks[i] = new
+        if not self._exact:  # its blocks are counted whole: now the copy
+            gone = block.size(0, block.start)
+            source.bytes -= gone
+            self._held -= gone
+
+    def forget(self, name: str) -> None:
+        """Forget a source that holds no entry (its ``evicted`` count too)."""
+        source = self._sources.get(name)
+        if source is not None and not source.count:
+            del self._sources[name]
 
     # ------------------------------------------------------------------ reading
 
     def read(self, cursor: int, limit: int | None = None) -> Slice:
-        """Entries from seq ``cursor`` on (at most ``limit`` of them).
-
-        ``missed`` counts the entries before ``first_seq`` that the cursor asked
-        for: seqs start at 1, so a cursor below 1 misses nothing more than 1 does.
-        """
-        missed = 0
-        if cursor < self.first_seq:
-            missed = self.first_seq - max(cursor, 1)
-            cursor = self.first_seq
-        count = max(0, self.next_seq - cursor)
-        if limit is not None:
-            count = max(0, min(count, limit))
-        return Slice(missed, cursor, count, self._parts(cursor, count))
-
-    def _parts(self, seq: int, count: int) -> tuple[Part, ...]:
-        if not count:
-            return ()
+        """Entries from seq ``cursor`` on (at most ``limit`` of them), and the
+        runs of seqs not held among them (seqs start at 1: a cursor below 1
+        asks from 1).  Without a limit the slice ends at ``next_seq``."""
+        cursor = max(cursor, 1)
+        end = self.next_seq
+        if cursor >= end:
+            return Slice(cursor, cursor, ())
+        room = end if limit is None else max(0, limit)
         blocks = self._blocks
-        i = bisect_right(blocks, seq, lo=self._head, key=_FIRST_SEQ) - 1
-        parts = []
-        while count:
+        i = max(self._head, bisect_right(blocks, cursor, lo=self._head, key=_FIRST_SEQ) - 1)
+        parts: list[Part] = []
+        gaps: list[Gap] = []
+        seq = cursor
+        while i < len(blocks) and room:
             block = blocks[i]
-            a = seq - block.first_seq
-            b = min(len(block), a + count)
-            parts.append((block, a, b))
-            count -= b - a
-            seq += b - a
             i += 1
-        return tuple(parts)
+            first = block.first_seq
+            lo, hi = max(first + block.start, seq), first + block.count
+            if lo >= hi:
+                continue
+            if lo > seq:
+                gaps.append((seq, lo - seq))
+            n = min(hi - lo, room)
+            parts.append((block, lo - first, lo - first + n))
+            room -= n
+            seq = lo + n
+        if room and seq < end:
+            gaps.append((seq, end - seq))
+            seq = end
+        return Slice(cursor, seq, tuple(parts), tuple(gaps))
 
     def snapshot(self) -> Slice:
-        """Every entry held now: references, so it stays whole however slowly it is sent."""
-        return self.read(self.first_seq)
+        """Every entry held now, in seq order, without the gaps between them:
+        references, so it stays whole however slowly it is sent."""
+        got = self.read(self.first_seq)
+        return Slice(got.start, got.end, got.parts)
 
     def last_of(self, source: str) -> builtins.bytes | None:
         """The newest entry held of ``source`` (its encoded JSON), if any."""
-        blocks = self._blocks
-        for i in range(len(blocks) - 1, self._head - 1, -1):
-            block = blocks[i]
-            if block.source == source:
-                n = len(block)
-                if block.first_seq + n - 1 < self.first_seq:
-                    return None
-                return block.entries(n - 1, n)[0]
-        return None
+        held = self._sources.get(source)
+        if held is None or not held.count:
+            return None
+        block = held.blocks[-1]
+        n = len(block)
+        return block.entries(n - 1, n)[0]
 
     def held_by_source(self) -> Counter[str]:
         """How many entries each source has in the ring now (for stats)."""
-        held: Counter[str] = Counter()
-        for block, a, b in self._parts(self.first_seq, len(self)):
-            held[block.source] += b - a
-        return held
+        return Counter({s.name: s.count for s in self._sources.values() if s.count})
+
+    def evicted_by_source(self) -> dict[str, int]:
+        """How many entries of each source were evicted (since first seen)."""
+        return {s.name: s.evicted for s in self._sources.values() if s.evicted}
+
+    def set_evicted(self, name: str, count: int) -> None:
+        """A ring rebuilt from a journal: a source's count of evicted entries."""
+        source = self._sources.get(name)
+        if source is None:
+            source = self._sources[name] = _Source(name, len(self._sources))
+        source.evicted = count
+
+    def next_victim(self) -> int | None:
+        """The seq of the entry that would go next (None when empty)."""
+        if not self._count:
+            return None
+        if not self._fair:
+            return self.first_seq
+        top = self._top(self._by_count, False)
+        return top[1] if top is not None else None
 
     def statistics(self) -> RingStats:
         return RingStats(
@@ -350,3 +633,6 @@ class Ring:
             next_seq=self.next_seq,
             overwritten=self.overwritten,
         )
+
+
+_GONE = Block("", 0, b"", [])  # in the place of a source's block that left the ring

@@ -55,87 +55,149 @@ def make_block(source: str, first: int, sizes: list[int], layout: str) -> tuple[
 
 
 class RingMachine(RuleBasedStateMachine):
-    """A Ring and a list of the entries it should hold: the newest ones, as many
-    as fit in max_lines and (when set) max_bytes, but always the newest one."""
+    """A Ring and a list of the entries it should hold, by its policy (SPEC 14):
+    while over max_lines (then while over max_bytes with more than one entry)
+    ``fair`` drops the oldest entry of the source holding the most (entries,
+    then message bytes; ties to the source whose oldest entry is oldest),
+    ``oldest`` the oldest entry.  Appends may leave the eviction for later (the
+    ring over its limits until then).  Followers keep a cursor across steps and
+    must be told of every seq after it exactly once: received, or dropped."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ring = Ring(1)
         self.max_lines = 1
         self.max_bytes = 0
+        self.fair = True
         self.model: list[Held] = []
         self.appended = 0
+        self.pending = False  # appended without eviction yet
         self.snapshots: list[tuple[Slice, list[bytes]]] = []
+        self.every: dict[int, bytes] = {}  # every entry ever appended, by seq
+        self.gone: set[int] = set()
+        self.evicted: Counter[str] = Counter()
+        self.followers: list[tuple[int, list[int]]] = []  # start, seqs told of in order
 
     @initialize(
         max_lines=st.integers(1, 8),
         max_bytes=st.one_of(st.just(0), st.integers(1, 40)),
+        policy=st.sampled_from(["fair", "oldest"]),
     )
-    def init(self, max_lines: int, max_bytes: int) -> None:
-        self.ring = Ring(max_lines, max_bytes)
+    def init(self, max_lines: int, max_bytes: int, policy: str) -> None:
+        self.ring = Ring(max_lines, max_bytes, policy=policy)
         self.max_lines = max_lines
         self.max_bytes = max_bytes
+        self.fair = policy == "fair"
+
+    def _evict_one(self, by_bytes: bool) -> None:
+        victim = 0
+        if self.fair:
+            size: Counter[str] = Counter()
+            oldest: dict[str, int] = {}
+            for h in self.model:
+                size[h.source] += h.size if by_bytes else 1
+                oldest.setdefault(h.source, h.seq)
+            chosen = min(size, key=lambda s: (-size[s], oldest[s]))
+            victim = next(i for i, h in enumerate(self.model) if h.source == chosen)
+        held = self.model.pop(victim)
+        self.gone.add(held.seq)
+        self.evicted[held.source] += 1
 
     def _trim(self) -> None:
-        del self.model[: max(0, len(self.model) - self.max_lines)]
+        while len(self.model) > self.max_lines:
+            self._evict_one(False)
         if self.max_bytes:
             while len(self.model) > 1 and sum(h.size for h in self.model) > self.max_bytes:
-                del self.model[0]
+                self._evict_one(True)
+        self.pending = False
 
     @rule(
         sizes=st.lists(st.integers(0, 15), max_size=20),
         source=st.sampled_from(["a", "b", "c"]),
         layout=st.sampled_from(["step", "lazy", "explicit"]),
+        evict=st.booleans(),
     )
-    def extend(self, sizes: list[int], source: str, layout: str) -> None:
+    def extend(self, sizes: list[int], source: str, layout: str, evict: bool) -> None:
         first = self.appended + 1
         block, encoded = make_block(source, first, sizes, layout)
-        result = self.ring.extend(block)
+        result = self.ring.extend(block) if evict else self.ring.append(block)
         for i, (data, size) in enumerate(zip(encoded, sizes, strict=True)):
             self.model.append(Held(first + i, data, size, source))
+            self.every[first + i] = data
         self.appended += len(sizes)
-        self._trim()
+        if evict:
+            self._trim()
+        else:
+            self.pending = self.pending or bool(sizes)
         assert result == self.appended + 1
+
+    @rule()
+    def evict(self) -> None:
+        self.ring.evict()
+        self._trim()
 
     @rule(delta=st.integers(-30, 3), limit=st.none() | st.integers(-2, 10))
     def read(self, delta: int, limit: int | None) -> None:
         cursor = self.ring.next_seq + delta
         got = self.ring.read(cursor, limit)
-        first = self.model[0].seq if self.model else self.appended + 1
-        expected_missed = max(0, first - max(cursor, 1))
-        assert got.missed == expected_missed
-        assert got.start == max(cursor, first)
-        wanted = [h.data for h in self.model if h.seq >= cursor]
-        if limit is not None:
+        start = max(cursor, 1)
+        wanted = [h for h in self.model if h.seq >= start]
+        end = max(start, self.ring.next_seq)
+        if limit is not None and len(wanted) >= max(0, limit):
             wanted = wanted[: max(0, limit)]
-        assert got.data == wanted
-        assert got.next_seq == got.start + len(wanted) == got.start + got.count
-        assert got.joined() == b"".join(w + b"\n" for w in wanted)
-        sources = [h.source for h in self.model if h.seq >= got.start][: len(wanted)]
-        assert [block.source for block, a, b in got.parts for _ in range(a, b)] == sources
-        if got.parts:
-            block, a, _ = got.parts[0]
-            assert block.first_seq + a == got.start
+            end = wanted[-1].seq + 1 if wanted else start
+        assert (got.start, got.end) == (start, end)
+        assert got.data == [h.data for h in wanted]
+        assert got.count == len(wanted)
+        assert got.joined() == b"".join(h.data + b"\n" for h in wanted)
+        assert [block.source for block, a, b in got.parts for _ in range(a, b)] == [
+            h.source for h in wanted
+        ]
+        assert [block.first_seq + i for block, a, b in got.parts for i in range(a, b)] == [
+            h.seq for h in wanted
+        ]
+        held = {h.seq for h in wanted}
+        assert list(got.gaps) == runs([s for s in range(start, end) if s not in held])
+        assert got.missed == end - start - len(wanted)
 
     @rule(limit=st.integers(1, 7))
     def pieces(self, limit: int) -> None:
-        snap = self.ring.snapshot()
-        pieces = list(snap.pieces(limit))
-        assert all(0 < piece.count <= limit for piece in pieces)
-        assert [e for piece in pieces for e in piece.data] == snap.data
-        assert [p.start for p in pieces] == list(range(snap.start, snap.next_seq, limit))
+        whole = self.ring.read(self.ring.next_seq - 12)
+        pieces = list(whole.pieces(limit))
+        assert all(0 <= piece.count <= limit for piece in pieces)
+        assert [e for piece in pieces for e in piece.data] == whole.data
+        assert [g for piece in pieces for g in piece.gaps] == list(whole.gaps)
+        if pieces:
+            assert pieces[0].start == whole.start
+            assert pieces[-1].end == whole.end
+            assert all(p.end == q.start for p, q in zip(pieces, pieces[1:], strict=False))
 
     @rule()
-    def read_all_in_pieces(self) -> None:
-        """A follower from the oldest held entry sees each entry once, in order."""
-        cursor = self.ring.first_seq
-        seen: list[bytes] = []
+    def start_follower(self) -> None:
+        self.followers.append((self.ring.next_seq, []))
+
+    @rule(i=st.integers(0, 3), limit=st.integers(1, 4))
+    def follow(self, i: int, limit: int) -> None:
+        """A follower reads on from its cursor: each seq is an entry or dropped."""
+        if not self.followers:
+            return
+        start, told = self.followers[i % len(self.followers)]
+        cursor = told[-1] + 1 if told else start
         while cursor < self.ring.next_seq:
-            piece = self.ring.read(cursor, 3)
-            assert piece.missed == 0
-            seen.extend(piece.data)
-            cursor = piece.next_seq
-        assert seen == [h.data for h in self.model]
+            piece = self.ring.read(cursor, limit)
+            assert piece.start == cursor and piece.end > cursor
+            for item in piece.items():
+                if len(item) == 2:
+                    seq, n = item  # type: ignore[misc]
+                    assert all(s in self.gone for s in range(seq, seq + n))
+                    told += range(seq, seq + n)
+                else:
+                    block, a, b = item  # type: ignore[misc]
+                    for j, entry in enumerate(block.entries(a, b)):
+                        assert self.every[block.first_seq + a + j] == entry
+                        told.append(block.first_seq + a + j)
+            cursor = piece.end
+        assert told == list(range(start, cursor))
 
     @rule()
     def snapshot(self) -> None:
@@ -154,22 +216,35 @@ class RingMachine(RuleBasedStateMachine):
         ring = self.ring
         assert ring.next_seq == self.appended + 1
         assert len(ring) == len(self.model)
-        assert ring.first_seq == ring.next_seq - len(self.model)
-        if self.model:
-            assert ring.first_seq == self.model[0].seq
-        assert ring.read(ring.first_seq).data == [h.data for h in self.model]
+        assert ring.first_seq == (self.model[0].seq if self.model else ring.next_seq)
+        assert ring.snapshot().data == [h.data for h in self.model]
 
     @invariant()
     def bounded_by_lines_and_bytes(self) -> None:
-        assert len(self.ring) <= self.max_lines
         held_bytes = sum(h.size for h in self.model)
         assert self.ring.bytes == held_bytes
+        if self.pending:
+            return
+        assert len(self.ring) <= self.max_lines
         if self.max_bytes and len(self.ring) > 1:
             assert self.ring.bytes <= self.max_bytes
 
     @invariant()
     def overwritten_is_appended_minus_held(self) -> None:
         assert self.ring.overwritten == self.appended - len(self.model)
+        assert self.ring.evicted_by_source() == dict(+self.evicted)
+
+    @invariant()
+    def next_victim_is_the_policys(self) -> None:
+        if not self.model or not self.fair:
+            expected = self.model[0].seq if self.model else None
+        else:
+            count = Counter(h.source for h in self.model)
+            oldest: dict[str, int] = {}
+            for h in self.model:
+                oldest.setdefault(h.source, h.seq)
+            expected = min(oldest[s] for s in count if count[s] == max(count.values()))
+        assert self.ring.next_victim() == expected
 
     @invariant()
     def statistics_agree(self) -> None:
@@ -190,8 +265,19 @@ class RingMachine(RuleBasedStateMachine):
             assert snap.data == copy
 
 
+def runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Consecutive seqs as (first, count) runs."""
+    out: list[tuple[int, int]] = []
+    for seq in seqs:
+        if out and out[-1][0] + out[-1][1] == seq:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((seq, 1))
+    return out
+
+
 TestRing = RingMachine.TestCase
-TestRing.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+TestRing.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 
 
 def block_of(*entries: bytes) -> Block:
@@ -208,7 +294,7 @@ def test_extend_larger_than_capacity_keeps_the_newest():
     assert snap.data == [b"entry %d of size 1" % i for i in (2, 3, 4)]
     assert ring.overwritten == 4
     got = ring.read(2)
-    assert (got.missed, got.start, got.data) == (3, 5, snap.data)
+    assert (got.gaps, got.start, got.end, got.data) == (((2, 3),), 2, 8, snap.data)
 
 
 def test_single_entry_larger_than_max_bytes_stays_alone():
@@ -224,7 +310,7 @@ def test_single_entry_larger_than_max_bytes_stays_alone():
 def test_empty_extend_changes_nothing():
     ring = Ring(2)
     assert ring.extend(block_of()) == 1
-    assert ring.snapshot() == Slice(0, 1, 0, ())
+    assert ring.snapshot() == Slice(1, 1, ())
     assert list(ring.snapshot().pieces(3)) == []
 
 
@@ -240,3 +326,41 @@ def test_a_whole_block_is_sent_as_it_is():
 def test_invalid_limits_are_refused(max_lines: int, max_bytes: int):
     with pytest.raises(ValueError, match="max_"):
         Ring(max_lines, max_bytes)
+
+
+def test_a_flood_evicts_its_own_oldest_and_the_quiet_stay():
+    ring = Ring(4)
+    ring.extend(make_block("quiet", 1, [1], "step")[0])
+    for first in range(2, 12, 2):
+        ring.extend(make_block("flood", first, [1, 1], "step")[0])
+    assert ring.held_by_source() == Counter({"flood": 3, "quiet": 1})
+    assert ring.evicted_by_source() == {"flood": 7}
+    got = ring.read(1)
+    assert got.gaps == ((2, 7),)
+    assert [block.first_seq + a for block, a, _ in got.parts] == [1, 9, 10]
+
+
+def test_oldest_policy_is_upstreams_order():
+    ring = Ring(4, policy="oldest")
+    ring.extend(make_block("quiet", 1, [1], "step")[0])
+    for first in range(2, 12, 2):
+        ring.extend(make_block("flood", first, [1, 1], "step")[0])
+    assert ring.held_by_source() == Counter({"flood": 4})
+    assert (ring.first_seq, ring.read(1).gaps) == (8, ((1, 7),))
+
+
+def test_a_block_little_of_which_is_held_is_compacted():
+    ring = Ring(10)
+    block, entries = make_block("a", 1, [50] * 100, "lazy")
+    ring.extend(block)
+    held = ring.snapshot()
+    assert held.parts[0][0] is not block  # a copy of the 10 held
+    assert len(held.parts[0][0].data) < len(block.data) // 4
+    assert held.data == entries[90:]
+    assert ring.read(85).gaps == ((85, 6),)
+    assert ring.bytes == 500
+
+
+def test_invalid_policy_is_refused():
+    with pytest.raises(ValueError, match="policy"):
+        Ring(1, policy="random")
