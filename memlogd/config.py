@@ -54,6 +54,7 @@ class DaemonConfig:
     max_lines: int = DEFAULT_MAX_LINES
     max_line_len: int = DEFAULT_MAX_LINE_LEN  # bytes
     max_bytes: int = 0  # message bytes held; 0 = bounded by lines only
+    evict: str = "fair"  # which entries go when full: fair, or oldest (upstream's)
     max_sources: int = DEFAULT_MAX_SOURCES
     max_clients: int = DEFAULT_MAX_CLIENTS
     socket_mode: int = DEFAULT_SOCKET_MODE
@@ -69,6 +70,8 @@ class DaemonConfig:
             raise ConfigError("-max-bytes must not be negative")
         if 0 < self.max_bytes < self.max_line_len:
             raise ConfigError("-max-bytes must be 0 or at least -max-line-len")
+        if self.evict not in ("fair", "oldest"):
+            raise ConfigError("-evict must be fair or oldest")
         if not 0 <= self.socket_mode <= 0o777:
             raise ConfigError("-socket-mode must be an octal mode between 0 and 0777")
         if self.mode_timeout_s <= 0:

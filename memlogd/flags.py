@@ -63,6 +63,14 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("max-bytes", "int", 0, "Message bytes the ring holds (0: bounded by lines only).", "N"),
     Flag(
+        "evict",
+        "choice",
+        "fair",
+        "Which entries go when the ring is full: fair (the oldest of the source that"
+        " holds the most) or oldest (upstream's order).",
+        choices=("fair", "oldest"),
+    ),
+    Flag(
         "max-sources",
         "int",
         cfg.DEFAULT_MAX_SOURCES,
@@ -232,6 +240,7 @@ def daemon_config(values: dict[str, Any]) -> cfg.DaemonConfig:
         max_lines=values["max_lines"],
         max_line_len=values["max_line_len"],
         max_bytes=values["max_bytes"],
+        evict=values["evict"],
         max_sources=values["max_sources"],
         max_clients=values["max_clients"],
         socket_mode=values["socket_mode"],

@@ -5,7 +5,9 @@ answer is chunks of at most ``FOLLOW_BATCH`` of them, each ending in a
 newline: in base mode the blocks as they are, in extended mode with
 ``"seq"`` added to each entry, only the entries that pass the request's
 filters, and a ``{"seq":N,"dropped":K}`` record wherever entries the reader
-asked for could not be sent.
+asked for could not be sent: one per run of seqs after the reader's cursor
+that the ring no longer holds (SPEC 14: the fair ring has holes), so that an
+unfiltered answer from ``after_seq`` 0 covers every seq exactly once.
 """
 
 from __future__ import annotations
@@ -73,38 +75,56 @@ def base_dump(snap: Slice) -> Iterator[bytes]:
         yield piece.joined()
 
 
+def _render(piece: Slice, keep: RequestFilter | None) -> bytes:
+    """A piece in extended mode: its dropped records and (matching) entries
+    with their ``seq``, in seq order."""
+    if not piece.gaps:
+        return _with_seq(piece.parts if keep is None else _kept(keep, piece.parts))
+    out: list[bytes] = []
+    run: list[Part] = []
+    for item in piece.items():
+        if len(item) == 2:
+            if run:
+                out.append(_with_seq(run if keep is None else _kept(keep, run)))
+                run = []
+            out.append(proto.encode_dropped(item[0], item[1]))
+        else:
+            run.append(item)
+    if run:
+        out.append(_with_seq(run if keep is None else _kept(keep, run)))
+    return b"".join(out)
+
+
 def extended_renderer(keep: RequestFilter) -> Render:
-    """Renders pieces of an extended follow: the dropped record first, then
-    the matching entries with their ``seq``."""
+    """Renders pieces of an extended follow: the matching entries with their
+    ``seq``, and a dropped record for each run of seqs it missed."""
 
     def render(piece: Slice) -> bytes:
-        out = b""
-        if piece.missed:
-            out = proto.encode_dropped(piece.start - piece.missed, piece.missed)
-        return out + _with_seq(_kept(keep, piece.parts))
+        return _render(piece, keep)
 
     return render
 
 
 def extended_dump(ring: Ring, request: proto.QueryRequest, keep: RequestFilter) -> Iterator[bytes]:
     """The dump part of an extended answer: a snapshot of references, taken now
-    (the follow part starts where it ends), sent in lazily encoded chunks."""
-    snap = ring.snapshot()
-    missed = 0
-    if request.after_seq is not None and request.after_seq >= snap.start:
+    (the follow part starts where it ends), sent in lazily encoded chunks.
+    With a cursor (``after_seq``) the runs of seqs after it that the ring no
+    longer holds are dropped records (with ``tail``: those among the entries sent)."""
+    if request.after_seq is None:
+        snap = ring.snapshot()
+    else:
         snap = ring.read(request.after_seq + 1)
-    elif request.after_seq is not None:
-        missed = snap.start - request.after_seq - 1
     chosen = _kept(keep, snap.parts)
+    gaps = snap.gaps
     if request.tail is not None:
         chosen = _last(chosen, request.tail)
-    first = [proto.encode_dropped(snap.start - missed, missed)] if missed else []
-    held = Slice(0, snap.start, sum(b - a for _, a, b in chosen), tuple(chosen))
+        since = chosen[0][0].first_seq + chosen[0][1] if chosen else snap.end
+        gaps = tuple(gap for gap in gaps if gap[0] > since)
+    held = Slice(snap.start, snap.end, tuple(chosen), gaps)
 
     def chunks() -> Iterator[bytes]:
-        yield from first
         for piece in held.pieces(FOLLOW_BATCH):
-            yield _with_seq(piece.parts)
+            yield _render(piece, None)
 
     return chunks()
 

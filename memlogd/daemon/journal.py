@@ -10,14 +10,26 @@ same entries with the same ``seq``, and ``seq`` continuing where it stopped.
 Layout of the buffer (all integers little-endian)::
 
     0     header: magic, version, capacity, instance (36 bytes of a UUID)
-    64    commit slot 0 \\  generation, start, end, next_seq, crc32;
+    64    commit slot 0 \\  generation, start, end, next_seq, overwritten, crc32;
     128   commit slot 1 /   the valid slot with the higher generation counts
     4096  records, 8-byte aligned, in a circular area
 
-A record is one batch: ``size, count, first_seq, time_ns, name_len`` then the
-source name and the lines joined with ``\\n`` (lines never contain one).  The
-records from ``start`` to ``end`` (wrapping at the area's end, where a size of
-0 means "continue at the area's start") are the journal.  Writing is ordered
+A record is one batch: ``size, count, first_seq, time_ns, name_len, 0, dead,
+evicted`` then the source name and the lines joined with ``\\n`` (lines never
+contain one).  The records from ``start`` to ``end`` (wrapping at the area's
+end, where a size of 0 means "continue at the area's start") are the journal.
+
+The ring drops a source's oldest entries first (SPEC 14), so what it holds of
+a batch is its lines from some line on: a record's ``dead`` counts its first
+lines the ring no longer holds (set in place, one aligned 4-byte store, when
+the ring evicts them; a record all dead may be overwritten), and ``evicted``
+is its source's count of evicted entries, kept up to date in the newest
+record of that source.  A record the ring still holds in part that stands in
+the way of reusing the area's start (a quiet source's, among a flood's dead
+ones) is *relocated*: what it holds is written again as a new record, and the
+commit that takes the copy in leaves the original out.  Version 1 (before the
+fair ring: no ``dead``, ``evicted``, ``overwritten``) is read, for an upgrade
+(:func:`upgrade`).  Writing is ordered
 so that a kill at any instruction leaves a readable journal: a record is
 written outside the committed range, then a commit (into the slot not in use)
 takes it in; a commit that would let a record be overwritten first moves
@@ -45,7 +57,7 @@ from memlogd.daemon.lines import Lines
 from memlogd.errors import MemlogdError
 
 MAGIC = b"MLJ1"
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 4096  # bytes before the record area
 RECORD_ALIGN = 8
 MAX_NAME_UTF8 = 3 * 512  # a 512-byte name decoded with replacement, encoded again
@@ -54,9 +66,13 @@ MAX_NAME_UTF8 = 3 * 512  # a 512-byte name decoded with replacement, encoded aga
 MAX_CAPACITY = (1 << 32) - 4096
 
 _HEAD = struct.Struct("<4sII36s")  # magic, version, area size, instance
-_SLOT = struct.Struct("<QQQQI")  # generation, start, end, next_seq, crc32 of the rest
+_SLOT = struct.Struct("<QQQQQI")  # generation, start, end, next_seq, overwritten, crc32
+_SLOT1 = struct.Struct("<QQQQI")  # version 1: no overwritten
 _SLOT_AT = (64, 128)
-_REC = struct.Struct("<IIQQH")  # size, count, first_seq, time_ns, name_len
+_REC = struct.Struct("<IIQQHHIQ")  # size, count, first_seq, time_ns, name_len, 0, dead, evicted
+_REC1 = struct.Struct("<IIQQH")  # version 1: no dead, no evicted
+_DEAD_AT = 28  # offsets in a record of dead (4 bytes) and evicted (8 bytes)
+_EVICTED_AT = 32
 _WRAP = b"\0" * _REC.size  # a size of 0: the records continue at the area's start
 
 
@@ -66,12 +82,36 @@ class JournalError(MemlogdError):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One batch as it was appended: ``lines`` from seq ``first_seq`` on."""
+    """One batch as it was appended (what the ring still holds of it): ``lines``
+    from seq ``first_seq`` on; ``evicted``: its source's evicted entries then."""
 
     first_seq: int
     time_ns: int
     source: str
     lines: list[bytes]
+    evicted: int = 0
+
+
+class _Live:
+    """A record in the journal, as the writer knows it."""
+
+    __slots__ = ("count", "dead", "first_seq", "origin", "pos", "source", "time_ns", "total")
+
+    def __init__(
+        self, pos: int, total: int, first_seq: int, count: int, source: str, time_ns: int
+    ) -> None:
+        self.pos = pos
+        self.total = total
+        self.first_seq = first_seq
+        self.count = count
+        self.dead = 0
+        self.source = source
+        self.time_ns = time_ns
+        self.origin = first_seq  # the batch's first seq (the ring's Block.origin)
+
+    @property
+    def last(self) -> int:
+        return self.first_seq + self.count - 1
 
 
 def capacity_for(max_lines: int, max_line_len: int) -> int:
@@ -88,24 +128,29 @@ def _aligned(size: int) -> int:
     return -(-size // RECORD_ALIGN) * RECORD_ALIGN
 
 
-def new_header(size: int, instance: str) -> bytes:
+def new_header(size: int, instance: str, version: int = VERSION) -> bytes:
     """The first bytes of a new journal of ``size`` bytes (the rest zero)."""
     if size < HEADER_SIZE + 2 * _aligned(_REC.size + 1):
         raise JournalError("journal too small")
-    head = _HEAD.pack(MAGIC, VERSION, size - HEADER_SIZE, instance.encode("ascii"))
-    return head + bytes(_SLOT_AT[0] - _HEAD.size) + _slot(0, 0, 0, 1) + _slot(1, 0, 0, 1)
+    head = _HEAD.pack(MAGIC, version, size - HEADER_SIZE, instance.encode("ascii"))
+    slot = _SLOT if version == VERSION else _SLOT1
+    slots = [_slot(g, 0, 0, 1, 0, slot) for g in (0, 1)]
+    return head + bytes(_SLOT_AT[0] - _HEAD.size) + slots[0] + bytes(64 - slot.size) + slots[1]
 
 
-def _slot(generation: int, start: int, end: int, next_seq: int) -> bytes:
-    body = _SLOT.pack(generation, start, end, next_seq, 0)[:-4]
+def _slot(
+    generation: int, start: int, end: int, next_seq: int, overwritten: int, slot: struct.Struct
+) -> bytes:
+    fields = (generation, start, end, next_seq, overwritten)[: len(slot.format) - 2]
+    body = slot.pack(*fields, 0)[:-4]
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def _read_slot(buf: memoryview, at: int) -> tuple[int, int, int, int] | None:
-    generation, start, end, next_seq, crc = _SLOT.unpack_from(buf, at)
-    if zlib.crc32(buf[at : at + _SLOT.size - 4]) != crc:
+def _read_slot(buf: memoryview, at: int, slot: struct.Struct) -> tuple[int, ...] | None:
+    *fields, crc = slot.unpack_from(buf, at)
+    if zlib.crc32(buf[at : at + slot.size - 4]) != crc:
         return None
-    return generation, start, end, next_seq
+    return (*fields, 0)[:5]
 
 
 class Journal:
@@ -114,70 +159,120 @@ class Journal:
     def __init__(self, buf: memoryview) -> None:
         self.buf = buf
         magic, version, area, instance = _HEAD.unpack_from(buf, 0)
-        if magic != MAGIC or version != VERSION or area + HEADER_SIZE > len(buf):
+        if magic != MAGIC or version not in (1, VERSION) or area + HEADER_SIZE > len(buf):
             raise JournalError("not a memlogd journal of this version")
+        self.version = version  # 1: read only, for an upgrade (upgrade())
+        self._rec = _REC if version == VERSION else _REC1
         self.instance = instance.rstrip(b"\0").decode("ascii")
         self._area = area
-        slots = [s for s in (_read_slot(buf, at) for at in _SLOT_AT) if s is not None]
+        slot = _SLOT if version == VERSION else _SLOT1
+        slots = [s for s in (_read_slot(buf, at, slot) for at in _SLOT_AT) if s is not None]
         if not slots:
             raise JournalError("no valid commit in the journal")
-        self._generation, self._start, self._end, self.next_seq = max(slots)
+        self._generation, self._start, self._end, self.next_seq, self.overwritten = max(slots)
         self._committed = (self._start, self._end)
         self.squeezed = 0  # live batches dropped for room (the ring still held them)
-        # the live records: (offset, size, last seq) from the oldest on
-        self._live: deque[tuple[int, int, int]] = deque()
-        for offset, size, record in self._walk():
-            self._live.append((offset, size, record.first_seq + len(record.lines) - 1))
+        self.relocated = 0  # records written again (held in part among dead ones)
+        # the live records from the oldest on; each batch's records; each source's newest
+        self._live: deque[_Live] = deque()
+        self._batches: dict[int, list[_Live]] = {}
+        self._newest: dict[str, _Live] = {}
+        self._live_bytes = 0  # of the records still held in part
+        self._all_bytes = 0  # of every record in _live
+        for offset, size, record, count in self._walk():
+            dead = count - len(record.lines)
+            live = _Live(offset, size, record.first_seq - dead, count, record.source, 0)
+            live.dead = dead
+            live.origin = record.first_seq  # a replayed ring's block starts there
+            self._track(live)
 
     # -------------------------------------------------------------- reading
 
-    def _walk(self) -> Iterator[tuple[int, int, Record]]:
+    def _walk(self) -> Iterator[tuple[int, int, Record, int]]:
+        """Each record: its offset, size, what is held of it, its count of lines."""
         buf, pos, end, area = self.buf, self._start, self._end, self._area
+        rec = self._rec
         steps = 0
         while pos != end:
             steps += 1
             if steps > area // RECORD_ALIGN + 2:
                 raise JournalError("the journal's records do not lead to its end")
-            if area - pos < _REC.size:  # no room for a record: the next is at 0
+            if area - pos < rec.size:  # no room for a record: the next is at 0
                 pos = 0
                 continue
-            size, count, first_seq, time_ns, name_len = _REC.unpack_from(buf, HEADER_SIZE + pos)
+            size, count, first_seq, time_ns, name_len, *more = rec.unpack_from(
+                buf, HEADER_SIZE + pos
+            )
             if size == 0:  # the wrap marker
                 pos = 0
                 continue
-            if size < _REC.size + name_len or pos + size > area:
+            dead, evicted = (more[1], more[2]) if more else (0, 0)
+            if size < rec.size + name_len or pos + size > area or dead > count:
                 raise JournalError(f"a record at {pos} is damaged")
-            at = HEADER_SIZE + pos + _REC.size
+            at = HEADER_SIZE + pos + rec.size
             name = bytes(buf[at : at + name_len]).decode("utf-8", "replace")
             block = bytes(buf[at + name_len : HEADER_SIZE + pos + size])
             lines = block.split(b"\n") if count else []
             if len(lines) != count:
                 raise JournalError(f"a record at {pos} is damaged")
-            yield pos, _aligned(size), Record(first_seq, time_ns, name, lines)
+            held = Record(first_seq + dead, time_ns, name, lines[dead:], evicted)
+            yield pos, _aligned(size), held, count
             pos += _aligned(size)
 
     def records(self) -> Iterator[Record]:
-        """The batches held, oldest first."""
-        for _offset, _size, record in self._walk():
-            yield record
+        """What the ring held of each batch (none: not listed), in the journal's
+        order (a relocated one comes later than its seq)."""
+        for _offset, _size, record, _count in self._walk():
+            if record.lines:
+                yield record
+
+    def _track(self, live: _Live) -> None:
+        self._live.append(live)
+        self._all_bytes += live.total
+        self._batches.setdefault(live.origin, []).append(live)
+        self._newest[live.source] = live
+        if live.dead < live.count:
+            self._live_bytes += live.total
+
+    def _untrack(self, live: _Live) -> None:
+        batch = self._batches.get(live.origin)
+        if batch is not None:
+            if live in batch:
+                batch.remove(live)
+            if not batch:
+                del self._batches[live.origin]
+        if self._newest.get(live.source) is live:
+            del self._newest[live.source]
+        self._all_bytes -= live.total
+        if live.dead < live.count:
+            self._live_bytes -= live.total
 
     # -------------------------------------------------------------- writing
 
     def append_lines(
-        self, first_seq: int, time_ns: int, source: str, lines: Lines, count: int, keep_from: int
+        self,
+        first_seq: int,
+        time_ns: int,
+        source: str,
+        lines: Lines,
+        count: int,
+        keep_from: int,
+        evicted: int = 0,
     ) -> None:
         """Journal a batch of ``count`` ``lines`` from seq ``first_seq`` on:
-        those the ring still holds (from ``keep_from``, its first seq now), in as
-        few records as fit (one, but for a batch larger than half the journal)."""
+        those the ring still holds (from ``keep_from``: no entry before it is
+        held), in as few records as fit (one, but for a batch larger than half
+        the journal).  ``evicted``: the source's count of evicted entries."""
         name_len = len(source.encode("utf-8", "replace"))
         room = self._area // 2 - _REC.size - name_len - RECORD_ALIGN
         a = max(0, keep_from - first_seq)
         if not a and len(lines.head) + lines.stop <= room:  # the common case: as it is
-            self.append(first_seq, time_ns, source, lines.pieces(), count, keep_from)
+            self.append(first_seq, time_ns, source, lines.pieces(), count, keep_from, evicted)
             return
         while a < count:
             b = lines.fit(a, room)
-            self.append(first_seq + a, time_ns, source, lines.pieces(a, b), b - a, keep_from)
+            pieces = lines.pieces(a, b)
+            self.append(first_seq + a, time_ns, source, pieces, b - a, keep_from, evicted)
             a = b
 
     def append(
@@ -188,37 +283,122 @@ class Journal:
         block: Sequence[bytes | memoryview],
         count: int,
         keep_from: int,
+        evicted: int = 0,
     ) -> None:
         """Journal one batch (``count`` lines joined with newlines, in the
         pieces of ``block``) and commit it.
 
-        ``keep_from``: the ring's first seq now; records wholly before it may go."""
+        ``keep_from``: no entry before it is held: records wholly before it may go."""
+        if self.version != VERSION:
+            raise JournalError("a journal of version 1 is read only")
         name = source.encode("utf-8", "replace")
         size = _REC.size + len(name) + sum(map(len, block))
         total = _aligned(size)
         if total >= self._area // 2:  # append_lines never makes one
             raise JournalError("batch larger than half the journal")
         self._forget_before(keep_from)
+        self._relocate(total)
+        self._write_record(first_seq, time_ns, source, block, count, evicted, first_seq)
+        self._commit()
+
+    def _write_record(
+        self,
+        first_seq: int,
+        time_ns: int,
+        source: str,
+        block: Sequence[bytes | memoryview],
+        count: int,
+        evicted: int,
+        origin: int,
+    ) -> _Live:
+        """Place and write one record (not committed yet)."""
+        name = source.encode("utf-8", "replace")
+        size = _REC.size + len(name) + sum(map(len, block))
+        total = _aligned(size)
         pos = self._place(total)
         at = HEADER_SIZE + pos
-        self._write(at, _REC.pack(size, count, first_seq, time_ns, len(name)) + name)
+        head = _REC.pack(size, count, first_seq, time_ns, len(name), 0, 0, evicted)
+        self._write(at, head + name)
         at += _REC.size + len(name)
         for piece in block:
             self._write(at, piece)
             at += len(piece)
         if not self._live:
             self._start = pos
-        self._live.append((pos, total, first_seq + count - 1))
+        live = _Live(pos, total, first_seq, count, source, time_ns)
+        live.origin = origin
+        self._track(live)
         self._end = pos + total
-        self.next_seq = first_seq + count
+        self.next_seq = max(self.next_seq, first_seq + count)
+        return live
+
+    def trim(self, origin: int, held_from: int, evicted: int) -> None:
+        """The ring holds the batch of seq ``origin`` only from seq ``held_from``
+        on now, and its source's count of evicted entries is ``evicted``."""
+        batch = self._batches.get(origin)
+        if not batch:
+            return
+        source = batch[0].source
+        for live in batch:
+            dead = min(live.count, max(live.dead, held_from - live.first_seq))
+            if dead != live.dead:
+                if dead == live.count:
+                    self._live_bytes -= live.total
+                live.dead = dead
+                self._write(HEADER_SIZE + live.pos + _DEAD_AT, struct.pack("<I", dead))
+        newest = self._newest.get(source)
+        if newest is not None:
+            at = HEADER_SIZE + newest.pos + _EVICTED_AT
+            self._write(at, struct.pack("<Q", evicted))
+
+    def commit(self, overwritten: int) -> None:
+        """Commit the ring's count of entries that left it (after trims)."""
+        self.overwritten = overwritten
         self._commit()
 
     def _forget_before(self, seq: int) -> None:
         """Records whose entries all left the ring may be overwritten."""
         live = self._live
-        while live and live[0][2] < seq:
-            live.popleft()
-        self._start = live[0][0] if live else self._end
+        while live and (live[0].last < seq or live[0].dead >= live[0].count):
+            self._untrack(live.popleft())
+        self._start = live[0].pos if live else self._end
+
+    def _relocate(self, total: int) -> None:
+        """Write again the records at the front still held in part, while the
+        records span more than twice what is held (so that writing can go
+        back to the area's start and the pages touched stay few)."""
+        live = self._live
+        budget = len(live)
+        while live and budget and self._all_bytes > 2 * (self._live_bytes + total) + 4096:
+            budget -= 1
+            front = live[0]
+            held = self._held_lines(front)
+            count = front.count - front.dead
+            first = front.first_seq + front.dead
+            evicted = self._evicted_of(front)
+            # the copy first (uncommitted), then the original is left out
+            self._write_record(
+                first, front.time_ns, front.source, [held], count, evicted, front.origin
+            )
+            if live and live[0] is front:
+                self._untrack(live.popleft())
+            self.relocated += 1
+            self._forget_before(0)
+
+    def _held_lines(self, live: _Live) -> bytes:
+        at = HEADER_SIZE + live.pos
+        size, count, _first, _time, name_len, _pad, dead, _ev = _REC.unpack_from(self.buf, at)
+        data = bytes(self.buf[at + _REC.size + name_len : at + size])
+        if not dead:
+            return data
+        cut = -1
+        for _ in range(dead):
+            cut = data.index(b"\n", cut + 1)
+        return data[cut + 1 :]
+
+    def _evicted_of(self, live: _Live) -> int:
+        value: int = struct.unpack_from("<Q", self.buf, HEADER_SIZE + live.pos + _EVICTED_AT)[0]
+        return value
 
     def _place(self, total: int) -> int:
         """Where a record of ``total`` bytes goes.  The oldest records go when
@@ -242,9 +422,11 @@ class Journal:
             elif end + total < start:  # wrapped: free space between end and start
                 pos = end
                 break
-            live.popleft()  # no room: the journal is full, the oldest batch goes
-            self.squeezed += 1
-            self._start = live[0][0] if live else end
+            gone = live.popleft()  # no room: the journal is full, the oldest batch goes
+            self._untrack(gone)
+            self._forget_before(0)
+            self.squeezed += gone.dead < gone.count
+            self._start = live[0].pos if live else end
         has_marker = marker >= 0 and area - marker >= _REC.size
         if self._overlaps_committed(pos, total) or (
             has_marker and self._overlaps_committed(marker, _REC.size)
@@ -268,10 +450,38 @@ class Journal:
         if not self._live:
             self._start = self._end
         self._generation += 1
-        slot = _slot(self._generation, self._start, self._end, self.next_seq)
+        slot = _slot(
+            self._generation, self._start, self._end, self.next_seq, self.overwritten, _SLOT
+        )
         self._write(_SLOT_AT[self._generation % 2], slot)
         self._committed = (self._start, self._end)
 
     def _write(self, at: int, data: bytes | memoryview) -> None:
         """Every write to the buffer goes through here (tests tear them)."""
         self.buf[at : at + len(data)] = data
+
+
+def upgrade(buf: memoryview) -> Journal:
+    """The journal in ``buf``, of this version: one of version 1 (written
+    before the fair ring, by the worker an upgrade replaces) is read, then
+    written again in place as this version, with the same instance and seqs.
+    The rewrite takes a few milliseconds; a kill within them loses the ring."""
+    old = Journal(buf)
+    if old.version == VERSION:
+        return old
+    records = list(old.records())
+    header = new_header(HEADER_SIZE + old._area, old.instance)
+    buf[: len(header)] = header
+    journal = Journal(buf)
+    for record in records:
+        journal.append_lines(
+            record.first_seq,
+            record.time_ns,
+            record.source,
+            Lines.of(record.lines),
+            len(record.lines),
+            record.first_seq,
+        )
+    journal.next_seq = max(journal.next_seq, old.next_seq)
+    journal.commit(0)
+    return journal

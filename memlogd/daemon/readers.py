@@ -6,8 +6,9 @@ task.  A reader whose socket is full is marked blocked and its own task waits
 until it can write again, then carries on from its cursor (a ``seq``); if the
 ring moved more than a whole ring past it meanwhile, the entries it lost are
 counted (and reported as ``dropped`` in extended mode).  A reader that is
-still reading but half a ring behind holds the intake (:class:`IntakeHold`)
-for at most ``HOLD_S`` per episode.  So writers never wait long for readers,
+still reading but would lose an entry at the next eviction (the next entry
+the ring's policy drops is one it has not read), or is half a ring behind,
+holds the intake (:class:`IntakeHold`) for at most ``HOLD_S`` per episode.  So writers never wait long for readers,
 a reader that keeps reading loses nothing, and memory is bounded by the ring
 plus at most one batch in flight per reader.
 """
@@ -185,8 +186,17 @@ class Reader:
         self._check_lag()
 
     def _behind(self) -> bool:
-        ring = self.readers.ring
-        return self.cursor is not None and ring.next_seq - self.cursor > ring.capacity // 2
+        """Whether the ring's next eviction may take an entry it has not read
+        (SPEC 14), or it is half a ring behind."""
+        ring, cursor = self.readers.ring, self.cursor
+        if cursor is None:
+            return False
+        if ring.next_seq - cursor > ring.capacity // 2:
+            return True
+        if 2 * len(ring) < ring.capacity:  # no eviction near
+            return False
+        victim = ring.next_victim()
+        return victim is not None and victim >= cursor
 
     def _check_lag(self) -> None:
         if not self.lagging and not self.done and self._behind():

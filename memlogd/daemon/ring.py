@@ -138,7 +138,6 @@ class Block:
             return []
         return self.data[self.offset(a) : self.offset(b) - 1].split(b"\n")
 
-
     def compacted(self) -> Block:
         """A new block of the entries held (``start`` on): the same ``source``,
         ``time_ns`` and ``origin``, its ``first_seq`` that of its first entry."""
@@ -238,9 +237,9 @@ class Slice:
         gaps: list[Gap] = []
         for item in self.items():
             if len(item) == 2:
-                gaps.append(item)  # type: ignore[arg-type]
+                gaps.append(item)
                 continue
-            block, a, b = item  # type: ignore[misc]
+            block, a, b = item
             while a < b:
                 end = min(b, a + limit - taken)
                 parts.append((block, a, end))
@@ -393,6 +392,10 @@ class Ring:
         if self._fair:
             self._note(source)
         return self.next_seq
+
+    def skip_to(self, seq: int) -> None:
+        """A ring rebuilt from a journal: the seqs up to ``seq`` not held are a hole."""
+        self.next_seq = max(self.next_seq, seq)
 
     def evict(self) -> None:
         """Drop entries by the policy until the ring is within its limits
@@ -602,6 +605,10 @@ class Ring:
     def held_by_source(self) -> Counter[str]:
         """How many entries each source has in the ring now (for stats)."""
         return Counter({s.name: s.count for s in self._sources.values() if s.count})
+
+    def evicted_of(self, name: str) -> int:
+        source = self._sources.get(name)
+        return source.evicted if source is not None else 0
 
     def evicted_by_source(self) -> dict[str, int]:
         """How many entries of each source were evicted (since first seen)."""

@@ -3,7 +3,9 @@
 :meth:`LogState.append` is the one way into the ring: a batch of lines read
 together from one source gets one timestamp, is encoded to JSON once,
 written to the journal (when a keeper holds one), and is then offered to the
-console echo and to every reader (docs/memlogd.md, "How a line travels").
+console echo and to every reader (docs/memlogd.md, "How a line travels");
+only then does the ring make room (SPEC 14: a follower that keeps up is
+handed a batch before the fair policy may evict it).
 """
 
 from __future__ import annotations
@@ -57,8 +59,12 @@ class LogState:
     ) -> None:
         self.config = config
         self.instance = instance
-        self.ring = ring if ring is not None else Ring(config.max_lines, config.max_bytes)
+        if ring is None:
+            ring = Ring(config.max_lines, config.max_bytes, policy=config.evict)
+        self.ring = ring
         self.journal = journal  # the ring's crash-safe copy, when a keeper holds it
+        if journal is not None:
+            ring.trimmed = []  # the blocks evictions cut, for the journal
         self.frozen = False  # handed over to the next worker: nothing more is appended
         self.started = time.monotonic()
         self.sources: dict[str, SourceInfo] = {
@@ -81,9 +87,11 @@ class LogState:
         first_seq = ring.next_seq
         block = encode_block(now, source, lines)
         n = len(block)
-        ring.extend(block)
-        if self.journal is not None:  # committed before any reader can see the entries
-            self.journal.append_lines(first_seq, now, source, lines, n, ring.first_seq)
+        ring.append(block)
+        journal = self.journal
+        if journal is not None:  # committed before any reader can see the entries
+            evicted = ring.evicted_of(source)
+            journal.append_lines(first_seq, now, source, lines, n, ring.first_seq, evicted)
         self.received += n
         if info is None:
             info = self.sources.get(source)
@@ -92,6 +100,12 @@ class LogState:
         if self.console is not None:
             self.console.echo(format_time(now), source, lines)
         self.on_append()
+        ring.evict()
+        if journal is not None and ring.trimmed:
+            for cut in ring.trimmed:
+                journal.trim(cut.origin, cut.first_seq + cut.start, ring.evicted_of(cut.source))
+            ring.trimmed.clear()
+            journal.commit(ring.overwritten)
         return n
 
     def append_event(self, text: str) -> None:
@@ -110,15 +124,18 @@ class LogState:
         held = self.ring.held_by_source()
         for name in [n for n, i in self.sources.items() if i.open == 0 and not held[n]]:
             del self.sources[name]
+            self.ring.forget(name)
 
     def stats(self) -> dict[str, Any]:
         ring = self.ring.statistics()
         held = self.ring.held_by_source()
+        evicted = self.ring.evicted_by_source()
         values: dict[str, Any] = {
             "entries": ring.entries,
             "bytes": ring.bytes,
             "received": self.received,
             "overwritten": ring.overwritten,
+            "evict": self.config.evict,
             "console_dropped": self.console.dropped if self.console else 0,
             "first_seq": ring.first_seq,
             "next_seq": ring.next_seq,
@@ -131,6 +148,7 @@ class LogState:
             name: {
                 "entries": held[name],
                 "received": info.received,
+                "evicted": evicted.get(name, 0),
                 "open": info.open,
                 "pid": info.pid,
                 "uid": info.uid,

@@ -23,7 +23,7 @@ import trio
 
 from memlogd.config import DaemonConfig
 from memlogd.daemon.encoding import encode_block
-from memlogd.daemon.journal import Journal
+from memlogd.daemon.journal import VERSION, Journal, upgrade
 from memlogd.daemon.lines import Lines
 from memlogd.daemon.ring import Ring
 from memlogd.daemon.serve import Daemon, Keeping, run
@@ -68,20 +68,36 @@ def run_worker(spec: WorkerSpec) -> int:
 
 
 def replay(journal: Journal, config: DaemonConfig) -> Ring:
-    """The ring a journal holds: the same entries with the same seq."""
-    records = list(journal.records())
-    ring = Ring(
-        config.max_lines,
-        config.max_bytes,
-        records[0].first_seq if records else journal.next_seq,
-    )
+    """The ring a journal holds: the same entries with the same seq, the same
+    holes between them, and the same counts of evicted entries."""
+    records = sorted(journal.records(), key=lambda r: r.first_seq)
+    ring = Ring(config.max_lines, config.max_bytes, policy=config.evict)
+    evicted: dict[str, int] = {}
     for record in records:
-        if record.first_seq != ring.next_seq:  # never: the journal has no holes
-            log.error("journal_gap", expected=ring.next_seq, found=record.first_seq)
-            continue
-        lines = Lines.of(record.lines)
-        ring.extend(encode_block(record.time_ns, record.source, lines))
+        lines = record.lines
+        skip = ring.next_seq - record.first_seq  # a copy's lines held twice: once
+        if skip > 0:
+            lines = lines[skip:]
+        if lines:
+            ring.skip_to(record.first_seq + max(skip, 0))
+            ring.append(encode_block(record.time_ns, record.source, Lines.of(lines)))
+        evicted[record.source] = max(evicted.get(record.source, 0), record.evicted)
+    ring.skip_to(journal.next_seq)
+    ring.overwritten = journal.overwritten
+    for name, count in evicted.items():
+        ring.set_evicted(name, count)
+    ring.evict()  # a worker killed between an append and its eviction
     return ring
+
+
+def open_journal(buf: memoryview) -> Journal:
+    """The journal in ``buf``; one a worker before the fair ring wrote (an
+    upgrade) is rewritten in this version first (JournalError if neither)."""
+    journal = Journal(buf)
+    if journal.version != VERSION:
+        log.info("journal_upgraded", from_version=journal.version, version=VERSION)
+        journal = upgrade(buf)
+    return journal
 
 
 def _partials(fd: int | None) -> dict[int, handover.Partial]:
@@ -103,7 +119,7 @@ async def _serve(spec: WorkerSpec) -> int:
     config = spec.config
     size = os.fstat(spec.journal_fd).st_size
     with mmap.mmap(spec.journal_fd, size) as shared:
-        journal = Journal(memoryview(shared))
+        journal = open_journal(memoryview(shared))
         state = LogState(config, journal.instance, replay(journal, config), journal)
         daemon = Daemon(config, 1 if config.console else None, state=state, keeping=spec.keeping)
         link = daemon.attach_keeper(socket.socket(fileno=spec.control_fd))

@@ -188,11 +188,11 @@ class RingMachine(RuleBasedStateMachine):
             assert piece.start == cursor and piece.end > cursor
             for item in piece.items():
                 if len(item) == 2:
-                    seq, n = item  # type: ignore[misc]
+                    seq, n = item
                     assert all(s in self.gone for s in range(seq, seq + n))
                     told += range(seq, seq + n)
                 else:
-                    block, a, b = item  # type: ignore[misc]
+                    block, a, b = item
                     for j, entry in enumerate(block.entries(a, b)):
                         assert self.every[block.first_seq + a + j] == entry
                         told.append(block.first_seq + a + j)
