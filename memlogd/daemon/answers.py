@@ -110,10 +110,7 @@ def extended_dump(ring: Ring, request: proto.QueryRequest, keep: RequestFilter) 
     (the follow part starts where it ends), sent in lazily encoded chunks.
     With a cursor (``after_seq``) the runs of seqs after it that the ring no
     longer holds are dropped records (with ``tail``: those among the entries sent)."""
-    if request.after_seq is None:
-        snap = ring.snapshot()
-    else:
-        snap = ring.read(request.after_seq + 1)
+    snap = ring.snapshot() if request.after_seq is None else ring.read(request.after_seq + 1)
     chosen = _kept(keep, snap.parts)
     gaps = snap.gaps
     if request.tail is not None:

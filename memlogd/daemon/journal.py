@@ -387,7 +387,7 @@ class Journal:
 
     def _held_lines(self, live: _Live) -> bytes:
         at = HEADER_SIZE + live.pos
-        size, count, _first, _time, name_len, _pad, dead, _ev = _REC.unpack_from(self.buf, at)
+        size, _count, _first, _time, name_len, _pad, dead, _ev = _REC.unpack_from(self.buf, at)
         data = bytes(self.buf[at + _REC.size + name_len : at + size])
         if not dead:
             return data

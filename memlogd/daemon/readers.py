@@ -8,9 +8,10 @@ ring moved more than a whole ring past it meanwhile, the entries it lost are
 counted (and reported as ``dropped`` in extended mode).  A reader that is
 still reading but would lose an entry at the next eviction (the next entry
 the ring's policy drops is one it has not read), or is half a ring behind,
-holds the intake (:class:`IntakeHold`) for at most ``HOLD_S`` per episode.  So writers never wait long for readers,
-a reader that keeps reading loses nothing, and memory is bounded by the ring
-plus at most one batch in flight per reader.
+holds the intake (:class:`IntakeHold`) for at most ``HOLD_S`` per episode.
+So writers never wait long for readers, a reader that keeps reading loses
+nothing, and memory is bounded by the ring plus at most one batch in flight
+per reader.
 """
 
 from __future__ import annotations

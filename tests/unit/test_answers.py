@@ -150,7 +150,7 @@ def test_an_extended_dump_is_the_held_entries_filtered_after_the_cursor_cut_to_t
 
 
 def test_an_unfiltered_dump_from_seq_0_covers_every_seq_once() -> None:
-    ring, everything = filled(4, [("quiet", 0, [b"q"])] + [("flood", 1, [b"f", b"g"])] * 5)
+    ring, _everything = filled(4, [("quiet", 0, [b"q"])] + [("flood", 1, [b"f", b"g"])] * 5)
     request = proto.QueryRequest(after_seq=0)
     got = b"".join(answers.extended_dump(ring, request, RequestFilter(request)))
     assert got.count(b"\n") == 5  # quiet 1, dropped 2-8, flood 9, 10 and 11

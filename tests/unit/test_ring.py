@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 import pytest
 from hypothesis import settings
@@ -170,7 +170,7 @@ class RingMachine(RuleBasedStateMachine):
         if pieces:
             assert pieces[0].start == whole.start
             assert pieces[-1].end == whole.end
-            assert all(p.end == q.start for p, q in zip(pieces, pieces[1:], strict=False))
+            assert all(p.end == q.start for p, q in pairwise(pieces))
 
     @rule()
     def start_follower(self) -> None:
