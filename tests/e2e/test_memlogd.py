@@ -122,7 +122,7 @@ def test_dump_follow_complete_with_large_ring(start_memlogd: StartMemlogd) -> No
 
 
 def test_ring_overflow_keeps_exactly_the_newest(start_memlogd: StartMemlogd) -> None:
-    proc = start_memlogd("-max-lines", "100")
+    proc = start_memlogd("-max-lines", "100", "-evict", "oldest")  # upstream's order
     with new_source(proc.log_path, "o") as w:
         w.sendall(b"".join(b"%d\n" % i for i in range(1000)))
         w.sendall(b"end\n")
@@ -137,7 +137,7 @@ def test_ring_overflow_keeps_exactly_the_newest(start_memlogd: StartMemlogd) -> 
 
 
 def test_slow_dump_reader_gets_the_whole_dump(start_memlogd: StartMemlogd) -> None:
-    proc = start_memlogd("-max-lines", "3000")
+    proc = start_memlogd("-max-lines", "3000", "-evict", "oldest")  # memlogd's own lines go
     line = b"x" * 1000
     with new_source(proc.log_path, "big") as w:
         w.sendall(b"".join(b"%04d%s\n" % (i, line) for i in range(3000)))
@@ -571,7 +571,7 @@ def test_console_echo_format(start_memlogd: StartMemlogd) -> None:
 
 
 def test_max_bytes_bounds_the_ring_by_message_bytes(start_memlogd: StartMemlogd) -> None:
-    proc = start_memlogd("-max-bytes", "2048", "-max-line-len", "1024")
+    proc = start_memlogd("-max-bytes", "2048", "-max-line-len", "1024", "-evict", "oldest")
     with new_source(proc.log_path, "b") as w:
         w.sendall(b"".join(b"%d%s\n" % (i, b"x" * 499) for i in range(10)))
         w.sendall(b"end\n")
