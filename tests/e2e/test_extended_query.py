@@ -372,9 +372,9 @@ def test_stats_count_what_was_written(start_memlogd) -> None:
 
     values = wait_for(lambda: (s := stats())["sources"]["beta"]["open"] == 1 and s, DEADLINE_S)
     _, full = ext(proc.query_path)
-    me = {"pid": os.getpid(), "uid": os.getuid()}
-    assert values["sources"]["alpha"] == {"entries": 7, "received": 7, "evicted": 0, "open": 1, **me}
-    assert values["sources"]["beta"] == {"entries": 13, "received": 13, "evicted": 0, "open": 1, **me}
+    me = {"evicted": 0, "pid": os.getpid(), "uid": os.getuid()}
+    assert values["sources"]["alpha"] == {"entries": 7, "received": 7, "open": 1, **me}
+    assert values["sources"]["beta"] == {"entries": 13, "received": 13, "open": 1, **me}
     assert values["open_fds"] == 2
     assert values["entries"] == sum(s["entries"] for s in values["sources"].values())
     assert values["received"] == sum(s["received"] for s in values["sources"].values())
