@@ -246,33 +246,52 @@ def source_counts(stats: Mapping[str, Any]) -> list[tuple[str, int]]:
     return out
 
 
-def render_sources(stats: Mapping[str, Any], *, output: str = "short", escape: bool = False) -> str:
-    """``--list-sources``: one source per line with the entries memlogd holds of it.
+def source_evicted(stats: Mapping[str, Any]) -> dict[str, int]:
+    """Each source's count of entries the ring evicted (memlogd's stats since
+    the fair ring, SPEC 14; absent from older daemons' and upstream's)."""
+    sources = stats.get("sources")
+    if not isinstance(sources, Mapping):
+        return {}
+    out = {}
+    for name, info in sources.items():
+        count = info.get("evicted") if isinstance(info, Mapping) else None
+        if isinstance(count, int):
+            out[str(name)] = count
+    return out
 
-    Text: ``NAME  COUNT``, names left-aligned, counts right-aligned; with ``output``
-    ``json`` one ``{"source":...,"entries":N}`` object per line (``json-pretty``:
-    indented)."""
+
+def render_sources(stats: Mapping[str, Any], *, output: str = "short", escape: bool = False) -> str:
+    """``--list-sources``: one source per line with the entries memlogd holds of it,
+    and how many of its entries the full ring evicted, when any.
+
+    Text: ``NAME  COUNT``, names left-aligned, counts right-aligned, then
+    ``  evicted N`` when N > 0; with ``output`` ``json`` one
+    ``{"source":...,"entries":N,"evicted":N}`` object per line (``json-pretty``:
+    indented; no ``evicted`` from a daemon that does not count it)."""
     counts = source_counts(stats)
+    evicted = source_evicted(stats)
     if output in ("json", "json-pretty"):
         indent = 2 if output == "json-pretty" else None
         separators = (",", ": ") if indent else (",", ":")
+        objects = []
+        for name, count in counts:
+            obj: dict[str, Any] = {"source": name, "entries": count}
+            if name in evicted:
+                obj["evicted"] = evicted[name]
+            objects.append(obj)
         text = "".join(
-            json.dumps(
-                {"source": name, "entries": count},
-                ensure_ascii=False,
-                indent=indent,
-                separators=separators,
-            )
-            + "\n"
-            for name, count in counts
+            json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators) + "\n"
+            for obj in objects
         )
         return escape_json_controls(text) if escape else text
     names = [escape_controls(name) if escape else name for name, _ in counts]
     name_width = max(map(len, names), default=0)
     count_width = max((len(str(count)) for _, count in counts), default=0)
     return "".join(
-        f"{name.ljust(name_width)}  {str(count).rjust(count_width)}\n"
-        for name, (_, count) in zip(names, counts, strict=True)
+        f"{name.ljust(name_width)}  {str(count).rjust(count_width)}"
+        + (f"  evicted {evicted[raw]}" if evicted.get(raw) else "")
+        + "\n"
+        for name, (raw, count) in zip(names, counts, strict=True)
     )
 
 

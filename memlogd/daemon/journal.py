@@ -181,7 +181,9 @@ class Journal:
         self._all_bytes = 0  # of every record in _live
         for offset, size, record, count in self._walk():
             dead = count - len(record.lines)
-            live = _Live(offset, size, record.first_seq - dead, count, record.source, 0)
+            live = _Live(
+                offset, size, record.first_seq - dead, count, record.source, record.time_ns
+            )
             live.dead = dead
             live.origin = record.first_seq  # a replayed ring's block starts there
             self._track(live)
@@ -332,14 +334,10 @@ class Journal:
         self.next_seq = max(self.next_seq, first_seq + count)
         return live
 
-    def trim(self, origin: int, held_from: int, evicted: int) -> None:
+    def trim(self, origin: int, held_from: int, source: str, evicted: int) -> None:
         """The ring holds the batch of seq ``origin`` only from seq ``held_from``
-        on now, and its source's count of evicted entries is ``evicted``."""
-        batch = self._batches.get(origin)
-        if not batch:
-            return
-        source = batch[0].source
-        for live in batch:
+        on now, and its ``source``'s count of evicted entries is ``evicted``."""
+        for live in self._batches.get(origin, ()):
             dead = min(live.count, max(live.dead, held_from - live.first_seq))
             if dead != live.dead:
                 if dead == live.count:
@@ -364,12 +362,21 @@ class Journal:
         self._start = live[0].pos if live else self._end
 
     def _relocate(self, total: int) -> None:
-        """Write again the records at the front still held in part, while the
-        records span more than twice what is held (so that writing can go
-        back to the area's start and the pages touched stay few)."""
+        """Write again the record at the front while it is held in part but the
+        next one is not (an island a quiet source left among a flood's dead
+        records), or while the records span more than twice what is held: so
+        the start moves on as with oldest-first eviction, writing goes back to
+        the area's start, and the pages touched stay few."""
         live = self._live
         budget = len(live)
-        while live and budget and self._all_bytes > 2 * (self._live_bytes + total) + 4096:
+        while (
+            live
+            and budget
+            and (
+                (len(live) > 1 and live[1].dead >= live[1].count)
+                or self._all_bytes > 2 * (self._live_bytes + total) + 4096
+            )
+        ):
             budget -= 1
             front = live[0]
             held = self._held_lines(front)
@@ -480,7 +487,7 @@ def upgrade(buf: memoryview) -> Journal:
             record.source,
             Lines.of(record.lines),
             len(record.lines),
-            record.first_seq,
+            records[0].first_seq,  # each is held
         )
     journal.next_seq = max(journal.next_seq, old.next_seq)
     journal.commit(0)

@@ -103,7 +103,8 @@ class LogState:
         ring.evict()
         if journal is not None and ring.trimmed:
             for cut in ring.trimmed:
-                journal.trim(cut.origin, cut.first_seq + cut.start, ring.evicted_of(cut.source))
+                held_from = cut.first_seq + cut.start
+                journal.trim(cut.origin, held_from, cut.source, ring.evicted_of(cut.source))
             ring.trimmed.clear()
             journal.commit(ring.overwritten)
         return n
@@ -144,6 +145,12 @@ class LogState:
         for extra in self.extra_stats:
             values.update(extra())
         values["limits"] = self.config.limits()
+        # also the sources a previous worker registered that still hold entries
+        # (or were evicted from): the ring came from its journal
+        sources = dict(self.sources)
+        for name in [*held, *evicted]:
+            if name not in sources:
+                sources[name] = SourceInfo()
         values["sources"] = {
             name: {
                 "entries": held[name],
@@ -153,7 +160,7 @@ class LogState:
                 "pid": info.pid,
                 "uid": info.uid,
             }
-            for name, info in self.sources.items()
+            for name, info in sources.items()
         }
         return values
 

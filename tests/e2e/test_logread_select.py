@@ -323,7 +323,7 @@ def test_list_sources(services: MemlogdProcess) -> None:
     )
     as_json = ok("-socket", q, "-list-sources", "-o", "json")
     assert [json.loads(line) for line in as_json.splitlines()] == [
-        {"source": name, "entries": counts[name]} for name in sorted(counts)
+        {"source": name, "entries": counts[name], "evicted": 0} for name in sorted(counts)
     ]
 
 

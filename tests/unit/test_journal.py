@@ -9,22 +9,29 @@ whose commit was written whole and covers everything the ring held then.
 from __future__ import annotations
 
 import itertools
+import struct
 import uuid
+import zlib
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from memlogd.config import READ_BURST
+from memlogd.config import READ_BURST, DaemonConfig
 from memlogd.daemon.journal import (
     HEADER_SIZE,
+    VERSION,
     Journal,
     JournalError,
     Record,
     capacity_for,
     new_header,
+    upgrade,
 )
 from memlogd.daemon.lines import Lines
+from memlogd.daemon.ring import Ring
+from memlogd.daemon.state import LogState
+from memlogd.daemon.worker import replay
 
 pytestmark = pytest.mark.unit
 
@@ -249,3 +256,115 @@ def test_however_small_the_ring_a_whole_read_fits_in_one_record():
     batch = Lines(raw[:1023], raw[1023:], len(raw) - 1023, None)
     journal.append_lines(1, 7, name, batch, len(lines), 1)
     assert [len(r.lines) for r in Journal(memoryview(buf)).records()] == [len(lines)]
+
+
+# ---------------------------------------------------------------------- the fair ring
+
+
+def held_entries(ring: Ring) -> list[tuple[int, bytes]]:
+    snap = ring.snapshot()
+    return [
+        (block.first_seq + a + i, entry)
+        for block, a, b in snap.parts
+        for i, entry in enumerate(block.entries(a, b))
+    ]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 30),
+    st.sampled_from(["fair", "oldest"]),
+    st.one_of(st.just(0), st.integers(40, 200)),
+    st.integers(1, 6).flatmap(
+        lambda n: st.lists(
+            st.tuples(
+                st.sampled_from(["quiet", "flood", "kmsg1"]),
+                st.lists(line_text, min_size=n, max_size=n),
+                st.booleans(),  # then a worker restart: a new worker replays the journal
+            ),
+            min_size=1,
+            max_size=60,
+        )
+    ),
+)
+def test_a_replay_gives_the_fair_ring_with_its_holes_and_counts(
+    max_lines: int, policy: str, max_bytes: int, steps: list[tuple[str, list[bytes], bool]]
+) -> None:
+    """LogState writes the journal as the ring evicts (dead lines, relocated
+    records); a worker started at any point replays the same entries with the
+    same seqs and times, the same overwritten count and evicted per source."""
+    config = DaemonConfig(max_lines=max_lines, max_line_len=40, max_bytes=max_bytes, evict=policy)
+    buf = fresh(capacity_for(max_lines, 40))
+    state = LogState(config, INSTANCE, None, Journal(memoryview(buf)))
+    for source, lines, restart in steps:
+        state.append(source, Lines.of(lines))
+        assert state.journal is not None
+        if state.journal.squeezed:  # the journal's start came too soon (counted): not here
+            break
+        if not restart:
+            continue
+        journal = Journal(memoryview(buf))
+        ring = replay(journal, config)
+        assert held_entries(ring) == held_entries(state.ring)
+        assert (ring.next_seq, ring.overwritten) == (state.ring.next_seq, state.ring.overwritten)
+        held = state.ring.held_by_source()
+        assert {n: c for n, c in ring.evicted_by_source().items() if held[n]} == {
+            n: c for n, c in state.ring.evicted_by_source().items() if held[n]
+        }
+        state = LogState(config, INSTANCE, ring, journal)
+
+
+def test_a_quiet_batch_among_a_flood_is_relocated_and_pages_stay_few() -> None:
+    """The quiet source's record would pin the journal's start: it is written
+    again further on, and the area used stays near twice what the ring holds."""
+    config = DaemonConfig(max_lines=5000, max_line_len=1024)
+    buf = fresh(capacity_for(5000, 1024))
+    journal = Journal(memoryview(buf))
+    state = LogState(config, INSTANCE, None, journal)
+    state.append("onboot", Lines.of([b"mounted /data"]))
+    for i in range(2000):
+        state.append("flood", Lines.of([b"%06d " % i + b"x" * 93] * 50))
+    assert journal.relocated > 0 and journal.squeezed == 0
+    used = max(i for i in range(len(buf)) if buf[i]) - HEADER_SIZE
+    assert used < 2.5 * 5000 * 140  # ring's lines with their records' share
+    ring = replay(Journal(memoryview(buf)), config)
+    assert held_entries(ring) == held_entries(state.ring)
+    assert ring.held_by_source() == {"onboot": 1, "flood": 4999}
+
+
+def v1_journal(size: int, batches: list[tuple[int, str, list[bytes]]], next_seq: int) -> bytearray:
+    """A journal as the version before the fair ring wrote it (its layout:
+    records of ``size, count, first_seq, time_ns, name_len``, slots without
+    overwritten)."""
+    buf = bytearray(size)
+    buf[:112] = new_header(size, INSTANCE, version=1)[:112]
+    pos = 0
+    for first_seq, source, lines in batches:
+        name = source.encode()
+        body = b"\n".join(lines)
+        rec = struct.pack("<IIQQH", 26 + len(name) + len(body), len(lines), first_seq, 5, len(name))
+        buf[HEADER_SIZE + pos : HEADER_SIZE + pos + len(rec) + len(name) + len(body)] = (
+            rec + name + body
+        )
+        pos += -(-(len(rec) + len(name) + len(body)) // 8) * 8
+    slot = struct.pack("<QQQQ", 7, 0, pos, next_seq)
+    buf[64 : 64 + 36] = slot + struct.pack("<I", zlib.crc32(slot))
+    return buf
+
+
+def test_an_upgrade_reads_the_previous_versions_journal() -> None:
+    buf = v1_journal(capacity_for(10, 40), [(3, "a", [b"1", b"2"]), (5, "b", [b"3"])], 6)
+    old = Journal(memoryview(buf))
+    assert old.version == 1
+    assert [r.lines for r in old.records()] == [[b"1", b"2"], [b"3"]]
+    with pytest.raises(JournalError, match="read only"):
+        old.append(6, 0, "c", [b"x"], 1, 1)
+    journal = upgrade(memoryview(buf))
+    assert journal.version == VERSION and journal.instance == INSTANCE
+    config = DaemonConfig(max_lines=10, max_line_len=40)
+    ring = replay(Journal(memoryview(buf)), config)
+    assert (ring.first_seq, ring.next_seq, len(ring)) == (3, 6, 3)
+    state = LogState(config, INSTANCE, ring, journal)
+    state.append("c", Lines.of([b"4"]))
+    again = replay(Journal(memoryview(buf)), config)
+    assert held_entries(again) == held_entries(state.ring)

@@ -318,6 +318,20 @@ def test_render_sources_json() -> None:
     assert pretty == '{\n  "source": "a",\n  "entries": 1\n}\n'
 
 
+def test_render_sources_with_evicted_counts() -> None:
+    stats = {
+        "sources": {
+            "flood": {"entries": 4990, "evicted": 15010},
+            "kmsg": {"entries": 10, "evicted": 0},
+        }
+    }
+    assert render_sources(stats) == "flood  4990  evicted 15010\nkmsg     10\n"
+    assert render_sources(stats, output="json") == (
+        '{"source":"flood","entries":4990,"evicted":15010}\n'
+        '{"source":"kmsg","entries":10,"evicted":0}\n'
+    )
+
+
 @given(st.dictionaries(any_texts, st.integers(0, 10**9), max_size=6))
 def test_render_sources_one_line_per_source(counts: dict[str, int]) -> None:
     stats = {"sources": {name: {"entries": n} for name, n in counts.items()}}
