@@ -44,7 +44,7 @@ def covers_every_seq_once(header: dict[str, Any], lines: list[dict[str, Any]], s
     seq = start
     for obj in lines:
         assert obj["seq"] == seq, obj
-        seq += obj["dropped"] if "dropped" in obj else 1
+        seq += obj.get("dropped", 1)
     assert seq == header["next_seq"]
 
 
