@@ -425,7 +425,7 @@ def test_a_read_larger_than_a_small_ring_neither_kills_the_worker_nor_loses_the_
 ) -> None:
     """-max-lines 10 and a whole read of short lines: the journal (sized for
     the ring) takes the lines the ring keeps; the worker goes on."""
-    memlogd = start_memlogd("-max-lines", "10")
+    memlogd = start_memlogd("-max-lines", "10", "-evict", "oldest")  # memlogd's own lines go
     ours = helpers.new_source(memlogd.log_path, "flood")
     ours.sendall(b"".join(b"%06d\n" % i for i in range(20000)))
     ours.close()
