@@ -58,6 +58,9 @@ class IntakeHold:
         """Intake tasks parked now."""
         return len(self._lot)
 
+    def holding(self, who: object) -> bool:
+        return who in self._deadlines
+
     def start(self, who: object) -> None:
         self._deadlines[who] = trio.current_time() + HOLD_S
         self.episodes += 1
@@ -102,10 +105,29 @@ class Readers:
         self.active: set[Reader] = set()
         self.dropped = 0
         self.closing = False
+        self.make_room: Callable[[], None] = _nothing  # the ring over its limits
 
     def push_all(self) -> None:
         for reader in self.active:  # push never adds or removes readers
             reader.push()
+
+    def protect(self) -> int | None:
+        """The first seq a blocked follower has not been handed: the ring keeps
+        it (over its limits) until the follower reads it or its hold of the
+        intake ends (SPEC 14)."""
+        hold = self.hold
+        cursors = [
+            r.cursor
+            for r in self.active
+            if r.blocked and r.cursor is not None and (not r.lagging or hold.holding(r))
+        ]
+        return min(cursors, default=None)
+
+    def protected(self) -> None:
+        """The ring kept entries a blocked follower has not read: it holds the intake."""
+        for reader in self.active:
+            if reader.blocked:
+                reader.check_lag()
 
 
 class Reader:
@@ -134,7 +156,7 @@ class Reader:
     def push(self) -> None:
         """Send what there is without ever blocking: called by appenders."""
         if self.blocked:
-            self._check_lag()
+            self.check_lag()
             return
         if self.done:
             return
@@ -184,7 +206,7 @@ class Reader:
     def _block(self) -> None:
         self.blocked = True
         self._kick.set()
-        self._check_lag()
+        self.check_lag()
 
     def _behind(self) -> bool:
         """Whether the ring's next eviction may take an entry it has not read
@@ -199,7 +221,7 @@ class Reader:
         victim = ring.next_victim()
         return victim is not None and victim >= cursor
 
-    def _check_lag(self) -> None:
+    def check_lag(self) -> None:
         if not self.lagging and not self.done and self._behind():
             self.lagging = True
             self.readers.hold.start(self)
@@ -224,6 +246,7 @@ class Reader:
                 self.blocked = False
                 self.push()
                 self._caught_up()
+                self.readers.make_room()
 
 
 class QueryService:
@@ -427,3 +450,7 @@ async def _watch_hangup(conn: socket.socket, reader: Reader) -> None:
             if poller.poll(0):
                 reader.finish()
             return
+
+
+def _nothing() -> None:
+    pass

@@ -295,6 +295,7 @@ class Ring:
         "_head",
         "_held",
         "_max_bytes",
+        "_protect",
         "_sources",
         "next_seq",
         "overwritten",
@@ -329,6 +330,7 @@ class Ring:
         self._sources: dict[str, _Source] = {}
         self._by_count: list[_Key] = []  # fair: heaps of the sources, stale keys skipped
         self._by_bytes: list[_Key] = []
+        self._protect: int | None = None
         self.trimmed: list[Block] | None = None  # set to a list: blocks evicted from, noted
 
     def __len__(self) -> int:
@@ -397,14 +399,31 @@ class Ring:
         """A ring rebuilt from a journal: the seqs up to ``seq`` not held are a hole."""
         self.next_seq = max(self.next_seq, seq)
 
-    def evict(self) -> None:
+    @property
+    def over(self) -> bool:
+        """Whether the ring holds more than its limits (entries must go)."""
+        return self._count > self._cap or (
+            self._max_bytes > 0 and self._held > self._max_bytes and self._count > 1
+        )
+
+    def evict(self, protect: int | None = None) -> None:
         """Drop entries by the policy until the ring is within its limits
-        (lines first, then bytes; the last entry always stays)."""
+        (lines first, then bytes; the last entry always stays).  Entries from
+        seq ``protect`` on (not yet handed to a follower) do not go: the
+        eviction stops before the first of them, the ring over its limits."""
+        self._protect = protect
         over = self._count - self._cap
-        if over > 0:
-            self._evict_lines(over)
+        if over > 0 and not self._evict_lines(over):
+            return  # the next entry to go is protected: nothing else goes first
         if self._max_bytes and self._held > self._max_bytes and self._count > 1:
             self._evict_bytes()
+
+    def _allowed(self, block: Block, k: int) -> int:
+        """How many of ``k`` entries from the block's first held one may go."""
+        protect = self._protect
+        if protect is None:
+            return k
+        return max(0, min(k, protect - block.first_seq - block.start))
 
     def _note(self, source: _Source) -> None:
         """Push the source's key (its older keys become stale)."""
@@ -453,15 +472,22 @@ class Ring:
         second = self._top(heap, by_bytes)
         return top[3], second
 
-    def _evict_lines(self, need: int) -> None:
+    def _evict_lines(self, need: int) -> bool:
+        """False when it stopped at a protected entry."""
         while need > 0:
             source, second = self._choose(False)
             block = source.blocks[source.head]
             k = min(need, block.count - block.start)
             if second is not None:  # it stays the largest while it has more
                 k = max(1, min(k, source.count + second[0]))
+            k = self._allowed(block, k)
+            if not k:  # a follower has not been handed it yet
+                if self._fair:
+                    self._note(source)
+                return False
             self._drop(source, block, k)
             need -= k
+        return True
 
     def _evict_bytes(self) -> None:
         """Drop entries until the bytes fit (the last entry always stays)."""
@@ -479,7 +505,12 @@ class Ring:
                 rest = source.bytes + second[0]  # its bytes over the next one's
                 keep = bisect_left(range(a, b), True, key=lambda i: size(a, i) >= rest) + a
                 k = max(a + 1, min(k, keep))
-            self._drop(source, block, k - a)
+            n = self._allowed(block, k - a)
+            if not n:  # a follower has not been handed it yet
+                if self._fair:
+                    self._note(source)
+                return
+            self._drop(source, block, n)
 
     def _drop(self, source: _Source, block: Block, k: int) -> None:
         """The ``k`` oldest entries of ``source`` (of its oldest ``block``) go."""

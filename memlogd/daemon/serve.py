@@ -73,6 +73,9 @@ class Daemon:
         if console_fd is not None:
             self.state.console = Console(console_fd)
         self.state.on_append = self.readers.push_all
+        self.state.protect = self.readers.protect
+        self.state.protected = self.readers.protected
+        self.readers.make_room = self.state.make_room
         self.state.extra_stats.append(self._serving_stats)
         self._closing = trio.Event()
 

@@ -75,6 +75,10 @@ class LogState:
         self.warnings = new_warnings()
         # called after every append (the readers' push), and to add stats
         self.on_append: Callable[[], None] = _nothing
+        # the first seq a blocked follower has not been handed yet (None: none),
+        # and what to do when the ring kept such entries over its limits
+        self.protect: Callable[[], int | None] = _no_one
+        self.protected: Callable[[], None] = _nothing
         self.extra_stats: list[Callable[[], dict[str, Any]]] = []
 
     def append(self, source: str, lines: Lines, info: SourceInfo | None = None) -> int:
@@ -100,14 +104,26 @@ class LogState:
         if self.console is not None:
             self.console.echo(format_time(now), source, lines)
         self.on_append()
-        ring.evict()
+        self.make_room()
+        return n
+
+    def make_room(self) -> None:
+        """Evict what the ring holds beyond its limits, but for what a follower
+        that holds the intake was not handed yet (SPEC 14); then the journal."""
+        ring = self.ring
+        if not ring.over:
+            return
+        protect = self.protect()
+        ring.evict(protect)
+        if protect is not None and ring.over:
+            self.protected()
+        journal = self.journal
         if journal is not None and ring.trimmed:
             for cut in ring.trimmed:
                 held_from = cut.first_seq + cut.start
                 journal.trim(cut.origin, held_from, cut.source, ring.evicted_of(cut.source))
             ring.trimmed.clear()
             journal.commit(ring.overwritten)
-        return n
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""
@@ -167,3 +183,7 @@ class LogState:
 
 def _nothing() -> None:
     pass
+
+
+def _no_one() -> int | None:
+    return None

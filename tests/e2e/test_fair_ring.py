@@ -59,7 +59,7 @@ def flood(memlogd: MemlogdProcess, name: str, count: int, width: int = 60) -> li
     with new_source(memlogd.log_path, name) as w:
         w.sendall("".join(line + "\n" for line in lines).encode())
     wait_value(
-        lambda: stats(memlogd.query_path)["sources"][name]["received"],
+        lambda: stats(memlogd.query_path)["sources"].get(name, {}).get("received", 0),
         lambda n: n >= before + count,
         DEADLINE_S,
         f"{count} lines of {name}",

@@ -89,7 +89,8 @@ class RingMachine(RuleBasedStateMachine):
         self.max_bytes = max_bytes
         self.fair = policy == "fair"
 
-    def _evict_one(self, by_bytes: bool) -> None:
+    def _evict_one(self, by_bytes: bool, protect: int | None = None) -> bool:
+        """Drop the policy's next entry, unless it is protected (False)."""
         victim = 0
         if self.fair:
             size: Counter[str] = Counter()
@@ -99,17 +100,24 @@ class RingMachine(RuleBasedStateMachine):
                 oldest.setdefault(h.source, h.seq)
             chosen = min(size, key=lambda s: (-size[s], oldest[s]))
             victim = next(i for i, h in enumerate(self.model) if h.source == chosen)
+        if protect is not None and self.model[victim].seq >= protect:
+            return False
         held = self.model.pop(victim)
         self.gone.add(held.seq)
         self.evicted[held.source] += 1
+        return True
 
-    def _trim(self) -> None:
+    def _trim(self, protect: int | None = None) -> None:
+        self.pending = False
         while len(self.model) > self.max_lines:
-            self._evict_one(False)
+            if not self._evict_one(False, protect):
+                self.pending = True
+                return
         if self.max_bytes:
             while len(self.model) > 1 and sum(h.size for h in self.model) > self.max_bytes:
-                self._evict_one(True)
-        self.pending = False
+                if not self._evict_one(True, protect):
+                    self.pending = True
+                    return
 
     @rule(
         sizes=st.lists(st.integers(0, 15), max_size=20),
@@ -131,10 +139,13 @@ class RingMachine(RuleBasedStateMachine):
             self.pending = self.pending or bool(sizes)
         assert result == self.appended + 1
 
-    @rule()
-    def evict(self) -> None:
-        self.ring.evict()
-        self._trim()
+    @rule(back=st.none() | st.integers(0, 12))
+    def evict(self, back: int | None) -> None:
+        """Entries from ``protect`` on were not handed to a follower: they stay."""
+        protect = None if back is None else self.ring.next_seq - back
+        self.ring.evict(protect)
+        self._trim(protect)
+        assert self.ring.over == self.pending
 
     @rule(delta=st.integers(-30, 3), limit=st.none() | st.integers(-2, 10))
     def read(self, delta: int, limit: int | None) -> None:
