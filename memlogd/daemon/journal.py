@@ -95,7 +95,17 @@ class Record:
 class _Live:
     """A record in the journal, as the writer knows it."""
 
-    __slots__ = ("count", "dead", "first_seq", "origin", "pos", "source", "time_ns", "total")
+    __slots__ = (
+        "count",
+        "dead",
+        "first_seq",
+        "origin",
+        "pos",
+        "source",
+        "time_ns",
+        "total",
+        "tracked",
+    )
 
     def __init__(
         self, pos: int, total: int, first_seq: int, count: int, source: str, time_ns: int
@@ -108,6 +118,7 @@ class _Live:
         self.source = source
         self.time_ns = time_ns
         self.origin = first_seq  # the batch's first seq (the ring's Block.origin)
+        self.tracked = False  # among the journal's records
 
     @property
     def last(self) -> int:
@@ -173,6 +184,9 @@ class Journal:
         self._committed = (self._start, self._end)
         self.squeezed = 0  # live batches dropped for room (the ring still held them)
         self.relocated = 0  # records written again (held in part among dead ones)
+        self._sparse: list[_Live] = []  # records little of which is held: to copy
+        self._dead_after_commit: list[_Live] = []  # originals of copies not committed yet
+        self.compact_above = 4096  # bytes: smaller records are not copied
         # the live records from the oldest on; each batch's records; each source's newest
         self._live: deque[_Live] = deque()
         self._batches: dict[int, list[_Live]] = {}
@@ -229,6 +243,7 @@ class Journal:
                 yield record
 
     def _track(self, live: _Live) -> None:
+        live.tracked = True
         self._live.append(live)
         self._all_bytes += live.total
         self._batches.setdefault(live.origin, []).append(live)
@@ -237,6 +252,7 @@ class Journal:
             self._live_bytes += live.total
 
     def _untrack(self, live: _Live) -> None:
+        live.tracked = False
         batch = self._batches.get(live.origin)
         if batch is not None:
             if live in batch:
@@ -300,6 +316,7 @@ class Journal:
             raise JournalError("batch larger than half the journal")
         self._forget_before(keep_from)
         self._relocate(total)
+        self._compact()
         self._write_record(first_seq, time_ns, source, block, count, evicted, first_seq)
         self._commit()
 
@@ -342,6 +359,8 @@ class Journal:
             if dead != live.dead:
                 if dead == live.count:
                     self._live_bytes -= live.total
+                elif 4 * (live.count - dead) < live.count and live.total > self.compact_above:
+                    self._sparse.append(live)  # copied at the next append
                 live.dead = dead
                 self._write(HEADER_SIZE + live.pos + _DEAD_AT, struct.pack("<I", dead))
         newest = self._newest.get(source)
@@ -391,6 +410,28 @@ class Journal:
                 self._untrack(live.popleft())
             self.relocated += 1
             self._forget_before(0)
+
+    def _compact(self) -> None:
+        """Copy what is held of the records little of which is (a batch of one
+        of many sources that the fair ring cut): the copy is written and
+        committed first, then the original counted all dead, so the records'
+        span, and the pages touched, stay near what the ring holds."""
+        sparse, self._sparse = self._sparse, []
+        for live in sparse:
+            batch = self._batches.get(live.origin)
+            if live.dead >= live.count or batch is None or live not in batch:
+                continue  # gone meanwhile, or copied already
+            held = self._held_lines(live)
+            first = live.first_seq + live.dead
+            evicted = self._evicted_of(live)
+            count = live.count - live.dead
+            origin = live.origin
+            self._write_record(first, live.time_ns, live.source, [held], count, evicted, origin)
+            batch.remove(live)  # trims go to the copy
+            self._live_bytes -= live.total
+            live.dead = live.count
+            self._dead_after_commit.append(live)
+            self.relocated += 1
 
     def _held_lines(self, live: _Live) -> bytes:
         at = HEADER_SIZE + live.pos
@@ -462,6 +503,10 @@ class Journal:
         )
         self._write(_SLOT_AT[self._generation % 2], slot)
         self._committed = (self._start, self._end)
+        done, self._dead_after_commit = self._dead_after_commit, []
+        for live in done:  # their copies are committed: the originals go
+            if live.tracked:  # (not overwritten since)
+                self._write(HEADER_SIZE + live.pos + _DEAD_AT, struct.pack("<I", live.count))
 
     def _write(self, at: int, data: bytes | memoryview) -> None:
         """Every write to the buffer goes through here (tests tear them)."""
