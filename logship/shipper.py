@@ -514,9 +514,7 @@ class Shipper:
                 )
             self._memlogd_answered = True
             self._memlogd_outage = False
-            if self._restarted and header.first_seq > 1:
-                # a new instance whose first entries were overwritten before we could read them
-                self._gap(1, header.first_seq - 1)
+            # a new instance is read from after_seq 0: memlogd tells of what it lost
             self._restarted = False
         elif isinstance(event, Restarted):
             self._restarted = True

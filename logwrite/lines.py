@@ -47,8 +47,10 @@ class LineFormatter:
             text = text.replace("\n", "\\n")
         return (text + "\n").encode("utf-8", "replace")
 
-    def lost_line(self, time_ns: int, first_seq: int, count: int) -> bytes:
-        last = first_seq + count - 1
+    def lost_line(self, time_ns: int, first_seq: int, count: int, last: int = 0) -> bytes:
+        """``count`` entries lost from seq ``first_seq`` to ``last`` (by default
+        the run of ``count``; the fair ring's holes: a chunk's runs together)."""
+        last = last or first_seq + count - 1
         return self.line(time_ns, OWN_SOURCE, f"lost {count} entries (seq {first_seq}-{last})")
 
 

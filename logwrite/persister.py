@@ -239,7 +239,7 @@ class Persister:
         if isinstance(event, Gap):
             self.dropped += event.count
             self.reporter.warning("entries_lost", count=event.count, first_seq=event.seq)
-            data = self.formatter.lost_line(time.time_ns(), event.seq, event.count)
+            data = self.formatter.lost_line(time.time_ns(), event.seq, event.count, event.last)
             items.append(Item(event.seq, safe_log_name(OWN_SOURCE), data))
             self._batch_last = event.last
             return

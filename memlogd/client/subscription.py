@@ -212,8 +212,8 @@ class Subscription:
         self._after_seq = None
         if self.cursor is None:
             self._expect = None
-            if self._restarted:  # a new daemon: its whole ring (filtered), then follow
-                return replace(self.request, dump=True, tail=None, after_seq=None)
+            if self._restarted:  # a new daemon: its whole ring (filtered) and its holes
+                return replace(self.request, dump=True, tail=None, after_seq=0)
             return self.request
         self._expect = self.cursor.instance
         self._after_seq = self.cursor.seq
@@ -364,14 +364,19 @@ class Subscription:
         entries: list[proto.LogEntry] = []
         pending = self._pending
         keep = self._filter
+        dropped: list[proto.Dropped] = []  # the chunk's runs of missing seqs: one Gap
         for reply in answers:
             if isinstance(reply, proto.LogEntry):
                 if reply.seq is not None or keep(reply):
                     entries.append(reply)
                 continue
+            if isinstance(reply, proto.Dropped):
+                dropped.append(reply)
+                continue
             if entries:
                 self._emit(entries)
                 entries = []
+            self._emit_gap(dropped)
             if isinstance(reply, proto.Header):
                 if self._expect is not None and reply.instance != self._expect:
                     pending.append(Restarted(self._expect, reply.instance))
@@ -386,10 +391,6 @@ class Subscription:
                     start = (reply.first_seq if dump else reply.next_seq) - 1
                     self.cursor = Cursor(reply.instance, start)
                 self._answer_started(reply)
-            elif isinstance(reply, proto.Dropped):
-                gap = Gap(reply.seq, reply.count)
-                pending.append(gap)
-                self._advance(gap.last)
             elif isinstance(reply, proto.ErrorReply):
                 await self._drop_stream()
                 self._done = True
@@ -399,6 +400,18 @@ class Subscription:
             # a Stats reply is not asked for by a subscription: ignored
         if entries:
             self._emit(entries)
+        self._emit_gap(dropped)
+
+    def _emit_gap(self, dropped: list[proto.Dropped]) -> None:
+        """One gap for the runs of missing seqs of a chunk, after its entries."""
+        if not dropped:
+            return
+        first, last = dropped[0], dropped[-1]
+        count = sum(d.count for d in dropped)
+        gap = Gap(first.seq, count, last.seq + last.count - 1 if len(dropped) > 1 else 0)
+        dropped.clear()
+        self._pending.append(gap)
+        self._advance(gap.last)
 
     def _emit(self, entries: list[proto.LogEntry]) -> None:
         last = entries[-1].seq

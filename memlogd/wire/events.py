@@ -42,14 +42,17 @@ class Entries:
 @dataclass(frozen=True, slots=True)
 class Gap:
     """``count`` entries from ``seq`` on could not be had (overwritten, or
-    dropped because the reader was a ring behind)."""
+    dropped because the reader was a ring behind).  The runs an answer chunk
+    reported come as one gap (the fair ring has holes between entries held):
+    ``through`` is then the last seq missing, and ``count`` the total."""
 
     seq: int
     count: int
+    through: int = 0
 
     @property
     def last(self) -> int:
-        return self.seq + self.count - 1
+        return self.through or self.seq + self.count - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import StartMemlogd
 from tests.e2e.test_keeper import kill_worker, stats, upgraded, wait_gone
+from tests.e2e.test_logwrite import Logwrite
+from tests.e2e.test_logwrite import messages as logwrite_messages
 from tests.e2e.test_roles import lines_of
 from tests.helpers import MemlogdProcess, new_source, python_m, query_raw, wait_value
 from tests.rsyslog import Rsyslog
@@ -247,3 +249,30 @@ def test_a_worker_restart_and_an_upgrade_keep_the_fair_ring(start_memlogd: Start
     keeps_the_fair_ring(memlogd, boot, "kill", 2)
     flood(memlogd, "spammer", 3000)
     keeps_the_fair_ring(memlogd, boot, "upgrade", 3)
+
+
+def test_logwrite_writes_one_lost_line_per_answer_chunk_not_per_hole(
+    start_memlogd: StartMemlogd, short_tmp: Path
+) -> None:
+    """Between logwrite's runs the flood's oldest lines go, a hole between each
+    two quiet lines: memlogd tells of each run, logwrite writes one lost line
+    for the chunk, and every quiet line."""
+    memlogd = start_memlogd("-max-lines", "200")
+    logs = short_tmp / "logs"
+    quiet(memlogd, "onboot", ["start"])
+    assert Logwrite(short_tmp, memlogd.query_path, logs, "--once").run() == 0
+    cursor = json.loads((logs / "logwrite.cursor").read_text())["seq"]
+    for i in range(30):
+        quiet(memlogd, "onboot", [f"step {i}"])
+        flood(memlogd, "spammer", 20)
+    header, lines = answer(memlogd.query_path, cursor)
+    runs = [obj for obj in lines if "dropped" in obj]
+    assert len(runs) > 5  # a hole between quiet lines
+    assert Logwrite(short_tmp, memlogd.query_path, logs, "--once").run() == 0
+    total = sum(run["dropped"] for run in runs)
+    last = runs[-1]["seq"] + runs[-1]["dropped"] - 1
+    assert logwrite_messages(logs / "logwrite.log") == [
+        f"lost {total} entries (seq {runs[0]['seq']}-{last})"
+    ]
+    assert logwrite_messages(logs / "onboot.log") == ["start"] + [f"step {i}" for i in range(30)]
+    assert header["next_seq"] - 1 == json.loads((logs / "logwrite.cursor").read_text())["seq"]
