@@ -187,6 +187,7 @@ class Journal:
         self._sparse: list[_Live] = []  # records little of which is held: to copy
         self._dead_after_commit: list[_Live] = []  # originals of copies not committed yet
         self.compact_above = 4096  # bytes: smaller records are not copied
+        self._placing_copy = False
         # the live records from the oldest on; each batch's records; each source's newest
         self._live: deque[_Live] = deque()
         self._batches: dict[int, list[_Live]] = {}
@@ -381,21 +382,14 @@ class Journal:
         self._start = live[0].pos if live else self._end
 
     def _relocate(self, total: int) -> None:
-        """Write again the record at the front while it is held in part but the
-        next one is not (an island a quiet source left among a flood's dead
-        records), or while the records span more than twice what is held: so
-        the start moves on as with oldest-first eviction, writing goes back to
-        the area's start, and the pages touched stay few."""
+        """Write again the record at the front while the records span more than
+        twice what is held (a quiet source's batch among a flood's dead ones),
+        so that the start moves on as with oldest-first eviction, writing goes
+        back to the area's start, and the pages touched stay few.  (A record
+        in the way of one that finds no room is written again too: _place.)"""
         live = self._live
         budget = len(live)
-        while (
-            live
-            and budget
-            and (
-                (len(live) > 1 and live[1].dead >= live[1].count)
-                or self._all_bytes > 2 * (self._live_bytes + total) + 4096
-            )
-        ):
+        while live and budget and self._all_bytes > 4 * (self._live_bytes + total) + 65536:
             budget -= 1
             front = live[0]
             held = self._held_lines(front)
@@ -437,12 +431,7 @@ class Journal:
         at = HEADER_SIZE + live.pos
         size, _count, _first, _time, name_len, _pad, dead, _ev = _REC.unpack_from(self.buf, at)
         data = bytes(self.buf[at + _REC.size + name_len : at + size])
-        if not dead:
-            return data
-        cut = -1
-        for _ in range(dead):
-            cut = data.index(b"\n", cut + 1)
-        return data[cut + 1 :]
+        return data.split(b"\n", dead)[-1] if dead else data
 
     def _evicted_of(self, live: _Live) -> int:
         value: int = struct.unpack_from("<Q", self.buf, HEADER_SIZE + live.pos + _EVICTED_AT)[0]
@@ -470,11 +459,25 @@ class Journal:
             elif end + total < start:  # wrapped: free space between end and start
                 pos = end
                 break
-            gone = live.popleft()  # no room: the journal is full, the oldest batch goes
+            gone = live[0]  # no room: the oldest batch goes, or is written again
+            held = b"" if self._placing_copy or gone.dead >= gone.count else self._held_lines(gone)
+            live.popleft()
             self._untrack(gone)
             self._forget_before(0)
-            self.squeezed += gone.dead < gone.count
-            self._start = live[0].pos if live else end
+            self._start = live[0].pos if live else self._end
+            if not held and gone.dead < gone.count:
+                self.squeezed += 1  # a copy found no room: the journal is too small
+            elif held:  # a quiet source's batch among dead ones: written again further on
+                self._placing_copy = True
+                try:
+                    first, count = gone.first_seq + gone.dead, gone.count - gone.dead
+                    evicted = self._evicted_of(gone)
+                    self._write_record(
+                        first, gone.time_ns, gone.source, [held], count, evicted, gone.origin
+                    )
+                finally:
+                    self._placing_copy = False
+                self.relocated += 1
         has_marker = marker >= 0 and area - marker >= _REC.size
         if self._overlaps_committed(pos, total) or (
             has_marker and self._overlaps_committed(marker, _REC.size)

@@ -474,6 +474,8 @@ class Ring:
 
     def _evict_lines(self, need: int) -> bool:
         """False when it stopped at a protected entry."""
+        if self._fair and need > 1 and self._level(need):
+            return True
         while need > 0:
             source, second = self._choose(False)
             block = source.blocks[source.head]
@@ -488,6 +490,80 @@ class Ring:
             self._drop(source, block, k)
             need -= k
         return True
+
+    def _level(self, need: int) -> bool:
+        """Fair by count, all at once: the largest sources are cut down to one
+        level ``L`` (and ``r`` of those then at ``L``, those whose oldest entry
+        is oldest, lose one more), which is what dropping the largest source's
+        oldest entry ``need`` times gives, with one drop per source instead of
+        one per entry among sources of equal size.  False (nothing done) when
+        an entry that would go is protected: the caller goes entry by entry."""
+        heap = self._by_count
+        taken: list[_Source] = []  # the sources above the level
+        total = 0
+        level = 0
+        while (top := self._top(heap, False)) is not None and (not taken or top[3].count > level):
+            heapq.heappop(heap)
+            taken.append(top[3])
+            total += top[3].count
+            level = -(-(total - need) // len(taken))  # ceil: then r of them one less
+        r = len(taken) * level - (total - need)
+        protect = self._protect
+        cuts = []
+        for s in taken:
+            k = s.count - level
+            if k and protect is not None and self._seq_at(s, k - 1) >= protect:
+                for t in taken:
+                    self._note(t)
+                return False
+            cuts.append((self._seq_at(s, k), s.order, s, k))
+        cuts.sort()  # by their oldest entry once cut down to the level
+        # r more, one each, from the sources at the level whose oldest is oldest:
+        # those cut down, or those that were at the level (in the heap's order)
+        extra: list[tuple[_Source, int]] = []
+        i = 0
+        while len(extra) < r:
+            top = self._top(heap, False)
+            at_level = top is not None and top[3].count == level
+            if i < len(cuts) and (top is None or not at_level or cuts[i][0] < top[1]):
+                extra.append((cuts[i][2], cuts[i][3] + 1))
+                i += 1
+                continue
+            assert top is not None
+            heapq.heappop(heap)
+            extra.append((top[3], 1))
+        if protect is not None and any(self._seq_at(s, k - 1) >= protect for s, k in extra):
+            for t in taken:
+                self._note(t)
+            for t, _k in extra:
+                if t.count - level <= 0:  # popped at the level, not among those taken
+                    self._note(t)
+            return False
+        plan = {c[2].order: (c[2], c[3]) for c in cuts[i:]}
+        for s, k in extra:
+            plan[s.order] = (s, k)
+        for s, k in plan.values():
+            if not k:
+                self._note(s)  # unchanged: its key back
+            while k:
+                block = s.blocks[s.head]
+                n = min(k, block.count - block.start)
+                self._drop(s, block, n)
+                k -= n
+        return True
+
+    def _seq_at(self, source: _Source, i: int) -> int:
+        """The seq of the source's ``i``-th oldest entry held (``count``: past its newest)."""
+        blocks = source.blocks
+        j = source.head
+        while j < len(blocks):
+            block = blocks[j]
+            held = block.count - block.start
+            if i < held:
+                return block.first_seq + block.start + i
+            i -= held
+            j += 1
+        return self.next_seq
 
     def _evict_bytes(self) -> None:
         """Drop entries until the bytes fit (the last entry always stays)."""
