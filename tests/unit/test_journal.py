@@ -329,7 +329,7 @@ def test_a_quiet_batch_among_a_flood_is_relocated_and_pages_stay_few() -> None:
         state.append("flood", Lines.of([b"%06d " % i + b"x" * 93] * 50))
     assert journal.relocated > 0 and journal.squeezed == 0
     used = max(i for i in range(len(buf)) if buf[i]) - HEADER_SIZE
-    assert used < 2.5 * 5000 * 140  # ring's lines with their records' share
+    assert used < 4.5 * 5000 * 110  # about four times what the ring holds (docs)
     ring = replay(Journal(memoryview(buf)), config)
     assert held_entries(ring) == held_entries(state.ring)
     assert ring.held_by_source() == {"onboot": 1, "flood": 4999}
