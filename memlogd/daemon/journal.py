@@ -248,7 +248,9 @@ class Journal:
         self._live.append(live)
         self._all_bytes += live.total
         self._batches.setdefault(live.origin, []).append(live)
-        self._newest[live.source] = live
+        newest = self._newest.get(live.source)
+        if newest is None or live.first_seq >= newest.first_seq:  # not a copy of an older one
+            self._newest[live.source] = live
         if live.dead < live.count:
             self._live_bytes += live.total
 
