@@ -592,7 +592,11 @@ def test_retry_resumes_same_instance_and_refetches_after_a_restart(
         assert json.loads(fake.read_request(conn)[1:])["after_seq"] == 6
         conn.sendall(header("B", 1, 3))
         assert conn.recv(1) == b""
-    serve({"dump": True, "follow": True}, header("B", 1, 3) + entry(1, "b1") + entry(2, "b2"))
+    # from after_seq 0: told of the new instance's holes too (SPEC 14)
+    serve(
+        {"dump": True, "follow": True, "after_seq": 0},
+        header("B", 1, 3) + entry(1, "b1") + entry(2, "b2"),
+    )
     assert reader.lines(2) == [b"b1", b"b2"]
     serve({"dump": True, "follow": True, "after_seq": 2}, header("B", 1, 3) + entry(3, "b3"))
     assert reader.lines(1) == [b"b3"]

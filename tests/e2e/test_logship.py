@@ -357,7 +357,7 @@ def gap_messages(rsyslog: Rsyslog) -> list[tuple[Record, ParsedMessage]]:
 def test_entries_overwritten_since_the_state_become_a_gap_message(
     start_memlogd: StartMemlogd, rsyslog: Rsyslog, tmp_path: Path
 ) -> None:
-    memlogd = start_memlogd("-max-lines", "50")
+    memlogd = start_memlogd("-max-lines", "50", "-evict", "oldest")  # one run of seqs lost
     state = str(tmp_path / "ship.state")
     once = ("-once", "-state-file", state)
     write_lines(memlogd.log_path, "svc", [f"a {i}" for i in range(10)])
@@ -391,7 +391,7 @@ def test_a_new_instance_whose_ring_moved_on_starts_with_a_gap(
         == 0
     )
     assert first.stop() == 0
-    second = start_memlogd("-max-lines", "50")
+    second = start_memlogd("-max-lines", "50", "-evict", "oldest")  # its first entries go
     write_lines(second.log_path, "svc", [f"new {i}" for i in range(200)])
     new, entries = wait_ring(second.query_path, "new 199")
     first_seq = entries[0]["seq"]
