@@ -30,9 +30,9 @@ from typing import Any
 
 import trio
 
+from kmsg.role import KMSG_SOURCE as KERNEL_SOURCE
 from memlogd.client import Subscription, fetch_stats
 from memlogd.errors import ConnectError, MemlogdError
-from memlogd.roles import KMSG_SOURCE as KERNEL_SOURCE
 from memlogd.wire import protocol as proto
 from memlogd.wire.events import Entries
 

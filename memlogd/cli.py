@@ -8,9 +8,15 @@ The order matters, because memlogd is the first process of a VM:
    fail on its arguments;
 2. both sockets are bound (or adopted) and ``--ready-fd`` is written: the init
    may go on; what arrives meanwhile waits in the kernel's queues;
-3. only then is anything heavy imported: the keeper imports the worker's
-   modules (trio, structlog, the server) and forks the worker, which serves;
-   with ``--no-keeper`` the daemon runs in this process.
+3. only then is anything heavy imported: the worker's modules (trio,
+   structlog, the daemon) and the roles' (each program's ``role()``
+   factory, built here from the flags), before the keeper forks the worker,
+   which serves; with ``--no-keeper`` the daemon runs in this process.
+
+This is the one module that knows every part: it builds the roles
+(logwrite, kmsg, logship) for the daemon, and hands the keeper the worker's
+entry function and a logger, so that neither the daemon nor the keeper
+imports a program, and the keeper imports no trio, click or structlog.
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ import sys
 
 from memlogd.errors import ConfigError, SocketError
 from memlogd.flags import FLAGS, FlagError, daemon_config, parse, role_config
-from memlogd.keeper.sockets import Sockets, open_sockets
 from memlogd.record import TYPE_CHECKING
+from memlogd.sockets import Sockets, open_sockets
 
 if TYPE_CHECKING:
     from types import FrameType
     from typing import Any, NoReturn
+
+    from memlogd.config import DaemonConfig
+    from memlogd.daemon.host import Role
+    from memlogd.keeper.keeper import WorkerEntry
+    from memlogd.roleconfig import RoleConfig
+    from memlogd.wire.handover import WorkerStart
 
 HELP_EPILOG = """\b
 Examples:
@@ -48,6 +60,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if values["check"]:  # the keeper's check of the program on disk before an upgrade
         import memlogd.daemon.worker  # noqa: F401  (everything a worker needs imports)
 
+        build_roles(roles)
         sys.exit(0)
     if values["keeper_state"] is not None:
         _resume_keeper(values, config, roles, args)
@@ -93,11 +106,11 @@ def _run_alone(config: Any, roles: Any, sockets: Sockets, log_format: str) -> No
     from memlogd.logconfig import configure_logging
 
     configure_logging("memlogd", log_format)
-    trio.run(_serve_alone, config, roles, sockets)
+    trio.run(_serve_alone, config, build_roles(roles), sockets)
     sys.exit(0)
 
 
-async def _serve_alone(config: Any, roles: Any, sockets: Sockets) -> None:
+async def _serve_alone(config: Any, roles: tuple[Role, ...], sockets: Sockets) -> None:
     from functools import partial
 
     import structlog
@@ -119,54 +132,96 @@ async def _serve_alone(config: Any, roles: Any, sockets: Sockets) -> None:
 
 
 def _run_keeper(
-    config: Any, roles: Any, sockets: Sockets, log_format: str, args: list[str]
+    config: DaemonConfig, roles: RoleConfig, sockets: Sockets, log_format: str, args: list[str]
 ) -> NoReturn:
-    from memlogd.keeper import keeper
-    from memlogd.keeper.keeperstate import (
-        KeeperState,
-        create_journal,
-        lower_oom_score,
-        raise_fd_limit,
-    )
+    from memlogd.keeper.keeper import Keeper
+    from memlogd.keeper.keeperstate import KeeperState, lower_oom_score, raise_fd_limit
 
     log_sock, query_sock, owned = sockets
     raise_fd_limit()
+    run_worker, log = _import_worker(config, roles, log_format)
+    from memlogd.daemon.worker import create_journal
+
     state = KeeperState(
-        config=config,
         argv=_kept_args(args),
         log_sock=log_sock,
         query_sock=query_sock,
         owned=owned,
         journal_fd=create_journal(config),
         oom_score=lower_oom_score(),
-        roles=roles,
     )
-    _import_worker(log_format)
     if _early_signals:
-        keeper.Keeper(state).exit(0)
-    keeper.Keeper(state).run()
+        Keeper(state, run_worker, log).exit(0)
+    Keeper(state, run_worker, log).run()
 
 
-def _resume_keeper(values: dict[str, Any], config: Any, roles: Any, args: list[str]) -> NoReturn:
+def _resume_keeper(
+    values: dict[str, Any], config: DaemonConfig, roles: RoleConfig, args: list[str]
+) -> NoReturn:
     """The keeper after it re-executed itself for an upgrade (SIGUSR2)."""
-    from memlogd.keeper import keeper
+    from memlogd.keeper.keeper import Keeper
     from memlogd.keeper.keeperstate import adopt_state
 
-    state, worker = adopt_state(values["keeper_state"], config, _kept_args(args))
-    state.roles = roles
-    _import_worker(values["log_format"])
-    keeper.Keeper(state).run(handing_over_from=worker)
+    state, worker = adopt_state(values["keeper_state"], _kept_args(args))
+    run_worker, log = _import_worker(config, roles, values["log_format"])
+    Keeper(state, run_worker, log).run(handing_over_from=worker)
 
 
-def _import_worker(log_format: str) -> None:
-    """What a forked worker runs, imported here so that every worker starts at
-    once and shares these pages with the keeper."""
-    import memlogd.daemon.worker  # noqa: F401
+def _import_worker(
+    config: DaemonConfig, roles: RoleConfig, log_format: str
+) -> tuple[WorkerEntry, Any]:
+    """What a forked worker runs (the daemon and the roles), imported here so
+    that every worker starts at once and shares these pages with the keeper;
+    the worker's entry function and the keeper's logger."""
+    import structlog
+
     from memlogd.daemon.serve import release_free_memory
+    from memlogd.daemon.worker import run_worker
     from memlogd.logconfig import configure_logging
 
+    built = build_roles(roles)
     configure_logging("memlogd", log_format)
     release_free_memory()
+
+    def entry(start: WorkerStart) -> int:
+        return run_worker(start, config, built)
+
+    return entry, structlog.get_logger("memlogd")
+
+
+def build_roles(roles: RoleConfig) -> tuple[Role, ...]:
+    """The roles the flags ask for, from each program's ``role()`` factory."""
+    built: list[Role] = []
+    if roles.persist_dir is not None:
+        from logwrite import role as logwrite_role
+
+        built.append(
+            logwrite_role.role(
+                roles.persist_dir,
+                max_files=roles.persist_max_files,
+                max_size=roles.persist_max_size,
+                time_format=roles.persist_time_format,
+                skip_sources=roles.persist_skip_sources,
+            )
+        )
+    if roles.kmsg:
+        from kmsg import role as kmsg_role
+
+        built.append(kmsg_role.role(roles.kmsg_path, state_dir=roles.state_dir))
+    if roles.ship_to is not None:
+        from logship import role as logship_role
+
+        built.append(
+            logship_role.role(
+                roles.ship_to,
+                state_dir=roles.state_dir,
+                window=roles.ship_window,
+                hostname=roles.ship_hostname,
+                sd_id=roles.ship_sd_id,
+                sources=roles.ship_sources,
+            )
+        )
+    return tuple(built)
 
 
 def _kept_args(args: list[str]) -> list[str]:

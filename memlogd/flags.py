@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from memlogd import config as cfg
 from memlogd.record import TYPE_CHECKING, record
-from memlogd.roles import RoleConfig, state_dir_for
+from memlogd.roleconfig import RoleConfig, state_dir_for
 
 if TYPE_CHECKING:
     from typing import Any

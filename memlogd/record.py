@@ -5,7 +5,7 @@ sockets and says it is ready, a budget of 50 ms from exec (docs/memlogd.md,
 "Boot").  ``dataclasses`` imports ``inspect`` (and with it ``ast``, ``dis``
 and ``tokenize``): 10-15 ms of that budget (BENCHMARKS.md, "Boot").  So the
 few classes on that path (:class:`memlogd.config.DaemonConfig`,
-:class:`memlogd.roles.RoleConfig`, :class:`memlogd.flags.Flag`) are
+:class:`memlogd.roleconfig.RoleConfig`, :class:`memlogd.flags.Flag`) are
 ``@record``: for the type checker exactly a frozen dataclass, at run time a
 small decorator that gives the same constructor (positional or keyword
 fields in order, class-level defaults, ``__post_init__``), equality, hash,

@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from memlogd.client.reasons import connect_reason
 from memlogd.config import HEADER_TIMEOUT_S, RECV_CHUNK, RETRY_MAX_S, RETRY_MIN_S
 from memlogd.errors import (
     ConnectError,
@@ -39,7 +40,6 @@ from memlogd.errors import (
     ProtocolError,
     RequestRefusedError,
 )
-from memlogd.keeper.sockets import connect_reason
 from memlogd.wire import protocol as proto
 from memlogd.wire.answerparser import AnswerParser, stats_in
 from memlogd.wire.events import (

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,14 @@ import trio
 
 from memlogd.config import DROP_REPORT_S, FD_DATAGRAMS_PER_PASS, GRACE_S, HOLD_S, DaemonConfig
 from memlogd.daemon.console import Console
+from memlogd.daemon.host import Role, RoleHost, run_roles
 from memlogd.daemon.intake import Intake
 from memlogd.daemon.keeperlink import KeeperLink
 from memlogd.daemon.readers import IntakeHold, QueryService, Readers
 from memlogd.daemon.ring import Ring
 from memlogd.daemon.state import LogState
-from memlogd.keeper.sockets import Sockets, open_sockets, unlink_quietly
 from memlogd.logconfig import set_event_sink
-from memlogd.roles import RoleConfig, run_reader_roles, run_source_roles
+from memlogd.sockets import Sockets, open_sockets, unlink_quietly
 from memlogd.wire import handover
 from memlogd.wire import protocol as proto
 from memlogd.wire.fdmsg import ANCBUF_SIZE, parse_fd_datagram
@@ -204,7 +204,7 @@ async def serve(
     *,
     console_fd: int | None = None,
     sockets: Sockets | None = None,
-    roles: RoleConfig | None = None,
+    roles: Sequence[Role] = (),
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon on its own (``--no-keeper``, and tests) until cancelled or
@@ -228,13 +228,14 @@ async def run(
     query_sock: socket.socket,
     log_sock: socket.socket | None,
     *,
-    roles: RoleConfig | None = None,
+    roles: Sequence[Role] = (),
     on_handover: Callable[[list[Partial]], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The daemon's tasks, from serving to the end of a phased shutdown.
 
-    Sources come from ``log_sock``, or (a worker) from its keeper link.  At a
+    Sources come from ``log_sock``, or (a worker) from its keeper link.
+    ``roles`` run with a :class:`RoleHost` (memlogd.daemon.host).  At a
     stop for an upgrade the intake stops without ending its sources' last
     lines, and ``on_handover`` gets them, while dumps finish (``GRACE_S``)."""
     state = daemon.state
@@ -257,9 +258,11 @@ async def run(
                         if log_sock is not None:
                             intake.start_soon(daemon.receive_fds, log_sock)
                         intake.start_soon(daemon.queries.accept_loop, query_sock)
-                        if roles is not None and roles.any:
-                            intake.start_soon(run_source_roles, daemon, roles)
-                            readers_roles.start_soon(run_reader_roles, daemon, roles)
+                        host = RoleHost(state, daemon.queries)
+                        if sources := [role for role in roles if role.kind == "source"]:
+                            intake.start_soon(run_roles, sources, host)  # stop with the intake
+                        if readers := [role for role in roles if role.kind == "reader"]:
+                            readers_roles.start_soon(run_roles, readers, host)
                         release_free_memory()  # what the imports left behind
                         task_status.started(daemon)
                         if daemon.link is not None:

@@ -16,20 +16,21 @@ import mmap
 import os
 import signal
 import socket
-from dataclasses import dataclass
+import uuid
+from collections.abc import Sequence
 
 import structlog
 import trio
 
 from memlogd.config import DaemonConfig
 from memlogd.daemon.encoding import encode_block
-from memlogd.daemon.journal import VERSION, Journal, upgrade
+from memlogd.daemon.host import Role
+from memlogd.daemon.journal import VERSION, Journal, capacity_for, new_header, upgrade
 from memlogd.daemon.lines import Lines
 from memlogd.daemon.ring import Ring
 from memlogd.daemon.serve import Daemon, Keeping, run
 from memlogd.daemon.state import LogState
 from memlogd.errors import ProtocolError
-from memlogd.roles import RoleConfig
 from memlogd.wire import handover
 
 log = structlog.get_logger("memlogd")
@@ -40,31 +41,29 @@ FAIL_IF_ENV = "MEMLOGD_TEST_WORKER_FAILS_IF"
 EXIT_TEST_FAILURE = 3
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    config: DaemonConfig
-    query_fd: int
-    journal_fd: int
-    control_fd: int
-    sources: tuple[tuple[handover.SourceSpec, int], ...]  # with the worker's copy of each fd
-    partials_fd: int | None  # the partial lines an upgraded worker handed over
-    keeping: Keeping
-    oom_score: str | None  # the OOM score the keeper had before it lowered its own
-    roles: RoleConfig | None = None
+def create_journal(config: DaemonConfig) -> int:
+    """A new journal in shared memory, made once by the boot: each worker maps
+    it, the keeper only holds it."""
+    size = capacity_for(config.max_lines, config.max_line_len)
+    fd = os.memfd_create("memlogd-journal", os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    os.pwrite(fd, new_header(size, str(uuid.uuid4())), 0)
+    return fd
 
 
-def run_worker(spec: WorkerSpec) -> int:
-    """In the forked child: undo what is the keeper's, serve, return the exit status."""
+def run_worker(start: handover.WorkerStart, config: DaemonConfig, roles: Sequence[Role]) -> int:
+    """In the forked child: undo what is the keeper's, serve, return the exit status.
+    (memlogd.cli hands the keeper this function, with the configuration and roles.)"""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    if spec.oom_score is not None:
+    if start.oom_score is not None:
         with contextlib.suppress(OSError), open(OOM_SCORE_ADJ, "w") as f:
-            f.write(spec.oom_score)
+            f.write(start.oom_score)
     fail_if = os.environ.get(FAIL_IF_ENV)
     if fail_if and os.path.exists(fail_if):
         return EXIT_TEST_FAILURE
-    return trio.run(_serve, spec)
+    return trio.run(_serve, start, config, roles)
 
 
 def replay(journal: Journal, config: DaemonConfig) -> Ring:
@@ -115,18 +114,23 @@ def _partials(fd: int | None) -> dict[int, handover.Partial]:
         os.close(fd)
 
 
-async def _serve(spec: WorkerSpec) -> int:
-    config = spec.config
-    size = os.fstat(spec.journal_fd).st_size
-    with mmap.mmap(spec.journal_fd, size) as shared:
+async def _serve(start: handover.WorkerStart, config: DaemonConfig, roles: Sequence[Role]) -> int:
+    keeping = Keeping(
+        keeper_pid=start.keeper_pid,
+        worker_starts=start.worker_starts,
+        previous=start.previous,
+        upgraded=start.partials_fd is not None,
+    )
+    size = os.fstat(start.journal_fd).st_size
+    with mmap.mmap(start.journal_fd, size) as shared:
         journal = open_journal(memoryview(shared))
         state = LogState(config, journal.instance, replay(journal, config), journal)
-        daemon = Daemon(config, 1 if config.console else None, state=state, keeping=spec.keeping)
-        link = daemon.attach_keeper(socket.socket(fileno=spec.control_fd))
-        partials = _partials(spec.partials_fd)
-        for source, fd in spec.sources:
+        daemon = Daemon(config, 1 if config.console else None, state=state, keeping=keeping)
+        link = daemon.attach_keeper(socket.socket(fileno=start.control_fd))
+        partials = _partials(start.partials_fd)
+        for source, fd in start.sources:
             daemon.intake.adopt(source, fd, partials.get(source.key))
-        query_sock = socket.socket(fileno=spec.query_fd)
+        query_sock = socket.socket(fileno=start.query_fd)
         query_sock.setblocking(False)
 
         async def hand_over(left: list[handover.Partial]) -> None:
@@ -138,7 +142,7 @@ async def _serve(spec: WorkerSpec) -> int:
                 os.close(fd)
 
         try:
-            await run(daemon, query_sock, None, roles=spec.roles, on_handover=hand_over)
+            await run(daemon, query_sock, None, roles=roles, on_handover=hand_over)
         finally:
             link.close()
             query_sock.close()

@@ -12,7 +12,7 @@ import select
 import sys
 
 from memlogd.config import DAEMONIZE_READY_TIMEOUT_S
-from memlogd.keeper.sockets import Sockets, unlink_quietly
+from memlogd.sockets import Sockets, unlink_quietly
 
 _FIRST_FREE_FD = 10
 

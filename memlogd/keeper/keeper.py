@@ -16,6 +16,10 @@ score where it may.
   the keeper re-executes itself with every fd (``--keeper-state``), the new
   keeper asks the old worker to hand over, and starts a new one.
 * SIGTERM/SIGINT: the worker stops cleanly, then the keeper; exit 0.
+
+It knows nothing of the daemon's code: :mod:`memlogd.cli` hands it the
+function a forked worker runs (given a :class:`~memlogd.wire.handover.WorkerStart`)
+and a logger, and imports the worker's modules before the keeper forks.
 """
 
 from __future__ import annotations
@@ -29,14 +33,13 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, NoReturn
-
-import structlog
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
 
 from memlogd.config import FD_DATAGRAMS_PER_PASS, GRACE_S
 from memlogd.keeper.keeperstate import Held, KeeperState, Worker, reexec
 from memlogd.keeper.restart import RestartPolicy, describe_exit
-from memlogd.keeper.sockets import unlink_quietly
+from memlogd.sockets import unlink_quietly
 from memlogd.wire import handover
 from memlogd.wire.fdmsg import ANCBUF_SIZE, fd_ancdata, fds_of, parse_fd_datagram
 from memlogd.wire.protocol import MAX_NAME_BYTES
@@ -44,14 +47,26 @@ from memlogd.wire.protocol import MAX_NAME_BYTES
 READY_TIMEOUT_S = 5.0  # a worker not ready this long after its start failed to start
 STOP_TIMEOUT_S = GRACE_S + 3.0  # a stopping worker that takes longer is killed
 MAX_PENDING_REFUSED = 64  # refusals kept for a worker that is not there yet
+EXIT_WORKER_CRASHED = 70  # a worker's entry that raised (EX_SOFTWARE)
+
+WorkerEntry = Callable[[handover.WorkerStart], int]  # runs in the forked child: its exit status
 
 
-log = structlog.get_logger("memlogd")  # stderr only: the keeper has no ring
+class Log(Protocol):
+    """Events with data as keys (a structlog logger; stderr only: the keeper has no ring)."""
+
+    def info(self, event: str, **kw: Any) -> Any: ...
+
+    def warning(self, event: str, **kw: Any) -> Any: ...
+
+    def error(self, event: str, **kw: Any) -> Any: ...
 
 
 class Keeper:
-    def __init__(self, state: KeeperState) -> None:
+    def __init__(self, state: KeeperState, run_worker: WorkerEntry, log: Log) -> None:
         self.s = state
+        self.run_worker = run_worker
+        self.log = log
         self.worker: Worker | None = None
         self.retiring: dict[int, float] = {}  # old workers finishing their dumps: deadline
         self.checker: int | None = None  # the pid of the upgrade check
@@ -127,11 +142,11 @@ class Keeper:
         if worker is None or worker.killed:
             pass
         elif worker.ready_at is None and now >= worker.started + READY_TIMEOUT_S:
-            log.error("worker_not_ready", pid=worker.pid, seconds=READY_TIMEOUT_S)
+            self.log.error("worker_not_ready", pid=worker.pid, seconds=READY_TIMEOUT_S)
             _kill(worker.pid)
             worker.killed = True
         elif self.stopping is not None and now >= self.stopping:
-            log.error("worker_stop_timeout", pid=worker.pid, seconds=STOP_TIMEOUT_S)
+            self.log.error("worker_stop_timeout", pid=worker.pid, seconds=STOP_TIMEOUT_S)
             _kill(worker.pid)
             worker.killed = True
         for pid, deadline in list(self.retiring.items()):
@@ -188,14 +203,14 @@ class Keeper:
         now = time.monotonic()
         delay = self.policy.ended(now, worker.ready_at)
         if delay is None:
-            log.error(
+            self.log.error(
                 "giving_up",
                 failed_starts=self.policy.failed_starts,
                 last=self.previous,
                 consequence="memlogd stops; its sources are closed",
             )
             self.exit(1)
-        log.warning("worker_died", pid=worker.pid, status=self.previous, restart_in_s=delay)
+        self.log.warning("worker_died", pid=worker.pid, status=self.previous, restart_in_s=delay)
         self.restart_at = now + delay
 
     # ------------------------------------------------------------------ workers
@@ -208,16 +223,14 @@ class Keeper:
         keep |= {held.fd for held in s.held.values()}
         if self.partials_fd is not None:
             keep.add(self.partials_fd)
-        spec = self._worker_spec(theirs.fileno())
+        start = self._worker_start(theirs.fileno())
         pid = os.fork()
         if pid == 0:  # the worker: never returns
-            code = 70
+            code = EXIT_WORKER_CRASHED
             try:
                 signal.set_wakeup_fd(-1)
                 _close_all_but(keep)
-                from memlogd.daemon.worker import run_worker
-
-                code = run_worker(spec)
+                code = self.run_worker(start)
             finally:
                 os._exit(code)
         theirs.close()
@@ -231,26 +244,18 @@ class Keeper:
             self._queue(packet, [])
         self._flush()
 
-    def _worker_spec(self, control_fd: int) -> Any:
-        from memlogd.daemon.serve import Keeping
-        from memlogd.daemon.worker import WorkerSpec
-
+    def _worker_start(self, control_fd: int) -> handover.WorkerStart:
         s = self.s
-        return WorkerSpec(
-            config=s.config,
+        return handover.WorkerStart(
             query_fd=s.query_sock.fileno(),
             journal_fd=s.journal_fd,
             control_fd=control_fd,
             sources=tuple((held.spec, held.fd) for held in s.held.values()),
             partials_fd=self.partials_fd,
-            keeping=Keeping(
-                keeper_pid=os.getpid(),
-                worker_starts=s.worker_starts,
-                previous=None if self.partials_fd is not None else self.previous,
-                upgraded=self.partials_fd is not None,
-            ),
+            keeper_pid=os.getpid(),
+            worker_starts=s.worker_starts,
+            previous=None if self.partials_fd is not None else self.previous,
             oom_score=s.oom_score,
-            roles=s.roles,
         )
 
     def _from_worker(self, worker: Worker) -> None:
@@ -272,7 +277,7 @@ class Keeper:
             try:
                 message = handover.decode(data)
             except Exception as exc:  # a worker's bug must not end the keeper
-                log.error("worker_message_malformed", error=str(exc))
+                self.log.error("worker_message_malformed", error=str(exc))
                 message = None
             if isinstance(message, handover.Release):
                 for key in message.keys:
@@ -309,7 +314,7 @@ class Keeper:
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            log.error("log_socket_error", error=exc.strerror)
+            self.log.error("log_socket_error", error=exc.strerror)
             time.sleep(0.01)
             return False
         grant = parse_fd_datagram(data, anc, flags)
@@ -390,12 +395,12 @@ class Keeper:
 
     def _check_upgrade(self) -> None:
         if self.upgrading or self.checker is not None or self.stopping is not None:
-            log.warning("upgrade_ignored", reason="already upgrading or stopping")
+            self.log.warning("upgrade_ignored", reason="already upgrading or stopping")
             return
         if self.worker is None or self.worker.ready_at is None:
-            log.warning("upgrade_ignored", reason="no worker serving")
+            self.log.warning("upgrade_ignored", reason="no worker serving")
             return
-        log.info("upgrade_checking", program=sys.executable)
+        self.log.info("upgrade_checking", program=sys.executable)
         argv = [sys.executable, "-m", "memlogd", "--check", *self.s.argv]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)
         self.checker = proc.pid
@@ -403,10 +408,12 @@ class Keeper:
     def _upgrade_checked(self, code: int) -> None:
         self.checker = None
         if code != 0:
-            log.error("upgrade_refused", reason=f"the program on disk failed its check ({code})")
+            self.log.error(
+                "upgrade_refused", reason=f"the program on disk failed its check ({code})"
+            )
             return
         if self.worker is None or self.stopping is not None:
-            log.warning("upgrade_ignored", reason="no worker serving")
+            self.log.warning("upgrade_ignored", reason="no worker serving")
             return
         self.upgrading = True
         reexec(self.s, self.worker)

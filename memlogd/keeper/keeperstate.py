@@ -17,13 +17,9 @@ import socket
 import struct
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from memlogd.config import DaemonConfig
-from memlogd.daemon.journal import capacity_for, new_header
-from memlogd.roles import RoleConfig
 from memlogd.wire import handover
 
 KEEPER_OOM_SCORE = "-1000"  # the keeper is small and holds everything
@@ -53,7 +49,6 @@ class KeeperState:
     """What the keeper holds; carried across its own re-execution as fds and
     a small binary description (:func:`encode_state`)."""
 
-    config: DaemonConfig
     argv: list[str]  # memlogd's arguments, for a re-execution
     log_sock: socket.socket
     query_sock: socket.socket
@@ -63,16 +58,6 @@ class KeeperState:
     next_key: int = 1
     worker_starts: int = 0
     oom_score: str | None = None
-    roles: RoleConfig | None = None
-
-
-def create_journal(config: DaemonConfig) -> int:
-    """A new journal in shared memory (the worker maps it; the keeper only holds it)."""
-    size = capacity_for(config.max_lines, config.max_line_len)
-    fd = os.memfd_create("memlogd-journal", os.MFD_CLOEXEC)
-    os.ftruncate(fd, size)
-    os.pwrite(fd, new_header(size, str(uuid.uuid4())), 0)
-    return fd
 
 
 _STATE_HEAD = struct.Struct("<iiiiiQQi")  # log, query, journal, worker sock, pid, next, starts, n
@@ -113,7 +98,7 @@ def reexec(state: KeeperState, worker: Worker) -> NoReturn:
     os.execv(sys.executable, argv)
 
 
-def adopt_state(fd: int, config: DaemonConfig, argv: list[str]) -> tuple[KeeperState, Worker]:
+def adopt_state(fd: int, argv: list[str]) -> tuple[KeeperState, Worker]:
     """The state :func:`reexec` passed on (in the new program)."""
     data = b""
     while chunk := os.pread(fd, 1 << 20, len(data)):
@@ -143,7 +128,6 @@ def adopt_state(fd: int, config: DaemonConfig, argv: list[str]) -> tuple[KeeperS
     worker_sock = socket.socket(fileno=worker_fd)
     worker_sock.setblocking(False)
     state = KeeperState(
-        config=config,
         argv=argv,
         log_sock=log_sock,
         query_sock=query_sock,

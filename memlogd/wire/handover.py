@@ -17,7 +17,8 @@ worker -> keeper:
                     rides along; the next worker can take over
 
 The state of each source's line splitter, handed from one worker to the
-next at an upgrade, is encoded by :func:`encode_partials`.
+next at an upgrade, is encoded by :func:`encode_partials`.  What a worker
+inherits at its fork, before any packet, is a :class:`WorkerStart`.
 """
 
 from __future__ import annotations
@@ -214,3 +215,22 @@ def decode_partials(data: bytes) -> dict[int, Partial]:
     except (struct.error, ValueError) as exc:
         raise ProtocolError(f"malformed partial lines: {exc}") from None
     return out
+
+
+# ---------------------------------------------------------------------- at the fork
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStart:
+    """What a worker gets from its keeper when it is forked (before any packet):
+    the fds it inherits and what it knows of the keeper."""
+
+    query_fd: int
+    journal_fd: int
+    control_fd: int  # the worker's end of the socket pair these packets travel on
+    sources: tuple[tuple[SourceSpec, int], ...]  # with the worker's copy of each fd
+    partials_fd: int | None  # the partial lines an upgraded worker handed over
+    keeper_pid: int
+    worker_starts: int  # this worker's number: 1 + the restarts before it
+    previous: str | None  # how the worker before this one ended, when it crashed
+    oom_score: str | None  # the OOM score the keeper had before it lowered its own

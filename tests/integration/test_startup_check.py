@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memlogd.keeper.sockets import query_socket_live
+from memlogd.sockets import query_socket_live
 
 CHECK_S = 1.0  # the check's length in these tests (memlogd's is 5 s)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from memlogd.errors import ConfigError
 from memlogd.record import record
-from memlogd.roles import DEFAULT_SHIP_WINDOW, RoleConfig
+from memlogd.roleconfig import DEFAULT_SHIP_WINDOW, RoleConfig
 
 
 @record

@@ -1,7 +1,9 @@
 """Binding and adopting the daemon's two sockets (docs/memlogd.md, "Sockets").
 
-Plain (non-blocking) system calls, made once at start-up; the daemon waits on
-the returned stdlib sockets with trio's lowlevel wait_readable/wait_writable.
+Plain (non-blocking) system calls, made once at start-up by the boot
+(memlogd.cli), before the keeper or the daemon runs; the keeper holds the
+sockets, the daemon waits on them with trio's lowlevel wait_readable, and
+whoever owns them at the end removes the files.  No trio here.
 """
 
 from __future__ import annotations
@@ -210,32 +212,6 @@ def unlink_quietly(path: str | None) -> None:
     if path:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def connect_reason(path: str, exc: OSError, kind: int = socket.SOCK_STREAM) -> str:
-    """Why connecting to ``path`` failed, in words that say what the path is
-    when it is not the socket that was meant (docs/logread.md, "Errors")."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "no such socket (is memlogd running?)"
-    except OSError as stat_exc:
-        return stat_exc.strerror or str(stat_exc)
-    if not stat.S_ISSOCK(mode):
-        what = "a directory" if stat.S_ISDIR(mode) else "a file"
-        return f"{path} is {what}, not a socket"
-    if exc.errno == errno.EPROTOTYPE:
-        if kind == socket.SOCK_STREAM:
-            return (
-                "that is memlogd's log socket, not its query socket "
-                "(the query socket is usually /var/run/memlogdq.sock)"
-            )
-        return "that is memlogd's query socket, not its log socket"
-    if exc.errno == errno.ECONNREFUSED:
-        return "connection refused (a socket file without a memlogd behind it)"
-    if exc.errno == errno.EAGAIN:
-        return "memlogd is busy (its queue of handed-over fds is full)"
-    return exc.strerror or str(exc)
 
 
 def open_sockets(config: DaemonConfig) -> Sockets:

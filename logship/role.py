@@ -1,0 +1,57 @@
+"""logship's job inside memlogd (``-ship-to``; docs/memlogd.md, "Roles").
+
+The same :func:`logship.shipper.run_shipper` as the program, reading the
+ring over the daemon's in-process connection, its state file under
+``-state-dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from logship.rfc5424 import DEFAULT_SD_ID
+from logship.shipper import ShipConfig, run_shipper
+from memlogd.daemon.host import RoleHost, RoleKind
+from memlogd.daemon.statelock import owning
+
+STATE_FILE_NAME = "logship.state"
+
+
+@dataclass(frozen=True)
+class ShipRole:
+    target: str  # relp://HOST:PORT or tcp://HOST:PORT
+    state_dir: str
+    window: int
+    hostname: str | None
+    sd_id: str | None
+    sources: tuple[str, ...]
+    name: str = "ship"
+    kind: RoleKind = "reader"
+
+    async def run(self, host: RoleHost) -> None:
+        os.makedirs(self.state_dir, exist_ok=True)
+        config = ShipConfig(
+            target=self.target,
+            state_file=os.path.join(self.state_dir, STATE_FILE_NAME),
+            sources=self.sources,
+            hostname=self.hostname or socket.gethostname(),
+            window=self.window,
+            sd_id=self.sd_id or DEFAULT_SD_ID,
+        )
+        async with owning(config.state_file):  # not with an orphaned worker's at once
+            await run_shipper(config, host.connect)
+
+
+def role(
+    target: str,
+    *,
+    state_dir: str,
+    window: int,
+    hostname: str | None,
+    sd_id: str | None,
+    sources: tuple[str, ...],
+) -> ShipRole:
+    """logship as a role of memlogd (its flags ``-ship-*``, ``-state-dir``)."""
+    return ShipRole(target, state_dir, window, hostname, sd_id, sources)
