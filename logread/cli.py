@@ -19,10 +19,10 @@ from logread.render import OUTPUTS
 from logread.selection import unit_globs
 from logread.when import WhenError, parse_when
 from memlogd.cliflags import go_command, go_option, query_socket_option, source_option
-from memlogd.config import DEFAULT_QUERY_SOCKET
 from memlogd.logconfig import configure_logging
 from memlogd.termio import quiet_exit
 from memlogd.wire import protocol as proto
+from memlogd.wire.paths import DEFAULT_QUERY_SOCKET
 from memlogd.wire.severity import PriorityError, parse_priority
 
 

@@ -60,13 +60,13 @@ from memlogd.wire.protocol import Cursor
 
 log = structlog.get_logger("logwrite")
 
-RETRY_MIN_S = 0.1  # retrying a write the disk refused
-RETRY_MAX_S = 1.0  # (SPEC 17: a directory that can be written again is used within 2 s)
+WRITE_RETRY_MIN_S = 0.1  # retrying a write the disk refused
+WRITE_RETRY_MAX_S = 1.0  # (SPEC 17: a directory that can be written again is used within 2 s)
 DIR_CHECK_S = 0.5  # how often the path is checked to still name the directory written into
 DIR_WAIT_S = 0.5  # how often a directory that cannot be used is tried again
 MAY_BE_ON_DISK = 4  # failed saves remembered
 LOCKED_QUIET_S = 3.0  # a directory locked this long is warned about (a worker handing over)
-HEADER_TIMEOUT_S = 3.0  # an extended query unanswered this long: not our memlogd
+PERSIST_HEADER_TIMEOUT_S = 3.0  # an extended query unanswered this long: not our memlogd
 ONCE_WRITE_ATTEMPTS = 8  # --once gives up on a refusing disk after this many tries
 NAME_CACHE_MAX = 4096  # source names remembered (stem, skipped)
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -327,7 +327,7 @@ class Persister:
 
     async def drain(self, max_attempts: int | None = None) -> None:
         """Write the queued batch, retrying with backoff until it is all written."""
-        delay = RETRY_MIN_S
+        delay = WRITE_RETRY_MIN_S
         attempts = 0
         while self.pending:
             exc = self.write_pending()
@@ -341,7 +341,7 @@ class Persister:
                     f"{self.files.log_dir}: {exc.strerror or exc}"
                 )
             await trio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+            delay = min(delay * 2, WRITE_RETRY_MAX_S)
         if self.pending:
             return
         self._advance()
@@ -407,7 +407,7 @@ async def _follow_dir(
         request,
         cursor=persister.cursor,
         retry=not config.once,
-        header_timeout_s=HEADER_TIMEOUT_S,
+        header_timeout_s=PERSIST_HEADER_TIMEOUT_S,
     )
     attempts = ONCE_WRITE_ATTEMPTS if config.once else None
     async with subscription:

@@ -121,7 +121,7 @@ class GoCommand(click.Command):
 
 def query_socket_option() -> Callable[[FC], FC]:
     """``-socket PATH``: memlogd's query socket, for every client program."""
-    from memlogd.config import DEFAULT_QUERY_SOCKET
+    from memlogd.wire.paths import DEFAULT_QUERY_SOCKET
 
     return go_option(
         "--socket",

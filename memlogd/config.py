@@ -1,18 +1,18 @@
-"""Every default and tuning constant of memlogd and its client, and the
-daemon's configuration, validated once. PURE: no I/O.
+"""The daemon's configuration, validated once, and its defaults and tuning
+(worker and keeper alike). PURE: no I/O.
 
 What a flag sets is documented in docs/memlogd.md; the tuning constants with
-their measured reasons in BENCHMARKS.md.
+their measured reasons in BENCHMARKS.md.  The client's tuning is in
+:mod:`memlogd.client.config`, the default socket paths in :mod:`memlogd.wire.paths`.
 """
 
 from __future__ import annotations
 
 from memlogd.errors import ConfigError
 from memlogd.record import record
+from memlogd.wire.paths import DEFAULT_LOG_SOCKET, DEFAULT_QUERY_SOCKET
 
 # ---------------------------------------------------------------- defaults of flags
-DEFAULT_LOG_SOCKET = "/var/run/linuxkit-external-logging.sock"
-DEFAULT_QUERY_SOCKET = "/var/run/memlogdq.sock"
 DEFAULT_MAX_LINES = 5000
 DEFAULT_MAX_LINE_LEN = 1024  # bytes
 DEFAULT_MAX_SOURCES = 1024  # fds open at once
@@ -37,12 +37,6 @@ DROP_REPORT_S = 10.0  # period of the summary of dropped lines and suppressed wa
 WARN_BURST = 5  # warnings of one kind let through per DROP_REPORT_S; the rest are counted
 GRACE_S = 2.0  # on shutdown, followers get this long to receive what the ring holds
 DAEMONIZE_READY_TIMEOUT_S = 30.0  # -daemonize's parent waits this long for the child
-
-# ---------------------------------------------------------------- the client
-RECV_CHUNK = 256 * 1024  # bytes asked of the query socket at once
-HEADER_TIMEOUT_S = 0.5  # an extended query unanswered this long: upstream's memlogd
-RETRY_MIN_S = 0.05  # first reconnect delay; doubles up to the caller's maximum
-RETRY_MAX_S = 2.0
 
 
 @record

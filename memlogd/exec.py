@@ -29,9 +29,9 @@ import structlog
 import trio
 
 from memlogd.client import send_fds
-from memlogd.config import DEFAULT_LOG_SOCKET
 from memlogd.errors import ConnectError
 from memlogd.wire import protocol as proto
+from memlogd.wire.paths import DEFAULT_LOG_SOCKET
 
 log = structlog.get_logger("memlogd-exec")
 

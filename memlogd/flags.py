@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from memlogd import config as cfg
 from memlogd.record import TYPE_CHECKING, record
 from memlogd.roleconfig import RoleConfig, state_dir_for
+from memlogd.wire.paths import DEFAULT_LOG_SOCKET, DEFAULT_QUERY_SOCKET
 
 if TYPE_CHECKING:
     from typing import Any
@@ -46,11 +47,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "socket-log",
         "str",
-        cfg.DEFAULT_LOG_SOCKET,
+        DEFAULT_LOG_SOCKET,
         "Unix datagram socket where fds are handed over.",
         "PATH",
     ),
-    Flag("socket-query", "str", cfg.DEFAULT_QUERY_SOCKET, "Unix stream socket of queries.", "PATH"),
+    Flag("socket-query", "str", DEFAULT_QUERY_SOCKET, "Unix stream socket of queries.", "PATH"),
     Flag("fd-log", "int", None, "Inherited, bound datagram socket to use instead.", "N"),
     Flag("fd-query", "int", None, "Inherited, listening stream socket to use instead.", "N"),
     Flag("max-lines", "int", cfg.DEFAULT_MAX_LINES, "Entries the ring holds.", "N"),

@@ -67,10 +67,6 @@ class RoleConfig:
             except ValueError as exc:
                 raise ConfigError(f"-ship-sd-id: {exc}") from None
 
-    @property
-    def any(self) -> bool:
-        return self.persist_dir is not None or self.kmsg or self.ship_to is not None
-
 
 def state_dir_for(query_path: str | None, given: str | None) -> str:
     """``-state-dir``, or a directory beside the query socket."""

@@ -32,8 +32,13 @@ from typing import Any
 
 import trio
 
+from memlogd.client.config import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    RECONNECT_MAX_S,
+    RECONNECT_MIN_S,
+    RECV_CHUNK,
+)
 from memlogd.client.reasons import connect_reason
-from memlogd.config import HEADER_TIMEOUT_S, RECV_CHUNK, RETRY_MAX_S, RETRY_MIN_S
 from memlogd.errors import (
     ConnectError,
     NotExtendedError,
@@ -145,8 +150,8 @@ class Subscription:
         retry: bool = False,
         fallback: bool = True,
         upstream: bool = False,
-        header_timeout_s: float = HEADER_TIMEOUT_S,
-        retry_max_s: float = RETRY_MAX_S,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        retry_max_s: float = RECONNECT_MAX_S,
     ) -> None:
         if request.stats:
             raise ValueError("a subscription is for entries: use fetch_stats()")
@@ -170,7 +175,7 @@ class Subscription:
         self._answered = False  # the current connection's answer started
         self._ever_answered = False
         self._delay = 0.0  # to wait before the next connection attempt
-        self._backoff = RETRY_MIN_S
+        self._backoff = RECONNECT_MIN_S
         self._outage = False
         self._restarted = False
         self._done = False
@@ -254,7 +259,7 @@ class Subscription:
     def _answer_started(self, header: proto.Header | None) -> None:
         self._answered = self._ever_answered = True
         self._outage = False
-        self._backoff = RETRY_MIN_S
+        self._backoff = RECONNECT_MIN_S
         self._pending.append(Connected(header, self._after_seq))
 
     def _wait_before_retry(self) -> None:
@@ -428,7 +433,7 @@ class Subscription:
 
 
 async def fetch_stats(
-    target: str | Connector, timeout_s: float = HEADER_TIMEOUT_S
+    target: str | Connector, timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
 ) -> dict[str, Any]:
     """memlogd's statistics (the ``stats`` object of docs/protocol.md)."""
     connect: Connector = (lambda: connect_query(target)) if isinstance(target, str) else target
