@@ -1,8 +1,8 @@
 """The ``--state-file``: where a restarted logship resumes (docs/logship.md, "State file"). I/O.
 
 It holds the cursor ``(instance, seq)`` of the last entry delivered together
-with every entry before it, in logwrite's cursor encoding
-(``{"instance": "...", "seq": N}`` and a newline, :mod:`logwrite.lines`).
+with every entry before it, in the clients' cursor file encoding
+(``{"instance": "...", "seq": N}`` and a newline, :mod:`memlogd.wire.cursorfile`).
 
 Each :meth:`StateFile.save` writes a temporary file beside it and renames it
 over the old one, so a killed logship leaves the old state or the new one,
@@ -22,9 +22,9 @@ import stat
 import time
 from collections.abc import Callable
 
-from logwrite.lines import CursorError, decode_cursor, encode_cursor
 from memlogd.atomicfile import TMP_SUFFIX, replace_file
 from memlogd.errors import MemlogdError
+from memlogd.wire.cursorfile import CursorError, decode_cursor, encode_cursor
 from memlogd.wire.protocol import Cursor
 
 SYNC_PERIOD_S = 1.0  # fsync at most this often (and at exit)
@@ -72,7 +72,7 @@ class StateFile:
     def load(self) -> Cursor | None:
         """The saved cursor (None without a file).  Raises :class:`StateError`
         when the file or its directory cannot be used, and
-        :class:`~logwrite.lines.CursorError` when its content is not a state
+        :class:`~memlogd.wire.cursorfile.CursorError` when its content is not a state
         (the caller warns and starts afresh: the file is replaced at the first
         save).  Also checks that a new state can be written there."""
         data: bytes | None = None

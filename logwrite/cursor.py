@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from logwrite.lines import CursorError, Pending, decode_cursor, encode_cursor
 from memlogd.atomicfile import TMP_SUFFIX, replace_file
+from memlogd.wire.cursorfile import CursorError, Pending, decode_cursor, encode_cursor
 from memlogd.wire.protocol import Cursor
 
 CURSOR_NAME = "logwrite.cursor"

@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from logwrite.lines import Pending
 from logwrite.rotation import (
     Remove,
     choose_victim,
@@ -48,6 +47,7 @@ from logwrite.rotation import (
 )
 from memlogd.errors import MemlogdError
 from memlogd.ratelimit import LimitedLog
+from memlogd.wire.cursorfile import Pending
 
 log = structlog.get_logger("logwrite")
 

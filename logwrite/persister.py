@@ -40,20 +40,14 @@ from logwrite.files import (
     ensure_log_dir,
     errno_name,
 )
-from logwrite.lines import (
-    ERROR_PERIOD_S,
-    OWN_SOURCE,
-    CursorError,
-    LineFormatter,
-    Pending,
-    TimeFormat,
-)
+from logwrite.lines import ERROR_PERIOD_S, OWN_SOURCE, LineFormatter, TimeFormat
 from logwrite.report import new_reporter
 from logwrite.rotation import safe_log_name
 from memlogd.client import Connector, Subscription
 from memlogd.errors import MemlogdError
 from memlogd.ratelimit import LimitedLog
 from memlogd.wire import protocol as proto
+from memlogd.wire.cursorfile import CursorError, Pending
 from memlogd.wire.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
 from memlogd.wire.globs import SourceMatcher
 from memlogd.wire.protocol import Cursor

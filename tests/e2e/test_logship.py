@@ -36,7 +36,7 @@ from logship.rfc5424 import (
 )
 from logship.shipper import ShipConfig, ShipResult, run_shipper
 from logship.state import StateError, StateFile
-from logwrite.lines import CursorError
+from memlogd.wire.cursorfile import CursorError
 from memlogd.wire.protocol import Cursor
 from memlogd.wire.timefmt import format_time_micros, parse_time
 from tests.conftest import StartMemlogd

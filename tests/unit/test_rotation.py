@@ -9,13 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logwrite.lines import (
-    CursorError,
-    LineFormatter,
-    TimeFormat,
-    decode_cursor,
-    encode_cursor,
-)
+from logwrite.lines import LineFormatter, TimeFormat
 from logwrite.rotation import (
     MAX_STEM_BYTES,
     Remove,
@@ -30,6 +24,7 @@ from logwrite.rotation import (
     safe_log_name,
     undo_plan,
 )
+from memlogd.wire.cursorfile import CursorError, decode_cursor, encode_cursor
 from memlogd.wire.protocol import Cursor
 from memlogd.wire.timefmt import parse_time
 
