@@ -1,4 +1,4 @@
-# make test: bootstrap .venv from nothing, then ruff + mypy + pytest.
+# make test: bootstrap .venv from nothing, then ruff + import-linter + mypy + pytest.
 # make demo: bootstrap .venv, then run the boot simulation of SPEC section 9.
 PYTHON ?= python3
 VENV := .venv
@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
