@@ -21,11 +21,9 @@ from kmsg.reader import (
     run_kmsg,
 )
 from memlogd.cliflags import go_command, go_option
-from memlogd.errors import ConnectError
+from memlogd.errors import EXIT_INTERRUPTED, ConnectError
 from memlogd.logconfig import configure_logging, log_format_option
 from memlogd.termio import OutputClosedError, quiet_exit, watch_closed
-
-EXIT_SIGINT = 130
 
 
 @go_command("kmsg")
@@ -122,7 +120,7 @@ def main(
     try:
         status = trio.run(run_until_signal, config)
     except KeyboardInterrupt:  # before or after trio's signal handling
-        status = EXIT_SIGINT
+        status = EXIT_INTERRUPTED
     quiet_exit(status)
 
 
@@ -139,7 +137,7 @@ async def run_until_signal(config: KmsgConfig) -> int:
             async def watch_signals() -> None:
                 nonlocal status
                 async for signum in signals:
-                    status = EXIT_SIGINT if signum == signal.SIGINT else 0
+                    status = EXIT_INTERRUPTED if signum == signal.SIGINT else 0
                     nursery.cancel_scope.cancel()
                     return
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import click
 import trio
 
-from logread.program import EXIT_INTERRUPTED, Options, run
+from logread.program import Options, run
 from logread.render import OUTPUTS
 from logread.selection import unit_globs
 from logread.when import WhenError, parse_when
 from memlogd.cliflags import go_command, go_option, query_socket_option, source_option
+from memlogd.errors import EXIT_INTERRUPTED
 from memlogd.logconfig import configure_logging
 from memlogd.termio import quiet_exit
 from memlogd.wire import protocol as proto

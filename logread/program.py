@@ -34,13 +34,12 @@ from logread.render import (
 )
 from logread.selection import Selector
 from memlogd.client import Subscription, fetch_stats
-from memlogd.errors import MemlogdError, RequestRefusedError
+from memlogd.errors import EXIT_INTERRUPTED, MemlogdError, RequestRefusedError
 from memlogd.termio import Output, OutputClosedError, watch_closed
 from memlogd.wire import protocol as proto
 from memlogd.wire.events import Connected, Disconnected, Entries, Gap, Restarted, Waiting
 from memlogd.wire.protocol import Cursor
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 NO_ENTRIES = "-- No entries --"  # journalctl's words (on stderr here: stdout stays data)
 HINT_TIMEOUT_S = 5.0  # for the source list, from a memlogd known to answer it
 # --stats, --list-sources: upstream's memlogd never answers, so silence this long says

@@ -1,7 +1,7 @@
 """memlogd entries as RFC 5424 messages, a batch at a time. PURE: no I/O.
 
 docs/logship.md, "Messages". :class:`MessageFormatter` writes, byte for byte,
-what :func:`logship.rfc5424.format_message` and
+what the one-message reference ``format_message`` (tests/rfc5424.py) and
 :func:`~logship.rfc5424.format_gap` write (tests/unit/test_logship_messages.py
 checks it), but keeps what repeats from one message to the next:
 

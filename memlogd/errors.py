@@ -6,6 +6,8 @@ one-line message and an exit status (README, "The programs").
 
 from __future__ import annotations
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C (every program)
+
 
 class MemlogdError(Exception):
     """Root of every error this project raises on purpose."""

@@ -15,12 +15,11 @@ import os
 import signal
 
 from memlogd.deferred import defer
+from memlogd.errors import EXIT_INTERRUPTED
 from memlogd.record import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from types import FrameType
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def _interrupted(_signum: int, _frame: FrameType | None) -> None:

@@ -12,7 +12,6 @@ from memlogd.client.subscription import (
     Subscription,
     fetch_stats,
     open_log_stream,
-    register_fd,
     send_fds,
 )
 
@@ -21,6 +20,5 @@ __all__ = [
     "Subscription",
     "fetch_stats",
     "open_log_stream",
-    "register_fd",
     "send_fds",
 ]

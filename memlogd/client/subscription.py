@@ -84,18 +84,6 @@ def send_fds(path: str, name: str, fds: Sequence[int], *, wait: bool = True) -> 
             raise ConnectError(path, connect_reason(path, exc, socket.SOCK_DGRAM)) from None
 
 
-async def register_fd(path: str, name: str, fds: Sequence[int]) -> None:
-    """``send_fds`` for trio code: waits for room in memlogd's queue without
-    blocking the other tasks."""
-    payload = name.encode("utf-8", "replace")
-    with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            await sock.connect(path)
-            await sock.sendmsg([payload], fd_ancdata(fds))
-        except OSError as exc:
-            raise ConnectError(path, connect_reason(path, exc, socket.SOCK_DGRAM)) from None
-
-
 def open_log_stream(path: str, name: str) -> socket.socket:
     """A connected socket whose writes become lines of source ``name``.
 

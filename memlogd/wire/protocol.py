@@ -107,14 +107,6 @@ def entry_prefix(time_ns: int, source: str) -> str:
     return '{"time":"' + format_time(time_ns) + '","source":' + json_string(source) + ',"msg":'
 
 
-def encode_entry(entry: LogEntry) -> bytes:
-    """One entry as a JSON line (with ``\\n``); ``seq`` last when set."""
-    text = entry_prefix(entry.time_ns, entry.source) + json_string(entry.msg)
-    if entry.seq is not None:
-        text += ',"seq":' + str(entry.seq)
-    return (text + "}\n").encode("utf-8", "replace")
-
-
 def entry_message(encoded: bytes, skip: int) -> str:
     """The message of an encoded entry (without newline, without ``seq``) whose
     :func:`entry_prefix` is ``skip`` bytes long."""

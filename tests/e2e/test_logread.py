@@ -22,6 +22,7 @@ from logread.render import RESET, source_color
 from memlogd.wire import protocol as proto
 from memlogd.wire.severity import level_or_default
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
+from tests.wire import encode_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -550,7 +551,7 @@ def header(instance: str, first: int, nxt: int) -> bytes:
 
 
 def entry(seq: int, msg: str) -> bytes:
-    return proto.encode_entry(proto.LogEntry(1_550_851_463 * 10**9 + seq, "svc", msg, seq))
+    return encode_entry(proto.LogEntry(1_550_851_463 * 10**9 + seq, "svc", msg, seq))
 
 
 def test_dropped_records_are_reported_on_stderr(fake: FakeServer, logread) -> None:

@@ -25,6 +25,7 @@ from tests.e2e.test_logread import (
     wait_landed,
 )
 from tests.helpers import MemlogdProcess, dump, new_source
+from tests.wire import encode_entry
 
 __all__ = ["fixture_fake", "fixture_logread"]  # the fixtures this module uses
 
@@ -259,7 +260,7 @@ def test_memlogd_is_asked_for_the_priority(
 
 
 def fake_entry(seq: int, msg: str) -> bytes:
-    return proto.encode_entry(proto.LogEntry(1_550_851_463 * 10**9 + seq, "svc", msg, seq))
+    return encode_entry(proto.LogEntry(1_550_851_463 * 10**9 + seq, "svc", msg, seq))
 
 
 OLDER_ENTRIES = [(1, "<3>e1"), (2, "x"), (3, "<3>e2"), (4, "<6>i"), (5, "level=error a"), (6, "y")]

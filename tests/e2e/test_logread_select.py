@@ -31,6 +31,7 @@ from tests.e2e.test_logread import (
 from tests.helpers import MemlogdProcess, dump, new_source
 
 __all__ = ["fixture_fake", "fixture_logread"]  # the fixtures this module uses
+from tests.wire import encode_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -407,7 +408,7 @@ def test_follow_tail_of_grep_then_new_lines(memlogd: MemlogdProcess, logread) ->
 
 
 def entry_at(seq: int, msg: str, time_ns: int) -> bytes:
-    return proto.encode_entry(proto.LogEntry(time_ns, "svc", msg, seq))
+    return encode_entry(proto.LogEntry(time_ns, "svc", msg, seq))
 
 
 def test_follow_tail_of_grep_resumes_right_after_the_dump(fake: FakeServer, logread) -> None:

@@ -1,7 +1,7 @@
 """logship as a real subprocess between a real memlogd and a real rsyslog (docs/logship.md).
 
 Every check is on what rsyslog wrote (``Rsyslog.records()``), parsed back with
-``logship.rfc5424.parse_message`` and compared with what memlogd holds (a
+``tests.rfc5424.parse_message`` and compared with what memlogd holds (a
 mode-3 dump, with seq).  Duplicates are counted by ``(instance, seq)`` from
 the structured data, as a receiver would drop them.
 """
@@ -26,14 +26,7 @@ import trio
 from click.testing import CliRunner
 
 from logship.cli import command
-from logship.rfc5424 import (
-    DEFAULT_SD_ID,
-    MAX_APP_NAME,
-    ParsedMessage,
-    escape_param_value,
-    parse_message,
-    safe_name,
-)
+from logship.rfc5424 import DEFAULT_SD_ID, MAX_APP_NAME, escape_param_value, safe_name
 from logship.shipper import ShipConfig, ShipResult, run_shipper
 from logship.state import StateError, StateFile
 from memlogd.wire.cursorfile import CursorError
@@ -42,6 +35,7 @@ from memlogd.wire.timefmt import format_time_micros, parse_time
 from tests.conftest import StartMemlogd
 from tests.helpers import MemlogdProcess, new_source, python_m, query_raw, wait_for
 from tests.oneflags import one_dash_mismatches
+from tests.rfc5424 import ParsedMessage, parse_message
 from tests.rsyslog import Record, Rsyslog, skip_unless_available
 
 pytestmark = pytest.mark.e2e

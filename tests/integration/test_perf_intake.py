@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from memlogd import client
 from memlogd.config import FOLLOWER_SNDBUF, DaemonConfig
 from memlogd.daemon.serve import Daemon, serve
 from memlogd.logconfig import configure_logging
 from memlogd.wire import protocol as proto
+from tests.wire import register_fd
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ async def start_writers(config: DaemonConfig, count: int) -> list[socket.socket]
     ends = []
     for i in range(count):
         ours, theirs = socket.socketpair()
-        await client.register_fd(config.socket_log, f"w{i}", [theirs.fileno()])
+        await register_fd(config.socket_log, f"w{i}", [theirs.fileno()])
         theirs.close()
         ends.append(ours)
     for ours in ends:

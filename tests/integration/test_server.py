@@ -17,6 +17,7 @@ from memlogd.daemon.serve import Daemon, serve
 from memlogd.logconfig import configure_logging
 from memlogd.wire import protocol as proto
 from memlogd.wire.answerparser import AnswerParser
+from tests.wire import register_fd
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ async def stuck_follower(daemon: Daemon, config: DaemonConfig) -> socket.socket:
 async def new_writer(config: DaemonConfig, name: str) -> trio.SocketStream:
     """A stream whose bytes memlogd reads as source ``name``."""
     ours, theirs = socket.socketpair()
-    await client.register_fd(config.socket_log, name, [theirs.fileno()])
+    await register_fd(config.socket_log, name, [theirs.fileno()])
     theirs.close()
     return trio.SocketStream(trio.socket.from_stdlib_socket(ours))
 
@@ -75,7 +76,7 @@ async def test_serve_dump_and_shutdown(short_tmp: Path) -> None:
         async with trio.open_nursery() as nursery:
             daemon: Daemon = await nursery.start(serve, config)
             r, w = os.pipe()
-            await client.register_fd(config.socket_log, "pipe", [r])
+            await register_fd(config.socket_log, "pipe", [r])
             os.close(r)
             os.write(w, b"a\nb\n")
             os.close(w)
@@ -165,7 +166,7 @@ async def test_ready_before_started_and_sockets_serve(short_tmp: Path) -> None:
             assert isinstance(first, proto.LogEntry)
             assert (first.source, first.msg.split()[:2]) == ("memlogd", ["memlogd", "started"])
             devnull = os.open(os.devnull, os.O_RDONLY)
-            await client.register_fd(config.socket_log, "x", [devnull])
+            await register_fd(config.socket_log, "x", [devnull])
             os.close(devnull)
             while "x" not in daemon.state.sources or daemon.state.sources["x"].open:
                 await trio.sleep(0.005)  # /dev/null: read to its (immediate) end and closed

@@ -14,6 +14,7 @@ from memlogd.wire import protocol as proto
 from memlogd.wire.answerparser import AnswerParser, stats_in
 from memlogd.wire.protocol import Dropped, ErrorReply, Header, LogEntry, Malformed, Stats
 from tests.strategies import log_entries
+from tests.wire import encode_entry
 
 pytestmark = pytest.mark.unit
 
@@ -22,7 +23,7 @@ HEADER = b'{"memlogd":{"instance":"i-1","first_seq":3,"next_seq":9}}\n'
 
 def answer_lines() -> st.SearchStrategy[bytes]:
     """Lines an answer may carry, good and bad."""
-    entry = log_entries().map(proto.encode_entry)
+    entry = log_entries().map(encode_entry)
     dropped = st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)).map(
         lambda t: proto.encode_dropped(*t)
     )
@@ -108,7 +109,7 @@ def test_answer_parser_gives_what_decoding_each_line_alone_gives(
 
 @given(st.lists(log_entries(), max_size=10), st.lists(st.integers(0, 10**5)))
 def test_answer_parser_reads_what_the_server_writes(entries: list[LogEntry], cuts: list[int]):
-    data = HEADER + b"".join(proto.encode_entry(e) for e in entries)
+    data = HEADER + b"".join(encode_entry(e) for e in entries)
     replies = parse_in_chunks(data, cuts, extended=True)
     assert replies == [Header("i-1", 3, 9), *entries]
 

@@ -40,7 +40,8 @@ from bench.procfs import (
 from bench.query import QueryError, parse_stats_answer
 from bench.report import combine, human, percentile, render_table, summarise, targets_of
 from bench.settle import wait_stable, wait_until
-from memlogd.wire.protocol import LogEntry, encode_entry
+from memlogd.wire.protocol import LogEntry
+from tests.wire import encode_entry
 
 pytestmark = pytest.mark.unit
 

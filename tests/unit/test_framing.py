@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from memlogd.daemon.encoding import encode_block
 from memlogd.daemon.framing import LineSplitter
 from memlogd.daemon.lines import Lines
-from memlogd.wire import protocol as proto
 from memlogd.wire.protocol import LogEntry
 from tests.strategies import splits, stream_bytes
+from tests.wire import encode_entry
 
 pytestmark = pytest.mark.unit
 
@@ -229,6 +229,6 @@ def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
         made = encode_block(GOLDEN_NS, "s", got)
         assert made.data == encode_block(GOLDEN_NS, "s", Lines.of(lines)).data
         assert made.entries(0, len(lines)) == [
-            proto.encode_entry(LogEntry(GOLDEN_NS, "s", line.decode("utf-8", "replace")))[:-1]
+            encode_entry(LogEntry(GOLDEN_NS, "s", line.decode("utf-8", "replace")))[:-1]
             for line in lines
         ]

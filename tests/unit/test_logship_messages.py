@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 
 from logship import messages
 from logship.messages import MessageFormatter
-from logship.rfc5424 import DEFAULT_SD_ID, Rfc5424Error, format_gap, format_message
+from logship.rfc5424 import DEFAULT_SD_ID, Rfc5424Error, format_gap
 from memlogd.wire.protocol import LogEntry
 from memlogd.wire.severity import level_or_default
+from tests.rfc5424 import format_message
 from tests.strategies import times_ns
 
 pytestmark = pytest.mark.unit

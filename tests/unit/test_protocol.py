@@ -32,6 +32,7 @@ from tests.strategies import (
     sources,
     times_ns,
 )
+from tests.wire import encode_entry
 
 pytestmark = pytest.mark.unit
 
@@ -55,11 +56,11 @@ def pairs(line: bytes) -> list[tuple[str, Any]]:
 
 def test_encode_entry_golden():
     entry = LogEntry(GOLDEN_NS, "docker", "level=debug")
-    assert proto.encode_entry(entry) == (
+    assert encode_entry(entry) == (
         b'{"time":"2019-02-22T16:04:23.123456789Z","source":"docker","msg":"level=debug"}\n'
     )
     with_seq = LogEntry(1_550_851_463_000_000_000, "kmsg", "x", seq=42)
-    assert proto.encode_entry(with_seq) == (
+    assert encode_entry(with_seq) == (
         b'{"time":"2019-02-22T16:04:23Z","source":"kmsg","msg":"x","seq":42}\n'
     )
 
@@ -117,7 +118,7 @@ def test_encode_block_is_valid_json_whatever_the_bytes(time_ns: int, source: str
 @given(times_ns(), sources(), st.lists(raw_lines(), max_size=8))
 def test_encode_block_equals_per_line_encode_of_decoded_line(time_ns: int, source: str, lines):
     expected = [
-        proto.encode_entry(LogEntry(time_ns, source, raw.decode("utf-8", "replace")))[:-1]
+        encode_entry(LogEntry(time_ns, source, raw.decode("utf-8", "replace")))[:-1]
         for raw in lines
     ]
     assert encode_lines(time_ns, source, lines) == expected
@@ -125,7 +126,7 @@ def test_encode_block_equals_per_line_encode_of_decoded_line(time_ns: int, sourc
 
 @given(log_entries())
 def test_encode_entry_keys_are_time_source_msg_then_seq(entry: LogEntry):
-    line = proto.encode_entry(entry)
+    line = encode_entry(entry)
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1
     expected: list[tuple[str, Any]] = [
@@ -140,15 +141,15 @@ def test_encode_entry_keys_are_time_source_msg_then_seq(entry: LogEntry):
 
 @given(log_entries())
 def test_decode_entry_round_trips_encode_entry(entry: LogEntry):
-    assert proto.decode_entry(proto.encode_entry(entry)) == entry
-    assert proto.decode_entry(proto.encode_entry(entry).decode("utf-8")) == entry
+    assert proto.decode_entry(encode_entry(entry)) == entry
+    assert proto.decode_entry(encode_entry(entry).decode("utf-8")) == entry
 
 
 @given(times_ns(), sources(), messages().filter(lambda m: "\n" not in m), st.integers(0, 2**63))
 def test_add_seq_appends_seq_as_last_key(time_ns: int, source: str, msg: str, seq: int):
     (encoded,) = encode_lines(time_ns, source, [msg.encode("utf-8")])
     with_seq = proto.add_seq(encoded, seq)
-    assert with_seq + b"\n" == proto.encode_entry(LogEntry(time_ns, source, msg, seq))
+    assert with_seq + b"\n" == encode_entry(LogEntry(time_ns, source, msg, seq))
     assert proto.decode_reply(with_seq) == LogEntry(time_ns, source, msg, seq)
 
 
@@ -301,7 +302,7 @@ def test_priority_key_golden():
 def test_entry_message_is_the_encoded_message():
     for msg in ["plain", 'say "hi"\\ \x00 \u00fc \ufffd', ""]:
         prefix = proto.entry_prefix(7, 's"rc')
-        encoded = proto.encode_entry(LogEntry(7, 's"rc', msg))[:-1]
+        encoded = encode_entry(LogEntry(7, 's"rc', msg))[:-1]
         assert proto.entry_message(encoded, len(prefix.encode())) == msg
 
 

@@ -12,25 +12,27 @@ from logship.rfc5424 import (
     DEFAULT_SD_ID,
     MAX_APP_NAME,
     MAX_HOSTNAME,
-    MessageParseError,
-    OctetCountedParser,
-    OctetCountError,
-    ParsedMessage,
     Rfc5424Error,
     SdIdError,
     entry_pri,
     escape_param_value,
     format_gap,
-    format_message,
     format_time,
     frame_octet_counted,
     gap_text,
-    parse_message,
     safe_name,
-    unescape_param_value,
     validate_sd_id,
 )
 from memlogd.errors import ProtocolError
+from tests.rfc5424 import (
+    MessageParseError,
+    OctetCountedParser,
+    OctetCountError,
+    ParsedMessage,
+    format_message,
+    parse_message,
+    unescape_param_value,
+)
 
 pytestmark = pytest.mark.unit
 
