@@ -2,7 +2,7 @@
 
 ``subscription`` reads the query socket (one :class:`Subscription` owns the
 connection, the request, the ``(instance, seq)`` cursor, resuming and the
-upstream fallback); ``events`` are what it yields; ``send_fds`` and
+upstream fallback) and yields :mod:`memlogd.wire.events`; ``send_fds`` and
 ``open_log_stream`` hand memlogd a stream to log.  These names are the public
 import paths the README documents.
 """

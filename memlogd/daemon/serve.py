@@ -1,4 +1,4 @@
-"""The daemon's composition root: sockets, tasks, and shutdown in phases.
+"""The daemon assembled: sockets, tasks, and shutdown in phases.
 
 :func:`serve` builds the parts (state, intake, readers, query service,
 console), runs their tasks, calls ``task_status.started(daemon)`` once both

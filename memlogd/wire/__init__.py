@@ -2,7 +2,8 @@
 
 Nothing here does I/O or imports trio, structlog or click (checked by
 import-linter, pyproject.toml): the query byte and the JSON answers
-(``protocol``, ``answerparser``), the fd datagram (``fdmsg``), the upgrade
-handover (``handover``), times (``timefmt``), source globs (``globs``) and the
-request filter (``filters``).
+(``protocol``, ``answerparser``, ``events``), the fd datagram (``fdmsg``),
+the keeper and worker's messages (``handover``), the cursor file every client
+keeps (``cursorfile``), times (``timefmt``), source globs (``globs``), the
+request filter (``filters``) and the default socket paths (``paths``).
 """
