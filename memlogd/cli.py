@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from memlogd.config import DaemonConfig
     from memlogd.daemon.host import Role
-    from memlogd.keeper.keeper import WorkerEntry
+    from memlogd.keeper.keeper import Log, WorkerEntry
     from memlogd.roleconfig import RoleConfig
     from memlogd.wire.handover import WorkerStart
 
@@ -140,7 +140,7 @@ def _run_keeper(
     log_sock, query_sock, owned = sockets
     raise_fd_limit()
     run_worker, log = _import_worker(config, roles, log_format)
-    from memlogd.daemon.worker import create_journal
+    from memlogd.daemon.worker import create_journal  # imported by _import_worker
 
     state = KeeperState(
         argv=_kept_args(args),
@@ -169,7 +169,7 @@ def _resume_keeper(
 
 def _import_worker(
     config: DaemonConfig, roles: RoleConfig, log_format: str
-) -> tuple[WorkerEntry, Any]:
+) -> tuple[WorkerEntry, Log]:
     """What a forked worker runs (the daemon and the roles), imported here so
     that every worker starts at once and shares these pages with the keeper;
     the worker's entry function and the keeper's logger."""
@@ -186,7 +186,8 @@ def _import_worker(
     def entry(start: WorkerStart) -> int:
         return run_worker(start, config, built)
 
-    return entry, structlog.get_logger("memlogd")
+    log: Log = structlog.get_logger("memlogd")  # stderr only: the keeper has no ring
+    return entry, log
 
 
 def build_roles(roles: RoleConfig) -> tuple[Role, ...]:
