@@ -124,8 +124,10 @@ async def test_stuck_follower_holds_many_sources_only_for_a_while(short_tmp: Pat
             assert daemon.state.received - base >= 200 * 100  # plus the daemon's own events
             assert daemon.state.sources["w7"].received == 100
             assert not daemon.hold.waiting
-            (reader,) = daemon.readers.active
-            assert reader.dropped > 0  # it never read: it lost the oldest entries
+            assert len(daemon.readers.active) == 1
+            # it never read: the ring made room past it once its hold ended (the
+            # reader counts its loss when it is next handed entries; SPEC 14)
+            assert daemon.stats()["overwritten"] >= 200 * 100 - 50
             # one episode: it never caught up, so it never held again
             assert daemon.stats()["intake_holds"] == 1
             stuck.close()
