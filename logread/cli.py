@@ -18,7 +18,13 @@ from logread.program import Options, run
 from logread.render import OUTPUTS
 from logread.selection import unit_globs
 from logread.when import WhenError, parse_when
-from memlogd.cliflags import go_command, go_option, query_socket_option, source_option
+from memlogd.cliflags import (
+    BareValueOption,
+    go_command,
+    go_option,
+    query_socket_option,
+    source_option,
+)
 from memlogd.errors import EXIT_INTERRUPTED
 from memlogd.logconfig import configure_logging
 from memlogd.termio import quiet_exit
@@ -49,6 +55,9 @@ class Flags:
     stats: bool = False
     retry: bool = False
     priority: str | None = None
+    directory: str | None = None
+    boot: str | None = None
+    list_boots: bool = False
 
 
 def _when(text: str | None, now_ns: int, name: str) -> int | None:
@@ -101,6 +110,7 @@ def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Op
     )
     if flags.stats and flags.list_sources:
         raise click.UsageError("--stats and --list-sources cannot be combined")
+    _check_directory(flags, selecting=bool(selecting))
     for wanted, name in ((flags.stats, "--stats"), (flags.list_sources, "--list-sources")):
         if wanted and selecting:
             raise click.UsageError(
@@ -145,7 +155,15 @@ def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Op
         since_ns=since_ns,
         priority=priority,
     )
-    action = "stats" if flags.stats else "sources" if flags.list_sources else "entries"
+    action = (
+        "stats"
+        if flags.stats
+        else "sources"
+        if flags.list_sources
+        else "boots"
+        if flags.list_boots
+        else "entries"
+    )
     return Options(
         socket=flags.socket,
         action=action,
@@ -161,7 +179,39 @@ def build_options(flags: Flags, *, now_ns: int, tty: bool, no_color: bool) -> Op
         escape=tty and not flags.all,
         retry=flags.retry,
         source_globs=flags.sources,
+        directory=flags.directory,
+        boot=flags.boot,
     )
+
+
+def _check_directory(flags: Flags, *, selecting: bool) -> None:
+    """-D reads files: a dump, never a follow; -b and --list-boots need it."""
+    if flags.directory is None:
+        for given, name in (
+            (flags.boot is not None, "-b/--boot"),
+            (flags.list_boots, "--list-boots"),
+        ):
+            if given:
+                raise click.UsageError(f"{name} reads DIR/instances: give -D DIR too")
+        return
+    for given, name in (
+        (flags.follow, "-f"),
+        (flags.dump_follow, "-F"),
+        (flags.retry, "--retry"),
+        (flags.stats, "--stats"),
+    ):
+        if given:
+            raise click.UsageError(
+                f"{name} cannot be used with -D/--directory: the files are read once, "
+                "nothing follows them"
+            )
+    if flags.list_boots and (selecting or flags.list_sources or flags.boot is not None):
+        raise click.UsageError(
+            "--list-boots cannot be combined with -s, -u, -g, -n, --since, --until, -r, -b "
+            "or --list-sources"
+        )
+    if flags.list_sources and flags.boot is not None:
+        raise click.UsageError("--list-sources counts every line of DIR: not with -b")
 
 
 EPILOG = """\b
@@ -170,6 +220,7 @@ Examples:
   logread -p err -n 20              # the last 20 errors (and worse)
   logread -n 50 -g 'error|fail' -i  # the last 50 lines that mention an error
   logread --since '10 min ago' -o json | jq .msg
+  logread -D /var/log -b -1 -n 100  # the last 100 lines of the boot before this one
 """
 
 
@@ -249,6 +300,27 @@ Examples:
     help="Only entries at LEVEL or more severe (emerg, alert, crit, err, warning, notice, "
     "info, debug, or 0-7), or within a range FROM..TO; a line that says no level is info.",
 )
+@go_option(
+    "-D",
+    "--directory",
+    metavar="DIR",
+    help="Read logwrite's files in DIR (NAME.log and its rotations) instead of memlogd.",
+)
+@go_option(
+    "-b",
+    "--boot",
+    cls=BareValueOption,
+    bare_value="0",
+    default=None,
+    metavar="[OFFSET|ID]",
+    help="With -D: only the lines of one boot (memlogd instance): 0 or none the last, "
+    "-1 the one before, 1 the first, or its instance ID.",
+)
+@go_option(
+    "--list-boots",
+    is_flag=True,
+    help="With -D: list the boots in DIR/instances (offset, instance, first and last time).",
+)
 def command(
     socket: str,
     follow: bool,
@@ -268,6 +340,9 @@ def command(
     stats: bool,
     retry: bool,
     priority: str | None,
+    directory: str | None,
+    boot: str | None,
+    list_boots: bool,
 ) -> None:
     """Show the log lines memlogd holds (and follow them with -f/-F)."""
     flags = Flags(
@@ -289,6 +364,9 @@ def command(
         stats=stats,
         retry=retry,
         priority=priority,
+        directory=directory,
+        boot=boot,
+        list_boots=list_boots,
     )
     opts = build_options(
         flags,

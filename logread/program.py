@@ -54,7 +54,7 @@ class Fatal(Exception):
 @dataclass(frozen=True)
 class Options:
     socket: str
-    action: str  # "entries", "stats" or "sources"
+    action: str  # "entries", "stats", "sources" or "boots"
     extended: bool  # ask the extended query first (else upstream's base modes)
     request: proto.QueryRequest  # what memlogd selects: sources, since, tail
     two_phase: bool  # the dump (its tail kept here), then a follow from its end
@@ -68,6 +68,8 @@ class Options:
     retry: bool
     source_globs: tuple[str, ...]  # the -s globs, for the hint after "-- No entries --"
     local_priority: tuple[int, int] | None = None  # -p applied here (memlogd refused the key)
+    directory: str | None = None  # -D: read logwrite's files there (logread.fromdir)
+    boot: str | None = None  # -b: with -D, one boot's lines
 
 
 def priority_here(opts: Options) -> Options:
@@ -300,7 +302,11 @@ async def run(opts: Options) -> int:
             nursery.start_soon(watch_stdout, out.fd, outcome, nursery.cancel_scope)
             nursery.start_soon(losses.run)
             try:
-                if opts.action == "stats":
+                if opts.directory is not None:
+                    from logread.fromdir import from_directory  # -D only
+
+                    await from_directory(session)
+                elif opts.action == "stats":
                     await session.stats()
                 elif opts.action == "sources":
                     await session.sources()

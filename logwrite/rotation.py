@@ -12,86 +12,42 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-LOG_SUFFIX = ".log"
-MAX_STEM_BYTES = 200  # of a file stem, hash suffix included
-HASH_MARK = "%~"  # starts the hash suffix; '%' never survives in an unchanged name
-HASH_HEX = 12  # hex digits of the hash suffix (48 bits)
+from memlogd.wire.logdir import (
+    HASH_HEX,
+    HASH_MARK,
+    LOG_SUFFIX,
+    MAX_STEM_BYTES,
+    log_file_name,
+    name_hash,
+    parse_log_file_name,
+    safe_log_name,
+)
 
+__all__ = [
+    "HASH_HEX",
+    "HASH_MARK",
+    "LOG_SUFFIX",
+    "MAX_STEM_BYTES",
+    "Remove",
+    "Rename",
+    "Segment",
+    "Step",
+    "choose_victim",
+    "log_file_name",
+    "name_hash",
+    "needs_rotation",
+    "parse_log_file_name",
+    "plan_segments",
+    "rotation_plan",
+    "safe_log_name",
+    "undo_plan",
+]
 
-# --------------------------------------------------------------------------- names
-
-
-def _unsafe(char: str) -> bool:
-    """Characters escaped in a stem: '/', '%' (our escape), control characters
-    (NUL, C0, DEL, C1), surrogates, and Unicode line/paragraph separators."""
-    return char in "/%" or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
-
-
-def _escape(char: str) -> str:
-    return "".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass"))
-
-
-def _utf8_cut(text: str, limit: int) -> str:
-    """The longest prefix of ``text`` whose UTF-8 form fits in ``limit`` bytes,
-    not ending inside a ``%XX`` escape."""
-    out = text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
-    pct = out.rfind("%", max(0, len(out) - 2))
-    return out[:pct] if pct >= 0 else out
-
-
-def name_hash(source: str) -> str:
-    digest = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=HASH_HEX // 2)
-    return digest.hexdigest()
-
-
-def safe_log_name(source: str) -> str:
-    """A file stem for ``source``: ``DIR/<stem>.log`` is always a direct child of DIR,
-    and never a hidden file (it never starts with ``.``).
-
-    A name that is safe as it is stays unchanged (upstream's file names).
-    Otherwise unsafe characters are percent-escaped (``/`` -> ``%2F``), the
-    names ``""``, ``.`` and ``..`` are escaped whole, a leading ``.`` (which
-    ``ls`` would hide) is escaped as ``%2E``, the result is cut to
-    :data:`MAX_STEM_BYTES`, and ``%~`` plus a hash of the original name is
-    appended.  An unchanged name never contains ``%``; a changed one always
-    does, so the two kinds never meet, and changed names differ by their
-    escaped text (escaping is reversible) or, when cut, by the hash of the
-    whole name.
-    """
-    if source in ("", ".", ".."):
-        escaped = "".join(_escape(c) for c in source)
-    else:
-        escaped = "".join(_escape(c) if _unsafe(c) else c for c in source)
-        if escaped.startswith("."):
-            escaped = _escape(".") + escaped[1:]
-        elif escaped == source and len(source.encode("utf-8")) <= MAX_STEM_BYTES:
-            return source
-    suffix = HASH_MARK + name_hash(source)
-    return _utf8_cut(escaped, MAX_STEM_BYTES - len(suffix)) + suffix
-
-
-def log_file_name(stem: str, index: int | None = None) -> str:
-    """``stem.log`` (the live file) or ``stem.log.INDEX`` (a rotated one)."""
-    return stem + LOG_SUFFIX if index is None else f"{stem}{LOG_SUFFIX}.{index}"
-
-
-_ROTATED_RE = re.compile(r"(.+)\.log\.(0|[1-9][0-9]{0,8})", re.DOTALL)
-
-
-def parse_log_file_name(name: str) -> tuple[str, int | None] | None:
-    """``(stem, index)`` of a file name written by logwrite, else None."""
-    m = _ROTATED_RE.fullmatch(name)
-    if m is not None:
-        return m.group(1), int(m.group(2))
-    if name.endswith(LOG_SUFFIX) and len(name) > len(LOG_SUFFIX):
-        return name[: -len(LOG_SUFFIX)], None
-    return None
+# The names (safe_log_name, parse_log_file_name, ...) are shared with logread -D:
+# they live in memlogd.wire.logdir and are imported here for logwrite's code.
 
 
 # --------------------------------------------------------------------------- rotation

@@ -35,6 +35,7 @@ import click
 
 __all__ = [
     "HELP_OPTION_NAMES",
+    "BareValueOption",
     "GoCommand",
     "GoOption",
     "check_one_dash",
@@ -49,6 +50,7 @@ HELP_OPTION_NAMES: Final = ("-h", "-help", "--help")
 FC = TypeVar("FC", bound=Callable[..., Any] | click.Command)
 
 _DIGITS = re.compile(r"[0-9]+")
+_NEGATIVE = re.compile(r"-[0-9]+")
 
 
 def one_dash_names(names: Iterable[str]) -> list[str]:
@@ -75,6 +77,20 @@ class GoOption(click.Option):
         super().__init__(param_decls, **attrs)
         self.opts = one_dash_names(self.opts)
         self.secondary_opts = one_dash_names(self.secondary_opts)
+
+
+class BareValueOption(GoOption):
+    """A :class:`GoOption` whose value may be left out, meaning ``bare_value``
+    (journalctl's ``-b [OFFSET]``), and that takes a negative number as its
+    value (``-b -1``, ``--boot -1``), which click's optional values cannot: the
+    value is filled in by :func:`check_one_dash`, so click sees an ordinary
+    option with a value."""
+
+    def __init__(
+        self, param_decls: Sequence[str] | None = None, *, bare_value: str, **attrs: Any
+    ) -> None:
+        super().__init__(param_decls, **attrs)
+        self.bare_value = bare_value
 
 
 def go_option(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
@@ -161,6 +177,7 @@ class _Spec:
 
     nargs: int  # words of value it takes (0: a flag or a count)
     optional: bool  # the value may be left out (then a word like an option is not it)
+    bare: str | None = None  # a BareValueOption's value when it is left out
 
 
 def _split_prefix(name: str) -> tuple[str, str]:
@@ -187,9 +204,12 @@ def _option_specs(command: click.Command, ctx: click.Context) -> dict[str, _Spec
         if not isinstance(param, click.Option):
             continue
         takes_value = not param.is_flag and not param.count
+        bare = param.bare_value if isinstance(param, BareValueOption) else None
         spec = _Spec(
             nargs=param.nargs if takes_value else 0,
-            optional=takes_value and bool(getattr(param, "_flag_needs_value", False)),
+            optional=takes_value
+            and (bare is not None or bool(getattr(param, "_flag_needs_value", False))),
+            bare=bare,
         )
         for name in (*param.opts, *param.secondary_opts):
             specs[normalize_name(name, ctx)] = spec
@@ -213,6 +233,11 @@ def _suggestions(specs: Mapping[str, _Spec]) -> list[str]:
     return [n for n in specs if not (n.startswith("--") and "-" + n[2:] in specs)]
 
 
+def _negative_value(word: str, specs: Mapping[str, _Spec], ctx: click.Context) -> bool:
+    """``-1``, ``-12``: a negative number, which no option is named like."""
+    return _NEGATIVE.fullmatch(word) is not None and normalize_name(word[:2], ctx) not in specs
+
+
 def check_one_dash(command: click.Command, ctx: click.Context, args: Sequence[str]) -> list[str]:
     """Vet ``args`` for ``command`` before click parses them; returns them for click.
 
@@ -220,6 +245,9 @@ def check_one_dash(command: click.Command, ctx: click.Context, args: Sequence[st
     (before any ``=``) that is no declared option name, unless it is a declared short
     option that takes a value directly followed by digits (``-n10``); and
     :class:`click.BadOptionUsage` for ``-f=VALUE`` where ``-f`` is a short flag.
+    A :class:`BareValueOption` left without its value (at the end, or before an
+    option) is given its ``bare_value``; a negative number after it is its value
+    (``-b -1``), unless an option is named like it.
     Words that are an option's value (``-g -error``) are skipped, as is everything
     after ``--``, and everything from the first positional argument on when the
     context does not allow interspersed arguments.  Unknown two-character and
@@ -274,7 +302,14 @@ def check_one_dash(command: click.Command, ctx: click.Context, args: Sequence[st
             if eq:
                 take_values(spec.nargs - 1)  # --x=VALUE is the first of nargs values
             elif spec.optional and spec.nargs == 1:
-                take_values(1 if i < len(words) and not looks_like_option(words[i]) else 0)
+                following = words[i] if i < len(words) else None
+                if following is not None and (
+                    not looks_like_option(following)
+                    or (spec.bare is not None and _negative_value(following, specs, ctx))
+                ):
+                    take_values(1)
+                elif spec.bare is not None:
+                    out.append(spec.bare)  # left out: click is given the bare value
             else:
                 take_values(spec.nargs)
             continue
