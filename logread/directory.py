@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from operator import add, itemgetter, le, methodcaller
 
 from memlogd.errors import ProtocolError
@@ -282,11 +282,12 @@ def merge(files: Iterable[FileLines], *, since_ns: int | None = None) -> Iterato
         held = per_source.setdefault(f.source, ([], []))
         held[0].extend(times)
         held[1].extend(msgs)
-    runs = [_entries(s, *per_source[s]) for s in sorted(per_source) if per_source[s][0]]
+    names = [s for s in sorted(per_source) if per_source[s][0]]
+    runs = [_entries(s, *per_source[s]) for s in names]
     if len(runs) <= 1:
         return iter(runs[0] if runs else [])
-    if all(_rising([entry[0] for entry in run]) for run in runs):
-        every = [entry for run in runs for entry in run]
+    if all(_rising(per_source[s][0]) for s in names):
+        every = list(chain.from_iterable(runs))
         every.sort(key=itemgetter(0))  # stable: equal times keep source, then file order
         return iter(every)
     return heapq.merge(*runs, key=itemgetter(0))

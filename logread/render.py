@@ -28,7 +28,9 @@ import json
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache, partial
+from itertools import chain, repeat
 from json.encoder import encode_basestring
+from operator import floordiv, itemgetter, methodcaller, mod
 from typing import Any, Final
 
 from memlogd.wire.protocol import LogEntry, entry_prefix
@@ -51,6 +53,7 @@ __all__ = [
     "render_sources",
     "render_stats",
     "render_text",
+    "render_text_batch",
     "severity_color",
     "source_color",
 ]
@@ -168,6 +171,49 @@ def render_text(entry: LogEntry, *, color: bool = False, escape: bool = False) -
     return _line(_time_text(entry.time_ns), entry, color, escape)
 
 
+class _SecondsText(dict[int, str]):
+    """Whole seconds -> ``YYYY-MM-DDTHH:MM:SS``, each second formatted once."""
+
+    def __missing__(self, secs: int) -> str:
+        if len(self) >= 4096:
+            self.clear()
+        text = self[secs] = format_seconds(secs)
+        return text
+
+
+class _SourceText(dict[str, str]):
+    """A source -> ``;SOURCE;`` as :func:`render_text` writes it."""
+
+    def __missing__(self, source: str) -> str:
+        if len(self) >= 4096:
+            self.clear()
+        text = self[source] = ";" + escape_source(source) + ";"
+        return text
+
+
+_SECONDS_TEXT = _SecondsText()
+_SOURCE_TEXT = _SourceText()
+_FRACTION = ".%09d".__mod__
+_STRIP_ZEROS = methodcaller("rstrip", "0")
+_STRIP_DOT = methodcaller("rstrip", ".")
+_TIMES = itemgetter(0)
+_SOURCES = itemgetter(1)
+_MSGS = itemgetter(2)
+
+
+def render_text_batch(entries: Sequence[LogEntry]) -> str:
+    """:func:`render_text` of every entry (neither colour nor escaping), joined:
+    the same text, made by C code (``map``) instead of a call per entry."""
+    times = list(map(_TIMES, entries))
+    seconds = map(_SECONDS_TEXT.__getitem__, map(floordiv, times, repeat(NS_PER_S)))
+    fractions = map(
+        _STRIP_DOT, map(_STRIP_ZEROS, map(_FRACTION, map(mod, times, repeat(NS_PER_S))))
+    )
+    sources = map(_SOURCE_TEXT.__getitem__, map(_SOURCES, entries))
+    parts = zip(seconds, fractions, repeat("Z"), sources, map(_MSGS, entries), repeat("\n"))
+    return "".join(chain.from_iterable(parts))
+
+
 def render_short_iso(entry: LogEntry, *, color: bool = False, escape: bool = False) -> str:
     """As :func:`render_text`, with TIME as journalctl's ``-o short-iso`` shows it:
     ``2026-11-29T10:00:00+0000`` (whole seconds, the UTC offset without a colon)."""
@@ -222,7 +268,9 @@ def make_renderer(output: str, *, color: bool = False, escape: bool = False) -> 
     elif output in ("raw", "cat"):
         one = _render_raw_escaped if escape else render_raw
     elif output == "short":
-        one = partial(render_text, color=color, escape=escape) if color or escape else render_text
+        if not (color or escape):
+            return render_text_batch
+        one = partial(render_text, color=color, escape=escape)
     elif output == "short-iso":
         one = partial(render_short_iso, color=color, escape=escape)
     else:

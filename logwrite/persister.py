@@ -40,6 +40,7 @@ from logwrite.files import (
     ensure_log_dir,
     errno_name,
 )
+from logwrite.instances import note_instance
 from logwrite.lines import ERROR_PERIOD_S, OWN_SOURCE, LineFormatter, TimeFormat
 from logwrite.report import new_reporter
 from logwrite.rotation import safe_log_name
@@ -110,6 +111,8 @@ class Persister:
         # what its cursor file may hold: what was last saved there, and what a save
         # that failed since may have left (the old file stays, but for a failed fsync)
         self._on_disk: list[SavedCursor] = []
+        self._noted: str | None = None  # the instance listed in this DIR's instances file
+        self._first: str | None = None  # its first line's time, to list it with
 
     # ------------------------------------------------------------------ directory
 
@@ -185,6 +188,7 @@ class Persister:
         logwrite (or memlogd's worker) was killed is undone first, and written again."""
         self.cursor = self._saved = None
         self._on_disk = [saved]
+        self._noted = self._first = None  # a directory (re)attached: its instances file too
         if saved is None:
             return
         cursor, pending = saved
@@ -245,6 +249,23 @@ class Persister:
         self._batch_last = event.entries[-1].seq
         if not items:
             self._advance()
+        elif self.instance is not None and self._noted != self.instance and self._first is None:
+            first = next(e for e in event.entries if self._stem(e.source) is not None)
+            self._first = self.formatter.time_text(first.time_ns)
+
+    def _note_instance(self) -> None:
+        """List the instance in DIR/instances with the time of its first line, before
+        that line is written (a boot's first line is never unlisted); a failure is
+        logged and the listing tried again with the next write."""
+        if self.instance is None or self._first is None or self._noted == self.instance:
+            self._first = None
+            return
+        try:
+            note_instance(self.files.dir_fd, self.instance, self._first)
+        except OSError as exc:
+            self.reporter.error("instances_save_failed", kind=errno_name(exc), error=exc.strerror)
+            return
+        self._noted, self._first = self.instance, None
 
     def _advance(self) -> None:
         """Move the cursor as far as the written data allows."""
@@ -295,6 +316,8 @@ class Persister:
                 except OSError as unusable:
                     self._unavailable(unusable)
                     return unusable
+            if self._first is not None:
+                self._note_instance()
             self._mark()
             before = len(self.pending)
             outcome = self.files.write(self.pending)

@@ -120,8 +120,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "persist-time-format",
         "choice",
-        "rfc3339",
-        "Time at the start of each persisted line (seconds, or nanoseconds).",
+        "rfc3339nano",
+        "Time at the start of each persisted line (nanoseconds, so that logread -D "
+        "orders sources exactly; rfc3339: whole seconds, as upstream's logwrite).",
         choices=("rfc3339", "rfc3339nano"),
     ),
     Flag(

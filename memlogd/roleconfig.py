@@ -30,7 +30,7 @@ class RoleConfig:
     persist_dir: str | None = None
     persist_max_files: int = 10
     persist_max_size: int = 1048576
-    persist_time_format: str = "rfc3339"
+    persist_time_format: str = "rfc3339nano"  # logread -D merges sources exactly (SPEC 16)
     persist_skip_sources: tuple[str, ...] = ("logwrite*",)
     kmsg: bool = False
     kmsg_path: str = "/dev/kmsg"

@@ -82,6 +82,7 @@ def test_help_ends_with_examples() -> None:
         "    logread -p err -n 20              # the last 20 errors (and worse)",
         "    logread -n 50 -g 'error|fail' -i  # the last 50 lines that mention an error",
         "    logread --since '10 min ago' -o json | jq .msg",
+        "    logread -D /var/log -b -1 -n 100  # the last 100 lines of the boot before this one",
     ]
     for flag in ["-u, -unit, --unit NAME", "--until WHEN", "-r, -reverse", "--list-sources"]:
         assert flag in result.stdout.decode()

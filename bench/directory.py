@@ -1,0 +1,178 @@
+"""``python -m bench.directory``: ``logread -D`` reading speed (BENCHMARKS.md,
+"logread -D").
+
+One run:
+
+1. writes a log directory as logwrite writes it (``--time-format
+   rfc3339nano``, :class:`logwrite.lines.LineFormatter`): SOURCES sources, each
+   with ROTATIONS files (``NAME.log.(R-2)`` ... ``NAME.log.0``, ``NAME.log``)
+   of LINES_PER_FILE lines of about BYTES bytes; the sources' lines interleave
+   in time (one line every microsecond, round robin over the sources), as a
+   ring's do;
+2. runs ``python -m logread -D DIR`` with stdout to ``/dev/null`` (the whole
+   merge, every line rendered), then with ``--since`` at the start of the
+   last tenth of the lines (so nine files in ten are skipped unread), and
+   checks what each printed by counting its lines once (a separate run to a
+   pipe, not timed).
+
+Reported per case: ``wall_s`` of the whole process (interpreter start
+included), ``lines_per_s`` (lines shown / wall_s) and ``max_rss_kib``; the
+``since_speedup`` is the plain run's wall time over the ``--since`` one.  With
+``--runs R`` the median of R runs is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from logwrite.lines import LineFormatter, TimeFormat
+from memlogd.wire.logdir import log_file_name, safe_log_name
+from memlogd.wire.timefmt import format_time
+
+START_NS = 1_796_000_000_000_000_000  # 2026-11-29
+STEP_NS = 1_000  # one line every microsecond, round robin over the sources
+
+
+@dataclass(frozen=True)
+class Layout:
+    sources: int = 10
+    rotations: int = 10  # files per source, the live one included
+    lines_per_file: int = 10_000
+    line_bytes: int = 100
+
+    @property
+    def lines(self) -> int:
+        return self.sources * self.rotations * self.lines_per_file
+
+
+def write_directory(path: Path, layout: Layout) -> int:
+    """The log directory of ``layout`` in ``path``; the time of the first line of
+    the last tenth (for ``--since``)."""
+    formatter = LineFormatter(TimeFormat.RFC3339NANO)
+    names = [f"service-{i}" + (".out" if i % 2 else "") for i in range(layout.sources)]
+    per_source = layout.rotations * layout.lines_per_file
+    for s, source in enumerate(names):
+        stem = safe_log_name(source)
+        head = formatter.line(START_NS, source, "")
+        pad = "x" * max(1, layout.line_bytes - len(head) - 12)
+        for r in range(layout.rotations):
+            index = layout.rotations - 2 - r  # oldest first; the last one is NAME.log
+            name = log_file_name(stem, None if index < 0 else index)
+            chunk = []
+            for k in range(layout.lines_per_file):
+                n = r * layout.lines_per_file + k
+                time_ns = START_NS + (n * layout.sources + s) * STEP_NS
+                chunk.append(formatter.line(time_ns, source, f"line {n:07d} {pad}"))
+            (path / name).write_bytes(b"".join(chunk))
+    tenth = per_source * 9 // 10
+    return START_NS + tenth * layout.sources * STEP_NS
+
+
+@dataclass
+class Case:
+    name: str
+    lines_shown: int
+    wall_s: float
+    lines_per_s: float
+    max_rss_kib: int
+
+
+def _run_logread(args: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one ``logread`` run to /dev/null."""
+    cmd = [sys.executable, "-m", "logread", *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.devnull, "wb") as null:
+        t0 = time.perf_counter()
+        subprocess.run(cmd, stdout=null, stderr=subprocess.DEVNULL, check=True)
+        wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(before, after)
+
+
+def _count(args: list[str]) -> int:
+    cmd = [sys.executable, "-m", "logread", *args]
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout
+    return out.count(b"\n")
+
+
+def measure(layout: Layout, runs: int, keep: Path | None = None) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dir-")) if keep is None else keep
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        since_ns = write_directory(tmp, layout)
+        cases = {
+            "all": ["-D", str(tmp)],
+            "since_last_tenth": ["-D", str(tmp), "--since", format_time(since_ns)],
+        }
+        results: dict[str, Case] = {}
+        for name, args in cases.items():
+            shown = _count(args)
+            walls, rss = [], 0
+            for _ in range(runs):
+                wall, peak = _run_logread(args)
+                walls.append(wall)
+                rss = max(rss, peak)
+            wall = statistics.median(walls)
+            results[name] = Case(name, shown, round(wall, 3), round(shown / wall), rss)
+        expected = layout.lines
+        if results["all"].lines_shown != expected:
+            raise SystemExit(f"logread -D showed {results['all'].lines_shown} lines, not {expected}")
+        return {
+            "layout": asdict(layout),
+            "cases": {name: asdict(case) for name, case in results.items()},
+            "since_speedup": round(results["all"].wall_s / results["since_last_tenth"].wall_s, 2),
+        }
+    finally:
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@click.command()
+@click.option("--sources", default=10, show_default=True, help="Sources (files per rotation).")
+@click.option("--rotations", default=10, show_default=True, help="Files per source.")
+@click.option("--lines-per-file", default=10_000, show_default=True, help="Lines per file.")
+@click.option("--bytes", "line_bytes", default=100, show_default=True, help="Bytes per line.")
+@click.option("--runs", default=3, show_default=True, help="Runs per case (median reported).")
+@click.option("--keep", type=click.Path(path_type=Path), default=None, help="Write DIR here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def main(
+    sources: int,
+    rotations: int,
+    lines_per_file: int,
+    line_bytes: int,
+    runs: int,
+    keep: Path | None,
+    as_json: bool,
+) -> None:
+    """Measure ``logread -D`` over a directory of logwrite's files."""
+    layout = Layout(sources, rotations, lines_per_file, line_bytes)
+    result = measure(layout, runs, keep)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"logread -D: {layout.lines} lines in {sources * rotations} files")
+    click.echo(f"{'case':<18} {'shown':>9} {'wall s':>8} {'lines/s':>10} {'rss KiB':>9}")
+    for case in result["cases"].values():
+        click.echo(
+            f"{case['name']:<18} {case['lines_shown']:>9} {case['wall_s']:>8.3f} "
+            f"{case['lines_per_s']:>10} {case['max_rss_kib']:>9}"
+        )
+    click.echo(f"--since speed-up: {result['since_speedup']}x")
+    click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
