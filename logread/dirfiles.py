@@ -293,7 +293,7 @@ def _close(f: LogFile) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
         if exc.errno == errno.ELOOP:
             return "a symbolic link"
         return exc.strerror or str(exc)

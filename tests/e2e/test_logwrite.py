@@ -390,7 +390,7 @@ def test_once_writes_exactly_the_ring_and_skips_logwrite(
     assert Logwrite(short_tmp, q, logs, "--once").run() == 0
     assert dump(q) == ring  # nothing new meanwhile: the files must be the ring
     names = sorted(n for n in os.listdir(logs))
-    assert names == ["a.log", "b.log", "logwrite.cursor", "memlogd.log"]
+    assert names == ["a.log", "b.log", "instances", "logwrite.cursor", "memlogd.log"]
     for source in ("a", "b", "memlogd"):
         assert read(logs / f"{source}.log") == expected_lines(ring, source)
     # run again: the cursor says everything is written
