@@ -129,7 +129,8 @@ def measure(layout: Layout, runs: int, keep: Path | None = None) -> dict[str, An
             results[name] = Case(name, shown, round(wall, 3), round(shown / wall), rss)
         expected = layout.lines
         if results["all"].lines_shown != expected:
-            raise SystemExit(f"logread -D showed {results['all'].lines_shown} lines, not {expected}")
+            shown = results["all"].lines_shown
+            raise SystemExit(f"logread -D showed {shown} lines, not {expected}")
         return {
             "layout": asdict(layout),
             "cases": {name: asdict(case) for name, case in results.items()},

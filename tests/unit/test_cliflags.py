@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from memlogd.cliflags import (
     HELP_OPTION_NAMES,
+    BareValueOption,
     GoCommand,
     GoOption,
     check_one_dash,
@@ -321,6 +322,34 @@ def test_optional_value_option() -> None:
     }
     assert json.loads(run(opt, "-level", "debug").output)["level"] == "debug"
     usage_error(opt, "-level", "-sourc")  # click would read -s ourc
+
+
+def test_bare_value_option_takes_negative_numbers_and_fills_in_its_bare_value() -> None:
+    """journalctl's ``-b [OFFSET]``: ``-b`` alone is ``-b 0``; ``-b -1`` is -1."""
+
+    @go_command("boots")
+    @go_option("-b", "--boot", cls=BareValueOption, bare_value="0", default=None)
+    @go_option("-n", "--tail", type=int, default=None)
+    @go_option("-f", "follow", is_flag=True)
+    def boots(**params: Any) -> None:
+        click.echo(json.dumps(params, sort_keys=True))
+
+    def parsed(*args: str) -> dict[str, Any]:
+        result = run(boots, *args)
+        assert result.exit_code == 0, result.output
+        value: dict[str, Any] = json.loads(result.output)
+        return value
+
+    for args in (["-b", "-1"], ["-b=-1"], ["--boot", "-1"], ["--boot=-1"], ["-boot", "-1"]):
+        assert parsed(*args)["boot"] == "-1", args
+    for args in (["-b"], ["--boot"], ["-b", "-n", "3"], ["-b", "-f"]):
+        assert parsed(*args)["boot"] == "0", args
+    assert parsed("-b", "-n", "3")["tail"] == 3
+    assert parsed("-b", "-f")["follow"] is True
+    assert parsed("-b", "2", "-n3") == {"boot": "2", "follow": False, "tail": 3}
+    assert parsed("-b", "abc-1")["boot"] == "abc-1"
+    assert parsed()["boot"] is None
+    usage_error(boots, "-b", "-x")  # an option-like word that is no number: still an option
 
 
 # ---------------------------------------------------------------------- declaring options
