@@ -210,8 +210,6 @@ def _check_directory(flags: Flags, *, selecting: bool) -> None:
             "--list-boots cannot be combined with -s, -u, -g, -n, --since, --until, -r, -b "
             "or --list-sources"
         )
-    if flags.list_sources and flags.boot is not None:
-        raise click.UsageError("--list-sources counts every line of DIR: not with -b")
 
 
 EPILOG = """\b

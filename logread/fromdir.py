@@ -111,21 +111,10 @@ def _say_report(report: Report) -> None:
 
 
 async def _entries(session: Session, log_dir: LogDir, matcher: SourceMatcher) -> None:
-    from logread.program import NO_ENTRIES, Fatal
+    from logread.program import NO_ENTRIES
 
     opts = session.opts
-    since, until = opts.request.since_ns, opts.until_ns
-    if opts.boot is not None:
-        boots = log_dir.boots()
-        try:
-            index = select_boot(boots, opts.boot)
-        except BootError as exc:
-            _say_all(log_dir.warnings)
-            raise Fatal(f"{log_dir.path}: {exc}") from None
-        start, end = boot_window(boots, index)
-        since = start if since is None else max(since, start)
-        if end is not None:
-            until = end if until is None else min(until, end)
+    since, until = _window(log_dir, opts.boot, opts.request.since_ns, opts.until_ns)
     # memlogd's tail (-n alone) is kept here, as the one with -g or --until is
     tail = opts.request.tail if opts.request.tail is not None else opts.local_tail
     session.opts = replace(opts, until_ns=until)
@@ -149,13 +138,42 @@ async def _entries(session: Session, log_dir: LogDir, matcher: SourceMatcher) ->
                 _say_all([line])
 
 
+def _window(
+    log_dir: LogDir, boot: str | None, since: int | None, until: int | None
+) -> tuple[int | None, int | None]:
+    """``--since``/``--until`` narrowed to the lines of ``-b BOOT``."""
+    from logread.program import Fatal
+
+    if boot is None:
+        return since, until
+    boots = log_dir.boots()
+    try:
+        index = select_boot(boots, boot)
+    except BootError as exc:
+        _say_all(log_dir.warnings)
+        raise Fatal(f"{log_dir.path}: {exc}") from None
+    start, end = boot_window(boots, index)
+    since = start if since is None else max(since, start)
+    if end is not None:
+        until = end if until is None else min(until, end)
+    return since, until
+
+
 async def _sources(session: Session, log_dir: LogDir) -> None:
+    """``--list-sources``: the lines of each source in DIR (of one boot with ``-b``)."""
     from logread.render import render_sources
 
+    since, until = _window(log_dir, session.opts.boot, None, None)
     report = Report()
     counts: dict[str, int] = {}
-    for lines in await _read(log_dir, report):
-        counts[lines.source] = counts.get(lines.source, 0) + len(lines.times)
+    for lines in await _read(log_dir, report, since_ns=since, until_ns=until):
+        times = lines.times
+        if since is not None:
+            inside = sum(since <= t and (until is None or t <= until) for t in times)
+        else:
+            inside = len(times)
+        if inside:
+            counts[lines.source] = counts.get(lines.source, 0) + inside
     _say_report(report)
     stats = {"sources": {name: {"entries": count} for name, count in counts.items()}}
     opts = session.opts
