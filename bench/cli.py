@@ -227,6 +227,12 @@ def run_configs(
     help="Also measure logship --once over RELP to a local rsyslog (bench/logship.py).",
 )
 @click.option(
+    "--directory",
+    "with_directory",
+    is_flag=True,
+    help="Also measure logread -D over 1 M lines in 100 files (bench/directory.py).",
+)
+@click.option(
     "--no-precompile",
     is_flag=True,
     help="Do not compile the project's modules to .pyc before measuring.",
@@ -262,6 +268,7 @@ def main(
     kills: int,
     stack_lines: int,
     with_logship: bool,
+    with_directory: bool,
     no_precompile: bool,
     output: str,
     as_json: bool,
@@ -304,6 +311,9 @@ def main(
         if with_logship:
             _say("logship --once over RELP to a local rsyslog")
             run_section(results, "logship", _measure_logship)
+        if with_directory:
+            _say("logread -D: 1 M lines in 100 files, all and --since the last tenth")
+            run_section(results, "directory", _measure_directory)
     except (DaemonError, LoadRunError) as exc:
         click.echo(f"bench: {exc}", err=True)
         sys.exit(1)
@@ -365,6 +375,12 @@ def run_independent(
             )
         else:
             results["stack"] = {"skipped": "only for our memlogd (-persist-dir, -kmsg, -ship-to)"}
+
+
+def _measure_directory() -> dict[str, Any]:
+    from bench.directory import Layout, measure
+
+    return measure(Layout(), runs=3)
 
 
 def _measure_logship() -> dict[str, Any]:

@@ -86,20 +86,24 @@ class Case:
     name: str
     lines_shown: int
     wall_s: float
-    lines_per_s: float
+    lines_per_s: float  # lines shown / wall_s
+    cpu_s: float  # logread's user + system CPU
+    lines_per_cpu_s: float  # what an idle machine's wall clock would show
     max_rss_kib: int
 
 
-def _run_logread(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one ``logread`` run to /dev/null."""
+def _run_logread(args: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and peak RSS (KiB) of one ``logread`` run to
+    /dev/null."""
     cmd = [sys.executable, "-m", "logread", *args]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(os.devnull, "wb") as null:
         t0 = time.perf_counter()
         subprocess.run(cmd, stdout=null, stderr=subprocess.DEVNULL, check=True)
         wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(before, after)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, cpu, max(before.ru_maxrss, after.ru_maxrss)
 
 
 def _count(args: list[str]) -> int:
@@ -120,13 +124,17 @@ def measure(layout: Layout, runs: int, keep: Path | None = None) -> dict[str, An
         results: dict[str, Case] = {}
         for name, args in cases.items():
             shown = _count(args)
-            walls, rss = [], 0
+            walls, cpus, rss = [], [], 0
             for _ in range(runs):
-                wall, peak = _run_logread(args)
+                wall, cpu, peak = _run_logread(args)
                 walls.append(wall)
+                cpus.append(cpu)
                 rss = max(rss, peak)
-            wall = statistics.median(walls)
-            results[name] = Case(name, shown, round(wall, 3), round(shown / wall), rss)
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            results[name] = Case(
+                name, shown, round(wall, 3), round(shown / wall), round(cpu, 3),
+                round(shown / cpu), rss,
+            )  # fmt: skip
         expected = layout.lines
         if results["all"].lines_shown != expected:
             shown = results["all"].lines_shown
@@ -135,6 +143,8 @@ def measure(layout: Layout, runs: int, keep: Path | None = None) -> dict[str, An
             "layout": asdict(layout),
             "cases": {name: asdict(case) for name, case in results.items()},
             "since_speedup": round(results["all"].wall_s / results["since_last_tenth"].wall_s, 2),
+            "since_speedup_cpu": round(results["all"].cpu_s / results["since_last_tenth"].cpu_s, 2),
+            "load_average": os.getloadavg()[0],
         }
     finally:
         if keep is None:
@@ -165,13 +175,20 @@ def main(
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"logread -D: {layout.lines} lines in {sources * rotations} files")
-    click.echo(f"{'case':<18} {'shown':>9} {'wall s':>8} {'lines/s':>10} {'rss KiB':>9}")
+    click.echo(
+        f"{'case':<18} {'shown':>9} {'wall s':>8} {'lines/s':>10} {'cpu s':>7} "
+        f"{'lines/cpu s':>12} {'rss KiB':>9}"
+    )
     for case in result["cases"].values():
         click.echo(
             f"{case['name']:<18} {case['lines_shown']:>9} {case['wall_s']:>8.3f} "
-            f"{case['lines_per_s']:>10} {case['max_rss_kib']:>9}"
+            f"{case['lines_per_s']:>10} {case['cpu_s']:>7.3f} {case['lines_per_cpu_s']:>12} "
+            f"{case['max_rss_kib']:>9}"
         )
-    click.echo(f"--since speed-up: {result['since_speedup']}x")
+    click.echo(
+        f"--since speed-up: {result['since_speedup']}x (wall), "
+        f"{result['since_speedup_cpu']}x (CPU); load average {result['load_average']:.2f}"
+    )
     click.echo(json.dumps(result))
 
 

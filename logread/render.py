@@ -194,8 +194,8 @@ class _SourceText(dict[str, str]):
 _SECONDS_TEXT = _SecondsText()
 _SOURCE_TEXT = _SourceText()
 _FRACTION = ".%09d".__mod__
-_STRIP_ZEROS = methodcaller("rstrip", "0")
-_STRIP_DOT = methodcaller("rstrip", ".")
+# ".500000000" -> ".5", ".000000000" -> "": format_time's fraction in one rstrip
+_STRIP_ZEROS = methodcaller("rstrip", "0.")
 _TIMES = itemgetter(0)
 _SOURCES = itemgetter(1)
 _MSGS = itemgetter(2)
@@ -206,9 +206,7 @@ def render_text_batch(entries: Sequence[LogEntry]) -> str:
     the same text, made by C code (``map``) instead of a call per entry."""
     times = list(map(_TIMES, entries))
     seconds = map(_SECONDS_TEXT.__getitem__, map(floordiv, times, repeat(NS_PER_S)))
-    fractions = map(
-        _STRIP_DOT, map(_STRIP_ZEROS, map(_FRACTION, map(mod, times, repeat(NS_PER_S))))
-    )
+    fractions = map(_STRIP_ZEROS, map(_FRACTION, map(mod, times, repeat(NS_PER_S))))
     sources = map(_SOURCE_TEXT.__getitem__, map(_SOURCES, entries))
     parts = zip(seconds, fractions, repeat("Z"), sources, map(_MSGS, entries), repeat("\n"))
     return "".join(chain.from_iterable(parts))

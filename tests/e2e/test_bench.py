@@ -269,3 +269,21 @@ def test_a_daemon_that_cannot_start_is_a_one_line_error(short_tmp: Path) -> None
     assert last == "bench: cannot run /nonexistent/memlogd: No such file or directory"
     assert "Traceback" not in proc.stderr
     assert not (short_tmp / "r.json").exists()
+
+
+def test_logread_directory_bench_reports_both_cases(short_tmp: Path) -> None:
+    args = ["--sources", "3", "--rotations", "4", "--lines-per-file", "50", "--runs", "1"]
+    proc = subprocess.run(
+        python_m("bench.directory", *args, "--json", "--keep", str(short_tmp / "dir")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    cases = result["cases"]
+    assert cases["all"]["lines_shown"] == 3 * 4 * 50
+    assert cases["since_last_tenth"]["lines_shown"] == 3 * 4 * 50 // 10
+    assert result["since_speedup"] > 0 and cases["all"]["cpu_s"] > 0
+    assert len(list((short_tmp / "dir").iterdir())) == 3 * 4
