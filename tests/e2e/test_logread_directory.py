@@ -20,6 +20,7 @@ from logread.dirfiles import open_log_dir
 from memlogd.wire.logdir import safe_log_name
 from memlogd.wire.timefmt import format_time, parse_time
 from tests.conftest import StartMemlogd
+from tests.e2e.test_kmsg import CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, unprivileged
 from tests.e2e.test_logwrite import Logwrite
 from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
 
@@ -392,3 +393,36 @@ def test_a_cut_source_name_is_read_back_whole(short_tmp: Path) -> None:
     }
     assert logread("-D", str(logs), "-s", "a very*").stdout.endswith(b";hi there\n")
     assert logread("-D", str(logs), "-s", "b*").stdout == b""
+
+
+def test_an_unreadable_file_is_skipped_and_an_unreadable_dir_is_one_line(
+    short_tmp: Path,
+) -> None:
+    drop = unprivileged(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
+    logs = short_tmp / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("2026-11-29T10:00:00Z a readable\n")
+    (logs / "b.log").write_text("2026-11-29T10:00:01Z b secret\n")
+    (logs / "b.log").chmod(0)
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            python_m("logread", *args),
+            capture_output=True,
+            timeout=DEADLINE_S,
+            check=False,
+            preexec_fn=drop,
+        )
+
+    done = run("-D", str(logs))
+    assert (done.returncode, done.stdout) == (0, b"2026-11-29T10:00:00Z;a;readable\n")
+    assert done.stderr.decode() == f"logread: skipped {logs}/b.log: Permission denied\n"
+    logs.chmod(0)
+    try:
+        done = run("-D", str(logs))
+    finally:
+        logs.chmod(0o755)
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert done.stderr.decode() == (
+        f"logread: cannot read log directory {logs}: Permission denied\n"
+    )
