@@ -147,12 +147,21 @@ def source_field(source: str) -> str:
     return source.replace("\n", "\\n")
 
 
+MAX_READINGS = 256  # of a field with many "\\n": beyond, only all-or-nothing readings
+
+
 def source_readings(field: str) -> list[str]:
-    """The sources that :func:`source_field` may have written as ``field``
-    (the field as written first); the file name decides between them."""
-    readings = [field]
-    if "\\n" in field:
-        readings.append(field.replace("\\n", "\n"))
+    """The sources that :func:`source_field` may have written as ``field`` (the
+    field as written first): each ``\\n`` in it was a newline or a backslash and
+    an ``n``.  The file name decides between them."""
+    parts = field.split("\\n")
+    if len(parts) == 1:
+        return [field]
+    if 2 ** (len(parts) - 1) > MAX_READINGS:
+        return [field, field.replace("\\n", "\n")]
+    readings = [parts[0]]
+    for part in parts[1:]:
+        readings = [r + sep + part for r in readings for sep in ("\\n", "\n")]
     return readings
 
 
