@@ -784,7 +784,7 @@ def test_one_dash_forms_in_a_real_process(memlogd: MemlogdProcess, short_tmp: Pa
     ]  # fmt: skip
     done = subprocess.run(python_m("logwrite", *args), capture_output=True, timeout=10)
     assert done.returncode == 0, done.stderr
-    assert sorted(os.listdir(logs)) == ["a.log", "logwrite.cursor"]
+    assert sorted(os.listdir(logs)) == ["a.log", "instances", "logwrite.cursor"]
     assert read(logs / "a.log") == expected_lines(dump(memlogd.query_path), "a", nano=True)
 
 
