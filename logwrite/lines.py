@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from enum import Enum
 
+from memlogd.wire.logdir import source_field
 from memlogd.wire.timefmt import format_time, format_time_seconds
 
 OWN_SOURCE = "logwrite"  # gaps are written to DIR/logwrite.log
@@ -42,8 +43,9 @@ class LineFormatter:
         """``TIME SOURCE MSG\\n``; a newline inside SOURCE or MSG is written as
         ``\\n`` (backslash, n) so that one entry is always one line."""
         text = self.time_text(time_ns) + " " + source + " " + msg
-        if "\n" in text:
-            text = text.replace("\n", "\\n")
+        if "\n" in text:  # the source as logread -D reads it back (memlogd.wire.logdir)
+            time_text = self.time_text(time_ns)
+            text = time_text + " " + source_field(source) + " " + msg.replace("\n", "\\n")
         return (text + "\n").encode("utf-8", "replace")
 
     def lost_line(self, time_ns: int, first_seq: int, count: int, last: int = 0) -> bytes:
