@@ -107,9 +107,17 @@ def _run_logread(args: list[str]) -> tuple[float, float, int]:
 
 
 def _count(args: list[str]) -> int:
+    """The lines ``logread`` prints, counted as they come (never held: a forked
+    child's peak RSS counts its parent's pages at the fork)."""
     cmd = [sys.executable, "-m", "logread", *args]
-    out = subprocess.run(cmd, capture_output=True, check=True).stdout
-    return out.count(b"\n")
+    count = 0
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(1 << 20):
+            count += chunk.count(b"\n")
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited with status {proc.returncode}")
+    return count
 
 
 def measure(layout: Layout, runs: int, keep: Path | None = None) -> dict[str, Any]:
