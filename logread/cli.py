@@ -207,7 +207,7 @@ def _check_directory(flags: Flags, *, selecting: bool) -> None:
             )
     if flags.list_boots and (selecting or flags.list_sources or flags.boot is not None):
         raise click.UsageError(
-            "--list-boots cannot be combined with -s, -u, -g, -n, --since, --until, -r, -b "
+            "--list-boots cannot be combined with -s, -u, -p, -g, -n, --since, --until, -r, -b "
             "or --list-sources"
         )
 

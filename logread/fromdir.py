@@ -5,7 +5,7 @@ The files are opened and read by :mod:`logread.dirfiles`, parsed and merged
 by :mod:`logread.directory`; the entries then go through the session's
 :class:`logread.selection.Selector` and renderer exactly as a dump from
 memlogd does, so every filter and output works alike.  What memlogd does for
-a dump (``-s``/``-u``, ``--since``, ``-n``) is done here: a source that does
+a dump (``-s``/``-u``, ``--since``, ``-p``, ``-n``) is done here: a source that does
 not match is never opened, a file wholly before ``--since`` or after
 ``--until`` is never read.
 """
@@ -117,7 +117,9 @@ async def _entries(session: Session, log_dir: LogDir, matcher: SourceMatcher) ->
     since, until = _window(log_dir, opts.boot, opts.request.since_ns, opts.until_ns)
     # memlogd's tail (-n alone) is kept here, as the one with -g or --until is
     tail = opts.request.tail if opts.request.tail is not None else opts.local_tail
-    session.opts = replace(opts, until_ns=until)
+    # -p too: memlogd's key, applied here as for a memlogd that refuses it
+    priority = opts.local_priority or opts.request.priority
+    session.opts = replace(opts, until_ns=until, local_priority=priority)
     selector = session.selector(tail=tail, reverse=opts.reverse)
     report = Report()
     files = await _read(log_dir, report, since_ns=since, until_ns=until, matcher=matcher)

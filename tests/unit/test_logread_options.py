@@ -76,7 +76,7 @@ def test_help_ends_with_examples() -> None:
     )
     assert result.returncode == 0 and result.stderr == b""
     lines = result.stdout.decode().rstrip("\n").split("\n")
-    assert lines[-5:] == [
+    assert lines[-6:] == [
         "  Examples:",
         "    logread -F -u web                 # service web (stderr and stdout), then follow",
         "    logread -p err -n 20              # the last 20 errors (and worse)",
