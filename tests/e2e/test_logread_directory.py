@@ -99,7 +99,6 @@ def fixture_nano_dir(memlogd: MemlogdProcess, short_tmp: Path) -> Path:
         ["-o", "raw"],
         ["-o", "cat", "-u", "a b;c"],
         ["--list-sources"],
-        ["--list-sources", "-o", "json"],
     ],
 )
 def test_nanosecond_files_print_what_logread_printed_live(
@@ -110,6 +109,18 @@ def test_nanosecond_files_print_what_logread_printed_live(
     assert live.returncode == 0 and live.stdout, live.stderr
     assert (files.returncode, files.stderr) == (0, b"")
     assert files.stdout == live.stdout
+
+
+def test_list_sources_as_json_without_evicted(memlogd: MemlogdProcess, nano_dir: Path) -> None:
+    """The files do not say what the ring evicted: no ``evicted`` key from -D."""
+    live = logread("-socket", memlogd.query_path, "--list-sources", "-o", "json")
+    files = logread("-D", str(nano_dir), "--list-sources", "-o", "json")
+    expected = [
+        {k: v for k, v in json.loads(line).items() if k != "evicted"}
+        for line in live.stdout.splitlines()
+    ]
+    assert [json.loads(line) for line in files.stdout.splitlines()] == expected
+    assert files.returncode == 0 and b'"evicted"' not in files.stdout
 
 
 def test_since_until_and_json_without_seq(memlogd: MemlogdProcess, nano_dir: Path) -> None:
