@@ -74,6 +74,7 @@ _REC1 = struct.Struct("<IIQQH")  # version 1: no dead, no evicted
 _DEAD_AT = 28  # offsets in a record of dead (4 bytes) and evicted (8 bytes)
 _EVICTED_AT = 32
 _WRAP = b"\0" * _REC.size  # a size of 0: the records continue at the area's start
+SLACK = 4 << 20  # bytes of dropped lines that records held in part may keep (docs)
 
 
 class JournalError(MemlogdError):
@@ -184,9 +185,11 @@ class Journal:
         self._committed = (self._start, self._end)
         self.squeezed = 0  # live batches dropped for room (the ring still held them)
         self.relocated = 0  # records written again (held in part among dead ones)
-        self._sparse: list[_Live] = []  # records little of which is held: to copy
+        self._sparse: list[_Live] = []  # records little of which is held: copied past the slack
         self._dead_after_commit: list[_Live] = []  # originals of copies not committed yet
         self.compact_above = 4096  # bytes: smaller records are not copied
+        self.slack = SLACK  # bytes of dropped lines records held in part may keep
+        self._waste = 0  # bytes of dropped lines in the records held in part (about)
         self._placing_copy = False
         # the live records from the oldest on; each batch's records; each source's newest
         self._live: deque[_Live] = deque()
@@ -253,6 +256,7 @@ class Journal:
             self._newest[live.source] = live
         if live.dead < live.count:
             self._live_bytes += live.total
+            self._waste += live.total * live.dead // live.count
 
     def _untrack(self, live: _Live) -> None:
         live.tracked = False
@@ -267,6 +271,7 @@ class Journal:
         self._all_bytes -= live.total
         if live.dead < live.count:
             self._live_bytes -= live.total
+            self._waste -= live.total * live.dead // live.count
 
     # -------------------------------------------------------------- writing
 
@@ -360,10 +365,14 @@ class Journal:
         for live in self._batches.get(origin, ()):
             dead = min(live.count, max(live.dead, held_from - live.first_seq))
             if dead != live.dead:
-                if dead == live.count:
-                    self._live_bytes -= live.total
-                elif 4 * (live.count - dead) < live.count and live.total > self.compact_above:
-                    self._sparse.append(live)  # copied at the next append
+                total, n = live.total, live.count
+                self._waste -= total * live.dead // n
+                if dead == n:
+                    self._live_bytes -= total
+                else:
+                    self._waste += total * dead // n
+                    if 4 * (n - live.dead) >= n > 4 * (n - dead) and total > self.compact_above:
+                        self._sparse.append(live)  # copied once the slack is passed
                 live.dead = dead
                 self._write(HEADER_SIZE + live.pos + _DEAD_AT, struct.pack("<I", dead))
         newest = self._newest.get(source)
@@ -391,7 +400,7 @@ class Journal:
         in the way of one that finds no room is written again too: _place.)"""
         live = self._live
         budget = len(live)
-        while live and budget and self._all_bytes > 4 * (self._live_bytes + total) + 65536:
+        while live and budget and self._all_bytes > self._span_allowed(total):
             budget -= 1
             front = live[0]
             held = self._held_lines(front)
@@ -407,15 +416,29 @@ class Journal:
             self.relocated += 1
             self._forget_before(0)
 
+    def _span_allowed(self, total: int) -> int:
+        """Bytes the records may span: four times what is held, and the slack."""
+        return 4 * (self._live_bytes - self._waste + total) + self._waste + 65536
+
     def _compact(self) -> None:
-        """Copy what is held of the records little of which is (a batch of one
-        of many sources that the fair ring cut): the copy is written and
-        committed first, then the original counted all dead, so the records'
-        span, and the pages touched, stay near what the ring holds."""
-        sparse, self._sparse = self._sparse, []
-        for live in sparse:
+        """Once the records held in part keep more than ``slack`` bytes of
+        dropped lines, copy what is held of those little of which is (a batch
+        of one of many sources that the fair ring cut), the oldest first,
+        until they keep half the slack: the copy is written and committed
+        first, then the original counted all dead, so the records' span, and
+        the pages touched, stay near what the ring holds plus the slack."""
+        sparse = self._sparse
+        if self._waste <= self.slack:
+            if len(sparse) > 2 * len(self._live) + 64:  # forget those gone meanwhile
+                self._sparse = [s for s in sparse if s.tracked and s.dead < s.count]
+            return
+        self._sparse = []
+        for i, live in enumerate(sparse):
+            if self._waste <= self.slack // 2:
+                self._sparse = sparse[i:]
+                break
             batch = self._batches.get(live.origin)
-            if live.dead >= live.count or batch is None or live not in batch:
+            if not live.tracked or live.dead >= live.count or batch is None or live not in batch:
                 continue  # gone meanwhile, or copied already
             held = self._held_lines(live)
             first = live.first_seq + live.dead
@@ -425,6 +448,7 @@ class Journal:
             self._write_record(first, live.time_ns, live.source, [held], count, evicted, origin)
             batch.remove(live)  # trims go to the copy
             self._live_bytes -= live.total
+            self._waste -= live.total * live.dead // live.count
             live.dead = live.count
             self._dead_after_commit.append(live)
             self.relocated += 1

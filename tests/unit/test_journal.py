@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from memlogd.config import READ_BURST, DaemonConfig
 from memlogd.daemon.journal import (
     HEADER_SIZE,
+    SLACK,
     VERSION,
     Journal,
     JournalError,
@@ -297,6 +298,7 @@ def test_a_replay_gives_the_fair_ring_with_its_holes_and_counts(
     buf = fresh(capacity_for(max_lines, 40))
     journal = Journal(memoryview(buf))
     journal.compact_above = 0  # records of any size little of which is held are copied
+    journal.slack = 0  # at once
     state = LogState(config, INSTANCE, None, journal)
     for source, lines, restart in steps:
         state.append(source, Lines.of(lines))
@@ -314,6 +316,7 @@ def test_a_replay_gives_the_fair_ring_with_its_holes_and_counts(
             n: c for n, c in state.ring.evicted_by_source().items() if held[n]
         }
         journal.compact_above = 0
+        journal.slack = 0
         state = LogState(config, INSTANCE, ring, journal)
 
 
@@ -371,3 +374,29 @@ def test_an_upgrade_reads_the_previous_versions_journal() -> None:
     state.append("c", Lines.of([b"4"]))
     again = replay(Journal(memoryview(buf)), config)
     assert held_entries(again) == held_entries(state.ring)
+
+
+@pytest.mark.parametrize("slack", [SLACK, 256 * 1024])
+def test_records_held_in_part_are_copied_only_past_the_slack(slack: int) -> None:
+    """Many sources whose batches the fair ring cuts to a sixth: their records
+    are copied only once the lines dropped from them pass the slack, so the
+    journal's span stays within four times what the ring holds and the slack
+    (and the pages touched within twice that: writing goes back to the area's
+    start once the space there can hold as much again)."""
+    config = DaemonConfig(max_lines=5000, max_line_len=1024)
+    buf = fresh(capacity_for(5000, 1024))
+    journal = Journal(memoryview(buf))
+    journal.slack = slack
+    state = LogState(config, INSTANCE, None, journal)
+    for _round in range(4):
+        for i in range(60):
+            state.append(f"w{i}", Lines.of([b"%03d " % i + b"y" * 95] * 600))
+    assert journal.squeezed == 0
+    if slack == SLACK:  # 60 records of 60 KB, 5/6 dropped: under 4 MiB
+        assert journal.relocated == 0
+    else:
+        assert journal.relocated > 0
+    used = max(i for i in range(len(buf)) if buf[i]) - HEADER_SIZE
+    assert used < 2 * (4 * 5000 * 110 + slack + 600 * 110 + 65536)
+    ring = replay(Journal(memoryview(buf)), config)
+    assert held_entries(ring) == held_entries(state.ring)
