@@ -384,7 +384,7 @@ def render_stats(stats: Mapping[str, Any]) -> str:
         lines += [f"  {key.ljust(width)}  {_cell(value)}" for key, value in limits.items()]
     sources = stats.get("sources")
     if isinstance(sources, Mapping):
-        columns = ["entries", "received", "open", "pid", "uid"]
+        columns = ["entries", "received", "evicted", "open", "pid", "uid"]
         rows = []
         for name in sorted(sources):
             info = sources[name]
@@ -392,5 +392,5 @@ def render_stats(stats: Mapping[str, Any]) -> str:
             rows.append([_printable(name), *(_cell(info.get(c)) for c in columns)])
         lines.append("sources")
         header = ["SOURCE", *(c.upper() for c in columns)]
-        lines += ["  " + line for line in _table(header, rows, {1, 2, 3, 4, 5})]
+        lines += ["  " + line for line in _table(header, rows, {1, 2, 3, 4, 5, 6})]
     return "\n".join(lines) + "\n"

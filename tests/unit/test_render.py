@@ -352,7 +352,7 @@ STATS = {
     "uptime_s": 1.5,
     "limits": {"max_lines": 100, "max_line_len": 1024},
     "sources": {
-        "web.out": {"entries": 13, "received": 14, "open": 2, "pid": 42, "uid": 0},
+        "web.out": {"entries": 13, "received": 14, "evicted": 1, "open": 2, "pid": 42, "uid": 0},
         "a;b\n": {"entries": 8, "received": 8, "open": 0, "pid": None, "uid": None},
     },
 }
@@ -369,9 +369,9 @@ def test_render_stats_table() -> None:
         "  max_lines     100\n"
         "  max_line_len  1024\n"
         "sources\n"
-        "  SOURCE   ENTRIES  RECEIVED  OPEN  PID  UID\n"
-        "  a;b\\x0a        8         8     0    -    -\n"
-        "  web.out       13        14     2   42    0\n"
+        "  SOURCE   ENTRIES  RECEIVED  EVICTED  OPEN  PID  UID\n"
+        "  a;b\\x0a        8         8        -     0    -    -\n"
+        "  web.out       13        14        1     2   42    0\n"
     )
 
 
@@ -380,5 +380,5 @@ def test_render_stats_one_row_per_source(counts: dict[str, int]) -> None:
     stats = {"entries": 1, "sources": {k: {"received": v} for k, v in counts.items()}}
     lines = render_stats(stats).splitlines()
     assert lines[:2] == ["memlogd", "  entries  1"]
-    assert lines[2:4] == ["sources", "  SOURCE  ENTRIES  RECEIVED  OPEN  PID  UID"] or counts
+    assert lines[2:4] == ["sources", "  SOURCE  ENTRIES  RECEIVED  EVICTED  OPEN  PID  UID"] or counts
     assert len(lines) == 4 + len(counts)
