@@ -455,9 +455,16 @@ class Journal:
 
     def _held_lines(self, live: _Live) -> bytes:
         at = HEADER_SIZE + live.pos
-        size, _count, _first, _time, name_len, _pad, dead, _ev = _REC.unpack_from(self.buf, at)
+        size, count, _first, _time, name_len, _pad, dead, _ev = _REC.unpack_from(self.buf, at)
         data = bytes(self.buf[at + _REC.size + name_len : at + size])
-        return data.split(b"\n", dead)[-1] if dead else data
+        if not dead:
+            return data
+        if 2 * dead < count:
+            return data.split(b"\n", dead)[-1]
+        cut = len(data)  # few held: their start found from the end
+        for _ in range(count - dead):
+            cut = data.rfind(b"\n", 0, cut)
+        return data[cut + 1 :]
 
     def _evicted_of(self, live: _Live) -> int:
         value: int = struct.unpack_from("<Q", self.buf, HEADER_SIZE + live.pos + _EVICTED_AT)[0]

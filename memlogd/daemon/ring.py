@@ -142,7 +142,14 @@ class Block:
         """A new block of the entries held (``start`` on): the same ``source``,
         ``time_ns`` and ``origin``, its ``first_seq`` that of its first entry."""
         a, n = self.start, self.count
-        data = self.data[self.offset(a) :]
+        if self.enc_ends is None and self._ends is None:  # the held ones' start, from the end
+            data = self.data
+            at = len(data) - 1
+            for _ in range(n - a):
+                at = data.rfind(b"\n", 0, at)
+            data = data[at + 1 :]
+        else:
+            data = self.data[self.offset(a) :]
         if self.enc_ends is None:
             block = Block(self.source, self.time_ns, data, None, self.step, count=n - a)
         else:
