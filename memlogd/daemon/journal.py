@@ -191,6 +191,7 @@ class Journal:
         self.slack = SLACK  # bytes of dropped lines records held in part may keep
         self._waste = 0  # bytes of dropped lines in the records held in part (about)
         self._placing_copy = False
+        self.unsafe_copies = 0  # records written again over their original (no free space)
         # the live records from the oldest on; each batch's records; each source's newest
         self._live: deque[_Live] = deque()
         self._batches: dict[int, list[_Live]] = {}
@@ -337,12 +338,14 @@ class Journal:
         count: int,
         evicted: int,
         origin: int,
+        pos: int | None = None,
     ) -> _Live:
-        """Place and write one record (not committed yet)."""
+        """Place (unless at ``pos``, free) and write one record (not committed yet)."""
         name = source.encode("utf-8", "replace")
         size = _REC.size + len(name) + sum(map(len, block))
         total = _aligned(size)
-        pos = self._place(total)
+        if pos is None:
+            pos = self._place(total)
         at = HEADER_SIZE + pos
         head = _REC.pack(size, count, first_seq, time_ns, len(name), 0, 0, evicted)
         self._write(at, head + name)
@@ -482,6 +485,8 @@ class Journal:
                 pos = 0
                 break
             start, end = self._start, self._end
+            front = live[0]
+            spare = front.total if front.dead < front.count and not self._placing_copy else 0
             if start < end:  # not wrapped: free space after end, and before start
                 if start >= end - start + total:  # back to the start: room for as much again
                     marker, pos = end, 0
@@ -489,28 +494,37 @@ class Journal:
                 if end + total <= area:
                     pos = end
                     break
-            elif end + total < start:  # wrapped: free space between end and start
-                pos = end
+            elif end + total + spare < start:  # wrapped: free space between end and start
+                pos = end  # (and room left for a copy of the oldest record, if held)
                 break
-            gone = live[0]  # no room: the oldest batch goes, or is written again
-            held = b"" if self._placing_copy or gone.dead >= gone.count else self._held_lines(gone)
+            gone = live[0]  # no room: the oldest batch goes, written again first if held
+            held = gone.dead < gone.count and not self._placing_copy
+            if held and self._copy_elsewhere(gone):
+                held = False  # copied, the original still counted: it may go now
+                self.relocated += 1
             live.popleft()
             self._untrack(gone)
             self._forget_before(0)
             self._start = live[0].pos if live else self._end
-            if not held and gone.dead < gone.count:
+            if gone.dead < gone.count and self._placing_copy:
                 self.squeezed += 1  # a copy found no room: the journal is too small
-            elif held:  # a quiet source's batch among dead ones: written again further on
-                self._placing_copy = True
+            elif held:  # no free space for its copy: written where the original was
+                self._placing_copy = True  # (a kill before the next commit loses it)
                 try:
                     first, count = gone.first_seq + gone.dead, gone.count - gone.dead
-                    evicted = self._evicted_of(gone)
                     self._write_record(
-                        first, gone.time_ns, gone.source, [held], count, evicted, gone.origin
+                        first,
+                        gone.time_ns,
+                        gone.source,
+                        [self._held_lines(gone)],
+                        count,
+                        self._evicted_of(gone),
+                        gone.origin,
                     )
                 finally:
                     self._placing_copy = False
                 self.relocated += 1
+                self.unsafe_copies += 1
         has_marker = marker >= 0 and area - marker >= _REC.size
         if self._overlaps_committed(pos, total) or (
             has_marker and self._overlaps_committed(marker, _REC.size)
@@ -519,6 +533,38 @@ class Journal:
         if has_marker:
             self._write(HEADER_SIZE + marker, _WRAP)
         return pos
+
+    def _copy_elsewhere(self, live: _Live) -> bool:
+        """Write what is held of a record again in free space, the original
+        still counted (a commit needed first to free that space counts it), so
+        that the commit that takes the copy in is the one that leaves the
+        original out.  False when no free space can hold the copy."""
+        held = self._held_lines(live)
+        name = live.source.encode("utf-8", "replace")
+        total = _aligned(_REC.size + len(name) + len(held))
+        start, end, area = self._start, self._end, self._area
+        marker = -1
+        if start < end and end + total <= area:
+            pos = end
+        elif start < end and total < start:
+            pos, marker = 0, end
+        elif start >= end and end + total < start:
+            pos = end
+        else:
+            return False
+        has_marker = marker >= 0 and area - marker >= _REC.size
+        if self._overlaps_committed(pos, total) or (
+            has_marker and self._overlaps_committed(marker, _REC.size)
+        ):
+            self._commit()
+        if has_marker:
+            self._write(HEADER_SIZE + marker, _WRAP)
+        first, count = live.first_seq + live.dead, live.count - live.dead
+        evicted = self._evicted_of(live)
+        self._write_record(
+            first, live.time_ns, live.source, [held], count, evicted, live.origin, pos
+        )
+        return True
 
     def _overlaps_committed(self, pos: int, total: int) -> bool:
         """Would writing ``[pos, pos+total)`` touch what the last commit counts?"""
