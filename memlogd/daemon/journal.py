@@ -595,27 +595,49 @@ class Journal:
         self.buf[at : at + len(data)] = data
 
 
-def upgrade(buf: memoryview) -> Journal:
+def upgrade(buf: memoryview, max_lines: int = 0, max_bytes: int = 0) -> Journal:
     """The journal in ``buf``, of this version: one of version 1 (written
     before the fair ring, by the worker an upgrade replaces) is read, then
     written again in place as this version, with the same instance and seqs.
-    The rewrite takes a few milliseconds; a kill within them loses the ring."""
+    Its records may hold more than its oldest-first ring did (whole batches):
+    only the newest ``max_lines`` entries (and ``max_bytes`` of message, if
+    set; 0: no limit) are kept, as that ring's replay kept them, and every seq
+    before the first kept counts in ``overwritten`` (an oldest-first ring's
+    holes are all before its first entry).  The rewrite takes a few
+    milliseconds; a kill within them loses the ring."""
     old = Journal(buf)
     if old.version == VERSION:
         return old
     records = list(old.records())
+    kept = held = 0  # the newest entries the old ring held, and their bytes
+    for record in reversed(records):
+        for line in reversed(record.lines):
+            over = (max_lines and kept >= max_lines) or (
+                max_bytes and kept and held + len(line) > max_bytes
+            )
+            if over:
+                break
+            kept += 1
+            held += len(line)
+        else:
+            continue
+        break
+    keep_from = old.next_seq - kept if records else old.next_seq
     header = new_header(HEADER_SIZE + old._area, old.instance)
     buf[: len(header)] = header
     journal = Journal(buf)
     for record in records:
-        journal.append_lines(
-            record.first_seq,
-            record.time_ns,
-            record.source,
-            Lines.of(record.lines),
-            len(record.lines),
-            records[0].first_seq,  # each is held
-        )
+        skip = max(0, keep_from - record.first_seq)
+        lines = record.lines[skip:]
+        if lines:
+            journal.append_lines(
+                record.first_seq + skip,
+                record.time_ns,
+                record.source,
+                Lines.of(lines),
+                len(lines),
+                keep_from,
+            )
     journal.next_seq = max(journal.next_seq, old.next_seq)
-    journal.commit(0)
+    journal.commit(keep_from - 1)
     return journal

@@ -89,13 +89,14 @@ def replay(journal: Journal, config: DaemonConfig) -> Ring:
     return ring
 
 
-def open_journal(buf: memoryview) -> Journal:
+def open_journal(buf: memoryview, config: DaemonConfig) -> Journal:
     """The journal in ``buf``; one a worker before the fair ring wrote (an
-    upgrade) is rewritten in this version first (JournalError if neither)."""
+    upgrade) is rewritten in this version first, holding what that worker's
+    ring held under ``config``'s limits (JournalError if neither)."""
     journal = Journal(buf)
     if journal.version != VERSION:
         log.info("journal_upgraded", from_version=journal.version, version=VERSION)
-        journal = upgrade(buf)
+        journal = upgrade(buf, config.max_lines, config.max_bytes)
     return journal
 
 
@@ -123,7 +124,7 @@ async def _serve(start: handover.WorkerStart, config: DaemonConfig, roles: Seque
     )
     size = os.fstat(start.journal_fd).st_size
     with mmap.mmap(start.journal_fd, size) as shared:
-        journal = open_journal(memoryview(shared))
+        journal = open_journal(memoryview(shared), config)
         state = LogState(config, journal.instance, replay(journal, config), journal)
         daemon = Daemon(config, 1 if config.console else None, state=state, keeping=keeping)
         link = daemon.attach_keeper(socket.socket(fileno=start.control_fd))

@@ -388,7 +388,15 @@ def test_stats_count_what_was_written(start_memlogd) -> None:
     assert table.returncode == 0 and table.stderr == b""
     text = table.stdout.decode()
     pid, uid = os.getpid(), os.getuid()
-    assert _row(text, "SOURCE") == ["SOURCE", "ENTRIES", "RECEIVED", "EVICTED", "OPEN", "PID", "UID"]
+    assert _row(text, "SOURCE") == [
+        "SOURCE",
+        "ENTRIES",
+        "RECEIVED",
+        "EVICTED",
+        "OPEN",
+        "PID",
+        "UID",
+    ]
     assert _row(text, "alpha") == ["alpha", "7", "7", "0", "1", str(pid), str(uid)]
     assert _row(text, "beta") == ["beta", "13", "13", "0", "1", str(pid), str(uid)]
     assert _field(text, "open_fds") == "2"

@@ -18,6 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from memlogd.config import READ_BURST, DaemonConfig
+from memlogd.daemon.encoding import encode_block
 from memlogd.daemon.journal import (
     HEADER_SIZE,
     SLACK,
@@ -32,7 +33,8 @@ from memlogd.daemon.journal import (
 from memlogd.daemon.lines import Lines
 from memlogd.daemon.ring import Ring
 from memlogd.daemon.state import LogState
-from memlogd.daemon.worker import replay
+from memlogd.daemon.worker import open_journal, replay
+from tests import journal_v1
 
 pytestmark = pytest.mark.unit
 
@@ -429,3 +431,49 @@ def test_a_quiet_record_written_again_is_never_out_of_the_journal(area: int) -> 
             ring = replay(Journal(memoryview(torn)), config)
             assert ring.held_by_source()["onboot"] == 1
         killed[offset : offset + len(chunk)] = chunk
+
+
+@settings(max_examples=40)
+@given(
+    st.integers(1, 30),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "kmsg", "ü;x"]), st.lists(line_text, min_size=1, max_size=6)
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_the_worker_reads_a_journal_the_previous_version_wrote(
+    max_lines: int, batch_list: list[tuple[str, list[bytes]]]
+) -> None:
+    """A journal written by main's writer before the fair ring (version 1, an
+    oldest-first ring) is opened by today's worker as on an upgrade: the same
+    instance, the entries the old ring held with their seqs and times, seq
+    going on; written in this version, it then replays as usual."""
+    config = DaemonConfig(max_lines=max_lines, max_line_len=40)
+    buf = bytearray(journal_v1.capacity_for(max_lines, 40))
+    header = journal_v1.new_header(len(buf), INSTANCE)
+    buf[: len(header)] = header
+    old = journal_v1.Journal(memoryview(buf))
+    entries: list[
+        tuple[int, int, str, bytes]
+    ] = []  # what the old ring held: seq, time, source, line
+    seq = 1
+    for i, (source, lines) in enumerate(batch_list):
+        entries += [(seq + j, 100 + i, source, line) for j, line in enumerate(lines)]
+        entries = entries[-max_lines:]
+        old.append_lines(seq, 100 + i, source, Lines.of(lines), len(lines), entries[0][0])
+        seq += len(lines)
+    journal = open_journal(memoryview(buf), config)
+    assert (journal.version, journal.instance) == (VERSION, INSTANCE)
+    ring = replay(journal, config)
+    assert held_entries(ring) == [
+        (s, encode_block(t, n, Lines.of([m])).entries(0, 1)[0]) for s, t, n, m in entries
+    ]
+    assert (ring.next_seq, ring.overwritten) == (seq, entries[0][0] - 1)
+    state = LogState(config, INSTANCE, ring, journal)
+    state.append("after", Lines.of([b"upgraded"]))
+    again = replay(Journal(memoryview(buf)), config)
+    assert held_entries(again) == held_entries(state.ring)
+    assert again.next_seq == seq + 1

@@ -380,5 +380,7 @@ def test_render_stats_one_row_per_source(counts: dict[str, int]) -> None:
     stats = {"entries": 1, "sources": {k: {"received": v} for k, v in counts.items()}}
     lines = render_stats(stats).splitlines()
     assert lines[:2] == ["memlogd", "  entries  1"]
-    assert lines[2:4] == ["sources", "  SOURCE  ENTRIES  RECEIVED  EVICTED  OPEN  PID  UID"] or counts
+    assert (
+        lines[2:4] == ["sources", "  SOURCE  ENTRIES  RECEIVED  EVICTED  OPEN  PID  UID"] or counts
+    )
     assert len(lines) == 4 + len(counts)
