@@ -449,12 +449,14 @@ class Journal:
             count = live.count - live.dead
             origin = live.origin
             self._write_record(first, live.time_ns, live.source, [held], count, evicted, origin)
-            batch.remove(live)  # trims go to the copy
+            self.relocated += 1
+            if not live.tracked:  # written again for room meanwhile (replay keeps one)
+                continue
+            self._batches[origin].remove(live)  # trims go to the copy
             self._live_bytes -= live.total
             self._waste -= live.total * live.dead // live.count
             live.dead = live.count
             self._dead_after_commit.append(live)
-            self.relocated += 1
 
     def _held_lines(self, live: _Live) -> bytes:
         at = HEADER_SIZE + live.pos
@@ -488,10 +490,12 @@ class Journal:
             front = live[0]
             spare = front.total if front.dead < front.count and not self._placing_copy else 0
             if start < end:  # not wrapped: free space after end, and before start
-                if start >= end - start + total:  # back to the start: room for as much again
+                if (
+                    start >= end - start + total + spare
+                ):  # back to the start: room for as much again
                     marker, pos = end, 0
                     break
-                if end + total <= area:
+                if end + total + spare <= area:  # (room left for a copy of the oldest, if held)
                     pos = end
                     break
             elif end + total + spare < start:  # wrapped: free space between end and start

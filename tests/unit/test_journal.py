@@ -404,7 +404,7 @@ def test_records_held_in_part_are_copied_only_past_the_slack(slack: int) -> None
     assert held_entries(ring) == held_entries(state.ring)
 
 
-@pytest.mark.parametrize("area", [0, 2400])  # 0: as sized for the ring; else tight
+@pytest.mark.parametrize("area", [0, 2400, 2800])  # 0: as sized for the ring; else tight
 def test_a_quiet_record_written_again_is_never_out_of_the_journal(area: int) -> None:
     """A quiet source's record among a flood's is written again for room (the
     copy first, in free space, then the original leaves with the commit that
