@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from memlogd import config as cfg
 from memlogd.record import TYPE_CHECKING, record
-from memlogd.roleconfig import RoleConfig, state_dir_for
+from memlogd.roleconfig import DEFAULT_PERSIST_TIME_FORMAT, RoleConfig, state_dir_for
 from memlogd.wire.paths import DEFAULT_LOG_SOCKET, DEFAULT_QUERY_SOCKET
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "persist-time-format",
         "choice",
-        "rfc3339nano",
+        DEFAULT_PERSIST_TIME_FORMAT,
         "Time at the start of each persisted line (nanoseconds, so that logread -D "
         "orders sources exactly; rfc3339: whole seconds, as upstream's logwrite).",
         choices=("rfc3339", "rfc3339nano"),

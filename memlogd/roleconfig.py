@@ -23,6 +23,9 @@ from memlogd.record import record
 STATE_DIR_NAME = "memlogd.d"  # beside the query socket, when -state-dir is not given
 DEFAULT_STATE_DIR = "/var/run/memlogd.d"  # with an inherited query socket
 DEFAULT_SHIP_WINDOW = 128  # logship's -window default (docs/logship.md)
+# -persist-time-format: nanoseconds, so that logread -D merges sources exactly
+# (SPEC 16); logwrite keeps upstream's whole seconds
+DEFAULT_PERSIST_TIME_FORMAT = "rfc3339nano"
 
 
 @record
@@ -30,7 +33,7 @@ class RoleConfig:
     persist_dir: str | None = None
     persist_max_files: int = 10
     persist_max_size: int = 1048576
-    persist_time_format: str = "rfc3339nano"  # logread -D merges sources exactly (SPEC 16)
+    persist_time_format: str = DEFAULT_PERSIST_TIME_FORMAT
     persist_skip_sources: tuple[str, ...] = ("logwrite*",)
     kmsg: bool = False
     kmsg_path: str = "/dev/kmsg"
