@@ -7,32 +7,34 @@ this module decides what the bytes mean:
 * :func:`plan_directory`: which names in DIR are logs, grouped per file stem
   in the order they were written (``NAME.log.(N-1)`` ... ``NAME.log.0``, then
   ``NAME.log``; a ``NAME.log.K.gz`` takes the place of ``NAME.log.K``).
-* :func:`parse_file`: one file's text -> its times and messages, the source
+* :class:`FileParser`: a file's text, a piece of whole lines at a time ->
+  times and messages (:func:`parse_file`: a whole text), the source
   recovered exactly (:func:`memlogd.wire.logdir.stem_source`; a cut name from
   its lines, :func:`recover_source`).  Lines that do not parse (a torn last
   line, another format) are kept, with the file's source, and counted.
-* :func:`merge`: the sources' files merged by time into the entry stream a
-  dump gives: each source's files in their order (also where the clock stepped
-  back), equal times in source-name order.
-* :func:`boot_window`, :func:`list_boots`: ``-b`` and ``--list-boots`` over
+* :func:`merge_batches`: the sources' lines merged by time, a batch at a time,
+  into the entry stream a dump gives: each source's files in their order
+  (also where the clock stepped back), equal times in source-name order.
+  Only a batch or two per source is held, so memory does not grow with DIR.
+* :func:`boot_window`, :class:`BootTally`: ``-b`` and ``--list-boots`` over
   ``DIR/instances``.
 
-Speed (BENCHMARKS.md, "logread -D"): a file whose lines all parse is read by
-one regular expression over its whole text and a few ``map`` calls; entries
-are made as tuples by C code; sources whose times never go back are merged
-by one stable sort (runs found by timsort), the others by :func:`heapq.merge`.
+Speed (BENCHMARKS.md, "logread -D"): a piece whose lines all parse is read by
+one regular expression and a few ``map`` calls; entries are made as tuples
+by C code; each round of the merge is one stable sort of the sources' runs
+(found by timsort), by time or, for a source whose clock went back, by the
+highest time so far (which keeps :func:`heapq.merge`'s order).
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from itertools import chain, islice, repeat
+from functools import lru_cache, partial
+from itertools import accumulate, chain, compress, islice, repeat
 from operator import add, itemgetter, le, methodcaller
 
 from memlogd.errors import ProtocolError
@@ -50,12 +52,15 @@ from memlogd.wire.timefmt import format_time, parse_time
 __all__ = [
     "BootError",
     "BootInfo",
+    "BootTally",
     "FileLines",
+    "FileParser",
     "SourceFiles",
     "boot_window",
     "line_time",
     "list_boots",
     "merge",
+    "merge_batches",
     "parse_file",
     "plan_directory",
     "recover_source",
@@ -180,52 +185,79 @@ def _split_lines(text: str) -> tuple[list[str], bool]:
 
 
 def parse_file(text: str, stem: str, source: str | None = None) -> FileLines:
-    """One file's text (``TIME SOURCE MSG`` lines) -> :class:`FileLines`.
+    """One file's whole text (``TIME SOURCE MSG`` lines) -> :class:`FileLines`.
 
     ``source`` is the stem's source when known (:func:`stem_source`), else it
     is recovered from the lines (:func:`recover_source`), or is the stem as
     it reads.  A line whose time does not parse is shown whole, at the time of
     the line before it (the file's order is kept); a line with a time but
     another source field is shown from after its time; both are counted in
-    ``bad``."""
+    ``bad``.  (``logread -D`` reads a file in pieces: :class:`FileParser`.)"""
     if source is None:
         source = stem_source(stem)
     if source is None:
         source = recover_source(stem, _split_lines(text)[0]) or stem
-    lines_count = text.count("\n")
-    torn = bool(text) and not text.endswith("\n")
-    if not torn:
-        fast = _parse_fast(text, source, lines_count)
-        if fast is not None:
-            return fast
-    return _parse_slow(text, source)
+    return FileParser(source).feed(text)
 
 
+@lru_cache(maxsize=256)
 def _line_re(source: str) -> re.Pattern[str]:
     return re.compile(
         r"^" + _TIME + " " + re.escape(source_field(source)) + " (.*)$", re.ASCII | re.MULTILINE
     )
 
 
-def _parse_fast(text: str, source: str, lines_count: int) -> FileLines | None:
-    """Every line well formed: one regex over the text, the rest in C (``map``)."""
-    found = _line_re(source).findall(text)
-    if len(found) != lines_count:
-        return None
-    if not found:
-        return FileLines(source, [], [])
-    secs, fracs, msgs = zip(*found, strict=True)
-    times = list(map(add, map(_SECONDS.__getitem__, secs), map(int, map(_NANO_DIGITS, fracs))))
-    return FileLines(source, times, list(msgs))
+class FileParser:
+    """One file's lines parsed a piece at a time, in file order (the state a
+    line without a time needs, the time of the line before it, is kept).
+
+    Each piece given to :meth:`feed` is whole lines; only the file's last piece
+    may end without a newline (a torn line).  With ``since_ns``, the lines
+    before it are left out, unless the file's first line is not before it (a
+    file is then shown whole, also where its clock stepped back)."""
+
+    __slots__ = ("_first", "_last", "_line_re", "_since", "source")
+
+    def __init__(self, source: str, since_ns: int | None = None) -> None:
+        self.source = source
+        self._line_re = _line_re(source)
+        self._last = 0  # the time of the line before
+        self._since = since_ns
+        self._first = True
+
+    def feed(self, text: str) -> FileLines:
+        """The lines of ``text`` (with ``bad`` and ``torn`` for these lines)."""
+        if not text:
+            return FileLines(self.source, [], [])
+        lines: FileLines | None = None
+        if text.endswith("\n"):  # every line well formed: one regex, the rest in C
+            found = self._line_re.findall(text)
+            if len(found) == text.count("\n"):
+                secs, fracs, msgs = zip(*found, strict=True)
+                times = list(
+                    map(add, map(_SECONDS.__getitem__, secs), map(int, map(_NANO_DIGITS, fracs)))
+                )
+                lines = FileLines(self.source, times, list(msgs))
+        if lines is None:
+            lines = _parse_slow(text, self.source, self._last)
+        if lines.times:
+            self._last = lines.times[-1]
+            since = self._since
+            if since is not None:
+                if self._first and lines.times[0] >= since:
+                    self._since = None
+                else:
+                    lines.times, lines.msgs = _after(lines.times, lines.msgs, since)
+            self._first = False
+        return lines
 
 
-def _parse_slow(text: str, source: str) -> FileLines:
+def _parse_slow(text: str, source: str, last: int) -> FileLines:
     lines, torn = _split_lines(text)
     head = source_field(source) + " "
     times: list[int] = []
     msgs: list[str] = []
     bad = 0
-    last = 0
     for line in lines:
         t = line_time(line)
         if t is None:
@@ -244,6 +276,16 @@ def _parse_slow(text: str, source: str) -> FileLines:
     return FileLines(source, times, msgs, bad, torn)
 
 
+def _after(times: list[int], msgs: list[str], since_ns: int) -> tuple[list[int], list[str]]:
+    """The lines from ``since_ns`` on (selected in C)."""
+    if min(times) >= since_ns:
+        return times, msgs
+    if max(times) < since_ns:
+        return [], []
+    keep = list(map(since_ns.__le__, times))
+    return list(compress(times, keep)), list(compress(msgs, keep))
+
+
 # ---------------------------------------------------------------------- merging
 
 
@@ -258,39 +300,107 @@ def _rising(times: Sequence[int]) -> bool:
     return all(map(le, times, islice(times, 1, None)))
 
 
-def _since(times: list[int], msgs: list[str], since_ns: int) -> tuple[list[int], list[str]]:
-    """The lines from ``since_ns`` on (all lines of a file whose time rises are
-    cut at one point; otherwise each is checked)."""
-    if not times or times[0] >= since_ns:
-        return times, msgs
-    if _rising(times):
-        i = bisect.bisect_left(times, since_ns)
-        return times[i:], msgs[i:]
-    keep = [i for i, t in enumerate(times) if t >= since_ns]
-    return [times[i] for i in keep], [msgs[i] for i in keep]
+class _Run:
+    """One source's entries, a batch at a time, each with its merge key: the
+    highest time up to it in the source (its time, while the clock never went
+    back), so that merging by keys takes the sources' lines exactly as
+    :func:`heapq.merge` over whole sources by time does, a batch at a time."""
+
+    __slots__ = ("batches", "entries", "exact", "keys", "more", "pos", "top")
+
+    def __init__(self, batches: Iterable[FileLines]) -> None:
+        self.batches = iter(batches)
+        self.keys: list[int] = []
+        self.entries: list[LogEntry] = []
+        self.pos = 0  # keys[:pos] are merged already
+        self.exact = True  # keys[pos:] are the entries' times
+        self.top: int | None = None  # the last key
+        self.more = True  # batches are left
+
+    def held(self) -> bool:
+        return self.pos < len(self.keys)
+
+    def load(self) -> bool:
+        """The next batch with lines added; False when none is left and none held."""
+        for lines in self.batches:
+            if lines.times:
+                self._add(lines)
+                return True
+        self.more = False
+        return self.held()
+
+    def _add(self, lines: FileLines) -> None:
+        times, top = lines.times, self.top
+        exact = (top is None or times[0] >= top) and _rising(times)
+        if exact:
+            keys = times
+        else:
+            keys = list(accumulate(times, max, initial=top))
+            if top is not None:
+                del keys[0]
+        entries = _entries(lines.source, times, lines.msgs)
+        if self.held():
+            keys = self.keys[self.pos :] + keys
+            entries = self.entries[self.pos :] + entries
+            exact = exact and self.exact
+        self.keys, self.entries, self.exact, self.pos = keys, entries, exact, 0
+        self.top = keys[-1]
+
+    def take(self, bound: int | None) -> tuple[list[int], list[LogEntry], bool] | None:
+        """The held entries whose keys are below ``bound`` (None: all)."""
+        start = self.pos
+        end = len(self.keys) if bound is None else bisect.bisect_left(self.keys, bound, start)
+        if end == start:
+            return None
+        self.pos = end
+        return self.keys[start:end], self.entries[start:end], self.exact
+
+
+def _combine(parts: list[tuple[list[int], list[LogEntry], bool]]) -> list[LogEntry]:
+    """Parts (each in key order, in source-name order) as one list by key, equal
+    keys in source-name order (stable sorts)."""
+    if len(parts) == 1:
+        return parts[0][1]
+    if all(exact for _, _, exact in parts):
+        out = list(chain.from_iterable(entries for _, entries, _ in parts))
+        out.sort(key=itemgetter(0))
+        return out
+    keys = list(chain.from_iterable(keys for keys, _, _ in parts))
+    entries = list(chain.from_iterable(entries for _, entries, _ in parts))
+    return list(map(entries.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
+
+
+def merge_batches(sources: Iterable[Iterable[FileLines]]) -> Iterator[list[LogEntry]]:
+    """The sources' lines (``sources`` in source-name order, each its files'
+    lines in file order, a batch at a time) as one stream by time, a batch at
+    a time: each source's order kept (also where its clock stepped back),
+    equal times in source-name order.  Only a batch or two per source is held:
+    each round takes every line below the lowest last key of a source with
+    batches left, then reads that source's next batch."""
+    runs = [run for run in map(_Run, sources) if run.load()]
+    while runs:
+        ends = [run.keys[-1] for run in runs if run.more]
+        bound = min(ends) if ends else None
+        parts = [part for run in runs if (part := run.take(bound)) is not None]
+        if parts:
+            yield _combine(parts)
+        if bound is None:
+            return
+        runs = [r for r in runs if (r.load() if r.more and r.keys[-1] == bound else r.held())]
 
 
 def merge(files: Iterable[FileLines], *, since_ns: int | None = None) -> Iterator[LogEntry]:
-    """The entries of ``files`` as one stream by time: each source's files in the
-    order given, equal times in source-name order; lines before ``since_ns`` left
-    out.  (``--until`` is the selector's: the first later entry ends the stream.)"""
-    per_source: dict[str, tuple[list[int], list[str]]] = {}
+    """The entries of whole files as one stream by time: each source's files in
+    the order given, equal times in source-name order; lines before ``since_ns``
+    left out (as :class:`FileParser` does).  (``--until`` is the selector's: the
+    first later entry ends the stream.)"""
+    per_source: dict[str, list[FileLines]] = {}
     for f in files:
-        times, msgs = f.times, f.msgs
-        if since_ns is not None:
-            times, msgs = _since(times, msgs, since_ns)
-        held = per_source.setdefault(f.source, ([], []))
-        held[0].extend(times)
-        held[1].extend(msgs)
-    names = [s for s in sorted(per_source) if per_source[s][0]]
-    runs = [_entries(s, *per_source[s]) for s in names]
-    if len(runs) <= 1:
-        return iter(runs[0] if runs else [])
-    if all(_rising(per_source[s][0]) for s in names):
-        every = list(chain.from_iterable(runs))
-        every.sort(key=itemgetter(0))  # stable: equal times keep source, then file order
-        return iter(every)
-    return heapq.merge(*runs, key=itemgetter(0))
+        if since_ns is not None and f.times and f.times[0] < since_ns:
+            times, msgs = _after(f.times, f.msgs, since_ns)
+            f = FileLines(f.source, times, msgs)
+        per_source.setdefault(f.source, []).append(f)
+    return chain.from_iterable(merge_batches(per_source[s] for s in sorted(per_source)))
 
 
 def time_range(first_line: str | None, last_line: str | None) -> tuple[int, int] | None:
@@ -363,18 +473,38 @@ def boot_window(boots: Sequence[Boot], index: int) -> tuple[int, int | None]:
     return start, end
 
 
+class BootTally:
+    """``--list-boots``' last times, from the lines' times a batch at a time."""
+
+    def __init__(self, boots: Sequence[Boot]) -> None:
+        self.boots = boots
+        self.windows = [boot_window(boots, i) for i in range(len(boots))]
+        self.last: list[int | None] = [None] * len(boots)
+
+    def add(self, times: Iterable[int]) -> None:
+        """Some lines' times, in any order."""
+        ordered = sorted(times)
+        for i, (start, end) in enumerate(self.windows):
+            hi = len(ordered) if end is None else bisect.bisect_right(ordered, end)
+            lo = bisect.bisect_left(ordered, start)
+            last = self.last[i]
+            if hi > lo and (last is None or ordered[hi - 1] > last):
+                self.last[i] = ordered[hi - 1]
+
+    def boots_info(self) -> list[BootInfo]:
+        n = len(self.boots)
+        return [
+            BootInfo(i - n + 1, boot.instance, self.windows[i][0], self.last[i])
+            for i, boot in enumerate(self.boots)
+        ]
+
+
 def list_boots(boots: Sequence[Boot], times: Iterable[int]) -> list[BootInfo]:
     """``--list-boots``: each boot with its offset and the time of its last line
     among ``times`` (every line's time in the directory, in any order)."""
-    ordered = sorted(times)
-    out = []
-    for i, boot in enumerate(boots):
-        start, end = boot_window(boots, i)
-        hi = len(ordered) if end is None else bisect.bisect_right(ordered, end)
-        lo = bisect.bisect_left(ordered, start)
-        last = ordered[hi - 1] if hi > lo else None
-        out.append(BootInfo(i - len(boots) + 1, boot.instance, start, last))
-    return out
+    tally = BootTally(boots)
+    tally.add(times)
+    return tally.boots_info()
 
 
 @dataclass

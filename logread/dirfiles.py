@@ -12,13 +12,14 @@ gets them, safely:
   ``fstat`` after): a symlink, FIFO, socket or device among the names is
   skipped with a warning (a root admin reading a directory others can write
   must not be shown ``/etc/shadow``, nor hang on a FIFO);
-* a ``.gz`` rotation is decompressed; a file that cannot be read is skipped
-  with a warning;
+* files are read a piece of whole lines at a time (:meth:`LogDir.chunks`), a
+  ``.gz`` rotation decompressed as it is read; a file that cannot be read is
+  skipped with a warning (the rest of it, when the error comes midway);
 * with ``--since``/``--until``, a file's first and last lines are read first
   (two ``pread``) and a file wholly outside is never read.
 
 Reading is plain blocking I/O on local files: logread's trio task calls it
-between its own checkpoints (one file at a time).
+between its own checkpoints (a piece at a time).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import os
 import resource
 import stat
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from logread.directory import SourceFiles, outside, plan_directory, time_range
@@ -42,6 +43,7 @@ __all__ = ["DirectoryError", "LogDir", "LogFile", "open_log_dir"]
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 OPEN_ATTEMPTS = 5  # listings that changed while opened, before going on as it is
 EDGE_BYTES = 64 * 1024  # read to find a file's first or last line
+CHUNK_BYTES = 1 << 20  # read at once (logread.fromdir gives less with many sources)
 MAX_INSTANCES_BYTES = 1 << 20
 
 
@@ -116,18 +118,27 @@ class LogDir:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, f: LogFile) -> str | None:
-        """The text of ``f`` (closed after), or None with a warning."""
+    def chunks(self, f: LogFile, size: int = CHUNK_BYTES) -> Generator[str, None, None]:
+        """The text of ``f`` in pieces of whole lines, about ``size`` bytes each
+        (only the last piece may end without a newline); ``f`` is closed at the
+        end.  A file that cannot be read ends with a warning (``skipped``, or
+        ``skipped the rest of`` when pieces of it were given)."""
+        given = False
         try:
-            data = _read_all(f.fd)
-            if f.gz:
-                data = gzip.decompress(data)
+            for piece in _whole_lines(_gunzip(f.fd, size) if f.gz else _raw(f.fd, size)):
+                given = True
+                yield piece
         except (OSError, EOFError, zlib.error) as exc:
-            self.warnings.append(f"skipped {self.path}/{f.name}: {_reason(exc)}")
-            return None
+            what = "the rest of " if given else ""
+            self.warnings.append(f"skipped {what}{self.path}/{f.name}: {_reason(exc)}")
         finally:
             _close(f)
-        return data.decode("utf-8", "replace")
+
+    def read(self, f: LogFile) -> str | None:
+        """The whole text of ``f`` (closed after), or None with a warning."""
+        warned = len(self.warnings)
+        text = "".join(self.chunks(f))
+        return None if len(self.warnings) > warned else text
 
     def skip(self, f: LogFile) -> None:
         _close(f)
@@ -278,11 +289,34 @@ def _raise_nofile(needed: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _raw(fd: int, size: int) -> Iterator[bytes]:
+    while chunk := os.read(fd, size):
+        yield chunk
+
+
+def _gunzip(fd: int, size: int) -> Iterator[bytes]:
+    with (
+        open(fd, "rb", buffering=0, closefd=False) as raw,
+        gzip.GzipFile(fileobj=raw, mode="rb") as unzipped,
+    ):
+        while chunk := unzipped.read(size):
+            yield chunk
+
+
+def _whole_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """``chunks`` cut after their last newline, decoded (a newline is never in
+    a UTF-8 sequence, so each piece decodes as it would in the whole text)."""
+    rest: list[bytes] = []
+    for chunk in chunks:
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            rest.append(chunk)
+            continue
+        rest.append(chunk[:end])
+        yield b"".join(rest).decode("utf-8", "replace")
+        rest = [chunk[end:]] if end < len(chunk) else []
+    if rest:
+        yield b"".join(rest).decode("utf-8", "replace")
 
 
 def _close(f: LogFile) -> None:

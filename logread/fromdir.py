@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from itertools import islice
+from itertools import chain, islice
 from typing import TYPE_CHECKING
 
 import trio
 
 from logread.directory import (
     BootError,
+    BootTally,
     FileLines,
+    FileParser,
     Report,
     boot_window,
-    list_boots,
-    merge,
-    parse_file,
+    merge_batches,
+    recover_source,
     render_boots,
     select_boot,
 )
-from logread.dirfiles import LogDir, open_log_dir
+from logread.dirfiles import CHUNK_BYTES, LogDir, open_log_dir
 from logread.hints import stdout_hint
 from memlogd.wire.globs import SourceMatcher
 
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from logread.program import Session
 
 BATCH = 8192  # entries rendered and written at once
+HELD_BYTES = 4 << 20  # read ahead, over all the sources (each file read a piece at a time)
+MIN_CHUNK_BYTES = 64 << 10
+HEAD_LINES = 100  # read to recover the source of a file whose name was cut
 
 
 async def from_directory(session: Session) -> None:
@@ -56,7 +61,7 @@ async def from_directory(session: Session) -> None:
         if opts.action == "boots":
             await _boots(session, log_dir)
         elif opts.action == "sources":
-            await _sources(session, log_dir)
+            await _list_sources(session, log_dir)
         else:
             await _entries(session, log_dir, matcher)
 
@@ -68,33 +73,71 @@ def _say_all(lines: list[str]) -> None:
         say(line)
 
 
-async def _read(
+def _chunk_bytes(sources: int) -> int:
+    """Bytes read at once from a file: a file per source is being read at a time,
+    its lines held as entries (about 3.5 times their bytes) until merged."""
+    return max(MIN_CHUNK_BYTES, min(CHUNK_BYTES, HELD_BYTES // max(1, sources)))
+
+
+def _head(pieces: Iterable[str]) -> list[str]:
+    """The first pieces of a file, up to :data:`HEAD_LINES` lines."""
+    head: list[str] = []
+    lines = 0
+    for piece in pieces:
+        head.append(piece)
+        lines += piece.count("\n")
+        if lines >= HEAD_LINES:
+            break
+    return head
+
+
+def _parsed(
+    pieces: Iterable[str], parser: FileParser, report: Report, name: str
+) -> Iterator[FileLines]:
+    for piece in pieces:
+        lines = parser.feed(piece)
+        report.add(name, lines)
+        yield lines
+
+
+def _sources(
     log_dir: LogDir,
     report: Report,
     *,
     since_ns: int | None = None,
     until_ns: int | None = None,
     matcher: SourceMatcher | None = None,
-) -> list[FileLines]:
-    """Every open file that may hold lines in ``[since_ns, until_ns]``, parsed."""
-    out = []
+) -> list[Iterator[FileLines]]:
+    """Every open file that may hold lines in ``[since_ns, until_ns]``, as lines
+    parsed a piece at a time when asked for: per source, in source-name order,
+    its files in the order written.  (A file whose name was cut has its first
+    lines read now: its source is known only from them.)"""
+    size = _chunk_bytes(len(log_dir.stems))
+    per_source: dict[str, list[Iterator[FileLines]]] = {}
     for stem in log_dir.stems:
         for f in stem.files:
             if log_dir.outside(f, since_ns, until_ns):
                 log_dir.skip(f)
                 continue
-            text = log_dir.read(f)
-            await trio.lowlevel.checkpoint()  # Ctrl-C, a closed stdout
-            if text is None:
-                continue
-            lines = parse_file(text, stem.stem, stem.source)
-            if matcher is not None and stem.source is None and not matcher(lines.source):
-                continue  # a cut name: its source is known only now
-            report.add(f"{log_dir.path}/{f.name}", lines)
-            out.append(lines)
+            pieces = log_dir.chunks(f, size)
+            head: list[str] = []
+            source = stem.source
+            if source is None:
+                head = _head(pieces)
+                source = recover_source(stem.stem, "".join(head).split("\n")) or stem.stem
+                if matcher is not None and not matcher(source):
+                    pieces.close()
+                    continue
+            parser = FileParser(source, since_ns)
+            lines = _parsed(chain(head, pieces), parser, report, f"{log_dir.path}/{f.name}")
+            per_source.setdefault(source, []).append(lines)
+    _say_warnings(log_dir)
+    return [chain.from_iterable(per_source[source]) for source in sorted(per_source)]
+
+
+def _say_warnings(log_dir: LogDir) -> None:
     _say_all(log_dir.warnings)
     log_dir.warnings = []
-    return out
 
 
 def _say_report(report: Report) -> None:
@@ -122,13 +165,14 @@ async def _entries(session: Session, log_dir: LogDir, matcher: SourceMatcher) ->
     session.opts = replace(opts, until_ns=until, local_priority=priority)
     selector = session.selector(tail=tail, reverse=opts.reverse)
     report = Report()
-    files = await _read(log_dir, report, since_ns=since, until_ns=until, matcher=matcher)
-    entries = merge(files, since_ns=since)
+    sources = _sources(log_dir, report, since_ns=since, until_ns=until, matcher=matcher)
+    entries = chain.from_iterable(merge_batches(sources))
     while batch := list(islice(entries, BATCH)):
         await session.show(selector.feed(batch))
         if selector.done:
             break
     await session.show(selector.finish())
+    _say_warnings(log_dir)
     _say_report(report)
     if not selector.shown:
         session.losses.flush()
@@ -161,14 +205,15 @@ def _window(
     return since, until
 
 
-async def _sources(session: Session, log_dir: LogDir) -> None:
+async def _list_sources(session: Session, log_dir: LogDir) -> None:
     """``--list-sources``: the lines of each source in DIR (of one boot with ``-b``)."""
     from logread.render import render_sources
 
     since, until = _window(log_dir, session.opts.boot, None, None)
     report = Report()
     counts: dict[str, int] = {}
-    for lines in await _read(log_dir, report, since_ns=since, until_ns=until):
+    for lines in chain.from_iterable(_sources(log_dir, report, since_ns=since, until_ns=until)):
+        await trio.lowlevel.checkpoint()  # Ctrl-C
         times = lines.times
         if since is not None:
             inside = sum(since <= t and (until is None or t <= until) for t in times)
@@ -176,6 +221,7 @@ async def _sources(session: Session, log_dir: LogDir) -> None:
             inside = len(times)
         if inside:
             counts[lines.source] = counts.get(lines.source, 0) + inside
+    _say_warnings(log_dir)
     _say_report(report)
     stats = {"sources": {name: {"entries": count} for name, count in counts.items()}}
     opts = session.opts
@@ -190,7 +236,11 @@ async def _boots(session: Session, log_dir: LogDir) -> None:
         _say_all(log_dir.warnings)
         raise Fatal(f"{log_dir.path}: no boots recorded (DIR/instances is missing or empty)")
     report = Report()
-    times = [t for lines in await _read(log_dir, report) for t in lines.times]
+    tally = BootTally(boots)
+    for lines in chain.from_iterable(_sources(log_dir, report)):
+        await trio.lowlevel.checkpoint()  # Ctrl-C
+        tally.add(lines.times)
+    _say_warnings(log_dir)
     _say_report(report)
-    text = render_boots(list_boots(boots, times), output=session.opts.output)
+    text = render_boots(tally.boots_info(), output=session.opts.output)
     await session.write_text(text)

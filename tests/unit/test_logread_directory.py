@@ -5,8 +5,11 @@ own formatter and naming, and read back."""
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
 
 import pytest
 from hypothesis import given
@@ -16,10 +19,12 @@ from logread.directory import (
     BootError,
     BootInfo,
     FileLines,
+    FileParser,
     boot_window,
     line_time,
     list_boots,
     merge,
+    merge_batches,
     outside,
     parse_file,
     plan_directory,
@@ -197,6 +202,53 @@ def test_equal_times_go_in_source_name_order() -> None:
         FileLines("app", [T0], ["a1"]),
     ]
     assert [e.msg for e in merge(files)] == ["a1", "d1", "w1", "w2", "d2"]
+
+
+def _cut(draw: st.DrawFn, items: list[str], most: int) -> list[list[str]]:
+    """``items`` cut into pieces at places drawn."""
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(items) - 1)), max_size=most)))
+    return [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
+
+
+@given(st.lists(st.lists(st.integers(0, 12), max_size=25), max_size=5), st.data())
+def test_the_batched_merge_takes_lines_as_heapq_merge_of_whole_sources(
+    sources: list[list[int]], data: st.DataObject
+) -> None:
+    """Times going back or not, cut in batches anywhere: each round's stable sort
+    by the highest time so far gives what a merge of whole sources gives."""
+    names = [f"s{i}" for i in range(len(sources))]  # in name order
+    whole = [
+        [(t, name, str(k)) for k, t in enumerate(times)]
+        for name, times in zip(names, sources, strict=True)
+    ]
+    expected = list(heapq.merge(*whole, key=itemgetter(0)))
+    batched = []
+    for name, lines in zip(names, whole, strict=True):
+        pieces = _cut(data.draw, [msg for _, _, msg in lines], 6)
+        times = iter(t for t, _, _ in lines)
+        batched.append([FileLines(name, [next(times) for _ in p], p) for p in pieces])
+    got = [e[:3] for e in chain.from_iterable(merge_batches(batched))]
+    assert got == expected
+
+
+@given(st.lists(st.sampled_from([f"2026-11-29T10:00:0{k % 10}Z s m{k}" for k in range(12)]
+    + ["garbage", "2026-11-29T10:00:05.5Z other x", ""]), max_size=30), st.booleans(),
+    st.integers(0, 9), st.data())  # fmt: skip
+def test_a_file_parsed_in_pieces_is_the_file_parsed_whole(
+    lines: list[str], torn: bool, since_s: int, data: st.DataObject
+) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if torn and lines:
+        text = text[:-1]
+    since = parse_time(f"2026-11-29T10:00:0{since_s}Z")
+    whole = FileParser("s", since).feed(text)
+    parser = FileParser("s", since)
+    pieces = ["".join(p) for p in _cut(data.draw, text.splitlines(keepends=True), 5)]
+    parts = [parser.feed(p) for p in pieces]
+    assert list(chain.from_iterable(p.times for p in parts)) == whole.times
+    assert list(chain.from_iterable(p.msgs for p in parts)) == whole.msgs
+    assert sum(p.bad for p in parts) == whole.bad
+    assert any(p.torn for p in parts) == whole.torn == (text != "" and not text.endswith("\n"))
 
 
 # ---------------------------------------------------------------------- names in DIR
