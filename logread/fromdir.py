@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from logread.program import Session
 
 BATCH = 8192  # entries rendered and written at once
-HELD_BYTES = 4 << 20  # read ahead, over all the sources (each file read a piece at a time)
-MIN_CHUNK_BYTES = 64 << 10
+HELD_BYTES = 1 << 19  # read ahead, over all the sources (each file read a piece at a time)
+MIN_CHUNK_BYTES = 32 << 10
 HEAD_LINES = 100  # read to recover the source of a file whose name was cut
 
 
