@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from operator import itemgetter
 
@@ -229,6 +229,26 @@ def test_the_batched_merge_takes_lines_as_heapq_merge_of_whole_sources(
         batched.append([FileLines(name, [next(times) for _ in p], p) for p in pieces])
     got = [e[:3] for e in chain.from_iterable(merge_batches(batched))]
     assert got == expected
+
+
+def test_the_merge_reads_a_source_only_as_far_as_it_merges() -> None:
+    """Memory is a batch or two per source: when the first merged batch comes,
+    each source has given at most two of its hundred batches."""
+    given = {"a": 0, "b": 0}
+
+    def batches(source: str, offset: int) -> Iterator[FileLines]:
+        for k in range(100):
+            given[source] += 1
+            yield FileLines(
+                source, [T0 + 10 * (10 * k + j) + offset for j in range(10)], ["m"] * 10
+            )
+
+    merged = merge_batches([batches("a", 0), batches("b", 5)])
+    first = next(merged)
+    assert [e.source for e in first[:4]] == ["a", "b", "a", "b"]
+    assert max(given.values()) <= 2
+    assert sum(map(len, merged)) + len(first) == 2000
+    assert given == {"a": 100, "b": 100}
 
 
 @given(st.lists(st.sampled_from([f"2026-11-29T10:00:0{k % 10}Z s m{k}" for k in range(12)]
