@@ -357,6 +357,26 @@ def test_hostile_and_broken_files_are_skipped_or_shown_never_a_traceback(short_t
     )
 
 
+def test_a_gz_cut_midway_shows_its_lines_up_to_the_cut_and_says_so(short_tmp: Path) -> None:
+    """Read a piece at a time, a broken rotation is found where it breaks: the
+    lines before are shown once, the rest is skipped with a warning."""
+    logs = short_tmp / "logs"
+    logs.mkdir()
+    lines = [f"2026-11-29T10:00:00.{k:06d}Z web line {k:06d} {'x' * 60}\n" for k in range(20_000)]
+    whole = gzip.compress("".join(lines).encode(), compresslevel=1)
+    (logs / "web.log.0.gz").write_bytes(whole[: len(whole) * 3 // 4])
+    (logs / "web.log").write_text("2026-11-29T10:00:01Z web after\n")
+    done = logread("-D", str(logs), "-o", "cat")
+    assert done.returncode == 0
+    shown = done.stdout.decode().splitlines()
+    assert 0 < len(shown) - 1 < len(lines)
+    assert shown == [line[32:-1] for line in lines[: len(shown) - 1]] + ["after"]
+    assert done.stderr.decode() == (
+        f"logread: skipped the rest of {logs}/web.log.0.gz: not a valid gzip file "
+        "(Compressed file ended before the end-of-stream marker was reached)\n"
+    )
+
+
 def test_a_file_rotated_while_opening_loses_nothing(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
