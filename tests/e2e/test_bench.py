@@ -286,4 +286,5 @@ def test_logread_directory_bench_reports_both_cases(short_tmp: Path) -> None:
     assert cases["all"]["lines_shown"] == 3 * 4 * 50
     assert cases["since_last_tenth"]["lines_shown"] == 3 * 4 * 50 // 10
     assert result["since_speedup"] > 0 and cases["all"]["cpu_s"] > 0
+    assert cases["start_up"]["lines_shown"] == 0 and result["since_speedup_cpu_net"] > 0
     assert len(list((short_tmp / "dir").iterdir())) == 3 * 4
