@@ -204,9 +204,9 @@ def test_equal_times_go_in_source_name_order() -> None:
     assert [e.msg for e in merge(files)] == ["a1", "d1", "w1", "w2", "d2"]
 
 
-def _cut(draw: st.DrawFn, items: list[str], most: int) -> list[list[str]]:
+def _cut(data: st.DataObject, items: list[str], most: int) -> list[list[str]]:
     """``items`` cut into pieces at places drawn."""
-    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(items) - 1)), max_size=most)))
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(items) - 1)), max_size=most)))
     return [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
 
 
@@ -224,7 +224,7 @@ def test_the_batched_merge_takes_lines_as_heapq_merge_of_whole_sources(
     expected = list(heapq.merge(*whole, key=itemgetter(0)))
     batched = []
     for name, lines in zip(names, whole, strict=True):
-        pieces = _cut(data.draw, [msg for _, _, msg in lines], 6)
+        pieces = _cut(data, [msg for _, _, msg in lines], 6)
         times = iter(t for t, _, _ in lines)
         batched.append([FileLines(name, [next(times) for _ in p], p) for p in pieces])
     got = [e[:3] for e in chain.from_iterable(merge_batches(batched))]
@@ -263,7 +263,7 @@ def test_a_file_parsed_in_pieces_is_the_file_parsed_whole(
     since = parse_time(f"2026-11-29T10:00:0{since_s}Z")
     whole = FileParser("s", since).feed(text)
     parser = FileParser("s", since)
-    pieces = ["".join(p) for p in _cut(data.draw, text.splitlines(keepends=True), 5)]
+    pieces = ["".join(p) for p in _cut(data, text.splitlines(keepends=True), 5)]
     parts = [parser.feed(p) for p in pieces]
     assert list(chain.from_iterable(p.times for p in parts)) == whole.times
     assert list(chain.from_iterable(p.msgs for p in parts)) == whole.msgs
