@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 DEFERRED = ("asyncio", "ssl", "hmac", "hashlib", "idna")
 
+# Not used by any program, but imported by structlog.dev when installed: rich
+# (with pygments) comes with import-linter, a test tool, and would cost every
+# program about 10 ms and 2 MB in a development venv that production never
+# has.  :func:`defer` makes it absent, so every venv runs what production runs.
+ABSENT = ("rich",)
+
 
 class _Deferred(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
@@ -39,6 +45,8 @@ class _Deferred(types.ModuleType):
 def defer(names: tuple[str, ...] = DEFERRED) -> None:
     """Stand-ins for ``names`` not imported yet (call before importing trio,
     structlog or click)."""
+    for name in ABSENT:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # "import rich" fails
     for name in names:
         if name in sys.modules:
             continue

@@ -49,6 +49,19 @@ def test_the_daemon_never_loads_what_it_defers():
     assert run_probe(probe).split() == ["False"] * len(DEFERRED)
 
 
+def test_no_program_loads_what_a_test_tool_brings():
+    """rich comes with import-linter (a test tool) and structlog.dev imports it
+    when installed: with defer(), a program configured for logging runs without
+    it, as where only the runtime dependencies are installed."""
+    probe = (
+        "import sys; from memlogd.deferred import ABSENT, defer; defer(); "
+        "import logread.cli, memlogd.cli; from memlogd.logconfig import configure_logging; "
+        "configure_logging('logread', level='warning'); "
+        "print(*(sys.modules.get(name) is None for name in ABSENT))"
+    )
+    assert run_probe(probe).split() == ["True"]
+
+
 def test_a_deferred_module_works_when_first_used():
     """The stand-in imports the real module at its first attribute (logwrite's
     long names use hashlib.blake2b; trio's getaddrinfo uses idna)."""
