@@ -88,7 +88,10 @@ def encode_frame(txnr: int, command: str, data: bytes = b"") -> bytes:
 
 
 def syslog_frame(txnr: int, message: bytes) -> bytes:
-    """A ``syslog`` frame carrying one formatted syslog message."""
+    """A ``syslog`` frame carrying one formatted syslog message (logship's hot
+    path: what :func:`encode_frame` checks, without the command's)."""
+    if message and 0 <= txnr <= MAX_TXNR and len(message) <= MAX_DATALEN:
+        return b"%d syslog %d %s\n" % (txnr, len(message), message)
     return encode_frame(txnr, CMD_SYSLOG, message)
 
 
@@ -482,6 +485,15 @@ class TxnrCounter:
         txnr = self._next
         self._next = next_txnr(txnr)
         return txnr
+
+    def take_run(self, count: int) -> int:
+        """``count`` consecutive numbers at once (a batch of frames): the first.
+        A run may not wrap (:class:`RelpUsageError`): see :attr:`remaining`."""
+        first = self._next
+        if count > MAX_TXNR - first + 1:
+            raise RelpUsageError(f"{count} transaction numbers from {first} would wrap")
+        self._next = next_txnr(first + count - 1) if count else first
+        return first
 
     def reset(self) -> None:
         """Back to 1, as at the start of every session."""

@@ -686,3 +686,19 @@ class WindowModel(RuleBasedStateMachine):
 
 
 TestWindowModel = WindowModel.TestCase
+
+
+@given(st.integers(0, MAX_TXNR), st.binary(max_size=40))
+def test_syslog_frame_is_encode_frame(txnr: int, message: bytes) -> None:
+    assert syslog_frame(txnr, message) == encode_frame(txnr, "syslog", message)
+
+
+def test_take_run_takes_consecutive_numbers_without_a_wrap() -> None:
+    counter = TxnrCounter()
+    assert counter.take_run(3) == 1 and counter.peek == 4
+    assert counter.take_run(0) == 4 and counter.peek == 4
+    counter = TxnrCounter(MAX_TXNR - 1)
+    assert counter.take_run(2) == MAX_TXNR - 1 and counter.peek == 1
+    counter = TxnrCounter(MAX_TXNR - 1)
+    with pytest.raises(RelpUsageError, match="would wrap"):
+        counter.take_run(3)

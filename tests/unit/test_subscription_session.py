@@ -6,16 +6,13 @@ mode 3), with any chunking of the bytes."""
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from memlogd.client import session as session_module
 from memlogd.client.session import Phase, SubscriptionSession
 from memlogd.errors import ConnectError, NotExtendedError, RequestRefusedError
 from memlogd.wire import protocol as proto
@@ -530,19 +527,3 @@ def test_any_chunking_gives_the_same_events(cuts: list[int], count: int) -> None
 
     assume(len(data) > 0)
     assert events(cuts) == events([])
-
-
-def test_the_session_imports_only_pure_modules() -> None:
-    """memlogd.client's package imports trio (the driver), so test_purity cannot
-    import this module alone; its own imports are checked instead: the standard
-    library, memlogd.errors and memlogd.wire (pure, tests/unit/test_purity.py)."""
-    tree = ast.parse(Path(session_module.__file__ or "").read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module)
-    ours = {name for name in imported if name.split(".")[0] in {"memlogd", "trio"}}
-    assert ours and all(n == "memlogd.errors" or n.startswith("memlogd.wire") for n in ours)
-    assert not imported & {"trio", "structlog", "click", "socket", "os"}
