@@ -7,7 +7,8 @@ counts, and when the state file is to be saved.  The transports
 (:class:`~logship.shipper.RelpTransport`, :class:`~logship.shipper.TcpTransport`)
 only move bytes and tell it what happened:
 
-* :meth:`Outbox.push` a batch of messages (entries or a gap);
+* :meth:`Outbox.push` a batch of messages of entries (:meth:`Outbox.push_gap`
+  the message of a gap);
 * :meth:`Outbox.take` what the window has :meth:`Outbox.room` for: those are
   in flight, each with its *position* (a number counting every message ever
   taken, so a RELP transaction number maps to one by an offset);
@@ -25,18 +26,13 @@ a killed logship sends again at most a window of what the receiver has.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
+from bisect import bisect_right
 
 from memlogd.wire.protocol import Cursor
 
-__all__ = ["OUTBOX_MAX", "Item", "Message", "Outbox", "OutboxError"]
+__all__ = ["OUTBOX_MAX", "Outbox", "OutboxError"]
 
 OUTBOX_MAX = 4096  # messages waiting for the window (plus one batch from memlogd)
-_COMPACT = 1024  # delivered messages dropped from the flight's front beyond this
-
-Item = tuple[str, int, int]  # (instance, seq, entries): the cursor it completes; 1 entry, 0 gap
-Message = tuple[Item, bytes]
 
 
 class OutboxError(ValueError):
@@ -52,20 +48,33 @@ class Outbox:
     messages (see the module docstring).  ``cursor`` is where a saved state
     resumes (None: nothing delivered yet).  The state is due every
     ``save_every`` delivered messages (default: half a window); without a
-    state file (``stateful=False``) nothing is ever due."""
+    state file (``stateful=False``) nothing is ever due.
+
+    Every message has a *position*: 0 for the first ever pushed, and so on.
+    Those before :attr:`head` are delivered, those from :attr:`head` to
+    :attr:`next_position` in flight, the rest (:attr:`waiting`) wait.  The
+    messages are kept in lists (their data, the seq of the cursor each
+    completes), so that a batch is pushed, taken and delivered with a few
+    list operations, not a few per message (BENCHMARKS.md, "Forwarding").
+    """
+
+    compact_at = 4096  # delivered messages are dropped from the lists' front beyond this
 
     __slots__ = (
         "_acked",
-        "_flight",
+        "_base",
+        "_data",
+        "_gaps",
         "_head",
-        "_skip",
+        "_instances",
+        "_sent",
+        "_seqs",
+        "_starts",
         "_stateful",
         "cursor",
         "delivered",
         "gaps",
         "limit",
-        "queue",
-        "queued_entries",
         "save_every",
         "unsaved",
         "window",
@@ -87,11 +96,14 @@ class Outbox:
         self.cursor = cursor  # delivered up to here, with everything before
         self.delivered = 0  # entries delivered
         self.gaps = 0  # gap messages delivered
-        self.queue: deque[Message] = deque()  # waiting to be sent
-        self.queued_entries = 0  # entries (not gaps) among them
-        self._flight: list[Message] = []  # sent, delivery unknown; from _skip on
-        self._skip = 0  # delivered messages still at the front of _flight
-        self._head = 0  # the position of the oldest message in flight
+        self._data: list[bytes] = []  # from position _base on
+        self._seqs: list[int] = []  # the cursor's seq each message completes
+        self._base = 0  # the position of _data[0]
+        self._head = 0  # the oldest message in flight (delivered before it)
+        self._sent = 0  # the first message waiting (in flight before it)
+        self._gaps: list[int] = []  # positions of gap messages not yet delivered, ascending
+        self._starts: list[int] = []  # where each instance's messages start, ascending
+        self._instances: list[str] = []  # ... and its name
         self._acked: set[int] = set()  # positions acknowledged ahead of an older one
         self.unsaved = 0  # messages delivered since the state was last saved
         # half a window by default (RELP); 1: at every delivery (TCP)
@@ -100,21 +112,39 @@ class Outbox:
 
     # ------------------------------------------------------------------ from memlogd
 
-    def push(self, messages: Sequence[Message], entries: int) -> None:
-        """Queue ``messages`` (of which ``entries`` are entries, the rest gaps)."""
-        self.queue.extend(messages)
-        self.queued_entries += entries
+    def _instance_from(self, instance: str) -> None:
+        if not self._instances or self._instances[-1] != instance:
+            self._starts.append(self._base + len(self._data))
+            self._instances.append(instance)
+
+    def push(self, instance: str, seqs: list[int], data: list[bytes]) -> None:
+        """Queue the messages ``data`` of entries ``seqs`` of ``instance``."""
+        self._instance_from(instance)
+        self._seqs += seqs
+        self._data += data
+
+    def push_gap(self, instance: str, last_seq: int, data: bytes) -> None:
+        """Queue the message of a gap that ends at ``last_seq``."""
+        self._instance_from(instance)
+        self._gaps.append(self._base + len(self._data))
+        self._seqs.append(last_seq)
+        self._data.append(data)
+
+    @property
+    def waiting(self) -> int:
+        """Messages waiting to be sent."""
+        return self._base + len(self._data) - self._sent
 
     @property
     def full(self) -> bool:
         """memlogd's reader waits until the transport takes some."""
-        return len(self.queue) >= self.limit
+        return self.waiting >= self.limit
 
     # ------------------------------------------------------------------ to the receiver
 
     @property
     def in_flight(self) -> int:
-        return len(self._flight) - self._skip
+        return self._sent - self._head
 
     @property
     def head(self) -> int:
@@ -124,7 +154,7 @@ class Outbox:
     @property
     def next_position(self) -> int:
         """The position the next message taken gets."""
-        return self._head + self.in_flight
+        return self._sent
 
     @property
     def unacked(self) -> int:
@@ -138,30 +168,21 @@ class Outbox:
     def take(self, count: int) -> list[bytes]:
         """Move up to ``count`` waiting messages into flight; their data, in order
         (positions :attr:`next_position` onwards, as it was before the call)."""
-        queue = self.queue
-        count = min(count, len(queue))
+        count = min(count, self.waiting)
         if count <= 0:
             return []
-        popleft = queue.popleft
-        taken = [popleft() for _ in range(count)]
-        self._flight += taken
-        entries = 0
-        for item, _ in taken:
-            entries += item[2]
-        self.queued_entries -= entries
-        return [data for _, data in taken]
+        start = self._sent - self._base
+        self._sent += count
+        return self._data[start : start + count]
 
     def resend(self) -> list[tuple[int, bytes]]:
         """What is in flight and not acknowledged: ``(position, data)``, in order,
         to send again on a new connection."""
         acked = self._acked
-        head = self._head
-        flight = self._flight
-        skip = self._skip
+        base = self._base
+        data = self._data
         return [
-            (head + i - skip, flight[i][1])
-            for i in range(skip, len(flight))
-            if head + i - skip not in acked
+            (pos, data[pos - base]) for pos in range(self._head, self._sent) if pos not in acked
         ]
 
     def ack(self, numbers: list[int], offset: int = 0) -> int:
@@ -198,28 +219,36 @@ class Outbox:
         count = min(count, self.in_flight)
         if count <= 0:
             return 0
-        flight = self._flight
-        start = self._skip
-        stop = start + count
-        entries = 0
-        for i in range(start, stop):
-            entries += flight[i][0][2]
-        last = flight[stop - 1][0]
-        self.delivered += entries
-        self.gaps += count - entries
-        self.cursor = Cursor(last[0], last[1])
+        head = self._head
+        stop = head + count
+        gaps = self._gaps
+        dropped = 0
+        while dropped < len(gaps) and gaps[dropped] < stop:
+            dropped += 1
+        if dropped:
+            del gaps[:dropped]
+        last = stop - 1
+        instance = self._instances[bisect_right(self._starts, last) - 1]
+        self.cursor = Cursor(instance, self._seqs[last - self._base])
+        self.delivered += count - dropped
+        self.gaps += dropped
         if self._stateful:
             self.unsaved += count
-        self._head += count
-        if stop == len(flight):
-            flight.clear()
-            self._skip = 0
-        elif stop > _COMPACT:
-            del flight[:stop]
-            self._skip = 0
-        else:
-            self._skip = stop
+        self._head = stop
+        self._compact()
         return count
+
+    def _compact(self) -> None:
+        drop = self._head - self._base
+        if drop < self.compact_at or drop * 2 < len(self._data):
+            return
+        del self._data[:drop]
+        del self._seqs[:drop]
+        self._base = self._head
+        keep = bisect_right(self._starts, self._head) - 1
+        if keep > 0:
+            del self._starts[:keep]
+            del self._instances[:keep]
 
     # ------------------------------------------------------------------ the state file
 
@@ -241,8 +270,4 @@ class Outbox:
 
     def undelivered(self) -> int:
         """Entries read from memlogd and not delivered (waiting or in flight)."""
-        flight = self._flight
-        entries = self.queued_entries
-        for i in range(self._skip, len(flight)):
-            entries += flight[i][0][2]
-        return entries
+        return self._base + len(self._data) - self._head - len(self._gaps)

@@ -222,7 +222,7 @@ class Shipper:
 
     def ending(self) -> bool:
         """No new message is to be sent in this session (stop, or the whole dump sent)."""
-        return self._stopping or (self.config.once and self._input_done and not self.outbox.queue)
+        return self._stopping or (self.config.once and self._input_done and not self.outbox.waiting)
 
     def taken(self) -> None:
         self._outbox_room.unpark_all()
@@ -321,7 +321,7 @@ class Shipper:
             return False
         if self._stopping:
             return True
-        return self.config.once and self._input_done and not self.outbox.queue
+        return self.config.once and self._input_done and not self.outbox.waiting
 
     # ------------------------------------------------------------------ state
 
@@ -415,8 +415,7 @@ class Shipper:
         instance = self._instance
         assert instance is not None
         data = self.formatter.messages(instance, entries)  # every seq is set (extended)
-        items = [(instance, entry.seq, 1) for entry in entries]
-        self.outbox.push(list(zip(items, data, strict=True)), len(entries))  # type: ignore[arg-type]
+        self.outbox.push(instance, [entry.seq for entry in entries], data)  # type: ignore[misc]
         self._wake()
         while self.outbox.full and not self._counting:
             await self._outbox_room.park()
@@ -427,7 +426,7 @@ class Shipper:
         self._diag.emit("warning", "entries_lost", count=count, first_seq=seq, instance=instance)
         data = self.formatter.gap(time_ns=time.time_ns(), instance=instance, seq=seq, dropped=count)
         if not self._counting:
-            self.outbox.push([((instance, seq + count - 1, 0), data)], 0)
+            self.outbox.push_gap(instance, seq + count - 1, data)
             self._wake()
 
     def _on_event(self, event: object) -> None:
@@ -479,7 +478,7 @@ class Shipper:
         """Sessions with the receiver, with backoff, until :meth:`_finished`."""
         delay = RETRY_MIN_S
         if self.config.once:  # nothing to send at all: no need of a receiver
-            while not (self.outbox.queue or self._input_done or self._stopping):
+            while not (self.outbox.waiting or self._input_done or self._stopping):
                 await self._wait_change()
         while not self._finished():
             session = await self._session()

@@ -6,7 +6,7 @@ bytes between the connection and the shipper's :class:`~logship.outbox.Outbox`
 (pure) and says what was delivered:
 
 * :class:`RelpTransport`: ``open``, the messages still in flight sent again,
-  then ``syslog`` frames (:func:`logship.relp.syslog_frame`) while the window
+  then ``syslog`` frames (:func:`logship.relp.syslog_frames`) while the window
   has room, the acknowledgements read by a second task, and ``close``;
   delivered = acknowledged with everything before;
 * :class:`TcpTransport`: RFC 6587 octet-counted messages; delivered = followed
@@ -35,7 +35,7 @@ from logship.relp import (
     check_open_reply,
     encode_frame,
     open_frame,
-    syslog_frame,
+    syslog_frames,
 )
 from logship.rfc5424 import frame_octet_counted
 
@@ -177,9 +177,7 @@ class RelpTransport(Transport):
         self.offset = counter.peek - self.outbox.next_position
         if again:
             first = counter.peek - len(again)
-            await session.send(
-                b"".join([syslog_frame(first + i, data) for i, (_, data) in enumerate(again)])
-            )
+            await session.send(syslog_frames(first, [data for _, data in again]))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(guard, session, self._acks, parser)
             nursery.start_soon(guard, session, self._watchdog)
@@ -207,7 +205,6 @@ class RelpTransport(Transport):
         """Send what the outbox holds while the window has room; then close."""
         host = self.host
         outbox = self.outbox
-        queue = outbox.queue
         counter = self.counter
         capacity = outbox.window
         low = max(1, capacity // 4)  # with more waiting, send no fewer at once
@@ -220,7 +217,8 @@ class RelpTransport(Transport):
                 continue
             room = outbox.room()
             held = outbox.in_flight
-            if not queue or room <= 0 or (held and room < min(low, len(queue))):
+            waiting = outbox.waiting
+            if not waiting or room <= 0 or (held and room < min(low, waiting)):
                 await host.wait_change()
                 continue
             if not outbox.unacked:  # the first outstanding: the ack timeout runs from now
@@ -228,10 +226,7 @@ class RelpTransport(Transport):
             datas = outbox.take(room)
             first = counter.take_run(len(datas))
             host.taken()
-            frame = syslog_frame
-            await session.send(
-                b"".join([frame(txnr, data) for txnr, data in enumerate(datas, first)])
-            )
+            await session.send(syslog_frames(first, datas))
         self.close_txnr = txnr = counter.take()
         session.heard_at = trio.current_time()
         session.closing = True
@@ -320,13 +315,12 @@ class TcpTransport(Transport):
     async def _send(self, session: Session) -> None:
         host = self.host
         outbox = self.outbox
-        queue = outbox.queue
         window = outbox.window
         again = outbox.resend()
         if again:  # written before the last connection broke: maybe lost, so again
             await self._write(session, b"".join([frame_octet_counted(d) for _, d in again]))
         while not host.ending():
-            if not queue:
+            if not outbox.waiting:
                 await host.wait_change()
                 continue
             datas = outbox.take(TCP_BATCH)

@@ -8,19 +8,30 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from logship.outbox import Message, Outbox, OutboxError
+from logship.outbox import Outbox, OutboxError
 from memlogd.wire.protocol import Cursor
 
 pytestmark = pytest.mark.unit
+
+
+Message = tuple[tuple[str, int, int], bytes]  # ((instance, seq, 1 entry / 0 gap), data)
 
 
 def entries(instance: str, first: int, count: int) -> list[Message]:
     return [((instance, s, 1), b"m%d" % s) for s in range(first, first + count)]
 
 
+def push(box: Outbox, messages: list[Message]) -> None:
+    for (instance, seq, kind), data in messages:
+        if kind:
+            box.push(instance, [seq], [data])
+        else:
+            box.push_gap(instance, seq, data)
+
+
 def test_in_order_acks_deliver_and_move_the_cursor() -> None:
     box = Outbox(4)
-    box.push(entries("i", 1, 6), 6)
+    push(box, entries("i", 1, 6))
     assert box.room() == 4 and box.take(box.room()) == [b"m1", b"m2", b"m3", b"m4"]
     assert box.head == 0 and box.next_position == 4 and box.room() == 0
     assert box.ack([0, 1]) == 2
@@ -32,7 +43,7 @@ def test_in_order_acks_deliver_and_move_the_cursor() -> None:
 
 def test_an_ack_ahead_waits_for_the_older_ones() -> None:
     box = Outbox(8, stateful=False)
-    box.push(entries("i", 1, 3), 3)
+    push(box, entries("i", 1, 3))
     box.take(3)
     assert box.ack([1, 2]) == 0 and box.cursor is None and box.unacked == 1
     assert box.resend() == [(0, b"m1")]
@@ -43,19 +54,21 @@ def test_an_ack_ahead_waits_for_the_older_ones() -> None:
 
 def test_a_gap_counts_as_a_gap_and_completes_its_cursor() -> None:
     box = Outbox(8, stateful=False)
-    box.push(entries("i", 1, 1), 1)
-    box.push([(("i", 9, 0), b"gap")], 0)
-    box.push(entries("i", 10, 1), 1)
-    assert box.undelivered() == 2
-    box.take(3)
+    box.push("i", [1], [b"m1"])
+    box.push_gap("i", 9, b"gap")
+    box.push("j", [10, 11], [b"m10", b"m11"])
+    assert box.undelivered() == 3 and box.waiting == 4
+    box.take(4)
     box.deliver(2)
     assert (box.delivered, box.gaps, box.cursor) == (1, 1, Cursor("i", 9))
-    assert box.undelivered() == 1
+    assert box.undelivered() == 2
+    box.deliver(1)
+    assert (box.delivered, box.gaps, box.cursor) == (2, 1, Cursor("j", 10))
 
 
 def test_acks_with_an_offset_and_unknown_numbers() -> None:
     box = Outbox(8)
-    box.push(entries("i", 1, 4), 4)
+    push(box, entries("i", 1, 4))
     box.take(4)
     assert box.ack([2, 3], offset=2) == 2  # transaction numbers 2.. for positions 0..
     with pytest.raises(OutboxError) as caught:
@@ -63,15 +76,31 @@ def test_acks_with_an_offset_and_unknown_numbers() -> None:
     assert caught.value.number == 9
 
 
+class CompactingOutbox(Outbox):
+    """Drops delivered messages from its lists as soon as it may."""
+
+    __slots__ = ()
+    compact_at = 1
+
+
 class OutboxModel(RuleBasedStateMachine):
     """The outbox against lists: waiting, in flight (with acked flags), delivered."""
 
-    @initialize(window=st.integers(1, 8), stateful=st.booleans(), tcp=st.booleans())
-    def start(self, window: int, stateful: bool, tcp: bool) -> None:
+    @initialize(
+        window=st.integers(1, 8),
+        stateful=st.booleans(),
+        tcp=st.booleans(),
+        limit=st.integers(1, 12),
+        compact=st.booleans(),
+    )
+    def start(self, window: int, stateful: bool, tcp: bool, limit: int, compact: bool) -> None:
         self.window = window
         self.stateful = stateful
+        self.limit = limit
         self.save_every = 1 if tcp else max(1, window // 2)
-        self.box = Outbox(window, save_every=1 if tcp else None, stateful=stateful)
+        kind = CompactingOutbox if compact else Outbox
+        self.box = kind(window, save_every=1 if tcp else None, stateful=stateful, limit=limit)
+        self.instance = "i-1"
         self.waiting: list[Message] = []
         self.flight: list[tuple[Message, bool]] = []
         self.done: list[Message] = []
@@ -79,16 +108,19 @@ class OutboxModel(RuleBasedStateMachine):
         self.seq = 0
         self.taken = 0  # positions given out
 
-    @rule(count=st.integers(1, 6), gap=st.booleans())
-    def push(self, count: int, gap: bool) -> None:
+    @rule(count=st.integers(1, 6), gap=st.booleans(), restart=st.booleans())
+    def push(self, count: int, gap: bool, restart: bool) -> None:
+        if restart:  # a new memlogd instance: its seqs start again
+            self.instance += "+"
+            self.seq = 0
         if gap:
             self.seq += count
-            batch: list[Message] = [(("i", self.seq, 0), b"gap")]
-            self.box.push(batch, 0)
+            batch: list[Message] = [((self.instance, self.seq, 0), b"gap%d" % self.seq)]
+            self.box.push_gap(self.instance, self.seq, batch[0][1])
         else:
-            batch = entries("i", self.seq + 1, count)
+            batch = entries(self.instance, self.seq + 1, count)
             self.seq += count
-            self.box.push(batch, count)
+            self.box.push(self.instance, [m[0][1] for m in batch], [m[1] for m in batch])
         self.waiting += batch
 
     @rule(count=st.integers(0, 10))
@@ -173,7 +205,9 @@ class OutboxModel(RuleBasedStateMachine):
         head = box.head
         assert box.resend() == [(head + i, m[1]) for i, (m, a) in enumerate(self.flight) if not a]
         assert box.head + box.in_flight == self.taken
+        assert box.waiting == len(self.waiting)
+        assert box.full == (len(self.waiting) >= self.limit)
 
 
 TestOutboxModel = OutboxModel.TestCase
-TestOutboxModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestOutboxModel.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)

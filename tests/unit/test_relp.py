@@ -41,6 +41,7 @@ from logship.relp import (
     parse_offers,
     parse_response,
     syslog_frame,
+    syslog_frames,
 )
 from memlogd.errors import ProtocolError
 
@@ -702,3 +703,14 @@ def test_take_run_takes_consecutive_numbers_without_a_wrap() -> None:
     counter = TxnrCounter(MAX_TXNR - 1)
     with pytest.raises(RelpUsageError, match="would wrap"):
         counter.take_run(3)
+
+
+@given(st.integers(0, MAX_TXNR + 3), st.lists(st.binary(max_size=20), max_size=5))
+def test_syslog_frames_are_syslog_frame_joined(first: int, messages: list[bytes]) -> None:
+    try:
+        one = b"".join(syslog_frame(first + i, m) for i, m in enumerate(messages))
+    except RelpUsageError:
+        with pytest.raises(RelpUsageError):
+            syslog_frames(first, messages)
+        return
+    assert syslog_frames(first, messages) == one
