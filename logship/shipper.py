@@ -291,10 +291,12 @@ class Shipper:
     async def _result(self) -> ShipResult:
         complete = self._finished()
         counted = True
-        if self.config.once and not complete and not self._input_done:
+        if self.config.once and not self._input_done:
             # the rest of the dump is counted (not after stop(): the reader is gone)
             counted = False if self._stopping else await self._count_rest()
         undelivered = self.outbox.undelivered() + self._uncounted
+        # nothing left undelivered (after stop(): nothing read and not delivered)
+        complete = complete and counted and undelivered == 0
         if self.config.once:
             complete = complete and self._input_done
         return ShipResult(
