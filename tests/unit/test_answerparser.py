@@ -86,6 +86,7 @@ TRICKY = [
     *(b"\t", b'{"msg":"\\u00e9"', HALF, b'"msg":"x"}', b'"msg":"x","seq":3}', b"\xff"),
     *(b"1" * 5000, b"[" * 3000, b"NaN", b'"s"', b"{}", HALF + b'"msg":"x"}'),
     HALF + b'"msg":"x","seq":3} ',
+    *(b'{"msg":"x', b'y"}', b'{"b":1},{"c":2}', b"", b"\r", b"[]"),  # a string across lines
 ]
 
 
@@ -99,6 +100,13 @@ TRICKY = [
 )
 @example([HALF, b'"msg":"x"}'], False, False)  # an entry only if a scan ran on into line 2
 @example([HEADER, HALF, b'"msg":"x","seq":3}'], True, True)
+@example([HALF + b'"msg":"x"},' + HALF + b'"msg":"z"}'], False, False)  # 2 values, 1 line
+@example(  # a string across two lines, two values on the third: 3 values for 3 lines
+    [HALF + b'"msg":"x', b'y"}', HALF + b'"msg":"x"},' + HALF + b'"msg":"z"}'], False, False
+)
+@example(
+    [HEADER, b'{"msg":"x', b'y","time":"2019-02-22T16:04:23Z","source":"a"}', b"{},{}"], True, True
+)
 def test_answer_parser_gives_what_decoding_each_line_alone_gives(
     lines: list[bytes], extended: bool, newline_between: bool
 ):
