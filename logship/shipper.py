@@ -212,12 +212,10 @@ class Shipper:
     def _wake(self) -> None:
         self._changed.unpark_all()
 
-    async def _wait_change(self) -> None:
-        await self._changed.park()
-
     # the transport's view (logship.transport.Host)
 
     async def wait_change(self) -> None:
+        """Until the outbox, the input or stop changed (:meth:`_wake`)."""
         await self._changed.park()
 
     def ending(self) -> bool:
@@ -481,7 +479,7 @@ class Shipper:
         delay = RETRY_MIN_S
         if self.config.once:  # nothing to send at all: no need of a receiver
             while not (self.outbox.waiting or self._input_done or self._stopping):
-                await self._wait_change()
+                await self.wait_change()
         while not self._finished():
             session = await self._session()
             if session.lost is None:  # a clean end: done, or a new session (txnr wrap)
