@@ -44,6 +44,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import replace
+from operator import attrgetter
 
 from memlogd.errors import ConnectError, NotExtendedError, RequestRefusedError
 from memlogd.wire import protocol as proto
@@ -61,6 +62,14 @@ from memlogd.wire.filters import ClientFilter
 from memlogd.wire.protocol import Cursor
 
 __all__ = ["Phase", "SubscriptionSession"]
+
+
+_SEQ = attrgetter("seq")
+
+
+def _all_entries_with_seq(answers: list[proto.Answer]) -> bool:
+    """Whether every reply is an entry with a seq (checked in C, not per reply)."""
+    return set(map(type, answers)) == {proto.LogEntry} and None not in map(_SEQ, answers)
 
 
 class Phase(enum.Enum):
@@ -289,6 +298,9 @@ class SubscriptionSession:
 
     def _take(self, answers: list[proto.Answer]) -> None:
         """Turn one chunk's replies into events, keeping the cursor."""
+        if answers and _all_entries_with_seq(answers):  # the bulk of a follow: one batch
+            self._emit(answers)  # type: ignore[arg-type]
+            return
         entries: list[proto.LogEntry] = []
         events = self.events
         keep = self._filter

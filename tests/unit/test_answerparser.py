@@ -87,6 +87,8 @@ TRICKY = [
     *(b"1" * 5000, b"[" * 3000, b"NaN", b'"s"', b"{}", HALF + b'"msg":"x"}'),
     HALF + b'"msg":"x","seq":3} ',
     *(b'{"msg":"x', b'y"}', b'{"b":1},{"c":2}', b"", b"\r", b"[]"),  # a string across lines
+    *(HALF + b'"msg":"x","seq":true}', HALF + b'"msg":1}', HALF + b'"msg":"x","dropped":1}'),
+    *(b'{"time":"2019-02-30T00:00:00Z","source":"a","msg":"x"}', HALF + b'"msg":"x","seq":1.0}'),
 ]
 
 
@@ -173,3 +175,17 @@ def test_stats_in_an_answer() -> None:
         stats_in(AnswerParser(extended=True).feed(b"{oops\n"))
     with pytest.raises(NotExtendedError):
         stats_in(AnswerParser(extended=True).feed(header))
+
+
+@pytest.mark.parametrize("extended", [False, True])
+@pytest.mark.parametrize("line", [*TRICKY, HALF + b'"msg":"x"}', HALF + b'"msg":"x","seq":3}'])
+def test_a_chunk_after_the_header_gives_what_each_line_alone_gives(
+    line: bytes, extended: bool
+) -> None:
+    """The header in a chunk of its own: the next chunk is decoded as one array
+    when it can be, with the entries made inline (_scan_all)."""
+    head = HEADER if extended else b""
+    good = HALF + b'"msg":"ok","seq":1}\n'
+    data = head + good + line + b"\n" + good
+    want = decoded_line_by_line(data, extended)
+    assert parse_in_chunks(data, [len(head)], extended) == want
