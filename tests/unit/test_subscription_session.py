@@ -449,8 +449,13 @@ class SubscriptionModel(RuleBasedStateMachine):
                 self.last = e.seq
         elif isinstance(event, Gap):
             if self.head_gap is not None and event.seq == 1:
-                assert event.last == self.head_gap
+                # at least what the header said was gone (more, if overwritten since)
+                assert event.last >= self.head_gap
+                assert self.holes <= set(range(1, event.last + 1))
                 self.head_gap = None
+                self.holes.clear()
+                assert self.last is not None
+                self.last = max(self.last, event.last)
                 return
             assert self.last is not None
             # the runs of a chunk come as one gap after its entries: it covers
