@@ -1,9 +1,12 @@
 """``logship``: the command line (docs/logship.md). Thin: flags -> ShipConfig -> run_shipper.
 
-Exit status: 0 after SIGTERM/SIGINT (outstanding acknowledgements waited for
-up to 5 s, the state saved) or when ``--once`` delivered everything; 1 with
-one line on stderr (``--once`` incomplete, memlogd unreachable with
-``--once``, upstream's memlogd, an unusable state file); 2 for a usage error.
+Exit status (docs/logship.md, "Exit status"; SPEC 18): 0 after SIGTERM/SIGINT
+when nothing was left undelivered (outstanding acknowledgements waited for up
+to 5 s, the state saved), or when ``--once`` delivered everything; 128 + the
+signal (130 for SIGINT, 143 for SIGTERM) when a signal left entries
+undelivered, with their count on stderr; 1 with one line on stderr (``--once``
+incomplete, memlogd unreachable with ``--once``, upstream's memlogd, an
+unusable state file); 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -201,12 +204,32 @@ async def run(config: ShipConfig, socket: str) -> int:
     if failure:
         say(str(failure[0]))
         return 1
-    if result is None:  # a second signal: stopped at once (the state is saved)
-        return 0
-    if config.once and not signalled and not result.complete:
+    if signalled:
+        return _interrupted(config, shipper, result, signalled[0])
+    assert result is not None
+    if config.once and not result.complete:
         say(_incomplete(config, result))
         return 1
     return 0
+
+
+def _interrupted(
+    config: ShipConfig, shipper: Shipper, result: ShipResult | None, signum: int
+) -> int:
+    """After SIGTERM/SIGINT: 0 when nothing was left undelivered (with --once:
+    the whole dump delivered), else 128 + the signal, with the count."""
+    if result is None:  # a second signal: stopped at once (the state is saved)
+        undelivered, counted = shipper.outbox.undelivered(), not config.once
+        complete = False
+    else:
+        undelivered, counted, complete = result.undelivered, result.counted, result.complete
+    if complete or (not config.once and undelivered == 0):
+        return 0
+    count = f"{undelivered}" if counted else f"at least {undelivered}"
+    noun = "entry" if undelivered == 1 and counted else "entries"
+    name = signal.Signals(signum).name
+    say(f"{count} {noun} not delivered to {config.receiver} (stopped by {name})")
+    return 128 + signum
 
 
 def _incomplete(config: ShipConfig, result: ShipResult) -> str:

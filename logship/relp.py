@@ -14,7 +14,8 @@ any gap); after 999,999,999 comes 1.
 
 This module only turns values into bytes and bytes into values:
 
-* :func:`encode_frame`, :func:`open_offers`, :func:`syslog_frame`;
+* :func:`encode_frame`, :func:`open_offers`, :func:`syslog_frame` (and
+  :func:`syslog_frames`, a batch of them);
 * :class:`FrameParser` and :class:`ResponseParser`, fed bytes in any chunks
   (as h11 is), giving :class:`Frame`, :class:`Response` and
   :class:`ServerClose`;
@@ -88,8 +89,28 @@ def encode_frame(txnr: int, command: str, data: bytes = b"") -> bytes:
 
 
 def syslog_frame(txnr: int, message: bytes) -> bytes:
-    """A ``syslog`` frame carrying one formatted syslog message."""
+    """A ``syslog`` frame carrying one formatted syslog message (logship's hot
+    path: what :func:`encode_frame` checks, without the command's)."""
+    if message and 0 <= txnr <= MAX_TXNR and len(message) <= MAX_DATALEN:
+        return b"%d syslog %d %s\n" % (txnr, len(message), message)
     return encode_frame(txnr, CMD_SYSLOG, message)
+
+
+def syslog_frames(first_txnr: int, messages: Sequence[bytes]) -> bytes:
+    """The ``syslog`` frames of ``messages``, numbered from ``first_txnr`` on:
+    exactly ``b"".join(syslog_frame(first_txnr + i, m) ...)``, built in one go
+    (logship sends a window's worth at once)."""
+    last = first_txnr + len(messages) - 1
+    if (
+        first_txnr < 0
+        or last > MAX_TXNR
+        or not all(messages)
+        or max(map(len, messages), default=0) > MAX_DATALEN
+    ):
+        return b"".join([syslog_frame(first_txnr + i, m) for i, m in enumerate(messages)])
+    return b"".join(
+        [b"%d syslog %d %s\n" % (t, len(m), m) for t, m in enumerate(messages, first_txnr)]
+    )
 
 
 def _offer_value(value: str) -> bytes:
@@ -174,6 +195,7 @@ _HEADER_PREFIX_RE = re.compile(
 _MAX_HEADER = 53
 # A plain acknowledgement, the bulk of what a server sends: "N rsp 6 200 OK\n".
 _OK_RE = re.compile(rb"([0-9]{1,9}) rsp 6 200 OK\n")
+_OK_RUN_RE = re.compile(rb"(?:[0-9]{1,9} rsp 6 200 OK\n)+")  # a run of them
 _DIGITS_RE = re.compile(rb"[0-9]*")
 _LETTERS_RE = re.compile(rb"[A-Za-z]*")
 _COMPACT_AT = 64 * 1024  # consumed bytes dropped from the buffer's front beyond this
@@ -302,8 +324,15 @@ class FrameParser:
         if self._commands is not None and CMD_RSP not in self._commands:
             return []  # next_frame() refuses them
         buf, pos = self._buf, self._pos
+        run = _OK_RUN_RE.match(buf, pos)
+        if run is None:
+            return []
+        out = list(map(int, _OK_RE.findall(buf, pos, run.end())))
+        if 0 not in out:  # the usual case: the whole run at once
+            self._consume(run.end())
+            return out
         match = _OK_RE.match
-        out: list[int] = []
+        out = []
         while (m := match(buf, pos)) is not None:
             txnr = int(m[1])
             if txnr == 0:
@@ -482,6 +511,15 @@ class TxnrCounter:
         txnr = self._next
         self._next = next_txnr(txnr)
         return txnr
+
+    def take_run(self, count: int) -> int:
+        """``count`` consecutive numbers at once (a batch of frames): the first.
+        A run may not wrap (:class:`RelpUsageError`): see :attr:`remaining`."""
+        first = self._next
+        if count > MAX_TXNR - first + 1:
+            raise RelpUsageError(f"{count} transaction numbers from {first} would wrap")
+        self._next = next_txnr(first + count - 1) if count else first
+        return first
 
     def reset(self) -> None:
         """Back to 1, as at the start of every session."""

@@ -19,11 +19,14 @@ Inside, three tasks share one :class:`Shipper`:
 
 * the *reader* follows memlogd (dump then follow; with ``once``, the dump)
   after the saved cursor, and turns each batch it gets into messages in the
-  *outbox* (at most :data:`OUTBOX_MAX` messages, plus one batch);
+  :class:`~logship.outbox.Outbox` (pure: at most ``OUTBOX_MAX`` messages
+  waiting, plus one batch; the window; the cursor; when to save the state);
 * the *link* keeps a session with the receiver: it connects with backoff
-  (one warning per outage) and, per session, one task writes many frames at
-  once while at most ``window`` are unacknowledged, another reads the
-  acknowledgements and saves the state after each batch of them;
+  (one warning per outage) and runs one session of its transport
+  (:class:`~logship.transport.RelpTransport` or
+  :class:`~logship.transport.TcpTransport`) per connection, which sends what
+  the outbox has room for and tells it what was delivered; the state is saved
+  when the outbox says it is due;
 * the *syncer* fsyncs the state file at most once a second.
 
 Every message carries its *item*, ``(instance, seq, entries)``: the cursor it
@@ -35,31 +38,20 @@ the connection after our end of stream.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
 import structlog
 import trio
 
 from logship.messages import MessageFormatter
-from logship.relp import (
-    DEFAULT_WINDOW,
-    MAX_WINDOW,
-    AckWindow,
-    RelpError,
-    Response,
-    ResponseParser,
-    ServerClose,
-    check_open_reply,
-)
+from logship.outbox import OUTBOX_MAX, Outbox
+from logship.relp import DEFAULT_WINDOW, MAX_WINDOW
 from logship.rfc5424 import DEFAULT_SD_ID, Rfc5424Error, validate_sd_id
 from logship.state import CursorError, StateFile
 from logship.target import Target, TargetError, parse_target
+from logship.transport import RelpTransport, Session, TcpTransport, Transport, describe, guard
 from memlogd.client import Connector, Subscription
 from memlogd.errors import ConfigError, MemlogdError, NotExtendedError
 from memlogd.ratelimit import LimitedLog
@@ -75,19 +67,18 @@ RETRY_MAX_S = 5.0  # longest reconnect delay, to the receiver and to memlogd
 STOP_GRACE_S = 5.0  # stop() waits this long for outstanding acknowledgements
 ONCE_TIMEOUT_S = 30.0  # --once gives up after this long
 HEADER_TIMEOUT_S = 5.0  # memlogd that does not answer the extended query this long: upstream's
-STABLE_S = 1.0  # a session up this long without an error ends an outage (or an ack does)
-CLOSE_TIMEOUT_S = 2.0  # waiting for the answer to close (RELP) or the end of stream (TCP)
 COUNT_TIMEOUT_S = 5.0  # --once, after its timeout: reading the rest of the dump to count it
-OUTBOX_MAX = 4096  # formatted messages waiting for the window (plus one batch from memlogd)
-TCP_BATCH = 1024  # messages written at once over TCP
-RECV_BYTES = 64 * 1024  # bytes read from the receiver at once
 WARN_PERIOD_S = 30.0  # one warning of a kind per period (outages of a flapping receiver)
 
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-Item = tuple[str, int, int]  # (instance, seq, entries): entries 1 for an entry, 0 for a gap
-Message = tuple[Item, bytes]
+__all__ = [
+    "ACK_TIMEOUT_S",
+    "ONCE_TIMEOUT_S",
+    "OUTBOX_MAX",
+    "ShipConfig",
+    "ShipResult",
+    "Shipper",
+    "run_shipper",
+]
 
 
 @dataclass(frozen=True)
@@ -149,60 +140,6 @@ class ShipResult:
     cursor: Cursor | None = None  # the state at the end
 
 
-class _LinkLost(Exception):
-    """The session with the receiver ended; the message says why."""
-
-
-class _Session:
-    """One connection to the receiver, and what its tasks share."""
-
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        self.stream: trio.SocketStream | None = None
-        self.lost: str | None = None  # why it ended, None for a clean end
-        self.good = False  # delivered, or stayed up STABLE_S
-        self.heard_at = 0.0  # trio time of the last bytes received (or of the first sent)
-        self.close_txnr: int | None = None  # RELP: our close was sent with it
-        self.closed = trio.Event()  # RELP: close answered; TCP: end of stream after ours
-        self.closing = False
-        self.software = ""
-
-    def fail(self, reason: str) -> None:
-        if self.lost is None:
-            self.lost = reason
-        self.scope.cancel()
-
-    async def send(self, data: bytes) -> None:
-        assert self.stream is not None
-        await self.stream.send_all(data)
-
-    async def recv(self) -> bytes:
-        assert self.stream is not None
-        sock = self.stream.socket
-        data = await sock.recv(RECV_BYTES)
-        if _QUICKACK is not None:
-            # Linux leaves quick-ACK mode after a while; re-armed at every read, our
-            # ACK goes out at once, and a receiver whose writes wait for it (Nagle:
-            # librelp writes each rsp on its own) is not held 40 ms per window.
-            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        return data
-
-
-def _describe(exc: BaseException) -> str:
-    """An error of the connection in words (``connection refused``)."""
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name: {exc.strerror or exc}"
-    cause = exc.__cause__
-    if isinstance(cause, ExceptionGroup) and cause.exceptions:
-        return _describe(cause.exceptions[0])
-    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
-        text = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
-        return text[:1].lower() + text[1:]
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        return _describe(exc.__cause__)
-    return str(exc) or type(exc).__name__
-
-
 class Shipper:
     """One run of logship (see the module docstring); :func:`run_shipper` runs it."""
 
@@ -210,22 +147,19 @@ class Shipper:
         self.config = config
         self.memlogd = memlogd
         self.url = str(config.receiver)
-        self.relp = config.receiver.scheme == "relp"
+        self.ack_timeout_s = config.ack_timeout_s
         hostname = config.hostname if config.hostname is not None else socket.gethostname()
         self.formatter = MessageFormatter(hostname, config.sd_id)
         self.state = StateFile(config.state_file) if config.state_file else None
-        self.cursor: Cursor | None = None  # delivered up to here (with everything before)
-        self.delivered = 0
-        self.gaps = 0
+        relp = config.receiver.scheme == "relp"
+        # RELP saves the state every half window delivered; TCP at every delivery
+        self.outbox = Outbox(
+            config.window, save_every=None if relp else 1, stateful=self.state is not None
+        )
+        self.transport: Transport = RelpTransport(self) if relp else TcpTransport(self)
         self.receiver_error: str | None = None
         # each kind at most once per WARN_PERIOD_S (outages of a flapping receiver)
         self._diag = LimitedLog(log, WARN_PERIOD_S)
-        self._window: AckWindow[Item] = AckWindow(config.window)
-        self._sent: deque[Message] = deque()  # TCP: the last `window` messages written
-        self._outbox: deque[Message] = deque()
-        self._outbox_entries = 0  # entries (not gaps) among them
-        self._unsaved = 0  # messages delivered since the last state save
-        self._save_every = max(1, config.window // 2)
         self._changed = trio.lowlevel.ParkingLot()  # outbox, window, input or stop changed
         self._outbox_room = trio.lowlevel.ParkingLot()  # the outbox has room again
         self._stop_event = trio.Event()
@@ -246,6 +180,19 @@ class Shipper:
         self._failure: MemlogdError | None = None
         self._started = False
 
+    @property
+    def cursor(self) -> Cursor | None:
+        """Delivered up to here (with everything before)."""
+        return self.outbox.cursor
+
+    @property
+    def delivered(self) -> int:
+        return self.outbox.delivered
+
+    @property
+    def gaps(self) -> int:
+        return self.outbox.gaps
+
     # ------------------------------------------------------------------ control
 
     def stop(self) -> None:
@@ -265,8 +212,24 @@ class Shipper:
     def _wake(self) -> None:
         self._changed.unpark_all()
 
-    async def _wait_change(self) -> None:
+    # the transport's view (logship.transport.Host)
+
+    async def wait_change(self) -> None:
+        """Until the outbox, the input or stop changed (:meth:`_wake`)."""
         await self._changed.park()
+
+    def ending(self) -> bool:
+        """No new message is to be sent in this session (stop, or the whole dump sent)."""
+        return self._stopping or (self.config.once and self._input_done and not self.outbox.waiting)
+
+    def taken(self) -> None:
+        self._outbox_room.unpark_all()
+
+    def delivered_now(self, session: Session) -> None:
+        if self.outbox.save_due:
+            self._save_state()
+        self.session_good(session)
+        self._wake()
 
     # ------------------------------------------------------------------ the run
 
@@ -283,7 +246,7 @@ class Shipper:
             raise RuntimeError("a Shipper runs once")
         self._started = True
         config = self.config
-        self.cursor = self._load_state()
+        self.outbox.cursor = self._load_state()
         log.info(
             "started",
             to=self.url,
@@ -326,14 +289,12 @@ class Shipper:
     async def _result(self) -> ShipResult:
         complete = self._finished()
         counted = True
-        if self.config.once and not complete and not self._input_done:
+        if self.config.once and not self._input_done:
             # the rest of the dump is counted (not after stop(): the reader is gone)
             counted = False if self._stopping else await self._count_rest()
-        undelivered = self._outbox_entries + self._uncounted
-        if self.relp:
-            undelivered += sum(item[2] for item in self._window.unacked())
-        else:
-            undelivered += sum(item[2] for item, _ in self._sent)
+        undelivered = self.outbox.undelivered() + self._uncounted
+        # nothing left undelivered (after stop(): nothing read and not delivered)
+        complete = complete and counted and undelivered == 0
         if self.config.once:
             complete = complete and self._input_done
         return ShipResult(
@@ -356,15 +317,11 @@ class Shipper:
 
     def _finished(self) -> bool:
         """Nothing is in flight, and nothing more is to be sent."""
-        if self._window.held or self._sent:
+        if self.outbox.in_flight:
             return False
         if self._stopping:
             return True
-        return self.config.once and self._input_done and not self._outbox
-
-    def _ending(self) -> bool:
-        """No new message is to be sent in this session (stop, or the whole dump sent)."""
-        return self._stopping or (self.config.once and self._input_done and not self._outbox)
+        return self.config.once and self._input_done and not self.outbox.waiting
 
     # ------------------------------------------------------------------ state
 
@@ -382,39 +339,18 @@ class Shipper:
             )
             return None
 
-    def _delivered(self, items: Sequence[Item]) -> None:
-        """``items`` (in order) are delivered, with everything before them.
-
-        The state is saved once half a window of them waits (or when nothing
-        is in flight); until then they keep their place in the window (see
-        :meth:`_room`), so a killed logship sends again at most a window of
-        what the receiver has: those in flight and those delivered unsaved."""
-        last = items[-1]
-        entries = 0
-        for item in items:
-            entries += item[2]
-        self.delivered += entries
-        self.gaps += len(items) - entries
-        self.cursor = Cursor(last[0], last[1])
+    def _save_state(self) -> None:
+        cursor = self.outbox.cursor
+        assert cursor is not None
+        self.outbox.saved()
         if self.state is None:
             return
-        self._unsaved += len(items)
-        if self._unsaved >= self._save_every or not self._window.held:
-            self._save_state()
-
-    def _save_state(self) -> None:
-        assert self.state is not None and self.cursor is not None
-        self._unsaved = 0
         try:
-            self.state.save(self.cursor)
+            self.state.save(cursor)
         except OSError as exc:
             self._diag.emit(
-                "warning", "state_save_failed", path=self.state.path, error=_describe(exc)
+                "warning", "state_save_failed", path=self.state.path, error=describe(exc)
             )
-
-    def _room(self) -> int:
-        """Messages the RELP window can take now."""
-        return self._window.capacity - self._window.held - self._unsaved
 
     async def _sync_state(self) -> None:
         state = self.state
@@ -425,7 +361,7 @@ class Shipper:
                 state.sync()
             except OSError as exc:
                 self._diag.emit(
-                    "warning", "state_sync_failed", path=state.path, error=_describe(exc)
+                    "warning", "state_sync_failed", path=state.path, error=describe(exc)
                 )
 
     def _save_final(self) -> None:
@@ -434,7 +370,7 @@ class Shipper:
         try:
             self.state.close(self.cursor)
         except OSError as exc:
-            log.warning("state_save_failed", path=self.state.path, error=_describe(exc))
+            log.warning("state_save_failed", path=self.state.path, error=describe(exc))
 
     # ------------------------------------------------------------------ memlogd
 
@@ -478,13 +414,10 @@ class Shipper:
             return
         instance = self._instance
         assert instance is not None
-        data = self.formatter.messages(instance, entries)
-        self._outbox.extend(
-            zip([(instance, cast(int, entry.seq), 1) for entry in entries], data, strict=True)
-        )
-        self._outbox_entries += len(entries)
+        data = self.formatter.messages(instance, entries)  # every seq is set (extended)
+        self.outbox.push(instance, [entry.seq for entry in entries], data)  # type: ignore[misc]
         self._wake()
-        while len(self._outbox) >= OUTBOX_MAX and not self._counting:
+        while self.outbox.full and not self._counting:
             await self._outbox_room.park()
 
     def _gap(self, seq: int, count: int) -> None:
@@ -493,7 +426,7 @@ class Shipper:
         self._diag.emit("warning", "entries_lost", count=count, first_seq=seq, instance=instance)
         data = self.formatter.gap(time_ns=time.time_ns(), instance=instance, seq=seq, dropped=count)
         if not self._counting:
-            self._outbox.append(((instance, seq + count - 1, 0), data))
+            self.outbox.push_gap(instance, seq + count - 1, data)
             self._wake()
 
     def _on_event(self, event: object) -> None:
@@ -545,8 +478,8 @@ class Shipper:
         """Sessions with the receiver, with backoff, until :meth:`_finished`."""
         delay = RETRY_MIN_S
         if self.config.once:  # nothing to send at all: no need of a receiver
-            while not (self._outbox or self._input_done or self._stopping):
-                await self._wait_change()
+            while not (self.outbox.waiting or self._input_done or self._stopping):
+                await self.wait_change()
         while not self._finished():
             session = await self._session()
             if session.lost is None:  # a clean end: done, or a new session (txnr wrap)
@@ -582,7 +515,7 @@ class Shipper:
                 delay_s=delay,
             )
 
-    def _session_good(self, session: _Session) -> None:
+    def session_good(self, session: Session) -> None:
         if session.good:
             return
         session.good = True
@@ -599,8 +532,8 @@ class Shipper:
             log.info("receiver_connected", to=self.url, software=session.software or None)
         self._receiver_ever_good = True
 
-    async def _session(self) -> _Session:
-        session = _Session()
+    async def _session(self) -> Session:
+        session = Session()
         config = self.config
         with session.scope:
             try:
@@ -610,226 +543,14 @@ class Shipper:
                 session.fail(f"no connection within {config.ack_timeout_s:g} s")
                 return session
             except OSError as exc:
-                session.fail(_describe(exc))
+                session.fail(describe(exc))
                 return session
             session.stream = stream
             try:
-                await _guard(session, self._relp_session if self.relp else self._tcp_session)
+                await guard(session, self.transport.session)
             finally:
                 stream.socket.close()
         return session
-
-    async def _stable(self, session: _Session) -> None:
-        await trio.sleep(STABLE_S)
-        self._session_good(session)
-
-    # ------------------------------------------------------------------ RELP
-
-    async def _relp_session(self, session: _Session) -> None:
-        window = self._window
-        start = window.reconnect()
-        parser = ResponseParser()
-        await session.send(start.open_frame)
-        reply = await self._open_reply(session, parser, start.open_txnr)
-        offers = check_open_reply(reply)
-        session.heard_at = trio.current_time()
-        session.software = ",".join(offers.get("relp_software", ()))
-        if start.resend:
-            await session.send(b"".join(start.resend))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_guard, session, self._relp_acks, parser)
-            nursery.start_soon(_guard, session, self._relp_watchdog)
-            nursery.start_soon(self._stable, session)
-            await _guard(session, self._relp_send)
-            nursery.cancel_scope.cancel()
-
-    async def _open_reply(self, session: _Session, parser: ResponseParser, txnr: int) -> Response:
-        with trio.move_on_after(self.config.ack_timeout_s):
-            while True:
-                data = await session.recv()
-                if not data:
-                    raise _LinkLost("the receiver closed the connection before answering open")
-                parser.feed(data)
-                for event in parser.events():
-                    if isinstance(event, ServerClose):
-                        raise _LinkLost("the receiver closed the session (serverclose) at open")
-                    if event.txnr == txnr:
-                        return event
-                    raise _LinkLost(f"the receiver answered transaction {event.txnr} before open")
-        raise _LinkLost(f"no answer to open within {self.config.ack_timeout_s:g} s")
-
-    async def _relp_send(self, session: _Session) -> None:
-        """Send what the outbox holds while the window has room; then close."""
-        window = self._window
-        outbox = self._outbox
-        capacity = window.capacity
-        low = max(1, capacity // 4)  # with more waiting, send no fewer at once
-        counter = window.counter
-        while True:
-            renew = counter.remaining <= capacity + 1  # keep the close's number below the wrap
-            if self._ending() or renew:
-                if not window.held:
-                    break
-                await self._wait_change()
-                continue
-            room = self._room()
-            if not outbox or room <= 0 or (window.held and room < min(low, len(outbox))):
-                await self._wait_change()
-                continue
-            if not len(window):  # the first outstanding: the ack timeout runs from now
-                session.heard_at = trio.current_time()
-            parts: list[bytes] = []
-            add = window.add
-            popleft = outbox.popleft
-            entries = 0
-            for _ in range(min(room, len(outbox))):
-                item, data = popleft()
-                entries += item[2]
-                parts.append(b"%d syslog %d " % (add(item, data), len(data)))
-                parts.append(data)
-                parts.append(b"\n")
-            self._outbox_entries -= entries
-            self._outbox_room.unpark_all()
-            await session.send(b"".join(parts))
-        txnr, frame = window.command("close")
-        session.close_txnr = txnr
-        session.heard_at = trio.current_time()
-        session.closing = True
-        await session.send(frame)
-        with trio.move_on_after(CLOSE_TIMEOUT_S):
-            await session.closed.wait()
-
-    async def _relp_acks(self, session: _Session, parser: ResponseParser) -> None:
-        while True:
-            data = await session.recv()
-            if not data:
-                raise _LinkLost("the receiver closed the connection")
-            session.heard_at = trio.current_time()
-            if self._take_acks(session, parser, data):
-                return
-
-    async def _relp_watchdog(self, session: _Session) -> None:
-        """The read timeout on acknowledgements: a session with messages (or its
-        close) outstanding and nothing received for ``ack_timeout_s`` is given up."""
-        timeout = self.config.ack_timeout_s
-        window = self._window
-        while True:
-            await trio.sleep(min(1.0, timeout / 4))
-            waiting = len(window) or session.closing
-            if waiting and trio.current_time() - session.heard_at > timeout:
-                raise _LinkLost(f"no acknowledgement within {timeout:g} s")
-
-    def _take_acks(self, session: _Session, parser: ResponseParser, data: bytes) -> bool:
-        """Account for the responses in ``data``; True when the close was answered."""
-        window = self._window
-        parser.feed(data)
-        lost: str | None = None
-        while True:
-            oks = parser.take_oks()
-            # librelp answers close with a bare rsp; another server may say 200 OK
-            if session.closing and session.close_txnr in oks:
-                oks.remove(session.close_txnr)
-                session.closed.set()
-            for txnr in oks:
-                window.ack(txnr)
-            event = parser.next_event()
-            if event is None:
-                break
-            if isinstance(event, ServerClose):
-                lost = "the receiver closed the session (serverclose)"
-                break
-            if event.txnr == session.close_txnr:
-                session.closed.set()
-                break
-            if not event.ok:
-                code = "no code" if event.code is None else event.code
-                lost = f"the receiver answered {code} {event.text}".rstrip()
-                break
-            window.ack(event.txnr)
-        done = window.pop_acked()
-        if done:
-            self._delivered(done)
-            self._session_good(session)
-            self._wake()
-        if lost is not None:
-            raise _LinkLost(lost)
-        return session.closed.is_set()
-
-    # ------------------------------------------------------------------ TCP
-
-    async def _tcp_session(self, session: _Session) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_guard, session, self._tcp_watch)
-            nursery.start_soon(self._stable, session)
-            await _guard(session, self._tcp_send)
-            nursery.cancel_scope.cancel()
-
-    async def _tcp_send(self, session: _Session) -> None:
-        outbox = self._outbox
-        sent = self._sent
-        window = self.config.window
-        if sent:  # written before the last connection broke: maybe lost, so again
-            await self._tcp_write(session, b"".join(b"%d %s" % (len(d), d) for _, d in sent))
-        while not self._ending():
-            if not outbox:
-                await self._wait_change()
-                continue
-            parts: list[bytes] = []
-            done: list[Item] = []
-            entries = 0
-            for _ in range(min(TCP_BATCH, len(outbox))):
-                message = outbox.popleft()
-                item, data = message
-                entries += item[2]
-                parts.append(b"%d " % len(data))
-                parts.append(data)
-                sent.append(message)
-                if len(sent) > window:
-                    done.append(sent.popleft()[0])
-            self._outbox_entries -= entries
-            self._outbox_room.unpark_all()
-            await self._tcp_write(session, b"".join(parts))
-            if done:
-                self._delivered(done)  # saved at once: the RELP window is empty
-        # the end: our end of stream, then the receiver's, after it read everything
-        assert session.stream is not None
-        session.closing = True
-        await session.stream.send_eof()
-        with trio.move_on_after(CLOSE_TIMEOUT_S):
-            await session.closed.wait()
-        if not session.closed.is_set():
-            raise _LinkLost(
-                f"the receiver did not close the connection within {CLOSE_TIMEOUT_S:g} s"
-            )
-        if sent:
-            self._delivered([item for item, _ in sent])
-            sent.clear()
-
-    async def _tcp_write(self, session: _Session, data: bytes) -> None:
-        with trio.move_on_after(self.config.ack_timeout_s) as scope:
-            await session.send(data)
-        if scope.cancelled_caught:
-            raise _LinkLost(f"the receiver read nothing for {self.config.ack_timeout_s:g} s")
-
-    async def _tcp_watch(self, session: _Session) -> None:
-        """A TCP receiver sends nothing: what comes is its end of stream."""
-        while await session.recv():
-            pass
-        if not session.closing:
-            raise _LinkLost("the receiver closed the connection")
-        session.closed.set()
-
-
-async def _guard(session: _Session, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-    """Run a task of ``session``; whatever ends the session ends it (session.fail)."""
-    try:
-        await fn(session, *args)
-    except _LinkLost as exc:
-        session.fail(str(exc))
-    except RelpError as exc:
-        session.fail(str(exc))
-    except _BROKEN as exc:
-        session.fail(_describe(exc))
 
 
 async def run_shipper(

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -39,25 +37,12 @@ from memlogd.client.config import (
     RECV_CHUNK,
 )
 from memlogd.client.reasons import connect_reason
-from memlogd.errors import (
-    ConnectError,
-    NotExtendedError,
-    ProtocolError,
-    RequestRefusedError,
-)
+from memlogd.client.session import Phase, SubscriptionSession
+from memlogd.errors import ConnectError, NotExtendedError, ProtocolError
 from memlogd.wire import protocol as proto
 from memlogd.wire.answerparser import AnswerParser, stats_in
-from memlogd.wire.events import (
-    Connected,
-    Disconnected,
-    Entries,
-    Event,
-    Gap,
-    Restarted,
-    Waiting,
-)
+from memlogd.wire.events import Event
 from memlogd.wire.fdmsg import fd_ancdata
-from memlogd.wire.filters import ClientFilter
 from memlogd.wire.protocol import Cursor
 
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
@@ -127,6 +112,9 @@ class Subscription:
     filters itself.  Iterate it (within ``async with``) for :data:`Event`\\ s;
     it ends after a dump, or after a follow's connection ended without
     ``retry``.
+
+    What to do when is decided by a :class:`~memlogd.client.session.SubscriptionSession`
+    (sans I/O); this class only does the I/O it asks for.
     """
 
     def __init__(
@@ -141,32 +129,35 @@ class Subscription:
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
         retry_max_s: float = RECONNECT_MAX_S,
     ) -> None:
-        if request.stats:
-            raise ValueError("a subscription is for entries: use fetch_stats()")
+        self.session = SubscriptionSession(
+            request,
+            cursor=cursor,
+            retry=retry,
+            fallback=fallback,
+            upstream=upstream,
+            header_timeout_s=header_timeout_s,
+            retry_min_s=RECONNECT_MIN_S,
+            retry_max_s=retry_max_s,
+        )
         self.path = target if isinstance(target, str) else None
         self._connect: Connector = (
             (lambda: connect_query(target)) if isinstance(target, str) else target
         )
-        self.request = request
-        self.cursor = cursor
-        self.retry = retry
-        self.fallback = fallback
-        self.header_timeout_s = header_timeout_s
-        self.retry_max_s = retry_max_s
-        self.upstream = upstream  # base modes only: asked, or memlogd ignored mode 3
-        self._filter = ClientFilter(request)
-        self._pending: deque[Event] = deque()
         self._stream: trio.abc.Stream | None = None
-        self._parser = AnswerParser(extended=True)
-        self._expect: str | None = None  # the instance the sent after_seq refers to
-        self._after_seq: int | None = None  # the sent after_seq
-        self._answered = False  # the current connection's answer started
-        self._ever_answered = False
-        self._delay = 0.0  # to wait before the next connection attempt
-        self._backoff = RECONNECT_MIN_S
-        self._outage = False
-        self._restarted = False
-        self._done = False
+
+    @property
+    def request(self) -> proto.QueryRequest:
+        return self.session.request
+
+    @property
+    def cursor(self) -> Cursor | None:
+        """The last entry (or gap) handed out: ``(instance, seq)``."""
+        return self.session.cursor
+
+    @property
+    def upstream(self) -> bool:
+        """Base modes only: asked for, or memlogd ignored the extended query."""
+        return self.session.upstream
 
     # -------------------------------------------------------------- iteration
 
@@ -182,142 +173,101 @@ class Subscription:
         await self.aclose()
 
     async def aclose(self) -> None:
-        self._done = True
+        self.session.close()
         await self._drop_stream()
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        while not self._pending:
-            if self._done:
-                raise StopAsyncIteration
-            if self._stream is None:
-                await self._open()
-            else:
-                await self._receive()
-        return self._pending.popleft()
+        session = self.session
+        events = session.events
+        while not events:
+            phase = session.phase
+            try:
+                if phase is Phase.DONE:
+                    raise StopAsyncIteration
+                if phase is Phase.CONNECT:
+                    await self._open()
+                elif phase is Phase.PROBE:
+                    await self._probe()
+                else:
+                    await self._receive()
+            finally:
+                if session.phase is Phase.CONNECT or session.phase is Phase.DONE:
+                    await self._drop_stream()
+        return events.popleft()
 
-    # -------------------------------------------------------------- connecting
-
-    def _next_request(self) -> proto.QueryRequest:
-        """The original request, or the resumption after the cursor."""
-        self._after_seq = None
-        if self.cursor is None:
-            self._expect = None
-            if self._restarted:  # a new daemon: its whole ring (filtered) and its holes
-                return replace(self.request, dump=True, tail=None, after_seq=0)
-            return self.request
-        self._expect = self.cursor.instance
-        self._after_seq = self.cursor.seq
-        return replace(self.request, dump=True, tail=None, after_seq=self.cursor.seq)
+    # -------------------------------------------------------------- the I/O asked for
 
     async def _open(self) -> None:
-        if self._delay:
-            await trio.sleep(self._delay)
-            self._delay = 0.0
+        session = self.session
+        if session.delay:
+            await trio.sleep(session.delay)
+            session.waited()
         try:
             stream = await self._connect()
         except ConnectError as exc:
-            if not self.retry:
-                raise
-            self._pending.append(Waiting(exc, first=not self._outage))
-            self._outage = True
-            self._wait_before_retry()
+            session.connect_failed(exc)  # raises it again without retry
             return
-        extended = not self.upstream
-        if extended:
-            data = proto.encode_request(self._next_request())
-        else:
-            data = bytes([proto.QueryMode.base(dump=self.request.dump, follow=self.request.follow)])
+        data = session.connected()
         try:
             await stream.send_all(data)
         except _BROKEN:
             with contextlib.suppress(*_BROKEN):
                 await stream.aclose()
-            self._lost("the connection broke before the request was sent")
+            session.send_failed()
             return
         self._stream = stream
-        self._parser = AnswerParser(extended=extended)
-        self._answered = False
-        if not extended:
-            self._filter.reset()
-            self._answer_started(None)
-
-    def _answer_started(self, header: proto.Header | None) -> None:
-        self._answered = self._ever_answered = True
-        self._outage = False
-        self._backoff = RECONNECT_MIN_S
-        self._pending.append(Connected(header, self._after_seq))
-
-    def _wait_before_retry(self) -> None:
-        self._delay = self._backoff
-        self._backoff = min(self._backoff * 2, self.retry_max_s)
-
-    async def _drop_stream(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            with contextlib.suppress(*_BROKEN):
-                await stream.aclose()
-
-    # -------------------------------------------------------------- receiving
+        session.sent()
 
     async def _receive(self) -> None:
-        assert self._stream is not None
+        stream = self._stream
+        assert stream is not None
         reason = "memlogd closed the connection"
         try:
-            if self._parser.extended and self._parser.header is None and not self._ever_answered:
-                data = await self._first_answer(self._stream)
+            timeout = self.session.answer_timeout_s
+            if timeout is None:
+                data = bytes(await stream.receive_some(RECV_CHUNK))
             else:
-                data = bytes(await self._stream.receive_some(RECV_CHUNK))
+                with trio.move_on_after(timeout):
+                    data = bytes(await stream.receive_some(RECV_CHUNK))
+                    self._feed(data, reason)
+                    return
+                self.session.answer_timed_out()  # NotExtendedError without fallback
+                return
         except _BROKEN as exc:
             reason = f"the connection broke: {exc}"
             data = b""
-        parser = self._parser  # base mode, if upstream's memlogd answered
+        self._feed(data, reason)
+
+    def _feed(self, data: bytes, reason: str) -> None:
         if data:
-            await self._take(parser.feed(data))
-            return
-        parser.close()  # a line cut short by a daemon that died while sending it
-        await self._drop_stream()
-        if parser.extended and parser.header is None and not self._ever_answered:
-            await self._to_upstream("memlogd closed the extended query without answering")
-            return
-        if not self.request.follow:
-            self._pending.extend(self._filter.finish())
-            self._done = True
-            return
-        self._lost(reason)
+            self.session.received(data)
+        else:
+            self.session.ended(reason)
 
-    def _lost(self, reason: str) -> None:
-        """A connection ended: report it, then reconnect (retry) or stop."""
-        self._pending.append(Disconnected(reason))
-        if not self.retry:
-            self._done = True
-        elif not self._answered:
-            self._wait_before_retry()  # it answered nothing: do not spin
-
-    async def _first_answer(self, extended: trio.abc.Stream) -> bytes:
-        """The first bytes of the answer to the extended query.  When none come
-        within ``header_timeout_s``, a base-mode query is made too, and the first
+    async def _probe(self) -> None:
+        """A base-mode query beside the unanswered extended one; the first
         connection to answer says what this daemon is: upstream's never answers
         the extended query; ours (still starting, or busy) answers the first
         connection first, since it accepts connections in order."""
-        with trio.move_on_after(self.header_timeout_s):
-            return bytes(await extended.receive_some(RECV_CHUNK))
-        if not self.fallback:
-            raise NotExtendedError("no answer to the extended query (upstream's memlogd?)")
-        mode = proto.QueryMode.base(dump=self.request.dump, follow=self.request.follow)
+        session = self.session
+        extended = self._stream
+        assert extended is not None
         try:
             base = await self._connect()
         except ConnectError:  # gone meanwhile: the first connection says how it ends
-            return bytes(await extended.receive_some(RECV_CHUNK))
+            session.probe_failed()
+            return
+        request = session.base_request
         winner: tuple[trio.abc.Stream, bytes] | None = None
 
         async def first(stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
             nonlocal winner
             try:
                 if stream is base:
-                    await base.send_all(bytes([mode]))
+                    await base.send_all(request)
                 data = bytes(await stream.receive_some(RECV_CHUNK))
             except _BROKEN:
                 data = b""
@@ -326,98 +276,28 @@ class Subscription:
             winner = (stream, data)
             nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(first, extended, nursery)
-            nursery.start_soon(first, base, nursery)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first, extended, nursery)
+                nursery.start_soon(first, base, nursery)
+        except BaseException:
+            with contextlib.suppress(*_BROKEN):
+                await base.aclose()
+            raise
         assert winner is not None
         stream, data = winner
         loser = base if stream is extended else extended
         with contextlib.suppress(*_BROKEN):
             await loser.aclose()
-        if stream is base:
-            self._stream = base
-            self._parser = AnswerParser(extended=False)
-            self.upstream = True
-            self.cursor = self._after_seq = None
-            self._filter.reset()
-            self._answer_started(None)
-        return data
+        self._stream = stream
+        session.probe_answered(base=stream is base)
+        self._feed(data, "memlogd closed the connection")
 
-    async def _to_upstream(self, reason: str) -> None:
-        await self._drop_stream()
-        if not self.fallback:
-            raise NotExtendedError(
-                f"{reason}: this memlogd does not speak the extended query (upstream's?)"
-            )
-        self.upstream = True
-        self.cursor = self._after_seq = None
-
-    async def _take(self, answers: list[proto.Answer]) -> None:
-        """Turn one chunk's replies into events, keeping the cursor."""
-        entries: list[proto.LogEntry] = []
-        pending = self._pending
-        keep = self._filter
-        dropped: list[proto.Dropped] = []  # the chunk's runs of missing seqs: one Gap
-        for reply in answers:
-            if isinstance(reply, proto.LogEntry):
-                if reply.seq is not None or keep(reply):
-                    entries.append(reply)
-                continue
-            if isinstance(reply, proto.Dropped):
-                dropped.append(reply)
-                continue
-            if entries:
-                self._emit(entries)
-                entries = []
-            self._emit_gap(dropped)
-            if isinstance(reply, proto.Header):
-                if self._expect is not None and reply.instance != self._expect:
-                    pending.append(Restarted(self._expect, reply.instance))
-                    self.cursor = None
-                    self._restarted = True
-                    await self._drop_stream()  # at once: its answer is for a stale cursor
-                    return
-                if self.cursor is None or self.cursor.instance != reply.instance:
-                    # nothing read from this instance yet: the answer starts at the
-                    # ring's first entry (a dump) or at its end (a follow)
-                    dump = self.request.dump or self._restarted
-                    start = (reply.first_seq if dump else reply.next_seq) - 1
-                    self.cursor = Cursor(reply.instance, start)
-                self._answer_started(reply)
-            elif isinstance(reply, proto.ErrorReply):
-                await self._drop_stream()
-                self._done = True
-                raise RequestRefusedError(reply.message)
-            elif isinstance(reply, proto.Malformed):
-                pending.append(reply)
-            # a Stats reply is not asked for by a subscription: ignored
-        if entries:
-            self._emit(entries)
-        self._emit_gap(dropped)
-
-    def _emit_gap(self, dropped: list[proto.Dropped]) -> None:
-        """One gap for the runs of missing seqs of a chunk, after its entries."""
-        if not dropped:
-            return
-        first, last = dropped[0], dropped[-1]
-        count = sum(d.count for d in dropped)
-        gap = Gap(first.seq, count, last.seq + last.count - 1 if len(dropped) > 1 else 0)
-        dropped.clear()
-        self._pending.append(gap)
-        self._advance(gap.last)
-
-    def _emit(self, entries: list[proto.LogEntry]) -> None:
-        last = entries[-1].seq
-        if last is not None:
-            self._advance(last)
-            self._pending.append(Entries(entries))
-        else:
-            self._pending.extend(self._filter.batch(entries))
-
-    def _advance(self, seq: int) -> None:
-        cursor = self.cursor
-        if cursor is not None and seq > cursor.seq:
-            self.cursor = Cursor(cursor.instance, seq)
+    async def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(*_BROKEN):
+                await stream.aclose()
 
 
 async def fetch_stats(

@@ -12,6 +12,7 @@ from typing import Any
 
 from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
 from memlogd.wire import protocol as proto
+from memlogd.wire.timefmt import parse_time
 
 # (text, index) -> (value, end), as json.loads scans (C when it can)
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -53,6 +54,15 @@ class AnswerParser:
         return self._scan(text)
 
     def _scan(self, text: str) -> list[proto.Answer]:
+        """Complete lines of valid UTF-8: as one JSON array when every line is
+        a reply (:meth:`_scan_all`), else line by line (:meth:`_scan_lines`)."""
+        if not (self.extended and self.header is None):
+            replies = _scan_all(text, self._from_obj, self.extended)
+            if replies is not None:
+                return replies
+        return self._scan_lines(text)
+
+    def _scan_lines(self, text: str) -> list[proto.Answer]:
         """Complete lines of valid UTF-8, decoded in one go: each line's JSON
         value scanned in place (no split, no ``json.loads`` per line); a line
         the scan does not take whole goes through :meth:`_parse`, which gives
@@ -116,6 +126,56 @@ class AnswerParser:
                     continue
             out.append(reply)
         return out
+
+
+def _scan_all(
+    text: str, from_obj: Callable[[Any], Any], extended: bool
+) -> list[proto.Answer] | None:
+    """The replies of ``text`` (complete lines) decoded as one JSON array, in one
+    C call instead of a scan per line (BENCHMARKS.md, "logship as an outbox"),
+    or None when that does not give what decoding each line alone gives.
+
+    Each newline becomes ``,\n``: outside a string a separator, inside one (a
+    raw newline is not allowed there) an error; so no value can span two
+    lines, every line holds at least one value, and as many values as lines
+    means one value per line.  A header (it needs :meth:`AnswerParser._parse`'s
+    check) or anything :func:`~memlogd.wire.protocol.reply_from_obj` refuses
+    sends the caller line by line."""
+    try:
+        values = json.loads("[" + text.replace("\n", ",\n") + "]")
+    except (ValueError, RecursionError):
+        return None
+    if len(values) != text.count("\n") + 1:
+        return None
+    replies: list[proto.Answer] = []
+    append = replies.append
+    entry = proto.LogEntry
+    try:
+        for value in values:
+            # an entry (the bulk) as entry_from_obj makes it, without its calls
+            if type(value) is dict and not (
+                extended
+                and (
+                    "memlogd" in value or "dropped" in value or "stats" in value or "error" in value
+                )
+            ):
+                get = value.get
+                when, source, msg, seq = get("time"), get("source"), get("msg"), get("seq")
+                if (
+                    type(when) is str
+                    and type(source) is str
+                    and type(msg) is str
+                    and (seq is None or type(seq) is int)
+                ):
+                    append(entry(parse_time(when), source, msg, seq))
+                    continue
+            reply = from_obj(value)
+            if type(reply) is proto.Header:
+                return None
+            append(reply)
+    except ProtocolError:
+        return None
+    return replies
 
 
 def stats_in(answers: Iterable[proto.Answer]) -> dict[str, Any]:

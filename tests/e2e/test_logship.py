@@ -473,7 +473,7 @@ def test_a_bad_receiver_is_retried_until_a_real_one_answers(
         rsyslog.kill()
 
 
-def test_sigint_waits_for_outstanding_acknowledgements_then_exits_0(
+def test_sigint_waits_for_outstanding_acknowledgements_then_exits_130(
     memlogd: MemlogdProcess, tmp_path: Path, logship: StartLogship
 ) -> None:
     rsyslog = new_rsyslog(tmp_path / "rsyslog")  # only for its free port
@@ -486,10 +486,62 @@ def test_sigint_waits_for_outstanding_acknowledgements_then_exits_0(
         ship.send_signal(signal.SIGINT)
         ship.wait_events("stopping")
         assert ship.running  # waiting for the acknowledgements (up to 5 s)
-        assert ship.wait(TIMEOUT) == 0
+        assert ship.wait(TIMEOUT) == 130  # interrupted, entries left undelivered (SPEC 18)
     [stopped] = ship.events("stopped")
     assert stopped["delivered"] == 0 and stopped["undelivered"] >= 20
+    assert stopped["complete"] is False
+    assert ship.stderr().splitlines()[-1] == (
+        f"logship: {stopped['undelivered']} entries not delivered to {rsyslog.relp_url} "
+        "(stopped by SIGINT)"
+    )
     assert not state.exists()  # nothing delivered: no state to save
+
+
+LONG_RING = 20_000  # entries: at -window 1 (a round trip each) rsyslog takes seconds
+
+
+@pytest.fixture(name="long_ring")
+def fixture_long_ring(start_memlogd: StartMemlogd) -> MemlogdProcess:
+    """A memlogd holding LONG_RING entries of source svc."""
+    memlogd = start_memlogd("-max-lines", str(LONG_RING + 1000))
+    write_lines(memlogd.log_path, "svc", [f"long {i}" for i in range(LONG_RING)])
+    wait_ring(memlogd.query_path, f"long {LONG_RING - 1}")
+    return memlogd
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "once"),
+    [
+        (signal.SIGINT, 130, False),
+        (signal.SIGTERM, 143, False),
+        (signal.SIGINT, 130, True),
+        (signal.SIGTERM, 143, True),
+    ],
+)
+def test_interrupted_with_entries_left_exits_128_plus_the_signal(
+    long_ring: MemlogdProcess,
+    rsyslog: Rsyslog,
+    logship: StartLogship,
+    sig: signal.Signals,
+    status: int,
+    once: bool,
+) -> None:
+    """SPEC 18: a stop that leaves entries undelivered is not success, with
+    ``-once`` or without, and the closing summary says so in words and numbers."""
+    args = ["-window", "1", *(["-once"] if once else [])]
+    ship = logship(long_ring.query_path, rsyslog.relp_url, *args)
+    ship.wait_events("receiver_connected")
+    ship.send_signal(sig)
+    code = ship.wait(TIMEOUT)
+    [stopped] = ship.events("stopped")
+    assert stopped["undelivered"] > 0 and stopped["complete"] is False
+    assert code == status
+    delivered = len(entry_keys(rsyslog.records()))
+    assert stopped["delivered"] == delivered < LONG_RING
+    count = stopped["undelivered"] if not once else f"at least {stopped['undelivered']}"
+    assert ship.stderr().splitlines()[-1] == (
+        f"logship: {count} entries not delivered to {rsyslog.relp_url} (stopped by {sig.name})"
+    )
 
 
 def test_tcp_sends_the_last_window_again_after_a_reconnect(

@@ -86,6 +86,9 @@ TRICKY = [
     *(b"\t", b'{"msg":"\\u00e9"', HALF, b'"msg":"x"}', b'"msg":"x","seq":3}', b"\xff"),
     *(b"1" * 5000, b"[" * 3000, b"NaN", b'"s"', b"{}", HALF + b'"msg":"x"}'),
     HALF + b'"msg":"x","seq":3} ',
+    *(b'{"msg":"x', b'y"}', b'{"b":1},{"c":2}', b"", b"\r", b"[]"),  # a string across lines
+    *(HALF + b'"msg":"x","seq":true}', HALF + b'"msg":1}', HALF + b'"msg":"x","dropped":1}'),
+    *(b'{"time":"2019-02-30T00:00:00Z","source":"a","msg":"x"}', HALF + b'"msg":"x","seq":1.0}'),
 ]
 
 
@@ -99,6 +102,13 @@ TRICKY = [
 )
 @example([HALF, b'"msg":"x"}'], False, False)  # an entry only if a scan ran on into line 2
 @example([HEADER, HALF, b'"msg":"x","seq":3}'], True, True)
+@example([HALF + b'"msg":"x"},' + HALF + b'"msg":"z"}'], False, False)  # 2 values, 1 line
+@example(  # a string across two lines, two values on the third: 3 values for 3 lines
+    [HALF + b'"msg":"x', b'y"}', HALF + b'"msg":"x"},' + HALF + b'"msg":"z"}'], False, False
+)
+@example(
+    [HEADER, b'{"msg":"x', b'y","time":"2019-02-22T16:04:23Z","source":"a"}', b"{},{}"], True, True
+)
 def test_answer_parser_gives_what_decoding_each_line_alone_gives(
     lines: list[bytes], extended: bool, newline_between: bool
 ):
@@ -165,3 +175,17 @@ def test_stats_in_an_answer() -> None:
         stats_in(AnswerParser(extended=True).feed(b"{oops\n"))
     with pytest.raises(NotExtendedError):
         stats_in(AnswerParser(extended=True).feed(header))
+
+
+@pytest.mark.parametrize("extended", [False, True])
+@pytest.mark.parametrize("line", [*TRICKY, HALF + b'"msg":"x"}', HALF + b'"msg":"x","seq":3}'])
+def test_a_chunk_after_the_header_gives_what_each_line_alone_gives(
+    line: bytes, extended: bool
+) -> None:
+    """The header in a chunk of its own: the next chunk is decoded as one array
+    when it can be, with the entries made inline (_scan_all)."""
+    head = HEADER if extended else b""
+    good = HALF + b'"msg":"ok","seq":1}\n'
+    data = head + good + line + b"\n" + good
+    want = decoded_line_by_line(data, extended)
+    assert parse_in_chunks(data, [len(head)], extended) == want

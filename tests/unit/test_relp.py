@@ -41,6 +41,7 @@ from logship.relp import (
     parse_offers,
     parse_response,
     syslog_frame,
+    syslog_frames,
 )
 from memlogd.errors import ProtocolError
 
@@ -686,3 +687,30 @@ class WindowModel(RuleBasedStateMachine):
 
 
 TestWindowModel = WindowModel.TestCase
+
+
+@given(st.integers(0, MAX_TXNR), st.binary(max_size=40))
+def test_syslog_frame_is_encode_frame(txnr: int, message: bytes) -> None:
+    assert syslog_frame(txnr, message) == encode_frame(txnr, "syslog", message)
+
+
+def test_take_run_takes_consecutive_numbers_without_a_wrap() -> None:
+    counter = TxnrCounter()
+    assert counter.take_run(3) == 1 and counter.peek == 4
+    assert counter.take_run(0) == 4 and counter.peek == 4
+    counter = TxnrCounter(MAX_TXNR - 1)
+    assert counter.take_run(2) == MAX_TXNR - 1 and counter.peek == 1
+    counter = TxnrCounter(MAX_TXNR - 1)
+    with pytest.raises(RelpUsageError, match="would wrap"):
+        counter.take_run(3)
+
+
+@given(st.integers(0, MAX_TXNR + 3), st.lists(st.binary(max_size=20), max_size=5))
+def test_syslog_frames_are_syslog_frame_joined(first: int, messages: list[bytes]) -> None:
+    try:
+        one = b"".join(syslog_frame(first + i, m) for i, m in enumerate(messages))
+    except RelpUsageError:
+        with pytest.raises(RelpUsageError):
+            syslog_frames(first, messages)
+        return
+    assert syslog_frames(first, messages) == one
