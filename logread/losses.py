@@ -53,12 +53,14 @@ class LossReport:
         self._pending: Loss | None = None
         self._last_line: float | None = None  # when the last line was let out
 
-    def gap(self, seq: int, count: int, now: float) -> Loss | None:
-        """``count`` entries from ``seq`` on were lost.  The loss to report now
-        (this gap with any held ones), or None: held until :meth:`deadline`."""
+    def gap(self, seq: int, count: int, now: float, last: int | None = None) -> Loss | None:
+        """``count`` entries from ``seq`` on were lost, the last of them ``last``
+        (``seq + count - 1`` when they ran on; further when the runs of one
+        answer chunk came as one gap).  The loss to report now (this gap with
+        any held ones), or None: held until :meth:`deadline`."""
         if count <= 0:
             return None
-        loss = Loss(count, seq, seq + count - 1)
+        loss = Loss(count, seq, seq + count - 1 if last is None else max(last, seq))
         self._pending = loss if self._pending is None else self._pending.add(loss)
         return self.due(now)
 

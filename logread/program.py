@@ -131,7 +131,7 @@ class Losses:
         self._wake = trio.Event()
 
     def gap(self, gap: Gap) -> None:
-        loss = self.report.gap(gap.seq, gap.count, trio.current_time())
+        loss = self.report.gap(gap.seq, gap.count, trio.current_time(), gap.last)
         if loss is not None:
             say(loss.line())
         else:

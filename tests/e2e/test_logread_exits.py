@@ -168,12 +168,9 @@ def test_ctrl_c_with_a_held_loss_line_prints_it(fake: FakeServer, logread) -> No
     reader = logread("-socket", fake.path, "-f", "-o", "raw")
     with fake.accept() as conn:
         fake.read_request(conn)
-        conn.sendall(
-            header("I", 1, 1)
-            + proto.encode_dropped(1, 2)
-            + proto.encode_dropped(5, 3)
-            + entry(9, "after the gaps")
-        )
+        conn.sendall(header("I", 1, 1) + proto.encode_dropped(1, 2) + entry(3, "three"))
+        assert reader.lines(1) == [b"three"]
+        conn.sendall(proto.encode_dropped(5, 3) + entry(9, "after the gaps"))
         assert reader.lines(1) == [b"after the gaps"]
         code, err = reader.interrupt()
     assert code == 130

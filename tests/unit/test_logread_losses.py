@@ -100,3 +100,13 @@ def test_lines_are_a_period_apart_and_lose_nothing(
     out(now, report.flush())
     assert not held
     assert sum(loss.count for _, loss in lines) == sum(count for _, _, count in events)
+
+
+def test_a_gap_of_several_runs_says_its_last_missing_seq() -> None:
+    """The runs of holes of one answer chunk come as one gap (the fair ring):
+    its count is their total and its range ends at the last missing seq."""
+    report = LossReport(1.0)
+    assert report.gap(2, 6, 0.0, last=10) == Loss(6, 2, 10)
+    assert report.gap(20, 2, 0.5) is None  # held: within the second
+    assert report.gap(30, 1, 0.6, last=30) is None
+    assert report.due(1.0) == Loss(3, 20, 30)
