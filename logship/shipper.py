@@ -420,18 +420,18 @@ class Shipper:
         while self.outbox.full and not self._counting:
             await self._outbox_room.park()
 
-    def _gap(self, seq: int, count: int) -> None:
+    def _gap(self, seq: int, count: int, last: int) -> None:
         instance = self._instance
         assert instance is not None
         self._diag.emit("warning", "entries_lost", count=count, first_seq=seq, instance=instance)
         data = self.formatter.gap(time_ns=time.time_ns(), instance=instance, seq=seq, dropped=count)
         if not self._counting:
-            self.outbox.push_gap(instance, seq + count - 1, data)
+            self.outbox.push_gap(instance, last, data)  # the chunk's last missing seq
             self._wake()
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, Gap):
-            self._gap(event.seq, event.count)
+            self._gap(event.seq, event.count, event.last)
         elif isinstance(event, Connected):
             header = event.header
             if header is None:  # not with fallback=False; a guard
