@@ -657,7 +657,7 @@ class Ring:
             i += 1
         blocks[i] = new
         if not self._exact:  # its blocks are counted whole: now the copy
-            gone = block.size(0, block.start)
+            gone = block.total - new.total  # (no need to find where each entry ends)
             source.bytes -= gone
             self._held -= gone
 
