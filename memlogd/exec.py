@@ -13,16 +13,28 @@ is kept (up to ``BACKLOG_BYTES`` per source) and sent once memlogd is back
 (checked every ``RETRY_S``), with one line counting what could not be kept.
 A source memlogd refuses (it closes the stream at once although it answers)
 is retried with backoff instead.  CMD never gets SIGPIPE because of memlogd.
+
+A ``-socket`` that is not a log socket (a file, memlogd's query socket) is a
+usage error: nothing could ever take the output.  CMD runs in its own process
+group, which gets the signals memlogd-exec is sent.  memlogd-exec ends when CMD
+does, once it relayed what is in the pipes (its background children may hold
+them: they are not waited for, within ``DRAIN_S``); it waits at most
+``EXIT_WAIT_S`` for memlogd to take the rest, and counts on stderr what it could
+not deliver.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import termios
 from typing import Any
 
 import structlog
@@ -30,6 +42,7 @@ import trio
 
 from memlogd.client import send_fds
 from memlogd.errors import ConnectError
+from memlogd.keeper.sockets import connect_reason
 from memlogd.wire import protocol as proto
 from memlogd.wire.paths import DEFAULT_LOG_SOCKET
 
@@ -43,6 +56,8 @@ SETTLE_S = 0.1  # after a break, memlogd is looked at again after this
 REFUSED_MIN_S = 2.0  # a refused source is retried after this, doubling...
 REFUSED_MAX_S = 60.0  # ...up to this
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+EXIT_WAIT_S = 2.0  # at CMD's end, memlogd (maybe restarting) is given this to take the rest
+DRAIN_S = 1.0  # at CMD's end, what is in its pipes is relayed within this
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 NEWLINE = ord("\n")
@@ -56,6 +71,24 @@ def _socket_identity(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+def not_a_log_socket(path: str) -> str | None:
+    """Why ``path`` can never be memlogd's log socket (a file, a directory, the
+    query socket); None when it may be one, or may become one (not there yet)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return connect_reason(path, OSError(errno.ENOTSOCK, "not a socket"), socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK) as probe:
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            if exc.errno == errno.EPROTOTYPE:  # a stream socket: the query socket
+                return connect_reason(path, exc, socket.SOCK_DGRAM)
+    return None
 
 
 def _daemon_answers(path: str) -> bool:
@@ -105,8 +138,13 @@ class Link:
         self.sock = ours
         self._registered_at = trio.current_time()
         self._registered_with = _socket_identity(self.path)
-        if self._outage:
-            log.info("memlogd_back", source=self.name, resending_bytes=len(self.backlog))
+        if self._outage:  # resent lines get the time memlogd receives them
+            log.info(
+                "memlogd_back",
+                source=self.name,
+                resending_bytes=len(self.backlog),
+                resending_lines=self.backlog.count(b"\n"),
+            )
         self._outage = False
         # a new stream: only what the backlog passes on to it can leave a line open
         self.mid_line = bool(self.backlog) and self.backlog[-1] != NEWLINE
@@ -130,7 +168,7 @@ class Link:
                 source=self.name,
                 path=self.path,
                 reason=reason,
-                consequence="output kept (1 MiB) and resent once memlogd is back",
+                consequence="output kept (1 MiB), resent if memlogd is back before the end",
             )
         self._outage = True
         self._retry_at = trio.current_time() + RETRY_S
@@ -205,9 +243,12 @@ class Link:
         """Register, flush the backlog, watch the stream; until closed and flushed."""
         while True:
             if self.sock is None:
-                if self.closing:
-                    return  # nobody to give the rest to: never wait for memlogd
-                await trio.sleep_until(self._retry_at)
+                if self.closing and not self.undelivered:
+                    return
+                retry_at = self._retry_at
+                if self.closing:  # look more often: the caller waits EXIT_WAIT_S at most
+                    retry_at = min(retry_at, trio.current_time() + SETTLE_S)
+                await trio.sleep_until(retry_at)
                 if not self._refused():
                     self.register()
                 continue
@@ -257,6 +298,11 @@ class Link:
             await self._wake.wait()
             nursery.cancel_scope.cancel()
 
+    @property
+    def undelivered(self) -> int:
+        """Bytes of output memlogd has not been given (kept, or lost)."""
+        return len(self.backlog) + self.lost
+
     def close(self) -> None:
         self.closing = True
         self._wake.set()
@@ -268,21 +314,51 @@ class Link:
             self.sock = None
 
 
-async def tee(source: trio.abc.ReceiveStream, console_fd: int, link: Link) -> None:
-    """Copy everything from ``source`` to the console and to memlogd."""
-    console: trio.lowlevel.FdStream | None = trio.lowlevel.FdStream(os.dup(console_fd))
+def _pending(fd: int) -> int:
+    """Bytes waiting in the pipe ``fd``."""
     try:
-        while data := await source.receive_some(CHUNK):
-            link.write(data)  # never waits
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
+    except OSError:
+        return 0
+
+
+class Tee:
+    """Copies one of CMD's pipes to the console and to memlogd."""
+
+    def __init__(self, source: trio.lowlevel.FdStream, console_fd: int, link: Link) -> None:
+        self.source = source
+        self.console_fd = console_fd
+        self.link = link
+        self._finishing = False
+        self._receiving: trio.CancelScope | None = None
+
+    def finish(self) -> None:
+        """CMD ended: stop once the pipe holds nothing more (what CMD wrote is
+        in it; its background children, which may hold the pipe, are not waited for)."""
+        self._finishing = True
+        if self._receiving is not None and not _pending(self.source.fileno()):
+            self._receiving.cancel()  # waiting for data: nothing was read
+
+    async def run(self) -> None:
+        console: trio.lowlevel.FdStream | None = trio.lowlevel.FdStream(os.dup(self.console_fd))
+        try:
+            while not (self._finishing and not _pending(self.source.fileno())):
+                data = b""
+                with trio.CancelScope() as self._receiving:
+                    data = await self.source.receive_some(CHUNK)
+                self._receiving = None
+                if not data:
+                    return
+                self.link.write(data)  # never waits
+                if console is not None:
+                    try:
+                        await console.send_all(data)
+                    except (trio.BrokenResourceError, OSError):
+                        console = None  # the console is gone: memlogd still gets the lines
+        finally:
             if console is not None:
-                try:
-                    await console.send_all(data)
-                except (trio.BrokenResourceError, OSError):
-                    console = None  # the console is gone: memlogd still gets the lines
-    finally:
-        if console is not None:
-            with contextlib.suppress(Exception):
-                await console.aclose()
+                with contextlib.suppress(Exception):
+                    await console.aclose()
 
 
 def ending(name: str, status: int) -> str:
@@ -303,49 +379,65 @@ async def run_command(argv: list[str], path: str, name: str) -> int:
         link.register()
     async with trio.open_nursery() as links:
         for link in (out_link, err_link):
-            links.start_soon(link.run)
+            links.start_soon(link.run)  # each ends once it delivered all (closed)
         try:
             status = await _run(argv, name, out_link, err_link)
         finally:
             for link in (out_link, err_link):
                 link.close()
-        with trio.move_on_after(1.0):  # a last moment for memlogd to take what is left
-            await _until_flushed(out_link, err_link)
-        links.cancel_scope.cancel()
+        # a last moment for memlogd (maybe restarting) to take what is left
+        links.cancel_scope.deadline = trio.current_time() + EXIT_WAIT_S
     for link in (out_link, err_link):
         link.release()
+    _report_undelivered(path, out_link, err_link)
     return status
 
 
-async def _until_flushed(*links: Link) -> None:
-    while any(link.sock is not None and link.backlog for link in links):
-        await trio.sleep(0.01)
+def _report_undelivered(path: str, *links: Link) -> None:
+    """One line on stderr counting the output memlogd never got."""
+    total = sum(link.undelivered for link in links)
+    if total:
+        each = ", ".join(f"{link.name} {link.undelivered}" for link in links)
+        sys.stderr.write(
+            f"memlogd-exec: {total} bytes of output ({each}) could not be delivered "
+            f"to memlogd at {path}\n"
+        )
 
 
 async def _run(argv: list[str], name: str, out_link: Link, err_link: Link) -> int:
     try:
-        proc = await trio.lowlevel.open_process(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        proc = await trio.lowlevel.open_process(  # in a process group of its own
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
         )
     except OSError as exc:
         line = f"memlogd-exec: cannot run {argv[0]}: {exc.strerror}\n"
         sys.stderr.write(line)
         err_link.write_own_line(line)
         return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
-    assert proc.stdout is not None and proc.stderr is not None
+    assert isinstance(proc.stdout, trio.lowlevel.FdStream)
+    assert isinstance(proc.stderr, trio.lowlevel.FdStream)
     with trio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
 
             async def forward() -> None:
-                async for signum in signals:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signum)
+                async for signum in signals:  # to CMD and its children
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signum)
 
             nursery.start_soon(forward)
+            tees = (
+                Tee(proc.stdout, sys.stdout.fileno(), out_link),
+                Tee(proc.stderr, sys.stderr.fileno(), err_link),
+            )
             async with trio.open_nursery() as pipes:
-                pipes.start_soon(tee, proc.stdout, sys.stdout.fileno(), out_link)
-                pipes.start_soon(tee, proc.stderr, sys.stderr.fileno(), err_link)
-            status = await proc.wait()
+                for each in tees:
+                    pipes.start_soon(each.run)
+                status = await proc.wait()
+                for each in tees:
+                    each.finish()
+                pipes.cancel_scope.deadline = trio.current_time() + DRAIN_S
+            for pipe in (proc.stdout, proc.stderr):
+                await pipe.aclose()
             nursery.cancel_scope.cancel()
     err_link.write_own_line(ending(name, status))
     return 128 - status if status < 0 else status
@@ -389,6 +481,9 @@ def build_command() -> Any:
         from memlogd.logconfig import configure_logging
 
         configure_logging("memlogd-exec", log_format)
+        wrong = not_a_log_socket(socket_path)
+        if wrong is not None:  # nothing could ever take the output: before CMD starts
+            raise click.BadParameter(wrong, param_hint="'-socket'")
         source = name or os.path.basename(command[0]) or proto.UNNAMED_SOURCE
         sys.exit(trio.run(run_command, list(command), socket_path, source))
 

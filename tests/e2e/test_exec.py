@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,15 @@ from memlogd import client
 from memlogd.errors import ConnectError
 from memlogd.exec import BACKLOG_BYTES
 from tests.conftest import StartMemlogd
-from tests.helpers import MemlogdProcess, messages, new_source, python_m, query_raw, wait_value
+from tests.helpers import (
+    MemlogdProcess,
+    messages,
+    new_source,
+    python_m,
+    query_raw,
+    wait_for,
+    wait_value,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -240,6 +249,11 @@ def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
         child.kill()
     err = child.stderr.read() if child.stderr else ""
     assert "Traceback" not in err
+    # the lines resent carry the time memlogd received them: they are counted
+    assert (
+        "memlogd-exec: memlogd_back source=away.out "
+        f"resending_bytes={kept * 100} resending_lines={kept}\n"
+    ) in err
 
 
 def test_missing_command_exits_127(memlogd: MemlogdProcess) -> None:
@@ -270,3 +284,153 @@ def test_python_api_send_fds_error_names_the_path(short_tmp: Path) -> None:
         f"cannot connect to memlogd at {short_tmp / 'none.sock'}: "
         "no such socket (is memlogd running?)"
     )
+
+
+# ---------------------------------------------------------------------- SPEC 18
+
+
+@pytest.mark.parametrize("kind", ["query socket", "file", "directory"])
+def test_a_path_that_is_not_a_log_socket_is_an_error(
+    memlogd: MemlogdProcess, short_tmp: Path, kind: str
+) -> None:
+    """Nothing could ever take the output: said at once, and CMD is not run."""
+    ran = short_tmp / "ran"
+    if kind == "query socket":
+        path = memlogd.query_path
+        reason = "that is memlogd's query socket, not its log socket"
+    else:
+        path = str(short_tmp / kind)
+        if kind == "file":
+            Path(path).write_text("")
+        else:
+            os.mkdir(path)
+        reason = f"{path} is a {kind}, not a socket"
+    result = run_exec("-socket", path, "-n", "x", "--", "touch", str(ran))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"Error: Invalid value for '-socket': {reason}"
+    assert "kept" not in result.stderr
+    assert not ran.exists()
+
+
+def test_output_never_delivered_is_counted_at_exit(short_tmp: Path) -> None:
+    missing = str(short_tmp / "nobody.sock")
+    result = run_exec("-socket", missing, "-n", "x", "--", "sh", "-c", "echo out; echo err >&2")
+    assert result.returncode == 0
+    end = "memlogd-exec: x exited with status 0\n"
+    assert result.stderr.splitlines()[-1] == (
+        f"memlogd-exec: {4 + 4 + len(end)} bytes of output (x.out 4, x {4 + len(end)}) "
+        f"could not be delivered to memlogd at {missing}"
+    )
+
+
+def test_a_memlogd_started_while_it_ends_still_gets_the_output(short_tmp: Path) -> None:
+    """At the end, memlogd-exec waits a moment (EXIT_WAIT_S) for a memlogd that
+    is restarting: a memlogd whose socket is bound by then gets everything."""
+    proc = MemlogdProcess(short_tmp)
+    gate = short_tmp / "gate"
+    os.mkfifo(gate)
+    child = subprocess.Popen(
+        python_m(
+            "memlogd.exec",
+            "-socket",
+            proc.log_path,
+            "-n",
+            "late",
+            "--",
+            "sh",
+            "-c",
+            f"echo early; read x < {gate}",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "early\n"  # taken, and kept: no memlogd yet
+        with open(gate, "w") as g:
+            g.write("go\n")  # the command ends; memlogd-exec waits for a memlogd
+        proc.start()
+        assert child.wait(20) == 0
+        assert wait_value(lambda: messages(proc.query_path, "late.out"), bool) == ["early"]
+        assert wait_value(lambda: messages(proc.query_path, "late"), bool) == [
+            "memlogd-exec: late exited with status 0"
+        ]
+        err = child.stderr.read() if child.stderr else ""
+        assert "could not be delivered" not in err
+    finally:
+        child.kill()
+        proc.stop()
+
+
+def _gone(pid: int) -> bool:
+    """Ended (a zombie no reaper collected counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_exits_when_the_command_does_not_waiting_for_its_background_children(
+    memlogd: MemlogdProcess,
+) -> None:
+    result = run_exec(
+        "-socket",
+        memlogd.log_path,
+        "-n",
+        "bg",
+        "--",
+        "sh",
+        "-c",
+        "sleep 60 & echo $!; echo started; echo err >&2",
+    )  # (before: 60 s, past run_exec's timeout)
+    pid = int(result.stdout.splitlines()[0])
+    try:
+        assert result.returncode == 0
+        assert result.stdout.splitlines()[1:] == ["started"]
+        assert result.stderr == "err\n"
+        assert wait_value(
+            lambda: messages(memlogd.query_path, "bg.out"), lambda m: len(m) == 2
+        ) == [str(pid), "started"]
+        assert wait_value(lambda: messages(memlogd.query_path, "bg"), lambda m: len(m) == 2) == [
+            "err",
+            "memlogd-exec: bg exited with status 0",
+        ]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_reach_the_commands_process_group(
+    memlogd: MemlogdProcess, signum: signal.Signals
+) -> None:
+    """A grandchild (sh's foreground child here) gets the signal too (before, only
+    CMD did, and memlogd-exec waited for the grandchild that held the pipes)."""
+    child = subprocess.Popen(
+        python_m(
+            "memlogd.exec",
+            "-socket",
+            memlogd.log_path,
+            "-n",
+            "grp",
+            "--",
+            "sh",
+            "-c",
+            'sh -c "echo \\$\\$; exec sleep 60"; echo not reached',
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    pid = int(child.stdout.readline())
+    try:
+        child.send_signal(signum)
+        assert child.wait(20) == 128 + signum
+        wait_for(lambda: _gone(pid), what=f"the background sleep ({pid}) ended by {signum.name}")
+    finally:
+        child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
