@@ -27,8 +27,9 @@ import sys
 
 from memlogd.errors import ConfigError, SocketError
 from memlogd.flags import FLAGS, FlagError, daemon_config, parse, role_config
+from memlogd.procname import KEEPER_NAME, set_process_name, write_pid_file
 from memlogd.record import TYPE_CHECKING
-from memlogd.sockets import Sockets, open_sockets
+from memlogd.sockets import Sockets, open_sockets, unlink_quietly
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -44,7 +45,7 @@ HELP_EPILOG = """\b
 Examples:
   memlogd -socket-log /run/l.sock -socket-query /run/q.sock -ready-fd 3
   memlogd -fd-log 3 -fd-query 4 -max-lines 5000 -max-line-len 1024
-  kill -USR2 $(pidof memlogd)    # upgrade to the program on disk, losing nothing"""
+  kill -USR2 $(pidof -s memlogd)    # upgrade to the program on disk, losing nothing"""
 
 _early_signals: list[int] = []  # SIGTERM/SIGINT before the daemon took over
 
@@ -72,8 +73,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         signal.signal(signum, _remember)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # an upgrade asked for before the keeper runs
     sockets = _bind(config)
+    if values["pid_file"] is not None:
+        _write_pid_file(values["pid_file"], sockets)
     if values["ready_fd"] is not None:
         _signal_ready(values["ready_fd"])
+    set_process_name(KEEPER_NAME, args)  # after "ready": ctypes is not on the boot path
     if values["no_keeper"]:
         _run_alone(config, roles, sockets, values["log_format"])
     _run_keeper(config, roles, sockets, values["log_format"], args)
@@ -88,6 +92,19 @@ def _bind(config: Any) -> Sockets:
         return open_sockets(config)
     except SocketError as exc:
         sys.stderr.write(f"memlogd: {exc}\n")
+        sys.exit(1)
+
+
+def _write_pid_file(path: str, sockets: Sockets) -> None:
+    """The keeper's pid, in a file removed at exit (with the socket files)."""
+    try:
+        sockets[2].append(write_pid_file(path))
+    except OSError as exc:
+        sys.stderr.write(f"memlogd: cannot write -pid-file {path}: {exc.strerror}\n")
+        for sock in sockets[:2]:
+            sock.close()
+        for owned in sockets[2]:
+            unlink_quietly(owned)
         sys.exit(1)
 
 
@@ -163,6 +180,7 @@ def _resume_keeper(
     from memlogd.keeper.keeperstate import adopt_state
 
     state, worker = adopt_state(values["keeper_state"], _kept_args(args))
+    set_process_name(KEEPER_NAME, _kept_args(args))  # (the exec named it python3 again)
     run_worker, log = _import_worker(config, roles, values["log_format"])
     Keeper(state, run_worker, log).run(handing_over_from=worker)
 

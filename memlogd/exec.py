@@ -42,7 +42,7 @@ import trio
 
 from memlogd.client import send_fds
 from memlogd.errors import ConnectError
-from memlogd.keeper.sockets import connect_reason
+from memlogd.client.reasons import connect_reason
 from memlogd.wire import protocol as proto
 from memlogd.wire.paths import DEFAULT_LOG_SOCKET
 

@@ -89,6 +89,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("daemonize", "bool", False, "Bind, run in the background, exit 0 once bound."),
     Flag("no-console", "bool", False, "Do not echo entries to stdout as TIME;SOURCE;MSG."),
     Flag("ready-fd", "int", None, "Write a newline to this fd once both sockets are bound.", "N"),
+    Flag("pid-file", "str", None, "Write the keeper's pid to PATH (removed at exit).", "PATH"),
     Flag(
         "no-keeper",
         "bool",

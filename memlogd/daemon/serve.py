@@ -277,7 +277,8 @@ async def run(
                         state.frozen = True  # the journal is the next worker's now
                         set_event_sink(None)
                         await on_handover(daemon.intake.partials)
-                    log.info("shutdown_started", readers=len(daemon.readers.active))
+                    ending = "upgrade_handed_over" if daemon.handover else "shutdown_started"
+                    log.info(ending, readers=len(daemon.readers.active))
                     daemon.readers.push_all()
                     queries.cancel_scope.deadline = trio.current_time() + GRACE_S
                 readers_roles.cancel_scope.cancel()  # they had the ring's end

@@ -31,6 +31,7 @@ from memlogd.daemon.ring import Ring
 from memlogd.daemon.serve import Daemon, Keeping, run
 from memlogd.daemon.state import LogState
 from memlogd.errors import ProtocolError
+from memlogd.procname import WORKER_NAME, set_process_name
 from memlogd.wire import handover
 
 log = structlog.get_logger("memlogd")
@@ -54,6 +55,7 @@ def create_journal(config: DaemonConfig) -> int:
 def run_worker(start: handover.WorkerStart, config: DaemonConfig, roles: Sequence[Role]) -> int:
     """In the forked child: undo what is the keeper's, serve, return the exit status.
     (memlogd.cli hands the keeper this function, with the configuration and roles.)"""
+    set_process_name(WORKER_NAME)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -439,3 +439,58 @@ def test_a_read_larger_than_a_small_ring_neither_kills_the_worker_nor_loses_the_
     assert got == want
     values = stats(memlogd.query_path)
     assert (values["worker_starts"], values["received"] >= 20000) == (1, True)
+
+
+# ---------------------------------------------------------------------- names (SPEC 18)
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+
+
+def _found_by(*command: str) -> list[int]:
+    """The pids a process finder prints (none when it finds none)."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE_S)
+    return [int(word) for word in result.stdout.split()]
+
+
+def test_processes_are_named_and_the_pid_file_names_the_keeper(
+    start_memlogd: StartMemlogd, short_tmp: Path
+) -> None:
+    """`pidof memlogd`, `pgrep -x memlogd` find the keeper (not the worker), as does
+    the pid file; an upgrade keeps the names and reads as one; a clean exit
+    removes the pid file."""
+    pid_file = short_tmp / "memlogd.pid"
+    memlogd = start_memlogd("-pid-file", str(pid_file))
+    assert memlogd.proc is not None
+    keeper = memlogd.proc.pid
+    assert pid_file.read_text() == f"{keeper}\n"
+    worker = stats(memlogd.query_path)["pid"]
+    assert (_comm(keeper), _comm(worker)) == ("memlogd", "memlogd: worker")
+    finders = [["pgrep", "-x", "memlogd"]]
+    if os.path.exists("/usr/bin/pidof") or os.path.exists("/bin/pidof"):
+        finders.append(["pidof", "memlogd"])
+    for finder in finders:  # (other memlogds may run on this machine: ours is among them)
+        found = _found_by(*finder)
+        assert keeper in found and worker not in found, finder
+    subprocess.run(["sh", "-c", f"kill -USR2 $(cat {pid_file})"], check=True, timeout=DEADLINE_S)
+    wait_for(lambda: "worker_upgraded" in memlogd.stderr(), DEADLINE_S, "the upgrade")
+    said = memlogd.stderr()
+    assert "upgrade_handed_over readers=" in said and "shutdown_started" not in said
+    new_worker = stats(memlogd.query_path)["pid"]
+    assert (_comm(keeper), _comm(new_worker)) == ("memlogd", "memlogd: worker")
+    for finder in finders:
+        found = _found_by(*finder)
+        assert keeper in found and new_worker not in found, finder
+    assert memlogd.stop() == 0
+    assert not pid_file.exists()
+
+
+def test_an_unwritable_pid_file_is_an_error(short_tmp: Path) -> None:
+    proc = MemlogdProcess(short_tmp, ["-pid-file", str(short_tmp / "no" / "such" / "m.pid")])
+    with pytest.raises(AssertionError, match="did not become ready"):
+        proc.start()
+    assert f"memlogd: cannot write -pid-file {short_tmp}/no/such/m.pid: No such file" in (
+        proc.stderr()
+    )
+    assert not os.path.exists(proc.log_path) and not os.path.exists(proc.query_path)
