@@ -184,6 +184,7 @@ class Session:
         """Show what ``subscription`` delivers through ``selector``, and say what the
         user must know.  Returns the last header memlogd sent (None: upstream's)."""
         header: proto.Header | None = None
+        riding = subscription.retry and not self.opts.retry  # a follow, through worker restarts
         async with subscription:
             async for event in subscription:
                 if isinstance(event, Entries):
@@ -193,7 +194,19 @@ class Session:
                 elif isinstance(event, Gap):
                     self.losses.gap(event)
                 elif isinstance(event, Restarted):
+                    if riding:
+                        raise Fatal(
+                            f"memlogd at {self.opts.socket} restarted (a new instance); "
+                            "stopped following (--retry goes on with the new one)"
+                        )
                     say("memlogd restarted (new instance); printing its whole ring")
+                elif isinstance(event, Waiting) and riding:
+                    if not self.answered:
+                        raise Fatal(str(event.error))
+                    raise Fatal(
+                        f"memlogd at {self.opts.socket} went away: {event.error.reason}; "
+                        "stopped following (--retry waits for the next one)"
+                    )
                 elif isinstance(event, Waiting):
                     # said once per outage, and only when reconnecting at once failed
                     # (an upgrade of memlogd goes unnoticed)
@@ -206,15 +219,18 @@ class Session:
                 elif isinstance(event, Connected):
                     self.answered = True
                     header = event.header
-                elif isinstance(event, Disconnected):
-                    pass
+                elif isinstance(event, Disconnected) and riding and header is None:
+                    break  # upstream's memlogd: no cursor to go on from
         return header
 
     def subscription(
         self, request: proto.QueryRequest, *, upstream: bool, cursor: Cursor | None = None
     ) -> Subscription:
+        # a follow goes on through a worker restart (the same instance: its cursor
+        # is exact); memlogd going away ends it (pump), unless --retry
+        retry = self.opts.retry or (request.follow and not upstream)
         return Subscription(
-            self.opts.socket, request, cursor=cursor, retry=self.opts.retry, upstream=upstream
+            self.opts.socket, request, cursor=cursor, retry=retry, upstream=upstream
         )
 
     async def entries(self) -> None:

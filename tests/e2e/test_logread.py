@@ -21,7 +21,16 @@ import pytest
 from logread.render import RESET, source_color
 from memlogd.wire import protocol as proto
 from memlogd.wire.severity import level_or_default
-from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
+from tests import helpers
+from tests.helpers import (
+    MemlogdProcess,
+    dump,
+    new_source,
+    python_m,
+    query_raw,
+    wait_for,
+    wait_value,
+)
 from tests.wire import encode_entry
 
 pytestmark = pytest.mark.e2e
@@ -656,6 +665,43 @@ def test_retry_follows_across_a_killed_and_restarted_memlogd(short_tmp: Path, lo
     finally:
         first.stop()
         second.stop()
+
+
+@pytest.mark.parametrize("follow", ["-f", "-F"])
+def test_a_follow_goes_on_through_a_worker_restart_without_retry(
+    memlogd: MemlogdProcess, logread, follow: str
+) -> None:
+    """SPEC 18: the keeper keeps the instance, so the cursor is exact: the lines
+    written while no worker ran are shown once, and nothing is said."""
+    src = new_source(memlogd.log_path, "svc")
+    reader = logread("-socket", memlogd.query_path, follow, "-s", "svc", "-o", "raw")
+    sync(src, reader)
+    worker = helpers.stats(memlogd.query_path)["pid"]
+    os.kill(worker, signal.SIGKILL)
+    src.sendall(b"while restarting\n")
+    wait_value(
+        lambda: helpers.stats(memlogd.query_path)["pid"], lambda pid: pid != worker, DEADLINE_S
+    )
+    src.sendall(b"after\n")
+    assert reader.lines(2) == [b"while restarting", b"after"]
+    assert reader.interrupt() == (130, b"")
+
+
+def test_a_follow_says_when_memlogd_goes_away(short_tmp: Path, logread) -> None:
+    proc = MemlogdProcess(short_tmp)
+    proc.start()
+    src = new_source(proc.log_path, "svc")
+    reader = logread("-socket", proc.query_path, "-f", "-s", "svc", "-o", "raw")
+    sync(src, reader)
+    assert proc.stop() == 0
+    assert reader.proc.wait(DEADLINE_S) == 1
+    assert (
+        reader.stderr()
+        == (
+            f"logread: memlogd at {proc.query_path} went away: no such socket (is memlogd "
+            "running?); stopped following (--retry waits for the next one)\n"
+        ).encode()
+    )
 
 
 def test_retry_waits_for_memlogd_to_start(short_tmp: Path, logread) -> None:
