@@ -8,7 +8,8 @@ the ring (or the state file under ``-state-dir``) says the last worker stopped.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from kmsg.reader import KmsgConfig, run_kmsg
 from kmsg.record import text_seq
@@ -22,11 +23,15 @@ STATE_FILE_NAME = "kmsg.state"
 class _RingSink:
     """kmsg's records, as lines of the ring (a :class:`kmsg.reader.Sink`)."""
 
-    def __init__(self, source: HostedSource) -> None:
+    def __init__(self, source: HostedSource, live: dict[str, Any]) -> None:
         self.source = source
+        self.live = live  # the role's records and last record (its status)
 
     async def write(self, data: bytes) -> None:
         self.source.append(data)
+        lines = data.rstrip(b"\n").split(b"\n")
+        self.live["records"] = self.live.get("records", 0) + len(lines)
+        self.live["last"] = lines[-1]
 
     async def aclose(self) -> None:
         pass
@@ -38,6 +43,7 @@ class KmsgRole:
     state_dir: str
     name: str = "kmsg"
     kind: RoleKind = "source"
+    live: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     async def run(self, host: RoleHost) -> None:
         os.makedirs(self.state_dir, exist_ok=True)
@@ -48,7 +54,16 @@ class KmsgRole:
         )
         with host.source(KMSG_SOURCE) as source:
             async with owning(config.state_file):  # not with an orphaned worker's at once
-                await run_kmsg(config, sink=_RingSink(source), done_seq=done)
+                await run_kmsg(config, sink=_RingSink(source, self.live), done_seq=done)
+
+    def status(self, host: RoleHost) -> dict[str, Any]:
+        """The device, the records appended by this worker, the last one."""
+        last = self.live.get("last")
+        return {
+            "device": self.path,
+            "records": self.live.get("records", 0),
+            "last_record": None if last is None else last.decode("utf-8", "replace"),
+        }
 
 
 def role(path: str, *, state_dir: str) -> KmsgRole:

@@ -374,7 +374,7 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
 def render_stats(stats: Mapping[str, Any]) -> str:
     """memlogd's statistics as a readable text table (totals, limits, sources)."""
     lines = ["memlogd"]
-    scalar = [(k, v) for k, v in stats.items() if k not in ("limits", "sources")]
+    scalar = [(k, v) for k, v in stats.items() if k not in ("limits", "sources", "roles")]
     width = max((len(k) for k, _ in scalar), default=0)
     lines += [f"  {key.ljust(width)}  {_cell(value)}" for key, value in scalar]
     limits = stats.get("limits")
@@ -393,4 +393,12 @@ def render_stats(stats: Mapping[str, Any]) -> str:
         lines.append("sources")
         header = ["SOURCE", *(c.upper() for c in columns)]
         lines += ["  " + line for line in _table(header, rows, {1, 2, 3, 4, 5, 6})]
+    roles = stats.get("roles")
+    if isinstance(roles, Mapping) and roles:  # memlogd's in-process roles, each its state
+        lines.append("roles")
+        for name, fields in roles.items():
+            lines.append(f"  {_printable(str(name))}")
+            fields = fields if isinstance(fields, Mapping) else {}
+            width = max((len(k) for k in fields), default=0)
+            lines += [f"    {k.ljust(width)}  {_printable(_cell(v))}" for k, v in fields.items()]
     return "\n".join(lines) + "\n"

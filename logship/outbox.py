@@ -76,6 +76,7 @@ class Outbox:
         "gaps",
         "limit",
         "save_every",
+        "sent_again",
         "unsaved",
         "window",
     )
@@ -96,6 +97,7 @@ class Outbox:
         self.cursor = cursor  # delivered up to here, with everything before
         self.delivered = 0  # entries delivered
         self.gaps = 0  # gap messages delivered
+        self.sent_again = 0  # messages resent after a reconnect (maybe duplicates)
         self._data: list[bytes] = []  # from position _base on
         self._seqs: list[int] = []  # the cursor's seq each message completes
         self._base = 0  # the position of _data[0]
@@ -181,9 +183,11 @@ class Outbox:
         acked = self._acked
         base = self._base
         data = self._data
-        return [
+        again = [
             (pos, data[pos - base]) for pos in range(self._head, self._sent) if pos not in acked
         ]
+        self.sent_again += len(again)
+        return again
 
     def ack(self, numbers: list[int], offset: int = 0) -> int:
         """The messages at positions ``number - offset`` are acknowledged (each

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from logship.rfc5424 import DEFAULT_SD_ID
-from logship.shipper import ShipConfig, run_shipper
+from logship.shipper import ShipConfig, Shipper
 from memlogd.daemon.host import RoleHost, RoleKind
 from memlogd.daemon.statelock import owning
 
@@ -29,6 +30,7 @@ class ShipRole:
     sources: tuple[str, ...]
     name: str = "ship"
     kind: RoleKind = "reader"
+    live: dict[str, Shipper] = field(default_factory=dict, compare=False, repr=False)
 
     async def run(self, host: RoleHost) -> None:
         os.makedirs(self.state_dir, exist_ok=True)
@@ -41,7 +43,15 @@ class ShipRole:
             sd_id=self.sd_id or DEFAULT_SD_ID,
         )
         async with owning(config.state_file):  # not with an orphaned worker's at once
-            await run_shipper(config, host.connect)
+            shipper = self.live["shipper"] = Shipper(config, host.connect)
+            await shipper.run()
+
+    def status(self, host: RoleHost) -> dict[str, Any]:
+        """Connected, the last acknowledged seq, the outage, entries sent again."""
+        shipper = self.live.get("shipper")
+        if shipper is None:
+            return {"to": self.target, "connected": False}
+        return shipper.status()
 
 
 def role(

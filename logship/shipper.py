@@ -41,6 +41,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 import trio
@@ -174,6 +175,7 @@ class Shipper:
         self._memlogd_outage = False
         self._receiver_ever_good = False
         self._outage_start: float | None = None
+        self.connected = False  # a session with the receiver is open
         self._outage_attempts = 0
         self._reader_scope = trio.CancelScope()
         self._ship_scope = trio.CancelScope()
@@ -192,6 +194,18 @@ class Shipper:
     @property
     def gaps(self) -> int:
         return self.outbox.gaps
+
+    def status(self) -> dict[str, Any]:
+        """The ship role's state in memlogd's stats (docs/memlogd.md, "Roles")."""
+        outage = self._outage_start
+        return {
+            "to": self.url,
+            "connected": self.connected,
+            "acked_seq": None if self.cursor is None else self.cursor.seq,
+            "outage_s": None if outage is None else round(time.monotonic() - outage, 1),
+            "delivered": self.delivered,
+            "sent_again": self.outbox.sent_again,
+        }
 
     # ------------------------------------------------------------------ control
 
@@ -546,9 +560,11 @@ class Shipper:
                 session.fail(describe(exc))
                 return session
             session.stream = stream
+            self.connected = True
             try:
                 await guard(session, self.transport.session)
             finally:
+                self.connected = False
                 stream.socket.close()
         return session
 

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -482,15 +483,19 @@ async def persist(
     target: str | Connector | None = None,
     *,
     reopen: trio.abc.ReceiveChannel[None] | None = None,
+    started: Callable[[Persister], None] | None = None,
 ) -> None:
     """logwrite's whole job, until cancelled (or the ring is written, ``--once``):
     memlogd at ``target`` (default ``config.socket``) into ``config.log_dir``.
     At the end (cancelled too) what is queued gets a last attempt, the cursor is
     saved and the files are synced.  A message on ``reopen`` reopens the files
-    (SIGHUP).  Raises LogDirError, IncompleteError, MemlogdError."""
+    (SIGHUP).  ``started`` gets the :class:`Persister` (memlogd's stats read it).
+    Raises LogDirError, IncompleteError, MemlogdError."""
     reporter = new_reporter()
     files = open_log_files(config, reporter)
     persister = Persister(config, files, reporter)
+    if started is not None:
+        started(persister)
     failed: MemlogdError | None = None
     try:
         async with trio.open_nursery() as nursery:

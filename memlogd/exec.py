@@ -41,8 +41,8 @@ import structlog
 import trio
 
 from memlogd.client import send_fds
-from memlogd.errors import ConnectError
 from memlogd.client.reasons import connect_reason
+from memlogd.errors import ConnectError
 from memlogd.wire import protocol as proto
 from memlogd.wire.paths import DEFAULT_LOG_SOCKET
 

@@ -24,7 +24,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 import trio
@@ -60,6 +60,10 @@ class Role(Protocol):
         """Do the job until cancelled (or done); MemlogdError or OSError: it failed."""
         ...
 
+    def status(self, host: RoleHost) -> dict[str, Any]:
+        """Its state now, for the daemon's stats (``roles``)."""
+        ...
+
 
 class HostedSource:
     """A source the daemon's process writes itself (a role), counted in stats
@@ -92,6 +96,11 @@ class RoleHost:
             raise ConnectError(IN_PROCESS, "memlogd is stopping")
         ours.setblocking(False)
         return trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+
+    def header(self) -> proto.Header:
+        """The ring now: its instance, first and next seq."""
+        ring = self._state.ring
+        return proto.Header(self._state.instance, ring.first_seq, ring.next_seq)
 
     def last_entry(self, source: str) -> proto.LogEntry | None:
         """The newest entry the ring holds of ``source``, if any."""

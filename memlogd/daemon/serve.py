@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -67,6 +68,7 @@ class Daemon:
         self.readers = Readers(self.state.ring, self.hold)
         self.intake = Intake(self.state, self.hold)
         self.handover = False  # stopping for an upgrade: the next worker takes over
+        self.roles: dict[str, Callable[[], dict[str, Any]]] = {}  # role -> its status
         self.queries = QueryService(
             config, self.readers, self.state.warnings, self.header, self.stats
         )
@@ -101,6 +103,7 @@ class Daemon:
             "keeper_pid": self.keeping.keeper_pid if self.keeping else None,
             "worker_starts": self.keeping.worker_starts if self.keeping else 1,
             "journal_squeezed": self.state.journal.squeezed if self.state.journal else 0,
+            "roles": {name: status() for name, status in self.roles.items()},
         }
 
     def attach_keeper(self, sock: socket.socket) -> KeeperLink:
@@ -259,6 +262,7 @@ async def run(
                             intake.start_soon(daemon.receive_fds, log_sock)
                         intake.start_soon(daemon.queries.accept_loop, query_sock)
                         host = RoleHost(state, daemon.queries)
+                        daemon.roles.update({r.name: partial(r.status, host) for r in roles})
                         if sources := [role for role in roles if role.kind == "source"]:
                             intake.start_soon(run_roles, sources, host)  # stop with the intake
                         if readers := [role for role in roles if role.kind == "reader"]:

@@ -135,6 +135,9 @@ def test_kmsg_role_puts_the_kernel_log_in_the_ring_once(
     assert seqs == sorted(seqs)
     kmsg = stats(memlogd.query_path)["sources"]["kmsg"]
     assert kmsg["open"] == 1 and kmsg["entries"] >= len(lines) and kmsg["received"] > 0
+    role = roles_stats(memlogd.query_path)["kmsg"]  # the last record (SPEC 18)
+    assert role["device"] == KMSG and role["records"] > 0
+    assert re.match(r"\(\d+\) - \d{4}-", role["last_record"])
 
 
 @pytest.mark.parametrize("upstream", [False, True], ids=["ours", "upstream-format"])
@@ -273,3 +276,89 @@ def test_ship_role_delivers_to_a_real_rsyslog_across_worker_restarts(
     assert {r["app_name"] for r in records} == {"app0", "app1", "app2", "app9"}
     assert (short_tmp / "state" / "logship.state").exists()
     assert stats(memlogd.query_path)["worker_starts"] == 4
+    last = last_seq(memlogd.query_path, "app9")
+    ship = wait_value(  # (SPEC 18) this worker's shipper: delivered up to the last line
+        lambda: roles_stats(memlogd.query_path)["ship"],
+        lambda s: s["acked_seq"] == last,
+        DEADLINE_S,
+        "the ship role's acknowledged seq",
+    )
+    assert ship["connected"] is True and ship["outage_s"] is None
+    assert 0 <= ship["sent_again"] <= window
+
+
+# ---------------------------------------------------------------------- roles in stats
+
+
+def roles_stats(query_path: str) -> dict[str, Any]:
+    roles: dict[str, Any] = stats(query_path)["roles"]
+    return roles
+
+
+def last_seq(query_path: str, source: str) -> int:
+    """The seq of the last entry of ``source`` in the ring (extended dump)."""
+    lines = query_raw(query_path, b'\x03{"dump":true}\n').splitlines()[1:]
+    return max(e["seq"] for e in map(json.loads, lines) if e["source"] == source)
+
+
+def test_stats_show_each_roles_state(start_memlogd: StartMemlogd, short_tmp: Path) -> None:
+    """SPEC 18: persist waiting for its directory, then writing (lines, lag); ship
+    in an outage (nobody listens at its port); in `logread --stats` and -o json."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nobody listens here once closed
+    disk = short_tmp / "disk"
+    memlogd = start_memlogd(
+        "-persist-dir", str(disk), "-ship-to", f"relp://127.0.0.1:{port}",
+        "-state-dir", str(short_tmp / "state"),
+    )  # fmt: skip
+    q = memlogd.query_path
+    roles = wait_value(
+        lambda: roles_stats(q),
+        lambda r: r["ship"].get("outage_s") is not None,
+        DEADLINE_S,
+        "the ship role in an outage",
+    )
+    assert roles["persist"] == {
+        "state": "waiting",
+        "dir": str(disk),
+        "lines_written": 0,
+        "lag_seq": None,
+    }
+    ship = roles["ship"]
+    assert ship["to"] == f"relp://127.0.0.1:{port}"
+    assert (ship["connected"], ship["acked_seq"], ship["sent_again"]) == (False, None, 0)
+    assert isinstance(ship["outage_s"], float) and ship["outage_s"] >= 0
+    disk.mkdir()
+    with new_source(memlogd.log_path, "svc") as w:
+        w.sendall(b"one\ntwo\n")
+    persist = wait_value(
+        lambda: roles_stats(q)["persist"],
+        lambda p: p["state"] == "writing" and p["lag_seq"] == 0,
+        DEADLINE_S,
+        "persist caught up",
+    )
+    assert persist["lines_written"] >= 2  # (memlogd's own lines too)
+    table = subprocess.run(
+        python_m("logread", "-socket", q, "--stats"), capture_output=True, text=True, timeout=30
+    )
+    assert table.returncode == 0
+    text = table.stdout
+    assert text[text.index("\nroles\n") :].startswith(
+        "\nroles\n  persist\n"
+        "    state          writing\n"
+        f"    dir            {disk}\n"
+        f"    lines_written  {persist['lines_written']}\n"
+        "    lag_seq        0\n"
+        "  ship\n"
+        f"    to          relp://127.0.0.1:{port}\n"
+        "    connected   False\n"
+        "    acked_seq   -\n"
+    )
+    as_json = subprocess.run(
+        python_m("logread", "-socket", q, "--stats", "-o", "json"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert json.loads(as_json.stdout)["roles"]["persist"]["dir"] == str(disk)

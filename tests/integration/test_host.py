@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -38,6 +39,9 @@ class Writer:
             self.written.set()
             await trio.sleep_forever()
 
+    def status(self, host: RoleHost) -> dict[str, Any]:
+        return {"written": self.written.is_set(), "next_seq": host.header().next_seq}
+
 
 class Reader:
     """A reader role: follows source ``made-up`` through the one client."""
@@ -58,6 +62,9 @@ class Reader:
                     if len(self.got) >= 2:
                         self.done.set()
 
+    def status(self, host: RoleHost) -> dict[str, Any]:
+        return {"got": len(self.got)}
+
 
 async def test_roles_write_and_read_the_ring_through_their_host(short_tmp: Path) -> None:
     configure_logging("memlogd", "json")
@@ -72,9 +79,12 @@ async def test_roles_write_and_read_the_ring_through_their_host(short_tmp: Path)
             host = RoleHost(daemon.state, daemon.queries)
             last = host.last_entry("made-up")
             source = daemon.stats()["sources"]["made-up"]
+            roles = daemon.stats()["roles"]  # each role's own status (SPEC 18)
             daemon.begin_shutdown()
     assert writer.before is None  # nothing of it in the ring at its start
     assert reader.got == ["one", "two"]
     assert last is not None and last.msg == "two"
     assert (source["open"], source["received"], source["pid"]) == (1, 2, os.getpid())
+    assert roles["writer"]["written"] is True and roles["writer"]["next_seq"] > 2
+    assert roles["reader"] == {"got": 2}
     assert daemon.stats()["sources"]["made-up"]["open"] == 0  # the role ended with the daemon
