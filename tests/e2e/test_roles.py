@@ -298,7 +298,8 @@ def roles_stats(query_path: str) -> dict[str, Any]:
 def last_seq(query_path: str, source: str) -> int:
     """The seq of the last entry of ``source`` in the ring (extended dump)."""
     lines = query_raw(query_path, b'\x03{"dump":true}\n').splitlines()[1:]
-    return max(e["seq"] for e in map(json.loads, lines) if e["source"] == source)
+    seqs: list[int] = [e["seq"] for e in map(json.loads, lines) if e["source"] == source]
+    return max(seqs)
 
 
 def test_stats_show_each_roles_state(start_memlogd: StartMemlogd, short_tmp: Path) -> None:
