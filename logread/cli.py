@@ -219,12 +219,15 @@ Examples:
   logread -n 50 -g 'error|fail' -i  # the last 50 lines that mention an error
   logread --since '10 min ago' -o json | jq .msg
   logread -D /var/log -b -1 -n 100  # the last 100 lines of the boot before this one
+  logread -o json | python3 -m json.tool --json-lines   # JSON lines, indented
 """
 
 
 @go_command("logread", epilog=EPILOG)
 @query_socket_option()
-@click.option("-f", "follow", is_flag=True, help="Follow: print new entries as they arrive.")
+@go_option(
+    "-f", "--follow", "follow", is_flag=True, help="Follow: print new entries as they arrive."
+)
 @click.option("-F", "dump_follow", is_flag=True, help="Print what is held, then follow.")
 @source_option("Only sources matching this shell glob (repeatable; OR-ed with -s and -u).")
 @go_option(
@@ -267,7 +270,8 @@ Examples:
     type=click.Choice(OUTPUTS),
     default=None,
     help="short = TIME;SOURCE;MSG (default), short-iso = the same with journalctl's time, "
-    "json = objects with seq, json-pretty = indented, raw or cat = the message.",
+    "json = JSON lines (one object per line, with seq), json-pretty = indented, "
+    "raw or cat = the message.",
 )
 @go_option(
     "-a",

@@ -284,7 +284,7 @@ class Session:
             stats = await fetch_stats(self.opts.socket, timeout_s=HINT_TIMEOUT_S)
         except MemlogdError:
             return  # no hint then (gone meanwhile)
-        names = [name for name, _ in source_counts(stats)]
+        names = [name for name, held in source_counts(stats) if held]  # (0: overwritten)
         line = stdout_hint(self.opts.source_globs, names)
         if line is not None:
             say(line)

@@ -132,7 +132,15 @@ class GoCommand(click.Command):
         except click.UsageError:
             if not ctx.resilient_parsing:  # shell completion: let click guess
                 raise
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:  # each option suggested once (not -x and --x)
+            if exc.possibilities:
+                names = set(exc.possibilities)
+                exc.possibilities = [
+                    n for n in exc.possibilities if not (n[1] != "-" and "-" + n in names)
+                ]
+            raise
 
 
 def query_socket_option() -> Callable[[FC], FC]:

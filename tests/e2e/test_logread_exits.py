@@ -65,12 +65,26 @@ def test_a_missing_path(short_tmp: Path, args: list[str]) -> None:
 
 @pytest.mark.parametrize("args", MODES, ids=str)
 def test_memlogds_log_socket(memlogd: MemlogdProcess, args: list[str]) -> None:
+    """The query socket beside it is named (SPEC 18)."""
     cannot_connect(
         memlogd.log_path,
         "that is memlogd's log socket, not its query socket "
-        "(the query socket is usually /var/run/memlogdq.sock)",
+        f"(the query socket beside it: -socket {memlogd.query_path})",
         *args,
     )
+
+
+def test_memlogds_log_socket_alone(short_tmp: Path) -> None:
+    """No query socket beside it: the usual place is named."""
+    path = str(short_tmp / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        (short_tmp / "query.sock").write_text("")  # a file of that name: no socket
+        cannot_connect(
+            path,
+            "that is memlogd's log socket, not its query socket "
+            "(the query socket is usually /var/run/memlogdq.sock)",
+        )
 
 
 @pytest.mark.parametrize("args", MODES, ids=str)

@@ -28,7 +28,7 @@ from tests.e2e.test_logread import (
     sync,
     wait_landed,
 )
-from tests.helpers import MemlogdProcess, dump, new_source
+from tests.helpers import MemlogdProcess, dump, new_source, wait_for
 
 __all__ = ["fixture_fake", "fixture_logread"]  # the fixtures this module uses
 from tests.wire import encode_entry
@@ -352,6 +352,25 @@ def test_list_sources_with_a_selection_is_a_usage_error(services: MemlogdProcess
 def test_no_entries(services: MemlogdProcess, args: list[str]) -> None:
     result = run_logread("-socket", services.query_path, *args)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"-- No entries --\n")
+
+
+def test_no_entries_hint_when_the_services_stderr_was_overwritten(start_memlogd) -> None:
+    """`-s chatty`: chatty is known but holds 0 entries (its lines were overwritten
+    by chatty.out's): the hint still points at `-u chatty` (SPEC 18)."""
+    memlogd = start_memlogd("-max-lines", "20")
+    with new_source(memlogd.log_path, "chatty") as err:
+        err.sendall(b"one line on stderr\n")
+        wait_for(lambda: "one line on stderr" in [e["msg"] for e in dump(memlogd.query_path)])
+    with new_source(memlogd.log_path, "chatty.out") as out:
+        out.sendall(b"".join(b"out %d\n" % i for i in range(40)))
+        wait_for(lambda: "out 39" in [e["msg"] for e in dump(memlogd.query_path)])
+    result = run_logread("-socket", memlogd.query_path, "-s", "chatty")
+    assert (result.returncode, result.stdout) == (0, b"")
+    assert result.stderr == (
+        b"-- No entries --\n"
+        b"logread: -s chatty matches no source, but chatty.out exists (a service's stdout): "
+        b"use -u chatty for both streams, or -s 'chatty*'\n"
+    )
 
 
 def test_no_entries_hint_for_a_services_stdout(services: MemlogdProcess) -> None:

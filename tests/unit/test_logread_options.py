@@ -54,6 +54,8 @@ def test_every_long_option_works_with_one_dash() -> None:
         (["-output=cat"], "output", "cat"),
         (["-p", "err"], "priority", "err"),
         (["-priority=3..5"], "priority", "3..5"),
+        (["--follow"], "follow", True),  # journalctl's spelling of -f (SPEC 18)
+        (["-follow"], "follow", True),
     ],
 )
 def test_one_dash_forms(args: list[str], key: str, value: object) -> None:
@@ -66,6 +68,18 @@ def test_one_dash_words_naming_no_option_are_usage_errors(args: list[str]) -> No
         parse(*args)
 
 
+@pytest.mark.parametrize(
+    ("word", "suggested"),
+    [("--folow", "'--color', '--follow'"), ("--retyr", "'--retry', '--reverse'")],
+)
+def test_an_unknown_option_suggests_each_close_one_once(word: str, suggested: str) -> None:
+    with pytest.raises(click.NoSuchOption) as info:
+        parse(word)
+    assert info.value.format_message() == (
+        f"No such option '{word}'. (Did you mean one of: {suggested}?)"
+    )
+
+
 def test_help_ends_with_examples() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "logread", "-help"],
@@ -76,14 +90,16 @@ def test_help_ends_with_examples() -> None:
     )
     assert result.returncode == 0 and result.stderr == b""
     lines = result.stdout.decode().rstrip("\n").split("\n")
-    assert lines[-6:] == [
+    assert lines[-7:] == [
         "  Examples:",
         "    logread -F -u web                 # service web (stderr and stdout), then follow",
         "    logread -p err -n 20              # the last 20 errors (and worse)",
         "    logread -n 50 -g 'error|fail' -i  # the last 50 lines that mention an error",
         "    logread --since '10 min ago' -o json | jq .msg",
         "    logread -D /var/log -b -1 -n 100  # the last 100 lines of the boot before this one",
+        "    logread -o json | python3 -m json.tool --json-lines   # JSON lines, indented",
     ]
+    assert "json = JSON lines (one object per line" in " ".join(result.stdout.decode().split())
     for flag in ["-u, -unit, --unit NAME", "--until WHEN", "-r, -reverse", "--list-sources"]:
         assert flag in result.stdout.decode()
 
