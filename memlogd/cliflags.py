@@ -135,12 +135,11 @@ class GoCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as exc:  # each option suggested once (not -x and --x)
-            if exc.possibilities:
-                names = set(exc.possibilities)
-                exc.possibilities = [
-                    n for n in exc.possibilities if not (n[1] != "-" and "-" + n in names)
-                ]
-            raise
+            names = set(exc.possibilities or ())
+            once = [n for n in exc.possibilities or () if not (n[1] != "-" and "-" + n in names)]
+            raise click.NoSuchOption(
+                exc.option_name, exc.message, possibilities=once, ctx=exc.ctx
+            ) from None
 
 
 def query_socket_option() -> Callable[[FC], FC]:
