@@ -13,7 +13,8 @@ import trio
 from logwrite.lines import TimeFormat
 from logwrite.persister import Config, IncompleteError, persist
 from memlogd.cliflags import go_command, go_option, query_socket_option
-from memlogd.errors import MemlogdError
+from memlogd.errors import ConnectError, MemlogdError
+from memlogd.keeper.sockets import connect_reason
 from memlogd.logconfig import configure_logging, log_format_option
 
 log = structlog.get_logger("logwrite")
@@ -118,6 +119,9 @@ def say(message: str) -> None:
 async def run_logwrite(config: Config) -> int:
     """logwrite until SIGTERM/SIGINT (exit 0), or through the ring (``--once``);
     SIGHUP reopens the files.  An expected failure is one line, exit 1."""
+    if config.once and (unreachable := await _unreachable(config.socket)) is not None:
+        say(unreachable)  # before anything is made or said: nothing could be written
+        return 1
     failure: list[str] = []
     reopen_send, reopen_receive = trio.open_memory_channel[None](1)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -146,3 +150,13 @@ async def run_logwrite(config: Config) -> int:
         say(failure[0])
         return 1
     return 0
+
+
+async def _unreachable(path: str) -> str | None:
+    """Why memlogd cannot be reached at ``path`` (``-once`` asks it first), or None."""
+    try:
+        stream = await trio.open_unix_socket(path)
+    except OSError as exc:
+        return str(ConnectError(path, connect_reason(path, exc)))
+    await stream.aclose()
+    return None

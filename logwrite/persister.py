@@ -457,7 +457,10 @@ async def _follow_dir(
                 reporter.info("disconnected", reason=event.reason)
             elif isinstance(event, Waiting):
                 reporter.error(
-                    "memlogd_unreachable", path=event.error.path, reason=event.error.reason
+                    "memlogd_unreachable",
+                    path=event.error.path,
+                    reason=event.error.reason,
+                    consequence="retrying with backoff; nothing is lost meanwhile",
                 )
             elif isinstance(event, proto.Malformed):
                 reporter.error("bad_line_from_memlogd", error=event.reason)
