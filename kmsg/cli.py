@@ -26,7 +26,14 @@ from memlogd.logconfig import configure_logging, log_format_option
 from memlogd.termio import OutputClosedError, quiet_exit, watch_closed
 
 
-@go_command("kmsg")
+HELP_EPILOG = """\b
+Examples:
+  kmsg -no-follow                  # what the kernel holds now, then stop
+  kmsg -no-follow -o json | jq -c 'select(.level <= 3)'   # errors and worse
+  kmsg -socket-log /var/run/linuxkit-external-logging.sock -state-file /run/kmsg.state"""
+
+
+@go_command("kmsg", epilog=HELP_EPILOG)
 @go_option("--path", default=DEFAULT_PATH, show_default=True, help="Kernel log device to read.")
 @go_option(
     "--follow/--no-follow",
@@ -98,12 +105,6 @@ def main(
     format with the level in front, as dmesg -r prints it; -upstream-format
     drops it), or with -o json one JSON object per record on stdout. kmsg's own
     diagnostics always go to stderr.
-
-    \b
-    Examples:
-      kmsg -no-follow                  # what the kernel holds now, then stop
-      kmsg -no-follow -o json | jq -c 'select(.level <= 3)'   # errors and worse
-      kmsg -socket-log /var/run/linuxkit-external-logging.sock -state-file /run/kmsg.state
     """
     config = KmsgConfig(
         path=path,

@@ -20,7 +20,14 @@ from memlogd.logconfig import configure_logging, log_format_option
 log = structlog.get_logger("logwrite")
 
 
-@go_command("logwrite")
+HELP_EPILOG = """\b
+Examples:
+  logwrite -socket /run/memlogdq.sock -log-dir /var/log -max-log-files 5
+  logwrite -once -log-dir /tmp/report       # what memlogd holds now, then exit
+  logwrite -skip-source 'debug*' -skip-source 'logwrite*' -time-format rfc3339nano"""
+
+
+@go_command("logwrite", epilog=HELP_EPILOG)
 @query_socket_option()
 @go_option(
     "--log-dir",
@@ -90,12 +97,6 @@ def main(
     Each entry becomes a line "TIME SOURCE MSG". A restarted logwrite continues
     where it stopped (the cursor in LOG_DIR/logwrite.cursor); entries memlogd
     could not keep are recorded in LOG_DIR/logwrite.log.
-
-    \b
-    Examples:
-      logwrite -socket /run/memlogdq.sock -log-dir /var/log -max-log-files 5
-      logwrite -once -log-dir /tmp/report       # what memlogd holds now, then exit
-      logwrite -skip-source 'debug*' -skip-source 'logwrite*' -time-format rfc3339nano
     """
     config = Config(
         socket=socket,

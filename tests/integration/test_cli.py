@@ -37,6 +37,7 @@ OUR_FLAGS = [
     "socket-mode",
     "no-console",
     "ready-fd",
+    "pid-file",
     "no-keeper",
     "log-format",
     "persist-dir",
@@ -163,3 +164,22 @@ def test_daemonize_child_command_line_drops_daemonize() -> None:
         "5",
         "--unlink-inherited",
     ]
+
+
+@pytest.mark.parametrize(
+    "module", ["memlogd", "logread", "logwrite", "kmsg", "logship", "memlogd.exec"]
+)
+def test_every_programs_help_ends_with_its_examples(module: str) -> None:
+    """README: every -help ends with examples (SPEC 18: logwrite's and kmsg's began
+    with them)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", module, "-help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.rstrip("\n")
+    tail = text[text.rindex("\n  Examples:\n") :].splitlines()[2:]
+    assert tail and all(line.startswith("    ") for line in tail), tail
+    assert text.count("Examples:") == 1 and text.index("Options:") < text.index("Examples:")
