@@ -246,7 +246,7 @@ class Link:
                 if self.closing and not self.undelivered:
                     return
                 retry_at = self._retry_at
-                if self.closing:  # look more often: the caller waits EXIT_WAIT_S at most
+                if self.closing and self._outage:  # (the caller waits EXIT_WAIT_S at most)
                     retry_at = min(retry_at, trio.current_time() + SETTLE_S)
                 await trio.sleep_until(retry_at)
                 if not self._refused():
