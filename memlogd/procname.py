@@ -26,12 +26,16 @@ KEEPER_NAME = "memlogd"
 WORKER_NAME = "memlogd: worker"
 
 
-def set_process_name(name: str, args: Sequence[str] = ()) -> bool:
+def set_process_name(name: str, args: Sequence[str] | None = None) -> bool:
     """Name this process ``name`` (comm: its first 15 bytes), and make its
-    command line ``name ARGS...``.  False when the comm could not be set."""
+    command line ``name ARGS...`` (without ``args``: the arguments it shows now,
+    as a forked worker keeps its keeper's).  False when the comm could not be set."""
     import ctypes  # (not on the boot path: named once ready)
 
     with contextlib.suppress(OSError, ValueError, IndexError):
+        if args is None:
+            with open("/proc/self/cmdline", "rb") as f:
+                args = [os.fsdecode(word) for word in f.read().rstrip(b"\0").split(b"\0")[1:]]
         _set_command_line([name, *args])
     try:
         libc = ctypes.CDLL(None, use_errno=True)
