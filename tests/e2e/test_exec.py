@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -223,6 +224,9 @@ def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
             g.write("go\n")  # the 1.5 MB while no memlogd runs
         size = len(b"before\n") + burst.stat().st_size
         wait_value(lambda: tee.stat().st_size, lambda n: n == size, what="the burst taken")
+        assert child.stderr is not None  # the outage noticed before the next memlogd comes
+        ready, _, _ = select.select([child.stderr], [], [], 20)
+        assert ready and "memlogd_unavailable" in child.stderr.readline()
         second = MemlogdProcess(short_tmp, ["-max-lines", "20000"])
         second.start()
         try:
