@@ -16,11 +16,11 @@ is retried with backoff instead.  CMD never gets SIGPIPE because of memlogd.
 
 A ``-socket`` that is not a log socket (a file, memlogd's query socket) is a
 usage error: nothing could ever take the output.  CMD runs in its own process
-group, which gets the signals memlogd-exec is sent.  memlogd-exec ends when CMD
-does, once it relayed what is in the pipes (its background children may hold
-them: they are not waited for, within ``DRAIN_S``); it waits at most
-``EXIT_WAIT_S`` for memlogd to take the rest, and counts on stderr what it could
-not deliver.
+group (unless stdin is a terminal), which gets the signals memlogd-exec is
+sent.  memlogd-exec ends when CMD does, once it relayed what is in the pipes
+(its background children may hold them: they are not waited for, within
+``DRAIN_S``); it waits at most ``EXIT_WAIT_S`` for memlogd to take the rest,
+and counts on stderr what it could not deliver.
 """
 
 from __future__ import annotations
@@ -404,10 +404,23 @@ def _report_undelivered(path: str, *links: Link) -> None:
         )
 
 
-async def _run(argv: list[str], name: str, out_link: Link, err_link: Link) -> int:
+def _on_terminal() -> bool:
     try:
-        proc = await trio.lowlevel.open_process(  # in a process group of its own
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
+        return os.isatty(sys.stdin.fileno())
+    except (OSError, ValueError, AttributeError):  # no stdin at all
+        return False
+
+
+async def _run(argv: list[str], name: str, out_link: Link, err_link: Link) -> int:
+    # a process group of its own, which gets the signals; but on a terminal CMD stays
+    # in the foreground group (it may read the terminal; Ctrl-C reaches it anyway)
+    own_group = not _on_terminal()
+    try:
+        proc = await trio.lowlevel.open_process(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            process_group=0 if own_group else None,
         )
     except OSError as exc:
         line = f"memlogd-exec: cannot run {argv[0]}: {exc.strerror}\n"
@@ -422,7 +435,10 @@ async def _run(argv: list[str], name: str, out_link: Link, err_link: Link) -> in
             async def forward() -> None:
                 async for signum in signals:  # to CMD and its children
                     with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signum)
+                        if own_group:
+                            os.killpg(proc.pid, signum)
+                        else:
+                            proc.send_signal(signum)
 
             nursery.start_soon(forward)
             tees = (

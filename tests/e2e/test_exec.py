@@ -424,6 +424,7 @@ def test_signals_reach_the_commands_process_group(
             "-c",
             'sh -c "echo \\$\\$; exec sleep 60"; echo not reached',
         ),
+        stdin=subprocess.DEVNULL,  # (on a terminal, CMD stays in the foreground group)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
