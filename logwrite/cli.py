@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 
@@ -10,6 +11,7 @@ import click
 import structlog
 import trio
 
+from logwrite.files import LogDirError, ensure_log_dir
 from logwrite.lines import TimeFormat
 from logwrite.persister import Config, IncompleteError, persist
 from memlogd.cliflags import go_command, go_option, query_socket_option
@@ -120,9 +122,11 @@ def say(message: str) -> None:
 async def run_logwrite(config: Config) -> int:
     """logwrite until SIGTERM/SIGINT (exit 0), or through the ring (``--once``);
     SIGHUP reopens the files.  An expected failure is one line, exit 1."""
-    if config.once and (unreachable := await _unreachable(config.socket)) is not None:
-        say(unreachable)  # before anything is made or said: nothing could be written
-        return 1
+    if config.once:  # before anything is made or said: DIR's problem, or memlogd's
+        problem = _log_dir_problem(config.log_dir) or await _unreachable(config.socket)
+        if problem is not None:
+            say(problem)
+            return 1
     failure: list[str] = []
     reopen_send, reopen_receive = trio.open_memory_channel[None](1)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -151,6 +155,20 @@ async def run_logwrite(config: Config) -> int:
         say(failure[0])
         return 1
     return 0
+
+
+def _log_dir_problem(path: str) -> str | None:
+    """What is wrong with the log directory, found without making it (``-once``
+    makes it only once memlogd answered), or None."""
+    existing = path
+    while existing and not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if existing == path or not os.path.isdir(existing or "."):  # nothing would be made
+        try:
+            ensure_log_dir(path)
+        except LogDirError as exc:
+            return str(exc)
+    return None
 
 
 async def _unreachable(path: str) -> str | None:

@@ -677,13 +677,13 @@ def test_a_one_dash_word_that_names_no_option_is_a_usage_error(
 
 
 def examples(help_text: str, program: str) -> list[str]:
-    """The lines of the help's "Examples:" paragraph (the last of the description)."""
-    description = help_text.split("\nOptions:\n")[0].rstrip("\n")
-    paragraphs = description.split("\n\n")
-    lines = paragraphs[-1].splitlines()
-    assert lines[0] == "  Examples:", f"the description does not end with examples: {lines}"
-    assert all(line.startswith(f"    {program} ") for line in lines[1:]), lines
-    return [line.strip() for line in lines[1:]]
+    """The lines of the help's "Examples:" paragraph: the end of the help, after
+    the options (README: every -help ends with its examples)."""
+    head, found, tail = help_text.rstrip("\n").rpartition("\n  Examples:\n")
+    assert found and "\nOptions:\n" in head, f"the help does not end with examples: {tail}"
+    lines = tail.splitlines()
+    assert all(line.startswith(f"    {program} ") for line in lines), lines
+    return [line.strip() for line in lines]
 
 
 def test_help_ends_with_examples_that_parse() -> None:
