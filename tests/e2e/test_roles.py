@@ -137,7 +137,7 @@ def test_kmsg_role_puts_the_kernel_log_in_the_ring_once(
     assert kmsg["open"] == 1 and kmsg["entries"] >= len(lines) and kmsg["received"] > 0
     role = roles_stats(memlogd.query_path)["kmsg"]  # the last record (SPEC 18)
     assert role["device"] == KMSG and role["records"] > 0
-    assert re.match(r"\(\d+\) - \d{4}-", role["last_record"])
+    assert re.match(r"<[0-7]>\(\d+\) - \d{4}-", role["last_record"])
 
 
 @pytest.mark.parametrize("upstream", [False, True], ids=["ours", "upstream-format"])
