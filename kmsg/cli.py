@@ -25,7 +25,6 @@ from memlogd.errors import EXIT_INTERRUPTED, ConnectError
 from memlogd.logconfig import configure_logging, log_format_option
 from memlogd.termio import OutputClosedError, quiet_exit, watch_closed
 
-
 HELP_EPILOG = """\b
 Examples:
   kmsg -no-follow                  # what the kernel holds now, then stop

@@ -14,9 +14,9 @@ import trio
 from logwrite.files import LogDirError, ensure_log_dir
 from logwrite.lines import TimeFormat
 from logwrite.persister import Config, IncompleteError, persist
+from memlogd.client.reasons import connect_reason
 from memlogd.cliflags import go_command, go_option, query_socket_option
 from memlogd.errors import ConnectError, MemlogdError
-from memlogd.keeper.sockets import connect_reason
 from memlogd.logconfig import configure_logging, log_format_option
 
 log = structlog.get_logger("logwrite")
