@@ -70,7 +70,7 @@ def test_one_dash_words_naming_no_option_are_usage_errors(args: list[str]) -> No
 
 @pytest.mark.parametrize(
     ("word", "suggested"),
-    [("--folow", "'--color', '--follow'"), ("--retyr", "'--retry', '--reverse'")],
+    [("--folow", "'--color', '--follow'"), ("--retyr", "'--directory', '--retry'")],
 )
 def test_an_unknown_option_suggests_each_close_one_once(word: str, suggested: str) -> None:
     with pytest.raises(click.NoSuchOption) as info:
