@@ -28,7 +28,7 @@ from tests.e2e.test_logread import (
     sync,
     wait_landed,
 )
-from tests.helpers import MemlogdProcess, dump, new_source, wait_for
+from tests.helpers import MemlogdProcess, dump, new_source
 
 __all__ = ["fixture_fake", "fixture_logread"]  # the fixtures this module uses
 from tests.wire import encode_entry
@@ -354,19 +354,19 @@ def test_no_entries(services: MemlogdProcess, args: list[str]) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"-- No entries --\n")
 
 
-def test_no_entries_hint_when_the_services_stderr_was_overwritten(start_memlogd) -> None:
-    """`-s chatty`: chatty is known but holds 0 entries (its lines were overwritten
-    by chatty.out's): the hint still points at `-u chatty` (SPEC 18)."""
-    memlogd = start_memlogd("-max-lines", "20")
-    with new_source(memlogd.log_path, "chatty") as err:
-        err.sendall(b"one line on stderr\n")
-        wait_for(lambda: "one line on stderr" in [e["msg"] for e in dump(memlogd.query_path)])
-    with new_source(memlogd.log_path, "chatty.out") as out:
-        out.sendall(b"".join(b"out %d\n" % i for i in range(40)))
-        wait_for(lambda: "out 39" in [e["msg"] for e in dump(memlogd.query_path)])
-    result = run_logread("-socket", memlogd.query_path, "-s", "chatty")
-    assert (result.returncode, result.stdout) == (0, b"")
-    assert result.stderr == (
+def test_no_entries_hint_when_the_services_stderr_holds_none(fake: FakeServer, logread) -> None:
+    """`-s chatty`: chatty is known but holds 0 entries (overwritten), chatty.out
+    holds 490: the hint still points at `-u chatty` (SPEC 18)."""
+    reader = logread("-socket", fake.path, "-s", "chatty")
+    with fake.accept() as conn:
+        assert json.loads(fake.read_request(conn)[1:])["sources"] == ["chatty"]
+        conn.sendall(header("I", 1, 600))
+    with fake.accept() as conn:  # the hint's source list
+        assert json.loads(fake.read_request(conn)[1:])["stats"] is True
+        sources = {"chatty": {"entries": 0}, "chatty.out": {"entries": 490}}
+        conn.sendall(header("I", 1, 600) + proto.encode_stats({"sources": sources}))
+    assert reader.proc.wait(DEADLINE_S) == 0
+    assert reader.stderr() == (
         b"-- No entries --\n"
         b"logread: -s chatty matches no source, but chatty.out exists (a service's stdout): "
         b"use -u chatty for both streams, or -s 'chatty*'\n"
