@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from logship.rfc5424 import DEFAULT_SD_ID
 from logship.shipper import ShipConfig, run_shipper
 from memlogd.daemon.host import RoleHost, RoleKind
-from memlogd.daemon.statelock import owning
+from memlogd.daemon.statelock import ensure_state_dir, owning
 
 STATE_FILE_NAME = "logship.state"
 
@@ -31,7 +31,7 @@ class ShipRole:
     kind: RoleKind = "reader"
 
     async def run(self, host: RoleHost) -> None:
-        os.makedirs(self.state_dir, exist_ok=True)
+        ensure_state_dir(self.state_dir)
         config = ShipConfig(
             target=self.target,
             state_file=os.path.join(self.state_dir, STATE_FILE_NAME),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import select
 import signal
 import socket
@@ -202,3 +203,14 @@ def open_query(query_path: str, request: bytes) -> LineReader:
     sock.connect(query_path)
     sock.sendall(request)
     return LineReader(sock)
+
+
+def as_user(user: pwd.struct_passwd) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child ``user`` (no supplementary groups)."""
+
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    return become

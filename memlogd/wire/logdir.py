@@ -86,6 +86,24 @@ def safe_log_name(source: str) -> str:
     return _utf8_cut(escaped, MAX_STEM_BYTES - len(suffix)) + suffix
 
 
+_ESCAPED_STEM_RE = re.compile(
+    r"(?:[^%/]|%[0-9A-F]{2})*" + re.escape(HASH_MARK) + f"[0-9a-f]{{{HASH_HEX}}}", re.DOTALL
+)
+
+
+def is_log_stem(stem: str) -> bool:
+    """Whether :func:`safe_log_name` returns ``stem`` for some source name: a
+    name found in a file (logwrite's cursor) is used only if it is one that
+    logwrite itself would write, so never a path outside DIR (SPEC 19)."""
+    if len(stem.encode("utf-8", "surrogatepass")) > MAX_STEM_BYTES:
+        return False
+    if "%" not in stem:
+        return safe_log_name(stem) == stem
+    if stem.startswith(".") or _ESCAPED_STEM_RE.fullmatch(stem) is None:
+        return False
+    return not any(_unsafe(c) for c in stem if c not in "%")
+
+
 def log_file_name(stem: str, index: int | None = None) -> str:
     """``stem.log`` (the live file) or ``stem.log.INDEX`` (a rotated one)."""
     return stem + LOG_SUFFIX if index is None else f"{stem}{LOG_SUFFIX}.{index}"
