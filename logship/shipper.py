@@ -450,7 +450,7 @@ class Shipper:
             # a new instance is read from after_seq 0: memlogd tells of what it lost
             self._restarted = False
         elif isinstance(event, Restarted) and event.next_seq is not None:
-            self.cursor = None
+            self.outbox.cursor = None  # never saved again
             log.warning(
                 "state_ignored",
                 path=None if self.state is None else self.state.path,

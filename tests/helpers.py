@@ -214,3 +214,15 @@ def as_user(user: pwd.struct_passwd) -> Callable[[], None]:
         os.setuid(user.pw_uid)
 
     return become
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` ignores ``signum`` now (``SigIgn`` in its status):
+    it runs its own first instructions (the interpreter's start-up is before)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False

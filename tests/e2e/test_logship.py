@@ -33,7 +33,7 @@ from memlogd.wire.cursorfile import CursorError
 from memlogd.wire.protocol import Cursor
 from memlogd.wire.timefmt import format_time_micros, parse_time
 from tests.conftest import StartMemlogd
-from tests.helpers import MemlogdProcess, new_source, python_m, query_raw, wait_for
+from tests.helpers import MemlogdProcess, ignores, new_source, python_m, query_raw, wait_for
 from tests.oneflags import one_dash_mismatches
 from tests.rfc5424 import ParsedMessage, parse_message
 from tests.rsyslog import Record, Rsyslog, skip_unless_available
@@ -542,6 +542,29 @@ def test_interrupted_with_entries_left_exits_128_plus_the_signal(
     assert ship.stderr().splitlines()[-1] == (
         f"logship: {count} entries not delivered to {rsyslog.relp_url} (stopped by {sig.name})"
     )
+
+
+def test_sighup_never_ends_logship_also_during_its_start(
+    memlogd: MemlogdProcess, rsyslog: Rsyslog, logship: StartLogship
+) -> None:
+    """SPEC 19: logship died of SIGHUP (an admin's habit); it holds no file to reopen."""
+    ship = logship(memlogd.query_path, rsyslog.tcp_url)
+    assert ship.proc is not None
+    pid = ship.proc.pid
+
+    wait_for(lambda: ignores(pid, signal.SIGHUP), what="its first instructions")
+
+    def hup_then_look() -> list[dict[str, Any]]:
+        os.kill(pid, signal.SIGHUP)  # again and again, through its start-up
+        return ship.events("receiver_connected")
+
+    wait_for(hup_then_look, TIMEOUT, "logship connected, under SIGHUPs")
+    write_lines(memlogd.log_path, "svc", ["after the hangups"])
+    instance, entries = wait_ring(memlogd.query_path, "after the hangups")
+    os.kill(pid, signal.SIGHUP)
+    wait_delivered(rsyslog, instance, entries)
+    assert ship.running
+    assert ship.stop() == 0
 
 
 def test_tcp_sends_the_last_window_again_after_a_reconnect(

@@ -22,7 +22,7 @@ from logwrite.rotation import safe_log_name
 from memlogd.wire import protocol as proto
 from memlogd.wire import timefmt
 from tests.e2e.test_kmsg import CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, examples, unprivileged
-from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
+from tests.helpers import MemlogdProcess, dump, ignores, new_source, python_m, query_raw, wait_for
 from tests.helpers import messages as messages_of
 from tests.oneflags import one_dash_mismatches
 
@@ -549,6 +549,29 @@ def test_sighup_reopens_files(memlogd: MemlogdProcess, short_tmp: Path, running:
     src.sendall(b"two\n")
     wait_for(lambda: messages(logs / "s.log") == ["two"], what="two")
     assert messages(logs / "s.log.moved") == ["one"]
+    assert lw.stop() == 0
+
+
+def test_sighup_during_start_up_does_not_end_logwrite(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    """SPEC 19: a SIGHUP before logwrite had taken it over ended it."""
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, memlogd.query_path, logs)
+    running.append(lw.start())
+    assert lw.proc is not None
+    pid = lw.proc.pid
+
+    wait_for(lambda: ignores(pid, signal.SIGHUP), what="its first instructions")
+
+    def hup_then_look() -> list[dict[str, Any]]:
+        os.kill(pid, signal.SIGHUP)  # again and again, through its start-up
+        return lw.events("connected")
+
+    wait_for(hup_then_look, what="logwrite connected, under SIGHUPs")
+    new_source(memlogd.log_path, "svc").sendall(b"after the hangups\n")
+    wait_for(lambda: messages(logs / "svc.log") == ["after the hangups"], what="svc.log")
+    assert lw.proc.poll() is None
     assert lw.stop() == 0
 
 
