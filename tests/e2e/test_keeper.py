@@ -543,7 +543,7 @@ def test_a_worker_that_cannot_start_says_why(
     assert "memlogd: worker_failed: the worker could not go on:\nTraceback" in err
     assert "RuntimeError: MEMLOGD_TEST_WORKER_FAILS_IF says so\n" in err
     trap.unlink()
-    wait_value(lambda: serving(memlogd), lambda v: v and v["worker_starts"] >= 3, DEADLINE_S, "one")
+    wait_for(lambda: (serving(memlogd) or {}).get("worker_starts", 0) >= 3, DEADLINE_S, "a worker")
 
 
 def serving(memlogd: MemlogdProcess) -> dict[str, Any] | None:
