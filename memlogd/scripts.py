@@ -45,7 +45,18 @@ def memlogd_exec() -> None:
     _start("memlogd.exec")
 
 
+def _require_stdout(program: str) -> None:
+    """A program started with its stdout closed (``logread >&-``) says so in one
+    line and exits 1, before any file it opens could take fd 1 (SPEC 19)."""
+    try:
+        os.fstat(1)
+    except OSError:
+        os.write(2, f"{program}: standard output is closed\n".encode())
+        os._exit(1)
+
+
 def logread() -> None:
+    _require_stdout("logread")
     _start("logread.cli")
 
 

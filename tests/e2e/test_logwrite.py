@@ -188,6 +188,9 @@ def test_hostile_source_names_stay_inside_the_dir(
         assert entry.is_file(follow_symlinks=False)
         assert not entry.name.startswith("."), f"{entry.name!r} is hidden from ls"
     assert messages(logs / (safe_log_name(".hidden") + ".log")) == [f"message {len(raw_names) - 1}"]
+    # SPEC 19: a name's controls are escaped as logread escapes them: one entry, one line
+    forged = read(logs / (safe_log_name("x\ny") + ".log"))
+    assert forged.count(b"\n") == 1 and forged.endswith(b"Z x\\x0ay message 4\n")
     after = [n for n in sorted(os.listdir(short_tmp)) if not n.startswith("logwrite-")]
     assert after == sorted([*before, "logs"])
     assert not Path("/etc/passwd.log").exists()

@@ -320,8 +320,8 @@ def test_lines_in_upstream_format() -> None:
 
 
 def test_a_newline_in_source_or_message_cannot_split_an_entry() -> None:
-    line = LineFormatter().line(T, "a\nb", "x\ny\x00\udcff")
-    assert line == b"2026-11-29T10:00:01Z a\\nb x\\ny\x00?\n"
+    line = LineFormatter().line(T, "a\nb\r\x1b\u202e", "x\ny\x00\udcff")
+    assert line == b"2026-11-29T10:00:01Z a\\x0ab\\x0d\\x1b\xe2\x80\xae x\\ny\x00?\n"
     assert line.count(b"\n") == 1
 
 
