@@ -47,7 +47,8 @@ async def owning(state_file: str | None) -> AsyncIterator[None]:
         yield
         return
     path = state_file + LOCK_SUFFIX
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # SPEC 19
+    fd = os.open(path, flags, 0o600)
     try:
         waited = 0.0
         while True:
