@@ -23,7 +23,7 @@ from kmsg.reader import (
 from memlogd.cliflags import go_command, go_option
 from memlogd.errors import EXIT_INTERRUPTED, ConnectError
 from memlogd.logconfig import configure_logging, log_format_option
-from memlogd.termio import OutputClosedError, quiet_exit, watch_closed
+from memlogd.termio import OutputClosedError, OutputFailedError, quiet_exit, watch_closed
 
 HELP_EPILOG = """\b
 Examples:
@@ -150,7 +150,7 @@ async def run_until_signal(config: KmsgConfig) -> int:
                 nursery.start_soon(watch_reader)
             try:
                 await run_kmsg(config)
-            except (KmsgOpenError, KmsgReadError, ConnectError) as exc:
+            except (KmsgOpenError, KmsgReadError, ConnectError, OutputFailedError) as exc:
                 click.echo(f"kmsg: {exc}", err=True)
                 status = 1
             except OutputClosedError:

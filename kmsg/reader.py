@@ -154,6 +154,7 @@ class KmsgReader:
         self.follow = follow
         self._splitter = None if device else RecordSplitter()
         self._ended = False
+        self.caught_up = False  # read to the end once (then a batch, if empty, is returned)
 
     async def next_batch(self) -> list[bytes | None] | None:
         """Up to MAX_BATCH records; None once the input has ended (``--no-follow``)."""
@@ -167,9 +168,10 @@ class KmsgReader:
             except BlockingIOError:  # EAGAIN: nothing more for now
                 batch += self._idle()
                 if not self.follow:  # the end of the log as it was: stop there
-                    self._ended = True
+                    self._ended = self.caught_up = True
                     return batch or None
-                if batch:
+                if batch or not self.caught_up:
+                    self.caught_up = True
                     return batch
                 await trio.lowlevel.wait_readable(self.fd)
                 continue
@@ -180,12 +182,13 @@ class KmsgReader:
                 raise KmsgReadError(self.path, exc.strerror or str(exc)) from None
             if not data:  # end of a file, or a FIFO without writer
                 if not self.follow:
-                    self._ended = True
+                    self._ended = self.caught_up = True
                     if self._splitter is not None:
                         batch += self._splitter.close()
                     return batch or None
                 batch += self._idle()
-                if batch:
+                if batch or not self.caught_up:
+                    self.caught_up = True
                     return batch
                 await trio.sleep(POLL_S)
                 continue
@@ -267,9 +270,12 @@ async def run_kmsg(
     Raises KmsgOpenError, KmsgReadError, ConnectError or OutputClosedError.
     """
     boot_id = read_boot_id()
-    after_seq = None if config.state_file is None else load_state(config.state_file, boot_id)
+    saved = None if config.state_file is None else load_state(config.state_file, boot_id)
+    after_seq = saved
     if done_seq is not None and (after_seq is None or done_seq > after_seq):
         after_seq = done_seq
+    # the state file's seq, until the kernel log showed it is one of its records
+    unchecked = saved if saved is not None and saved == after_seq else None
     fd, device = open_device(config.path, from_end=config.from_end and after_seq is None)
     try:
         output: Sink = (
@@ -283,22 +289,47 @@ async def run_kmsg(
             after_seq=after_seq,
             upstream_format=config.upstream_format,
         )
-        reader = KmsgReader(fd, config.path, device=device, follow=config.follow)
+        follow = config.follow
+        reader = KmsgReader(fd, config.path, device=device, follow=follow)
         saver = _StateSaver(config.state_file, boot_id, after_seq)
         try:
-            while (batch := await reader.next_batch()) is not None:
-                lines = decode_batch(decoder, batch)
+            while True:
+                batch = await reader.next_batch()
+                lines = decode_batch(decoder, batch or [])
                 # let a batch already read reach the output even when a signal comes now
                 with _shielded(WRITE_GRACE_S):
                     if lines:
                         await output.write(("\n".join(lines) + "\n").encode("utf-8", "replace"))
                     saver.save(decoder.last_seq)
+                if unchecked is not None and reader.caught_up:
+                    claimed, unchecked, seen = unchecked, None, decoder.seen_seq
+                    if seen is not None and seen < claimed:
+                        log.warning(
+                            "state_ignored",
+                            path=config.state_file,
+                            reason=f"its seq {claimed} is beyond the kernel log's last {seen}",
+                        )
+                        decoder.last_seq = done_seq
+                        if _rewind(fd):
+                            reader = KmsgReader(fd, reader.path, device=device, follow=follow)
+                            continue
+                if batch is None:
+                    break
         finally:
             saver.save(decoder.last_seq)
             with _shielded(WRITE_GRACE_S):
                 await output.aclose()
     finally:
         os.close(fd)
+
+
+def _rewind(fd: int) -> bool:
+    """Back to the first record (False for a FIFO, which cannot go back)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        return False
+    return True
 
 
 def _shielded(seconds: float) -> trio.CancelScope:

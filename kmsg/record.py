@@ -193,10 +193,11 @@ class KmsgDecoder:
       (:meth:`overrun`) and a resumed state can reveal, becomes a line
       ``kmsg: N records lost`` (or a JSON object ``{"lost":N,"seq":FIRST}``)
       before the next record;
-    * ``last_seq`` is the last record turned into a line.
+    * ``last_seq`` is the last record turned into a line, ``seen_seq`` the
+      highest record seen (skipped or not).
     """
 
-    __slots__ = ("_json", "_overrun", "_upstream", "boot_time_ns", "last_seq", "lost")
+    __slots__ = ("_json", "_overrun", "_upstream", "boot_time_ns", "last_seq", "lost", "seen_seq")
 
     def __init__(
         self,
@@ -211,6 +212,7 @@ class KmsgDecoder:
         self._upstream = upstream_format
         self._overrun = False
         self.last_seq = after_seq
+        self.seen_seq: int | None = None
         self.lost = 0  # records counted as lost so far
 
     def overrun(self) -> None:
@@ -223,6 +225,8 @@ class KmsgDecoder:
         A malformed record raises :class:`KmsgParseError`; nothing changes then.
         """
         record = parse_record(raw, self.boot_time_ns)
+        if self.seen_seq is None or record.seq > self.seen_seq:
+            self.seen_seq = record.seq
         last = self.last_seq
         if last is not None and record.seq <= last:
             return []

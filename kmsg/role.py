@@ -14,7 +14,7 @@ from typing import Any
 from kmsg.reader import KmsgConfig, run_kmsg
 from kmsg.record import text_seq
 from memlogd.daemon.host import HostedSource, RoleHost, RoleKind
-from memlogd.daemon.statelock import owning
+from memlogd.daemon.statelock import ensure_state_dir, owning
 
 KMSG_SOURCE = "kmsg"  # the ring's source of the kernel log
 STATE_FILE_NAME = "kmsg.state"
@@ -46,7 +46,7 @@ class KmsgRole:
     live: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     async def run(self, host: RoleHost) -> None:
-        os.makedirs(self.state_dir, exist_ok=True)
+        ensure_state_dir(self.state_dir)
         last = host.last_entry(KMSG_SOURCE)
         done = None if last is None else text_seq(last.msg)
         config = KmsgConfig(

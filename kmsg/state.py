@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from memlogd.atomicfile import replace_file
+from memlogd.atomicfile import UntrustedFileError, read_state, replace_file
 from memlogd.errors import MemlogdError
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -64,12 +64,11 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str:
 def load_state(path: str, boot_id: str) -> int | None:
     """The last sequence number saved in ``path`` during this boot, if any."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(4096)
-    except FileNotFoundError:
+        data = read_state(path, 4096)
+    except UntrustedFileError as exc:
+        log.warning("state_ignored", path=path, reason=exc.reason)
         return None
-    except OSError as exc:
-        log.warning("state_unreadable", path=path, error=exc.strerror)
+    if data is None:
         return None
     state = parse_state(data)
     if state is None:

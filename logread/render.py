@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from memlogd.wire.protocol import LogEntry, entry_prefix
 from memlogd.wire.severity import level_or_default
+from memlogd.wire.textescape import TERMINAL_ESCAPES, escape_name
 from memlogd.wire.timefmt import NS_PER_S, format_seconds, format_time
 
 __all__ = [
@@ -87,8 +88,9 @@ _SEVERITY_COLORS: Final = (ERR_COLOR,) * 4 + (WARNING_COLOR,)  # by level 0..4
 # Unicode's control characters (category Cc): C0, DEL and C1.  A terminal acts on
 # them (ESC and CSI start sequences that move the cursor, retitle the window, ...).
 _CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0)]
-#: text: every control but tab as ``\xNN``
-_TEXT_ESCAPES: Final = {c: f"\\x{c:02x}" for c in _CONTROLS if c != 0x09}
+#: text: every control but tab as ``\xNN``, and the bidirectional overrides as
+#: ``\uNNNN`` (they reorder what a terminal shows after them)
+_TEXT_ESCAPES: Final = TERMINAL_ESCAPES
 #: JSON: what a JSON encoder leaves raw (DEL, C1) as ``\u00NN``, which means the same
 _JSON_ESCAPES: Final = {c: f"\\u{c:04x}" for c in _CONTROLS if c >= 0x7F}
 
@@ -98,7 +100,8 @@ _JSON_ESCAPES: Final = {c: f"\\u{c:04x}" for c in _CONTROLS if c >= 0x7F}
 
 def escape_controls(text: str) -> str:
     """``text`` safe for a terminal: each control character but tab (C0, DEL, C1)
-    as ``\\xNN``; everything else, backslashes included, as it is."""
+    as ``\\xNN``, each bidirectional override (U+202A-U+202E, U+2066-U+2069) as
+    ``\\uNNNN``; everything else, backslashes included, as it is."""
     if text.isprintable():  # no control character (the common case, at C speed)
         return text
     return text.translate(_TEXT_ESCAPES)
@@ -114,8 +117,10 @@ def escape_json_controls(text: str) -> str:
 
 
 def escape_source(source: str) -> str:
-    """A source as upstream logread writes it: every ``;`` as ``\\;``."""
-    return source.replace(";", "\\;")
+    """A source as upstream logread writes it: every ``;`` as ``\\;``; and, terminal
+    or not, its control characters escaped (:func:`escape_name`: a newline in a
+    name must not forge a second line)."""
+    return escape_name(source).replace(";", "\\;")
 
 
 def source_color(source: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from logship.rfc5424 import DEFAULT_SD_ID
 from logship.shipper import ShipConfig, Shipper
 from memlogd.daemon.host import RoleHost, RoleKind
-from memlogd.daemon.statelock import owning
+from memlogd.daemon.statelock import ensure_state_dir, owning
 
 STATE_FILE_NAME = "logship.state"
 
@@ -33,7 +33,7 @@ class ShipRole:
     live: dict[str, Shipper] = field(default_factory=dict, compare=False, repr=False)
 
     async def run(self, host: RoleHost) -> None:
-        os.makedirs(self.state_dir, exist_ok=True)
+        ensure_state_dir(self.state_dir)
         config = ShipConfig(
             target=self.target,
             state_file=os.path.join(self.state_dir, STATE_FILE_NAME),

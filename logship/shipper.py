@@ -463,6 +463,14 @@ class Shipper:
             self._memlogd_outage = False
             # a new instance is read from after_seq 0: memlogd tells of what it lost
             self._restarted = False
+        elif isinstance(event, Restarted) and event.next_seq is not None:
+            self.outbox.cursor = None  # never saved again
+            log.warning(
+                "state_ignored",
+                path=None if self.state is None else self.state.path,
+                reason=f"its seq {event.cursor_seq} is beyond memlogd's next_seq {event.next_seq}",
+                consequence="forwarding the ring from its first entry",
+            )
         elif isinstance(event, Restarted):
             self._restarted = True
             log.info(

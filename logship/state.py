@@ -18,11 +18,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import time
 from collections.abc import Callable
 
-from memlogd.atomicfile import TMP_SUFFIX, replace_file
+from memlogd.atomicfile import (
+    READ_FLAGS,
+    TMP_SUFFIX,
+    UntrustedFileError,
+    create_tmp,
+    read_state,
+    replace_file,
+)
 from memlogd.errors import MemlogdError
 from memlogd.wire.cursorfile import CursorError, decode_cursor, encode_cursor
 from memlogd.wire.protocol import Cursor
@@ -75,22 +81,10 @@ class StateFile:
         :class:`~memlogd.wire.cursorfile.CursorError` when its content is not a state
         (the caller warns and starts afresh: the file is replaced at the first
         save).  Also checks that a new state can be written there."""
-        data: bytes | None = None
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StateError(self.path, _reason(exc)) from None
-        else:
-            try:
-                if not _is_regular(fd):
-                    raise StateError(self.path, "it is not a regular file")
-                data = os.read(fd, MAX_STATE_BYTES + 1)
-            except OSError as exc:
-                raise StateError(self.path, _reason(exc)) from None
-            finally:
-                os.close(fd)
+            data = read_state(self.path, MAX_STATE_BYTES + 1)
+        except UntrustedFileError as exc:
+            raise StateError(self.path, exc.reason) from None
         self._probe()
         if data is None:
             return None
@@ -113,8 +107,7 @@ class StateFile:
             os.unlink(self.tmp_path)
 
     def _open_tmp(self) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        return os.open(self.tmp_path, flags, 0o644)
+        return create_tmp(self.tmp_path)
 
     # ------------------------------------------------------------------ saving
 
@@ -144,7 +137,7 @@ class StateFile:
         """fsync what was saved since the last fsync, if it is due (or ``force``)."""
         if not self.dirty or not (force or self.sync_due()):
             return
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(self.path, READ_FLAGS)
         try:
             os.fsync(fd)
         finally:
@@ -166,7 +159,3 @@ class StateFile:
         if cursor is not None:
             self.save(cursor, sync=True)
         self.sync(force=True)
-
-
-def _is_regular(fd: int) -> bool:
-    return stat.S_ISREG(os.fstat(fd).st_mode)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from memlogd.atomicfile import TMP_SUFFIX, replace_file
+from logwrite.rotation import is_log_stem, parse_log_file_name
+from memlogd.atomicfile import TMP_SUFFIX, UntrustedFileError, read_state, replace_file
 from memlogd.wire.cursorfile import CursorError, Pending, decode_cursor, encode_cursor
 from memlogd.wire.protocol import Cursor
 
@@ -21,20 +22,32 @@ MAX_CURSOR_BYTES = 1 << 20  # a pending batch lists its files
 def load_cursor(dir_fd: int) -> tuple[Cursor, Pending | None] | None:
     """The saved cursor (and the batch it was being written with, if unfinished),
     or None when there is none.  Raises CursorError for a file that cannot be
-    used (the caller logs it and starts afresh)."""
+    used (the caller logs it and starts afresh): not a regular file of ours
+    that only we may write (a FIFO, a symlink, one another user planted), not
+    a cursor, or one whose batch names a file logwrite would never write."""
     try:
-        fd = os.open(CURSOR_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except FileNotFoundError:
+        data = read_state(CURSOR_NAME, MAX_CURSOR_BYTES, dir_fd=dir_fd)
+    except UntrustedFileError as exc:
+        raise CursorError(f"{CURSOR_NAME} is not used: {exc.reason}") from None
+    if data is None:
         return None
-    except OSError as exc:
-        raise CursorError(f"cannot open {CURSOR_NAME}: {exc.strerror}") from None
-    try:
-        data = os.read(fd, MAX_CURSOR_BYTES)
-    except OSError as exc:
-        raise CursorError(f"cannot read {CURSOR_NAME}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    return decode_cursor(data)
+    cursor, pending = decode_cursor(data)
+    if pending:
+        check_pending(pending)
+    return cursor, pending
+
+
+def check_pending(pending: Pending) -> None:
+    """CursorError unless every file a pending batch names is one that logwrite
+    itself writes in DIR (``STEM.log``, ``STEM.log.K`` for a stem that some
+    source name gives): never a path, ``..``, or another file."""
+    for stem, (names, _size) in pending.items():
+        if not is_log_stem(stem):
+            raise CursorError(f"{CURSOR_NAME} names a file logwrite never writes: {stem!r}")
+        for name in names:
+            parsed = parse_log_file_name(name)
+            if parsed is None or parsed[0] != stem:
+                raise CursorError(f"{CURSOR_NAME} names a file logwrite never writes: {name!r}")
 
 
 def save_cursor(

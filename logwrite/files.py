@@ -415,8 +415,12 @@ class LogFiles:
                     os.rename(step.src, step.dst, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
             live = log_file_name(stem)
             if live in names and live not in lost:
-                fd = os.open(live, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+                flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # SPEC 19
+                fd = os.open(live, flags, dir_fd=self.dir_fd)
                 try:
+                    st = os.fstat(fd)
+                    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                        raise NotRegularFileError(errno.EINVAL, "not a regular file", live)
                     os.ftruncate(fd, size)
                 finally:
                     os.close(fd)

@@ -40,12 +40,16 @@ class LineFormatter:
         return self._text
 
     def line(self, time_ns: int, source: str, msg: str) -> bytes:
-        """``TIME SOURCE MSG\\n``; a newline inside SOURCE or MSG is written as
-        ``\\n`` (backslash, n) so that one entry is always one line."""
-        text = self.time_text(time_ns) + " " + source + " " + msg
-        if "\n" in text:  # the source as logread -D reads it back (memlogd.wire.logdir)
-            time_text = self.time_text(time_ns)
-            text = time_text + " " + source_field(source) + " " + msg.replace("\n", "\\n")
+        """``TIME SOURCE MSG\\n``; the control characters of SOURCE but tab are
+        written as ``\\xNN`` (as logread writes them), a newline inside MSG as
+        ``\\n`` (backslash, n), so that one entry is always one line
+        (:func:`memlogd.wire.logdir.source_field`: logread -D reads it back)."""
+        if source.isprintable() and "\n" not in msg:  # the common case
+            return (self.time_text(time_ns) + " " + source + " " + msg + "\n").encode(
+                "utf-8", "replace"
+            )
+        time_text = self.time_text(time_ns)
+        text = time_text + " " + source_field(source) + " " + msg.replace("\n", "\\n")
         return (text + "\n").encode("utf-8", "replace")
 
     def lost_line(self, time_ns: int, first_seq: int, count: int, last: int = 0) -> bytes:

@@ -449,9 +449,18 @@ async def _follow_dir(
                         next_seq=header.next_seq,
                     )
             elif isinstance(event, Restarted):
-                reporter.info(
-                    "memlogd_restarted", old_instance=event.old_instance, instance=event.instance
-                )
+                if event.next_seq is not None:
+                    log.warning(
+                        "cursor_ignored",
+                        reason=f"its seq {event.cursor_seq} is beyond memlogd's next_seq "
+                        f"{event.next_seq}",
+                    )
+                else:
+                    reporter.info(
+                        "memlogd_restarted",
+                        old_instance=event.old_instance,
+                        instance=event.instance,
+                    )
                 persister.forget_cursor()
             elif isinstance(event, Disconnected):
                 reporter.info("disconnected", reason=event.reason)

@@ -202,7 +202,7 @@ def _import_worker(
     release_free_memory()
 
     def entry(start: WorkerStart) -> int:
-        return run_worker(start, config, built)
+        return run_worker(start, config, built, roles.state_dir)
 
     log: Log = structlog.get_logger("memlogd")  # stderr only: the keeper has no ring
     return entry, log

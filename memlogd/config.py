@@ -19,6 +19,14 @@ DEFAULT_MAX_SOURCES = 1024  # fds open at once
 DEFAULT_MAX_CLIENTS = 256  # query connections at once
 DEFAULT_SOCKET_MODE = 0o600
 MODE_TIMEOUT_S = 5.0  # a query client must send its mode (and request) within this
+UID_SHARE = 2  # a uid but root may hold at most 1/UID_SHARE of -max-sources, -max-clients
+
+
+def uid_share(limit: int, uid: int | None) -> int:
+    """How much of ``limit`` (``-max-sources``, ``-max-clients``) one local user
+    may take (SPEC 19): half of it, at least one; root all of it."""
+    return limit if uid == 0 else max(1, limit // UID_SHARE)
+
 
 # ---------------------------------------------------------------- the daemon's hot path
 READ_CHUNK = 64 * 1024  # bytes read from a source fd at once: one batch

@@ -31,7 +31,15 @@ from memlogd.errors import MemlogdError
 
 
 class OutputClosedError(MemlogdError):
-    """Nobody reads the output any more (EPIPE), or it failed for good."""
+    """Nobody reads the output any more (EPIPE): nobody to tell."""
+
+
+class OutputFailedError(MemlogdError):
+    """Writing the output failed otherwise (``/dev/full``, an I/O error): an
+    error to report (SPEC 19), ``cannot write to stdout: REASON``."""
+
+
+_FD_NAMES = {1: "stdout", 2: "stderr"}
 
 
 class Output:
@@ -52,7 +60,7 @@ class Output:
 
     async def write(self, data: bytes) -> None:
         """Write all of ``data``, waiting for room; OutputClosedError when the
-        reader is gone."""
+        reader is gone, OutputFailedError when writing failed otherwise."""
         view = memoryview(data)
         while view:
             try:
@@ -62,7 +70,8 @@ class Output:
             except BrokenPipeError:
                 raise OutputClosedError("output closed") from None
             except OSError as exc:
-                raise OutputClosedError(f"cannot write output: {exc.strerror}") from None
+                name = _FD_NAMES.get(self.fd, f"fd {self.fd}")
+                raise OutputFailedError(f"cannot write to {name}: {exc.strerror}") from None
 
     def write_nowait(self, data: bytes, lines: int) -> None:
         """Write or queue ``data`` (``lines`` lines) without waiting; drop it

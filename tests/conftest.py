@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,3 +71,32 @@ def fixture_memlogd(short_tmp: Path) -> Iterator[MemlogdProcess]:
     finally:
         code = proc.stop()
     assert code == 0, f"memlogd exited with status {code}: {proc.stderr()[-2000:]}"
+
+
+LOCAL_USER = "memlogd-hostile"  # made once with useradd, kept (other runs may use it)
+
+
+@pytest.fixture(name="local_user", scope="session")
+def fixture_local_user() -> pwd.struct_passwd:
+    """A real unprivileged local user (created with ``useradd`` if missing), for
+    the hostile-user cases of SPEC 19; skipped where that cannot be done."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: cannot act as another local user")
+    try:
+        return pwd.getpwnam(LOCAL_USER)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd")
+    if useradd is None:
+        pytest.skip("no useradd on this machine")
+    result = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", LOCAL_USER],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    try:
+        return pwd.getpwnam(LOCAL_USER)
+    except KeyError:
+        pytest.skip(f"useradd failed: {result.stderr.strip()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import select
 import signal
 import socket
@@ -202,3 +203,26 @@ def open_query(query_path: str, request: bytes) -> LineReader:
     sock.connect(query_path)
     sock.sendall(request)
     return LineReader(sock)
+
+
+def as_user(user: pwd.struct_passwd) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child ``user`` (no supplementary groups)."""
+
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    return become
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` ignores ``signum`` now (``SigIgn`` in its status):
+    it runs its own first instructions (the interpreter's start-up is before)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False

@@ -318,8 +318,14 @@ class SubscriptionSession:
                 entries = []
             self._emit_gap(dropped)
             if isinstance(reply, proto.Header):
-                if self._expect is not None and reply.instance != self._expect:
-                    events.append(Restarted(self._expect, reply.instance))
+                beyond = reply.instance == self._expect and (self._after_seq or 0) >= reply.next_seq
+                if self._expect is not None and (reply.instance != self._expect or beyond):
+                    if beyond:  # a cursor this instance never gave: not obeyed (SPEC 19)
+                        events.append(
+                            Restarted(self._expect, reply.instance, self._after_seq, reply.next_seq)
+                        )
+                    else:
+                        events.append(Restarted(self._expect, reply.instance))
                     self.cursor = None
                     self._restarted = True
                     self.phase = Phase.CONNECT  # at once: its answer is for a stale cursor

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from memlogd.config import BURST_LINE_BYTES, READ_BURST, READ_CHUNK, READS_ALONE
+from memlogd.config import BURST_LINE_BYTES, READ_BURST, READ_CHUNK, READS_ALONE, uid_share
 from memlogd.daemon.framing import LineSplitter
 from memlogd.daemon.lines import Lines
 from memlogd.daemon.readers import IntakeHold
@@ -124,6 +124,8 @@ class Intake:
         self.hold = hold
         self.on_released = on_released
         self.open_fds = 0
+        self._uid_fds: dict[int | None, int] = {}  # open fds per writer's uid (SPEC 19)
+        self._uid_of: dict[Source, int | None] = {}
         self.handing_over = False  # stop for the next worker: keep the partial lines
         self.partials: list[Partial] = []  # what handing over left for the next worker
         self._epoll = select.epoll()
@@ -140,6 +142,9 @@ class Intake:
         refusal = grant.problem
         if refusal is None and self.open_fds + len(grant.fds) > state.config.max_sources:
             refusal = f"over -max-sources {state.config.max_sources}"
+        share = uid_share(state.config.max_sources, grant.uid)
+        if refusal is None and self._uid_fds.get(grant.uid, 0) + len(grant.fds) > share:
+            refusal = f"over uid {grant.uid}'s share of -max-sources ({share})"
         if refusal is not None:
             for fd in grant.fds:
                 with contextlib.suppress(OSError):
@@ -165,7 +170,9 @@ class Intake:
         for i, fd in enumerate(grant.fds):
             with contextlib.suppress(OSError):
                 os.set_blocking(fd, False)
-            self._add(Source(state, fd, grant.name, info, None if keys is None else keys[i]))
+            source = Source(state, fd, grant.name, info, None if keys is None else keys[i])
+            self._count_uid(source, grant.uid)
+            self._add(source)
         return True
 
     def adopt(self, spec: SourceSpec, fd: int, partial: Partial | None) -> None:
@@ -176,6 +183,7 @@ class Intake:
         info.open += 1
         self.open_fds += 1
         source = Source(self.state, fd, spec.name, info, spec.key)
+        self._count_uid(source, spec.uid)
         if partial is not None:
             source.splitter.restore(
                 partial.partial, partial.discarding, partial.maybe_crlf, partial.truncated
@@ -198,12 +206,21 @@ class Intake:
         if source.read_once() is ReadState.DONE:  # e.g. a write-only pipe: EBADF
             self._close(source)
 
+    def _count_uid(self, source: Source, uid: int | None) -> None:
+        self._uid_of[source] = uid
+        self._uid_fds[uid] = self._uid_fds.get(uid, 0) + 1
+
     def _close(self, source: Source) -> None:
         if self._sources.pop(source.fd, None) is not None:
             with contextlib.suppress(OSError):
                 self._epoll.unregister(source.fd)
         self._unpollable.discard(source)
         self.open_fds -= 1
+        uid = self._uid_of.pop(source, None)
+        if self._uid_fds.get(uid, 0) > 1:
+            self._uid_fds[uid] -= 1
+        else:
+            self._uid_fds.pop(uid, None)
         if self.handing_over:  # the next worker reads on: no last line, no release
             key = source.key if source.key is not None else -1
             self.partials.append(Partial(key, *source.splitter.state()))

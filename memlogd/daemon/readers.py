@@ -20,13 +20,14 @@ import contextlib
 import errno
 import select
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
 import trio
 
-from memlogd.config import FOLLOW_BATCH, FOLLOWER_SNDBUF, HOLD_S, DaemonConfig
+from memlogd.config import FOLLOW_BATCH, FOLLOWER_SNDBUF, HOLD_S, DaemonConfig, uid_share
 from memlogd.daemon import answers
 from memlogd.daemon.ring import Ring
 from memlogd.errors import ProtocolError
@@ -267,6 +268,7 @@ class QueryService:
         self._header = header
         self._stats = stats
         self.clients = 0
+        self._uid_clients: dict[int | None, int] = {}  # per peer uid (SPEC 19)
         self.handing_over = False
         self._awaiting_request: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
@@ -288,9 +290,18 @@ class QueryService:
                 "client_refused", reason="over -max-clients", max_clients=self.config.max_clients
             )
             return False
+        uid = _peer_uid(conn)
+        share = uid_share(self.config.max_clients, uid)
+        if self._uid_clients.get(uid, 0) >= share:
+            conn.close()
+            self.warnings.warning(
+                "client_refused", reason=f"over uid {uid}'s share of -max-clients ({share})"
+            )
+            return False
         conn.setblocking(False)
         self.clients += 1
-        self._nursery.start_soon(self._handle, conn)
+        self._uid_clients[uid] = self._uid_clients.get(uid, 0) + 1
+        self._nursery.start_soon(self._handle, conn, uid)
         return True
 
     async def accept_loop(self, listener: socket.socket) -> None:
@@ -346,7 +357,7 @@ class QueryService:
         )
         return None
 
-    async def _handle(self, conn: socket.socket) -> None:
+    async def _handle(self, conn: socket.socket, uid: int | None = None) -> None:
         readers = self.readers
         reader: Reader | None = None
         try:
@@ -384,6 +395,10 @@ class QueryService:
             trio.lowlevel.notify_closing(conn)
             conn.close()
             self.clients -= 1
+            if self._uid_clients.get(uid, 0) > 1:
+                self._uid_clients[uid] -= 1
+            else:
+                self._uid_clients.pop(uid, None)
 
     def _make_reader(self, conn: socket.socket, mode: int, line: bytes) -> Reader | None:
         readers, ring = self.readers, self.readers.ring
@@ -414,6 +429,20 @@ class QueryService:
         follow = answers.follow_start(ring, request)
         render = answers.extended_renderer(keep)
         return Reader(readers, conn, _chain(parts), follow, render)
+
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    """The uid of the process at the other end (SO_PEERCRED), None if unknown."""
+    try:
+        _pid, uid, _gid = _PEERCRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+        return int(uid)
+    except (OSError, struct.error):
+        return None
 
 
 _ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

@@ -19,11 +19,25 @@ from contextlib import asynccontextmanager
 import structlog
 import trio
 
+from memlogd.atomicfile import UntrustedFileError, check_state_dir
+from memlogd.errors import MemlogdError
+
 log = structlog.get_logger("memlogd")
 
 LOCK_SUFFIX = ".lock"
 RETRY_S = 0.5  # how often a lock held by another is tried again
 QUIET_S = 3.0  # waited this long: a warning (once)
+
+
+def ensure_state_dir(path: str) -> None:
+    """The state directory (``-state-dir``, ``memlogd.d``), made if missing;
+    refused (MemlogdError: the role fails, and is retried) when it is a symlink
+    or another user's (SPEC 19)."""
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    try:
+        check_state_dir(path)
+    except UntrustedFileError as exc:
+        raise MemlogdError(f"cannot use state directory {path}: {exc.reason}") from None
 
 
 @asynccontextmanager
@@ -33,7 +47,8 @@ async def owning(state_file: str | None) -> AsyncIterator[None]:
         yield
         return
     path = state_file + LOCK_SUFFIX
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # SPEC 19
+    fd = os.open(path, flags, 0o600)
     try:
         waited = 0.0
         while True:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import structlog
 import trio
 
+from memlogd.atomicfile import UntrustedFileError, check_state_dir, replace_file
 from memlogd.config import DaemonConfig
 from memlogd.daemon.encoding import encode_block
 from memlogd.daemon.host import Role
@@ -37,7 +38,8 @@ from memlogd.wire import handover
 log = structlog.get_logger("memlogd")
 
 OOM_SCORE_ADJ = "/proc/self/oom_score_adj"
-# A test hook (docs/memlogd.md, "Tests"): a worker fails at its start while this file exists.
+# A test hook (docs/memlogd.md, "Tests"): a worker fails at its start while this file
+# exists (exit 3; by an exception when the file starts with "raise").
 FAIL_IF_ENV = "MEMLOGD_TEST_WORKER_FAILS_IF"
 EXIT_TEST_FAILURE = 3
 
@@ -52,9 +54,15 @@ def create_journal(config: DaemonConfig) -> int:
     return fd
 
 
-def run_worker(start: handover.WorkerStart, config: DaemonConfig, roles: Sequence[Role]) -> int:
+def run_worker(
+    start: handover.WorkerStart,
+    config: DaemonConfig,
+    roles: Sequence[Role],
+    state_dir: str | None = None,
+) -> int:
     """In the forked child: undo what is the keeper's, serve, return the exit status.
-    (memlogd.cli hands the keeper this function, with the configuration and roles.)"""
+    (memlogd.cli hands the keeper this function, with the configuration and roles;
+    ``state_dir``: where a journal that cannot be read is kept for inspection.)"""
     set_process_name(WORKER_NAME)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
@@ -64,8 +72,11 @@ def run_worker(start: handover.WorkerStart, config: DaemonConfig, roles: Sequenc
             f.write(start.oom_score)
     fail_if = os.environ.get(FAIL_IF_ENV)
     if fail_if and os.path.exists(fail_if):
+        with open(fail_if, "rb") as trap:
+            if trap.read(5) == b"raise":  # by an exception (its traceback on stderr)
+                raise RuntimeError(f"{FAIL_IF_ENV} says so")
         return EXIT_TEST_FAILURE
-    return trio.run(_serve, start, config, roles)
+    return trio.run(_serve, start, config, roles, state_dir)
 
 
 def replay(journal: Journal, config: DaemonConfig) -> Ring:
@@ -102,6 +113,50 @@ def open_journal(buf: memoryview, config: DaemonConfig) -> Journal:
     return journal
 
 
+DAMAGED_JOURNAL_NAME = "journal.damaged"  # in the state directory, for inspection
+
+
+def _open_journal(
+    shared: mmap.mmap, config: DaemonConfig, state_dir: str | None
+) -> tuple[Journal, Ring]:
+    """The journal and the ring it holds.  One that cannot be read is set aside
+    (copied to the state directory where it can be) and a fresh ring starts,
+    with a warning: a crash loop would end all logging (SPEC 19)."""
+    try:
+        journal = open_journal(memoryview(shared), config)
+        return journal, replay(journal, config)
+    except Exception as exc:  # whatever a damaged journal makes the replay raise
+        kept = _set_aside(bytes(shared), state_dir)
+        log.warning(
+            "journal_set_aside",
+            error=str(exc) or type(exc).__name__,
+            kept=kept,
+            consequence="a fresh ring (a new instance)",
+        )
+    for at in range(0, len(shared), 1 << 20):
+        end = min(at + (1 << 20), len(shared))
+        shared[at:end] = bytes(end - at)
+    head = new_header(len(shared), str(uuid.uuid4()))
+    shared[: len(head)] = head
+    journal = Journal(memoryview(shared))
+    return journal, replay(journal, config)
+
+
+def _set_aside(data: bytes, state_dir: str | None) -> str | None:
+    """Keep a damaged journal in the state directory; its path, or None."""
+    if state_dir is None:
+        return None
+    try:
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        check_state_dir(state_dir)
+        path = os.path.join(state_dir, DAMAGED_JOURNAL_NAME)
+        replace_file(path, data, mode=0o600)
+    except (OSError, UntrustedFileError) as exc:
+        log.warning("journal_not_kept", dir=state_dir, error=str(exc))
+        return None
+    return path
+
+
 def _partials(fd: int | None) -> dict[int, handover.Partial]:
     if fd is None:
         return {}
@@ -117,7 +172,12 @@ def _partials(fd: int | None) -> dict[int, handover.Partial]:
         os.close(fd)
 
 
-async def _serve(start: handover.WorkerStart, config: DaemonConfig, roles: Sequence[Role]) -> int:
+async def _serve(
+    start: handover.WorkerStart,
+    config: DaemonConfig,
+    roles: Sequence[Role],
+    state_dir: str | None,
+) -> int:
     keeping = Keeping(
         keeper_pid=start.keeper_pid,
         worker_starts=start.worker_starts,
@@ -126,8 +186,8 @@ async def _serve(start: handover.WorkerStart, config: DaemonConfig, roles: Seque
     )
     size = os.fstat(start.journal_fd).st_size
     with mmap.mmap(start.journal_fd, size) as shared:
-        journal = open_journal(memoryview(shared), config)
-        state = LogState(config, journal.instance, replay(journal, config), journal)
+        journal, ring = _open_journal(shared, config, state_dir)
+        state = LogState(config, journal.instance, ring, journal)
         daemon = Daemon(config, 1 if config.console else None, state=state, keeping=keeping)
         link = daemon.attach_keeper(socket.socket(fileno=start.control_fd))
         partials = _partials(start.partials_fd)

@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
@@ -50,6 +51,9 @@ MAX_PENDING_REFUSED = 64  # refusals kept for a worker that is not there yet
 EXIT_WORKER_CRASHED = 70  # a worker's entry that raised (EX_SOFTWARE)
 
 WorkerEntry = Callable[[handover.WorkerStart], int]  # runs in the forked child: its exit status
+# SPEC 19: every signal an admin may send is handled or ignored, at every moment
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGCHLD)
+IGNORED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM, signal.SIGPIPE)
 
 
 class Log(Protocol):
@@ -84,15 +88,19 @@ class Keeper:
     def run(self, *, handing_over_from: Worker | None = None) -> NoReturn:
         """Serve until stopped; never returns (the process exits)."""
         signal.set_wakeup_fd(self._wake_w)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGCHLD):
+        for signum in HANDLED:
             signal.signal(signum, _noop)
+        for signum in IGNORED:
+            signal.signal(signum, signal.SIG_IGN)
         gc.collect()
         gc.freeze()  # what a worker inherits stays shared: the collector never writes it
         if handing_over_from is not None:  # after an upgrade: the old worker hands over
             self.worker = handing_over_from
             self.upgrading = True
             self._send(handover.Stop(handover=True))
-        else:
+        # what came while the keeper re-executed itself (blocked by reexec) arrives now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        if handing_over_from is None:
             self._start_worker()
         while True:
             self._poll_once()
@@ -231,6 +239,8 @@ class Keeper:
                 signal.set_wakeup_fd(-1)
                 _close_all_but(keep)
                 code = self.run_worker(start)
+            except BaseException:  # a worker that cannot start says why (SPEC 19)
+                _report_failure()
             finally:
                 os._exit(code)
         theirs.close()
@@ -416,7 +426,13 @@ class Keeper:
             self.log.warning("upgrade_ignored", reason="no worker serving")
             return
         self.upgrading = True
-        reexec(self.s, self.worker)
+        try:
+            reexec(self.s, self.worker)
+        except OSError as exc:  # the program could not be run: this keeper goes on
+            signal.set_wakeup_fd(self._wake_w)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+            self.upgrading = False
+            self.log.error("upgrade_failed", error=exc.strerror or str(exc))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -424,6 +440,15 @@ class Keeper:
 
 def _noop(_signum: int, _frame: object) -> None:
     """The signal's number reaches the loop through the wakeup fd."""
+
+
+def _report_failure() -> None:
+    """The exception being handled, with its traceback, on stderr (the keeper's
+    log), before the worker exits with status 70."""
+    with contextlib.suppress(BaseException):
+        sys.stderr.write("memlogd: worker_failed: the worker could not go on:\n")
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
 
 
 def _kill(pid: int) -> None:

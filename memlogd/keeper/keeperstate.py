@@ -65,7 +65,13 @@ _STATE_SOURCE = struct.Struct("<iQiiH")  # fd, key, pid, uid, name length
 
 
 def reexec(state: KeeperState, worker: Worker) -> NoReturn:
-    """Become the program on disk, keeping every fd and the worker (our child)."""
+    """Become the program on disk, keeping every fd and the worker (our child).
+    The signals the keeper handles are blocked until the new program handles
+    them (the mask survives ``execve``; ignored signals stay ignored): one
+    sent meanwhile waits instead of killing the keeper."""
+    signal.pthread_sigmask(
+        signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGCHLD}
+    )
     held = list(state.held.values())
     parts = [
         _STATE_HEAD.pack(

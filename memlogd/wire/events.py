@@ -58,10 +58,14 @@ class Gap:
 @dataclass(frozen=True, slots=True)
 class Restarted:
     """The daemon is a new instance: the cursor meant nothing to it, and the
-    subscription starts again with its whole ring."""
+    subscription starts again with its whole ring.  Also when the cursor named
+    this very instance but a seq it never reached (``cursor_seq`` at or beyond
+    its ``next_seq``): a cursor memlogd never gave, not obeyed (SPEC 19)."""
 
     old_instance: str
     instance: str
+    cursor_seq: int | None = None  # set for a cursor beyond the instance's next_seq
+    next_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

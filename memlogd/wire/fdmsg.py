@@ -15,9 +15,10 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from memlogd.wire.protocol import MAX_FDS_PER_DATAGRAM, decode_name
+from memlogd.wire.protocol import INTERNAL_SOURCE, MAX_FDS_PER_DATAGRAM, decode_name
 
 _CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+RESERVED_PREFIX = b"user:"  # before a writer's name that begins with "memlogd" (SPEC 19)
 _FD_SIZE = array.array("i").itemsize
 
 # Room for the most fds Linux passes in one message, plus the credentials.
@@ -59,6 +60,8 @@ def parse_fd_datagram(
         credentials = level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
         if credentials and len(payload) >= _CREDS.size:
             pid, uid, _gid = _CREDS.unpack_from(payload)
+    if data.startswith(INTERNAL_SOURCE.encode()):  # reserved for memlogd's own events
+        data = RESERVED_PREFIX + data
     name = decode_name(data)
     problem = None
     if flags & socket.MSG_CTRUNC:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memlogd.errors import ProtocolError
+from memlogd.wire.textescape import CONTROL_ESCAPES, escape_name
 from memlogd.wire.timefmt import parse_time
 
 LOG_SUFFIX = ".log"
@@ -86,6 +87,24 @@ def safe_log_name(source: str) -> str:
     return _utf8_cut(escaped, MAX_STEM_BYTES - len(suffix)) + suffix
 
 
+_ESCAPED_STEM_RE = re.compile(
+    r"(?:[^%/]|%[0-9A-F]{2})*" + re.escape(HASH_MARK) + f"[0-9a-f]{{{HASH_HEX}}}", re.DOTALL
+)
+
+
+def is_log_stem(stem: str) -> bool:
+    """Whether :func:`safe_log_name` returns ``stem`` for some source name: a
+    name found in a file (logwrite's cursor) is used only if it is one that
+    logwrite itself would write, so never a path outside DIR (SPEC 19)."""
+    if len(stem.encode("utf-8", "surrogatepass")) > MAX_STEM_BYTES:
+        return False
+    if "%" not in stem:
+        return safe_log_name(stem) == stem
+    if stem.startswith(".") or _ESCAPED_STEM_RE.fullmatch(stem) is None:
+        return False
+    return not any(_unsafe(c) for c in stem if c not in "%")
+
+
 def log_file_name(stem: str, index: int | None = None) -> str:
     """``stem.log`` (the live file) or ``stem.log.INDEX`` (a rotated one)."""
     return stem + LOG_SUFFIX if index is None else f"{stem}{LOG_SUFFIX}.{index}"
@@ -142,26 +161,40 @@ def _is_hex(text: str) -> bool:
 
 
 def source_field(source: str) -> str:
-    """``source`` as it is written in a persisted line ``TIME SOURCE MSG``: a
-    newline as ``\\n`` (backslash, n) so that one entry stays one line."""
-    return source.replace("\n", "\\n")
+    """``source`` as it is written in a persisted line ``TIME SOURCE MSG``: its
+    control characters but tab as ``\\xNN``, as logread writes them (SPEC 19),
+    so that one entry stays one line and a name cannot drive a terminal."""
+    return escape_name(source)
 
 
-MAX_READINGS = 256  # of a field with many "\\n": beyond, only all-or-nothing readings
+MAX_READINGS = 256  # of a field with many escapes: beyond, only all-or-nothing readings
+_FIELD_ESCAPE = re.compile(r"\\x([0-9a-f]{2})|\\n")  # (\n: files written before \xNN)
 
 
 def source_readings(field: str) -> list[str]:
     """The sources that :func:`source_field` may have written as ``field`` (the
-    field as written first): each ``\\n`` in it was a newline or a backslash and
-    an ``n``.  The file name decides between them."""
-    parts = field.split("\\n")
-    if len(parts) == 1:
+    field as written first): each ``\\xNN`` of a control character in it was
+    that character or the four characters themselves (and a ``\\n`` a newline
+    or a backslash and an ``n``).  The file name decides between them."""
+    parts: list[str] = []
+    choices: list[tuple[str, str]] = []
+    last = 0
+    for m in _FIELD_ESCAPE.finditer(field):
+        code = 0x0A if m.group(1) is None else int(m.group(1), 16)
+        if code not in CONTROL_ESCAPES:  # never escaped (tab, a printable): only itself
+            continue
+        parts.append(field[last : m.start()])
+        choices.append((m.group(0), chr(code)))
+        last = m.end()
+    if not choices:
         return [field]
-    if 2 ** (len(parts) - 1) > MAX_READINGS:
-        return [field, field.replace("\\n", "\n")]
+    parts.append(field[last:])
+    if 2 ** len(choices) > MAX_READINGS:
+        unescaped = parts[0] + "".join(c + p for (_, c), p in zip(choices, parts[1:], strict=True))
+        return [field, unescaped]
     readings = [parts[0]]
-    for part in parts[1:]:
-        readings = [r + sep + part for r in readings for sep in ("\\n", "\n")]
+    for (literal, char), part in zip(choices, parts[1:], strict=True):
+        readings = [r + sep + part for r in readings for sep in (literal, char)]
     return readings
 
 

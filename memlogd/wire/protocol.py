@@ -29,6 +29,8 @@ MAX_NAME_BYTES = 512  # of a source name, as received
 UNNAMED_SOURCE = "unnamed"
 MAX_FDS_PER_DATAGRAM = 253  # Linux SCM_MAX_FD
 MAX_REQUEST_BYTES = 64 * 1024  # extended request line, newline included
+MAX_REQUEST_GLOBS = 64  # source globs in one request (SPEC 19: a query's cost is bounded)
+MAX_GLOB_BYTES = 256  # UTF-8 bytes of one glob
 INTERNAL_SOURCE = "memlogd"  # the daemon's own events
 
 
@@ -218,6 +220,10 @@ def parse_request(line: bytes) -> QueryRequest:
     sources = obj.get("sources", [])
     if not all(isinstance(s, str) for s in sources):
         raise ProtocolError("request key 'sources' must be a list of strings")
+    if len(sources) > MAX_REQUEST_GLOBS:
+        raise ProtocolError(f"request key 'sources' holds more than {MAX_REQUEST_GLOBS} globs")
+    if any(len(s.encode("utf-8", "surrogatepass")) > MAX_GLOB_BYTES for s in sources):
+        raise ProtocolError(f"request key 'sources' holds a glob over {MAX_GLOB_BYTES} bytes")
     for key in ("after_seq", "tail"):
         if key in obj and obj[key] < 0:
             raise ProtocolError(f"request key {key!r} must not be negative")

@@ -4,6 +4,7 @@ and breaks no writer; readers with a cursor go on exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -494,3 +495,156 @@ def test_an_unwritable_pid_file_is_an_error(short_tmp: Path) -> None:
         proc.stderr()
     )
     assert not os.path.exists(proc.log_path) and not os.path.exists(proc.query_path)
+
+
+# ---------------------------------------------------------------------- hostile signals (SPEC 19)
+
+HABITS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM, signal.SIGPIPE)
+
+
+def reexecuting(pid: int) -> bool:
+    """The keeper has become the program on disk (its arguments say so)."""
+    try:
+        return b"--keeper-state" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_signals_an_admin_sends_by_habit_do_not_end_memlogd(start_memlogd: StartMemlogd) -> None:
+    memlogd = start_memlogd()
+    assert memlogd.proc is not None
+    keeper = memlogd.proc.pid
+    worker = stats(memlogd.query_path)["pid"]
+    for signum in HABITS:
+        os.kill(keeper, signum)
+    with helpers.new_source(memlogd.log_path, "after") as w:
+        w.sendall(b"still here\n")
+    wait_value(
+        lambda: [e["msg"] for e in ring(memlogd.query_path)[1] if e["source"] == "after"],
+        lambda m: m == ["still here"],
+        DEADLINE_S,
+        "the line",
+    )
+    values = stats(memlogd.query_path)
+    assert (values["keeper_pid"], values["pid"], values["worker_starts"]) == (keeper, worker, 1)
+    assert memlogd.proc.poll() is None
+
+
+def pending(pid: int) -> set[int]:
+    """The signals waiting for process ``pid`` (blocked meanwhile)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            mask = int(line.split()[1], 16)
+            return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+    return set()
+
+
+def test_signals_during_an_upgrade_are_handled_or_ignored(start_memlogd: StartMemlogd) -> None:
+    """HUP, USR1, ALRM, PIPE and a second USR2 while the keeper re-executes itself."""
+    memlogd = start_memlogd()
+    assert memlogd.proc is not None
+    keeper = memlogd.proc.pid
+    old = stats(memlogd.query_path)["pid"]
+    os.kill(keeper, signal.SIGUSR2)
+    wait_for(lambda: reexecuting(keeper), DEADLINE_S, "the keeper's re-execution")
+    for signum in (*HABITS, signal.SIGUSR2):
+        os.kill(keeper, signum)
+    in_time = signal.SIGUSR2 in pending(keeper)  # else the new keeper ran already
+    wait_value(
+        lambda: stats(memlogd.query_path), partial(upgraded, old, 2), DEADLINE_S, "the upgrade"
+    )
+    assert memlogd.proc.poll() is None
+    if in_time:  # it waited, and came while the old worker handed over: one upgrade at a time
+        wait_for(lambda: "upgrade_ignored" in memlogd.stderr(), DEADLINE_S, "the second USR2")
+        assert stats(memlogd.query_path)["worker_starts"] == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_an_upgrade_is_clean(start_memlogd: StartMemlogd, signum: int) -> None:
+    memlogd = start_memlogd()
+    assert memlogd.proc is not None
+    keeper = memlogd.proc.pid
+    assert stats(memlogd.query_path)["pid"] != keeper  # a worker serves: it may upgrade
+    os.kill(keeper, signal.SIGUSR2)
+    wait_for(lambda: reexecuting(keeper), DEADLINE_S, "the keeper's re-execution")
+    os.kill(keeper, signum)
+    assert memlogd.proc.wait(DEADLINE_S) == 0
+    assert not os.path.exists(memlogd.log_path) and not os.path.exists(memlogd.query_path)
+
+
+# ---------------------------------------------------------------------- a worker that cannot start
+
+
+def journal_fd_path(keeper: int) -> Path:
+    for fd in Path(f"/proc/{keeper}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if "memlogd-journal" in os.readlink(fd):
+                return fd
+    raise AssertionError("the keeper holds no journal")
+
+
+def test_a_worker_that_cannot_start_says_why(
+    start_memlogd: StartMemlogd, short_tmp: Path, monkeypatch: Any
+) -> None:
+    trap = short_tmp / "fail"
+    monkeypatch.setenv("MEMLOGD_TEST_WORKER_FAILS_IF", str(trap))
+    memlogd = start_memlogd()
+    worker = stats(memlogd.query_path)["pid"]  # the first worker serves
+    trap.write_bytes(b"raise")
+    os.kill(worker, signal.SIGKILL)
+    died = 'worker_died level=warning pid=\\d+ status="exit status 70"'
+    wait_for(lambda: re.search(died, memlogd.stderr()), DEADLINE_S, "the failed start")
+    err = memlogd.stderr()
+    assert "memlogd: worker_failed: the worker could not go on:\nTraceback" in err
+    assert "RuntimeError: MEMLOGD_TEST_WORKER_FAILS_IF says so\n" in err
+    trap.unlink()
+    wait_for(lambda: (serving(memlogd) or {}).get("worker_starts", 0) >= 3, DEADLINE_S, "a worker")
+
+
+def serving(memlogd: MemlogdProcess) -> dict[str, Any] | None:
+    """Stats, or None while no worker answers."""
+    try:
+        return stats(memlogd.query_path)
+    except OSError:
+        return None
+
+
+def test_a_journal_that_cannot_be_read_is_set_aside_for_a_fresh_ring(
+    start_memlogd: StartMemlogd, short_tmp: Path
+) -> None:
+    """SPEC 19: a damaged journal was a crash loop that ended all logging."""
+    state_dir = short_tmp / "state"
+    memlogd = start_memlogd("-state-dir", str(state_dir))
+    assert memlogd.proc is not None
+    with helpers.new_source(memlogd.log_path, "before") as w:
+        w.sendall(b"in the old ring\n")
+    old, _ = wait_value(
+        lambda: ring(memlogd.query_path),
+        lambda r: any(e["source"] == "before" for e in r[1]),
+        DEADLINE_S,
+        "the line",
+    )
+    with open(journal_fd_path(memlogd.proc.pid), "r+b") as journal:
+        journal.write(b"\xde\xad" * 2048)  # the header and its commit slots
+        size = os.fstat(journal.fileno()).st_size
+    wait_gone(kill_worker(memlogd))
+    instance, entries = wait_value(
+        lambda: ring(memlogd.query_path), lambda r: r[0] != old, DEADLINE_S, "a fresh ring"
+    )
+    assert not any(e["source"] == "before" for e in entries)
+    assert stats(memlogd.query_path)["worker_starts"] == 2
+    assert "journal_set_aside" in memlogd.stderr()
+    kept = state_dir / "journal.damaged"
+    assert kept.stat().st_size == size and kept.stat().st_mode & 0o777 == 0o600
+    assert kept.read_bytes()[:4096] == b"\xde\xad" * 2048
+    with helpers.new_source(memlogd.log_path, "after") as w:
+        w.sendall(b"in the new ring\n")
+    wait_value(
+        lambda: [e["msg"] for e in ring(memlogd.query_path)[1] if e["source"] == "after"],
+        lambda m: m == ["in the new ring"],
+        DEADLINE_S,
+        "the new line",
+    )
+    wait_gone(kill_worker(memlogd))  # the fresh journal is a good one: no second set-aside
+    wait_value(lambda: ring(memlogd.query_path)[0], lambda i: i == instance, DEADLINE_S, "same")
+    assert memlogd.stderr().count("journal_set_aside") == 1

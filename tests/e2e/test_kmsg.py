@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -230,6 +231,79 @@ def test_state_of_another_boot_is_ignored(short_tmp: Path) -> None:
     result = kmsg("--path", dev, "--no-follow", "--state-file", str(state))
     assert [s for s, _, _ in parse_lines(result.stderr)] == [1, 2]
     assert json.loads(state.read_text()) == {"boot_id": read_boot_id(), "seq": 2}
+
+
+def kmsg_warnings(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def records_of(stderr: str) -> list[tuple[int, int, str]]:
+    return parse_lines("\n".join(x for x in stderr.splitlines() if not x.startswith("{")))
+
+
+def test_state_beyond_the_kernel_logs_last_record_is_not_obeyed(short_tmp: Path) -> None:
+    """SPEC 19: a state naming a record the kernel never wrote skipped everything."""
+    dev = write_device(short_tmp / "kmsg", b"6,1,1,-;one\n6,2,2,-;two\n")
+    state = short_tmp / "kmsg.state"
+    state.write_text(json.dumps({"boot_id": read_boot_id(), "seq": 1000}))
+    result = kmsg("--path", dev, "--no-follow", "--state-file", str(state), "-log-format", "json")
+    assert result.returncode == 0
+    assert [s for s, _, _ in records_of(result.stderr)] == [1, 2]
+    (warning,) = kmsg_warnings(result.stderr)
+    assert (warning["event"], warning["reason"]) == (
+        "state_ignored",
+        "its seq 1000 is beyond the kernel log's last 2",
+    )
+    assert json.loads(state.read_text()) == {"boot_id": read_boot_id(), "seq": 2}
+
+
+def test_real_device_state_beyond_its_last_record_is_not_obeyed(short_tmp: Path) -> None:
+    _require_device(write=False)
+    state = short_tmp / "kmsg.state"
+    state.write_text(json.dumps({"boot_id": read_boot_id(), "seq": 2**62}))
+    result = kmsg("--no-follow", "--state-file", str(state), "-log-format", "json")
+    assert result.returncode == 0, result.stderr[-500:]
+    warnings = [w for w in kmsg_warnings(result.stderr) if "event" in w]
+    assert [w["event"] for w in warnings] == ["state_ignored"]
+    records = records_of(result.stderr)
+    assert records and json.loads(state.read_text())["seq"] == records[-1][0] < 2**62
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "other-owner", "writable"])
+def test_a_hostile_state_file_is_refused_without_blocking(
+    short_tmp: Path, kind: str, local_user: Any
+) -> None:
+    """SPEC 19: a FIFO at the state file (or its temporary) blocked kmsg for ever."""
+    dev = write_device(short_tmp / "kmsg", b"6,1,1,-;one\n6,2,2,-;two\n")
+    state = short_tmp / "kmsg.state"
+    elsewhere = short_tmp / "elsewhere"
+    elsewhere.write_text(json.dumps({"boot_id": read_boot_id(), "seq": 1}))
+    reason = {
+        "fifo": "it is a FIFO",
+        "symlink": "it is a symbolic link",
+        "other-owner": f"it is owned by uid {local_user.pw_uid}, not 0",
+        "writable": "it is writable by others (mode 0646)",
+    }[kind]
+    if kind == "fifo":
+        os.mkfifo(state)
+        os.mkfifo(str(state) + ".tmp")
+    elif kind == "symlink":
+        state.symlink_to(elsewhere)
+    else:
+        state.write_text(json.dumps({"boot_id": read_boot_id(), "seq": 1}))
+        if kind == "other-owner":
+            os.chown(state, local_user.pw_uid, -1)
+        else:
+            state.chmod(0o646)
+    result = kmsg("--path", dev, "--no-follow", "--state-file", str(state), "-log-format", "json")
+    assert result.returncode == 0
+    assert [s for s, _, _ in records_of(result.stderr)] == [1, 2]  # a fresh start
+    (warning,) = kmsg_warnings(result.stderr)
+    assert (warning["event"], warning["reason"]) == ("state_ignored", reason)
+    assert not state.is_symlink() and state.stat().st_uid == 0
+    assert json.loads(state.read_text()) == {"boot_id": read_boot_id(), "seq": 2}
+    assert not Path(str(state) + ".tmp").exists()
+    assert json.loads(elsewhere.read_text())["seq"] == 1
 
 
 def test_fifo_follow_prints_records_as_they_come_and_sigterm_exits_0(

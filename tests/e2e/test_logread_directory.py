@@ -27,7 +27,7 @@ from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw,
 pytestmark = pytest.mark.e2e
 
 DEADLINE_S = 30.0
-SOURCES = ["web", "web.out", "a b;c", "x/y", "svc " * 70, "memlogd-ish\nname"]
+SOURCES = ["web", "web.out", "a b;c", "x/y", "svc " * 70, "logd-ish\nname"]
 
 
 def logread(*args: str) -> subprocess.CompletedProcess[bytes]:

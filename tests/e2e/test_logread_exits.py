@@ -230,6 +230,36 @@ def test_closed_stdout_status_is_0(memlogd: MemlogdProcess) -> None:
     proc.stderr.close()
 
 
+@pytest.mark.parametrize("args", [[], ["-o", "json"], ["--stats"], ["--list-sources"]], ids=str)
+def test_a_full_stdout_is_an_error(memlogd: MemlogdProcess, args: list[str]) -> None:
+    """SPEC 19: `logread > /dev/full` exited 0 having written nothing."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            python_m("logread", "-socket", memlogd.query_path, *args),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            timeout=DEADLINE_S,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr == b"logread: cannot write to stdout: No space left on device\n"
+
+
+def test_a_stdout_closed_at_start_is_one_line(memlogd: MemlogdProcess) -> None:
+    """SPEC 19: `logread >&-` printed a traceback."""
+    script = 'exec "$0" -m logread -socket "$1" >&-'
+    result = subprocess.run(
+        ["bash", "-c", script, sys.executable, memlogd.query_path],
+        capture_output=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (1, b"logread: standard output is closed\n")
+
+
 # ---------------------------------------------------------------------- usage
 
 

@@ -104,7 +104,8 @@ def test_piped_output_is_always_the_exact_message(hostile: MemlogdProcess) -> No
     assert (result.returncode, result.stderr) == (0, b"")
     assert result.stdout == b"".join(line + b"\n" for line in EVIL_LINES)
     short = run_logread("-socket", q, "-s", "evil*", "-n", "1")
-    assert short.stdout.endswith(b";evil\x1b]0\\;owned\x07;tab\tkept\n")
+    # a source's controls are escaped even when piped (SPEC 19), not a message's
+    assert short.stdout.endswith(b";evil\\x1b]0\\;owned\\x07;tab\tkept\n")
 
 
 def test_json_on_a_terminal_escapes_what_json_leaves_raw(hostile: MemlogdProcess) -> None:
@@ -202,3 +203,31 @@ def test_no_colour_when_piped(two: MemlogdProcess) -> None:
     assert result.stdout == plain(q)
     forced = run_logread("-socket", q, "-s", "alpha", "-s", "beta", "--color", "always")
     assert forced.stdout == coloured(q)
+
+
+FORGER = b"web\n2026-01-01T00:00:00Z;root;all is well\r"
+
+
+@pytest.mark.parametrize("output", ["short", "short-iso"])
+def test_a_newline_in_a_source_forges_no_line_even_piped(
+    memlogd: MemlogdProcess, output: str
+) -> None:
+    """SPEC 19: a newline in a source name forged a second line in piped output."""
+    with new_source(memlogd.log_path, FORGER) as src:
+        src.sendall(b"real\n")
+    wait_landed(memlogd.query_path, "real")
+    result = run_logread("-socket", memlogd.query_path, "-s", "web*", "-o", output)
+    assert (result.returncode, result.stderr) == (0, b"")
+    (line,) = result.stdout.splitlines()
+    assert line.endswith(b";web\\x0a2026-01-01T00:00:00Z\\;root\\;all is well\\x0d;real")
+
+
+def test_bidirectional_overrides_are_escaped_on_a_terminal(memlogd: MemlogdProcess) -> None:
+    with new_source(memlogd.log_path, "rtl\u202e") as src:
+        src.sendall("invoice\u202efdp.exe\n".encode())
+    wait_landed(memlogd.query_path, "invoice\u202efdp.exe")
+    code, out, err = on_terminal("-socket", memlogd.query_path, "-s", "rtl*", env=env(NO_COLOR="1"))
+    assert (code, err) == (0, b"")
+    assert out.endswith(b";rtl\\u202e;invoice\\u202efdp.exe\n")
+    piped = run_logread("-socket", memlogd.query_path, "-s", "rtl*", "-o", "cat")
+    assert piped.stdout == "invoice\u202efdp.exe\n".encode()  # piped: the exact message

@@ -33,7 +33,7 @@ from memlogd.wire.cursorfile import CursorError
 from memlogd.wire.protocol import Cursor
 from memlogd.wire.timefmt import format_time_micros, parse_time
 from tests.conftest import StartMemlogd
-from tests.helpers import MemlogdProcess, new_source, python_m, query_raw, wait_for
+from tests.helpers import MemlogdProcess, ignores, new_source, python_m, query_raw, wait_for
 from tests.oneflags import one_dash_mismatches
 from tests.rfc5424 import ParsedMessage, parse_message
 from tests.rsyslog import Record, Rsyslog, skip_unless_available
@@ -544,6 +544,29 @@ def test_interrupted_with_entries_left_exits_128_plus_the_signal(
     )
 
 
+def test_sighup_never_ends_logship_also_during_its_start(
+    memlogd: MemlogdProcess, rsyslog: Rsyslog, logship: StartLogship
+) -> None:
+    """SPEC 19: logship died of SIGHUP (an admin's habit); it holds no file to reopen."""
+    ship = logship(memlogd.query_path, rsyslog.tcp_url)
+    assert ship.proc is not None
+    pid = ship.proc.pid
+
+    wait_for(lambda: ignores(pid, signal.SIGHUP), what="its first instructions")
+
+    def hup_then_look() -> list[dict[str, Any]]:
+        os.kill(pid, signal.SIGHUP)  # again and again, through its start-up
+        return ship.events("receiver_connected")
+
+    wait_for(hup_then_look, TIMEOUT, "logship connected, under SIGHUPs")
+    write_lines(memlogd.log_path, "svc", ["after the hangups"])
+    instance, entries = wait_ring(memlogd.query_path, "after the hangups")
+    os.kill(pid, signal.SIGHUP)
+    wait_delivered(rsyslog, instance, entries)
+    assert ship.running
+    assert ship.stop() == 0
+
+
 def test_tcp_sends_the_last_window_again_after_a_reconnect(
     memlogd: MemlogdProcess, rsyslog: Rsyslog, logship: StartLogship
 ) -> None:
@@ -784,9 +807,62 @@ def test_state_file_problems(tmp_path: Path) -> None:
     with pytest.raises(StateError, match=f"cannot use state file {tmp_path}/no/st: no directory"):
         StateFile(str(tmp_path / "no" / "st")).load()
     (tmp_path / "dir").mkdir()
-    with pytest.raises(StateError, match="not a regular file"):
+    with pytest.raises(StateError, match="it is a directory"):
         StateFile(str(tmp_path / "dir")).load()
     bad = tmp_path / "bad"
     bad.write_text("{not json")
     with pytest.raises(CursorError):
         StateFile(str(bad)).load()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "other-owner", "writable"])
+def test_a_hostile_state_file_is_refused_at_once(
+    tmp_path: Path, kind: str, local_user: Any
+) -> None:
+    """SPEC 19: a FIFO at the state file blocked logship's start for ever."""
+    path = tmp_path / "st"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text('{"instance": "i", "seq": 1}\n')
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink":
+        path.symlink_to(elsewhere)
+    else:
+        path.write_text('{"instance": "i", "seq": 1}\n')
+        if kind == "other-owner":
+            os.chown(path, local_user.pw_uid, -1)
+        else:
+            path.chmod(0o666)
+    reason = {
+        "fifo": "it is a FIFO",
+        "symlink": "it is a symbolic link",
+        "other-owner": f"it is owned by uid {local_user.pw_uid}, not 0",
+        "writable": "it is writable by others (mode 0666)",
+    }[kind]
+    with pytest.raises(StateError) as raised:
+        StateFile(str(path)).load()
+    assert str(raised.value) == f"cannot use state file {path}: {reason}"
+
+
+def test_a_fifo_at_the_temporary_state_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "st"
+    os.mkfifo(str(path) + ".tmp")
+    state = StateFile(str(path))
+    assert state.load() is None  # the probe made a temporary file: never blocked
+    state.save(Cursor("i", 3), sync=True)
+    assert json.loads(path.read_text()) == {"instance": "i", "seq": 3}
+    assert sorted(os.listdir(tmp_path)) == ["st"]
+
+
+def test_a_state_beyond_the_rings_next_seq_is_not_obeyed(
+    memlogd: MemlogdProcess, rsyslog: Rsyslog, tmp_path: Path
+) -> None:
+    """SPEC 19: ``-once`` said complete=True having delivered nothing."""
+    write_lines(memlogd.log_path, "svc", [f"beyond {i}" for i in range(5)])
+    instance, entries = wait_ring(memlogd.query_path, "beyond 4")
+    state = tmp_path / "st"
+    state.write_text(json.dumps({"instance": instance, "seq": entries[-1]["seq"] + 100}))
+    once = ("-once", "-state-file", str(state))
+    assert Logship(tmp_path, memlogd.query_path, rsyslog.tcp_url, *once).run() == 0
+    wait_delivered(rsyslog, instance, entries)
+    assert json.loads(state.read_text()) == {"instance": instance, "seq": entries[-1]["seq"]}

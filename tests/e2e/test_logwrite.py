@@ -22,7 +22,7 @@ from logwrite.rotation import safe_log_name
 from memlogd.wire import protocol as proto
 from memlogd.wire import timefmt
 from tests.e2e.test_kmsg import CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, examples, unprivileged
-from tests.helpers import MemlogdProcess, dump, new_source, python_m, query_raw, wait_for
+from tests.helpers import MemlogdProcess, dump, ignores, new_source, python_m, query_raw, wait_for
 from tests.helpers import messages as messages_of
 from tests.oneflags import one_dash_mismatches
 
@@ -188,6 +188,9 @@ def test_hostile_source_names_stay_inside_the_dir(
         assert entry.is_file(follow_symlinks=False)
         assert not entry.name.startswith("."), f"{entry.name!r} is hidden from ls"
     assert messages(logs / (safe_log_name(".hidden") + ".log")) == [f"message {len(raw_names) - 1}"]
+    # SPEC 19: a name's controls are escaped as logread escapes them: one entry, one line
+    forged = read(logs / (safe_log_name("x\ny") + ".log"))
+    assert forged.count(b"\n") == 1 and forged.endswith(b"Z x\\x0ay message 4\n")
     after = [n for n in sorted(os.listdir(short_tmp)) if not n.startswith("logwrite-")]
     assert after == sorted([*before, "logs"])
     assert not Path("/etc/passwd.log").exists()
@@ -230,6 +233,146 @@ def test_planted_symlinks_are_never_followed(
     assert len(refused) == 1  # rate-limited: one line per kind per 10 s
     assert refused[0]["file"] == "x.log" and refused[0]["kind"] == "ELOOP"
     assert lw.proc is not None and lw.proc.poll() is None
+
+
+def plant_cursor(logs: Path, obj: dict[str, Any]) -> Path:
+    logs.mkdir(exist_ok=True)
+    path = logs / "logwrite.cursor"
+    path.write_text(json.dumps(obj) + "\n")
+    path.chmod(0o640)
+    return path
+
+
+def test_a_planted_cursor_cannot_touch_files_outside_the_dir(
+    memlogd: MemlogdProcess, short_tmp: Path
+) -> None:
+    """SPEC 19: a user who may write in DIR plants a cursor whose unfinished batch
+    names files outside it; root's logwrite must not delete, cut or move them."""
+    q = memlogd.query_path
+    new_source(memlogd.log_path, "a").sendall(b"hello\n")
+    wait_for(lambda: any(e["source"] == "a" for e in dump(q)), what="a's line")
+    victim = short_tmp / "victim"
+    victim.mkdir()
+    for name in ("important.log", "important.log.0", "trunc.log"):
+        (victim / name).write_bytes(b"precious " + name.encode() + b"\n")
+    logs = short_tmp / "logs"
+    logs.mkdir(mode=0o1777)
+    logs.chmod(0o1777)
+    ino = (victim / "trunc.log").stat().st_ino
+    absolute = str(victim / "important")
+    for stem, names in [
+        (absolute, {absolute + ".log.7": 1}),  # made by "the batch": removed
+        ("../victim/trunc", {"../victim/trunc.log": ino}),  # cut to size 0
+        ("ok", {"../victim/important.log": ino}),  # a name that is not the stem's
+        ("ok", {"ok.log/../../victim/trunc.log": ino}),
+    ]:
+        cursor = plant_cursor(logs, {"instance": "x", "seq": 0, "pending": {stem: [names, 0]}})
+        lw = Logwrite(short_tmp, q, logs, "--once")
+        assert lw.run() == 0
+        for name in ("important.log", "important.log.0", "trunc.log"):
+            assert (victim / name).read_bytes() == b"precious " + name.encode() + b"\n"
+        reasons = {w["reason"] for w in lw.events("cursor_ignored")}  # (each time DIR is read)
+        assert len(reasons) == 1
+        assert reasons.pop().startswith("logwrite.cursor names a file logwrite never writes: ")
+        assert messages(logs / "a.log") == ["hello"]  # the documented fresh start
+        assert json.loads(cursor.read_text())["instance"] != "x"
+        (logs / "a.log").unlink()
+        lw.stderr_path.unlink()  # (the next one may get the same id, so the same file)
+    assert sorted(os.listdir(victim)) == ["important.log", "important.log.0", "trunc.log"]
+
+
+def test_a_fifo_named_by_a_cursors_batch_never_blocks_the_undo(
+    memlogd: MemlogdProcess, short_tmp: Path
+) -> None:
+    q = memlogd.query_path
+    logs = short_tmp / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "a.log")
+    fifo = (logs / "a.log").stat().st_ino
+    plant_cursor(logs, {"instance": "x", "seq": 0, "pending": {"a": [{"a.log": fifo}, 0]}})
+    lw = Logwrite(short_tmp, q, logs, "--once")
+    assert lw.run() == 0  # (it hung, opening the FIFO to cut it)
+    (kept,) = lw.events("unfinished_batch_kept")
+    assert kept["error"] in ("No such device or address", "not a regular file")
+    assert (logs / "a.log").is_fifo()
+
+
+def test_a_cursor_of_another_user_or_writable_by_others_is_not_trusted(
+    memlogd: MemlogdProcess, short_tmp: Path, local_user: Any
+) -> None:
+    q = memlogd.query_path
+    new_source(memlogd.log_path, "a").sendall(b"hello\n")
+    wait_for(lambda: any(e["source"] == "a" for e in dump(q)), what="a's line")
+    logs = short_tmp / "logs"
+    everything = {"instance": header(q).instance, "seq": header(q).next_seq - 1}
+    for owner, mode, reason in [
+        (local_user.pw_uid, 0o600, f"it is owned by uid {local_user.pw_uid}, not 0"),
+        (0, 0o666, "it is writable by others (mode 0666)"),
+        (0, 0o620, "it is writable by others (mode 0620)"),
+    ]:
+        cursor = plant_cursor(logs, everything)
+        os.chown(cursor, owner, -1)
+        cursor.chmod(mode)
+        lw = Logwrite(short_tmp, q, logs, "--once")
+        assert lw.run() == 0
+        assert [e["reason"] for e in lw.events("cursor_ignored")] == [
+            f"logwrite.cursor is not used: {reason}"
+        ]
+        assert messages(logs / "a.log") == ["hello"]  # written: the cursor was not obeyed
+        assert cursor.stat().st_uid == 0 and cursor.stat().st_mode & 0o777 == 0o640
+        (logs / "a.log").unlink()
+        lw.stderr_path.unlink()  # (the next one may get the same id, so the same file)
+
+
+def test_a_cursor_beyond_the_rings_next_seq_is_not_obeyed(
+    memlogd: MemlogdProcess, short_tmp: Path
+) -> None:
+    q = memlogd.query_path
+    new_source(memlogd.log_path, "a").sendall(b"hello\n")
+    wait_for(lambda: any(e["source"] == "a" for e in dump(q)), what="a's line")
+    logs = short_tmp / "logs"
+    h = header(q)
+    plant_cursor(logs, {"instance": h.instance, "seq": h.next_seq + 1000})
+    lw = Logwrite(short_tmp, q, logs, "--once")
+    assert lw.run() == 0
+    (warning,) = lw.events("cursor_ignored")
+    assert warning["reason"] == (
+        f"its seq {h.next_seq + 1000} is beyond memlogd's next_seq {header(q).next_seq}"
+    )
+    assert messages(logs / "a.log") == ["hello"]
+    saved = json.loads((logs / "logwrite.cursor").read_text())
+    assert saved == {"instance": h.instance, "seq": header(q).next_seq - 1}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
+def test_something_else_at_the_cursors_names_never_blocks_it(
+    memlogd: MemlogdProcess, short_tmp: Path, kind: str
+) -> None:
+    """A FIFO at the cursor (or its temporary file) blocked open() for ever."""
+    q = memlogd.query_path
+    new_source(memlogd.log_path, "a").sendall(b"hello\n")
+    wait_for(lambda: any(e["source"] == "a" for e in dump(q)), what="a's line")
+    logs = short_tmp / "logs"
+    logs.mkdir()
+    target = short_tmp / "elsewhere"
+    target.write_text(json.dumps({"instance": header(q).instance, "seq": 10**6}))
+    for name in ("logwrite.cursor", "logwrite.cursor.tmp"):
+        if kind == "fifo":
+            os.mkfifo(logs / name)
+        elif kind == "symlink":
+            (logs / name).symlink_to(target)
+        elif name.endswith(".tmp"):
+            (logs / name).mkdir()
+    lw = Logwrite(short_tmp, q, logs, "--once")
+    assert lw.run() == 0
+    assert messages(logs / "a.log") == ["hello"]
+    if kind != "directory":
+        reason = {"fifo": "it is a FIFO", "symlink": "it is a symbolic link"}[kind]
+        (warning,) = lw.events("cursor_ignored")
+        assert warning["reason"] == f"logwrite.cursor is not used: {reason}"
+        assert (logs / "logwrite.cursor").is_file() and not (logs / "logwrite.cursor").is_symlink()
+        assert not (logs / "logwrite.cursor.tmp").exists()
+    assert target.read_text() == json.dumps({"instance": header(q).instance, "seq": 10**6})
 
 
 def test_at_most_max_open_files_handles(
@@ -430,6 +573,29 @@ def test_sighup_reopens_files(memlogd: MemlogdProcess, short_tmp: Path, running:
     src.sendall(b"two\n")
     wait_for(lambda: messages(logs / "s.log") == ["two"], what="two")
     assert messages(logs / "s.log.moved") == ["one"]
+    assert lw.stop() == 0
+
+
+def test_sighup_during_start_up_does_not_end_logwrite(
+    memlogd: MemlogdProcess, short_tmp: Path, running: list[Logwrite]
+) -> None:
+    """SPEC 19: a SIGHUP before logwrite had taken it over ended it."""
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, memlogd.query_path, logs)
+    running.append(lw.start())
+    assert lw.proc is not None
+    pid = lw.proc.pid
+
+    wait_for(lambda: ignores(pid, signal.SIGHUP), what="its first instructions")
+
+    def hup_then_look() -> list[dict[str, Any]]:
+        os.kill(pid, signal.SIGHUP)  # again and again, through its start-up
+        return lw.events("connected")
+
+    wait_for(hup_then_look, what="logwrite connected, under SIGHUPs")
+    new_source(memlogd.log_path, "svc").sendall(b"after the hangups\n")
+    wait_for(lambda: messages(logs / "svc.log") == ["after the hangups"], what="svc.log")
+    assert lw.proc.poll() is None
     assert lw.stop() == 0
 
 

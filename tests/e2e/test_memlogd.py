@@ -6,11 +6,13 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from tests.conftest import StartMemlogd
 from tests.helpers import (
     LineReader,
     MemlogdProcess,
+    as_user,
     dump,
     messages,
     new_source,
@@ -234,6 +237,125 @@ def test_source_name_rules(memlogd: MemlogdProcess) -> None:
     assert sources["l"] == "é" * 256  # 512 bytes, cut at a character boundary
     assert sources["h"] == hostile
     assert sources["u"] == "\ufffd\ufffdbad"
+
+
+def test_names_beginning_with_memlogd_are_reserved_for_its_own_events(
+    memlogd: MemlogdProcess,
+) -> None:
+    for name in (b"memlogd", b"memlogd-fake", b"memlogdx"):
+        with new_source(memlogd.log_path, name) as w:
+            w.sendall(b"forged " + name + b"\n")
+    with new_source(memlogd.log_path, b"my-memlogd") as w:
+        w.sendall(b"not forged\n")
+    wait_for(lambda: len([e for e in dump(memlogd.query_path) if "forged" in e["msg"]]) == 4)
+    got = {e["msg"]: e["source"] for e in dump(memlogd.query_path) if "forged" in e["msg"]}
+    assert got == {
+        "forged memlogd": "user:memlogd",
+        "forged memlogd-fake": "user:memlogd-fake",
+        "forged memlogdx": "user:memlogdx",
+        "not forged": "my-memlogd",
+    }
+
+
+USER_WRITER = """
+import array, socket, sys
+log, count, name = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+held = []
+for _ in range(count):
+    ours, theirs = socket.socketpair()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(log)
+        fds = array.array("i", [theirs.fileno()])
+        sock.sendmsg([name], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    theirs.close()
+    held.append(ours)
+print("sent", flush=True)
+sys.stdin.read()
+"""
+
+USER_READER = """
+import socket, sys
+query, count = sys.argv[1], int(sys.argv[2])
+conns = []
+for _ in range(count):
+    conn = socket.socket(socket.AF_UNIX)
+    conn.connect(query)
+    conn.sendall(b'\\x03{"dump":false,"follow":true}\\n')
+    conns.append(conn)
+for conn in conns:
+    conn.settimeout(10)
+    try:
+        data = conn.recv(4096)
+    except ConnectionResetError:
+        data = b""
+    print("answered" if data else "closed", flush=True)
+sys.stdin.read()
+"""
+
+
+def as_local_user(user: Any, script: str, *args: str) -> subprocess.Popen[str]:
+    """``script`` run by the system's Python as ``user`` (stdin: hold until closed)."""
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 that another user may run")
+    return subprocess.Popen(
+        [python, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_user(user),
+    )
+
+
+def test_one_user_cannot_take_more_than_half_the_sources(
+    start_memlogd: StartMemlogd, short_tmp: Path, local_user: Any
+) -> None:
+    """SPEC 19: one user's fds locked root's services out of -max-sources."""
+    short_tmp.chmod(0o755)
+    memlogd = start_memlogd("-max-sources", "4", "-socket-mode", "0666")
+    user = as_local_user(local_user, USER_WRITER, memlogd.log_path, "3", "theirs")
+    try:
+        assert user.stdout is not None and user.stdout.readline() == "sent\n"
+        share = f"over uid {local_user.pw_uid}'s share of -max-sources (2)"
+        wait_for(lambda: share in memlogd.stderr(), what="the refusal")
+        assert helper_stats(memlogd.query_path)["sources"]["theirs"]["open"] == 2
+        root = [new_source(memlogd.log_path, "root-svc") for _ in range(2)]  # root's half
+        for i, sock in enumerate(root):
+            sock.sendall(b"root %d\n" % i)
+        wait_for(lambda: sorted(messages(memlogd.query_path, "root-svc")) == ["root 0", "root 1"])
+        assert helper_stats(memlogd.query_path)["open_fds"] == 4
+    finally:
+        user.kill()
+        user.wait(10)
+
+
+def test_one_user_cannot_take_more_than_half_the_clients(
+    start_memlogd: StartMemlogd, short_tmp: Path, local_user: Any
+) -> None:
+    """SPEC 19: one user's connections locked root out of -max-clients."""
+    short_tmp.chmod(0o755)
+    memlogd = start_memlogd("-max-clients", "4", "-socket-mode", "0666")
+    user = as_local_user(local_user, USER_READER, memlogd.query_path, "3")
+    try:
+        assert user.stdout is not None
+        assert [user.stdout.readline() for _ in range(3)] == ["answered\n"] * 2 + ["closed\n"]
+        assert f"over uid {local_user.pw_uid}'s share of -max-clients (2)" in memlogd.stderr()
+        assert helper_stats(memlogd.query_path)["next_seq"] >= 1  # root is still served
+    finally:
+        user.kill()
+        user.wait(10)
+
+
+def test_a_request_with_too_many_or_too_long_globs_is_malformed(memlogd: MemlogdProcess) -> None:
+    """SPEC 19: 2,000 long globs cost the worker's only thread 0.4 s."""
+    for globs, reason in [
+        (["x*"] * 65, "request key 'sources' holds more than 64 globs"),
+        (["x" * 257], "request key 'sources' holds a glob over 256 bytes"),
+    ]:
+        request = b"\x03" + json.dumps({"sources": globs}).encode() + b"\n"
+        assert json.loads(query_raw(memlogd.query_path, request)) == {"error": reason}
+    fine = b"\x03" + json.dumps({"sources": ["x" * 256] * 64}).encode() + b"\n"
+    assert b"error" not in query_raw(memlogd.query_path, fine)
 
 
 def test_bad_datagrams_and_fds_warn_and_daemon_keeps_serving(memlogd: MemlogdProcess) -> None:

@@ -363,3 +363,46 @@ def test_stats_show_each_roles_state(start_memlogd: StartMemlogd, short_tmp: Pat
         timeout=30,
     )
     assert json.loads(as_json.stdout)["roles"]["persist"]["dir"] == str(disk)
+
+
+# ---------------------------------------------------------------------- hostile files (SPEC 19)
+
+
+def test_a_fifo_at_the_cursor_does_not_freeze_the_worker(
+    start_memlogd: StartMemlogd, short_tmp: Path
+) -> None:
+    """A FIFO at DIR/logwrite.cursor (and its temporary) froze the whole worker."""
+    disk = short_tmp / "disk"
+    disk.mkdir()
+    os.mkfifo(disk / "logwrite.cursor")
+    os.mkfifo(disk / "logwrite.cursor.tmp")
+    memlogd = start_memlogd("-persist-dir", str(disk))
+    with new_source(memlogd.log_path, "svc") as w:
+        w.sendall(b"still served\n")
+    wait_value(lambda: persisted(disk, "svc"), lambda m: m == ["still served"], DEADLINE_S, "svc")
+    assert stats(memlogd.query_path)["worker_starts"] == 1
+    assert "cursor_ignored" in memlogd.stderr() and "it is a FIFO" in memlogd.stderr()
+    assert (disk / "logwrite.cursor").is_file()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "other-owner"])
+def test_a_state_dir_that_is_a_symlink_or_another_users_is_refused(
+    start_memlogd: StartMemlogd, short_tmp: Path, kind: str, local_user: Any
+) -> None:
+    real = short_tmp / "real"
+    real.mkdir()
+    state_dir = short_tmp / "state"
+    if kind == "symlink":
+        state_dir.symlink_to(real)
+        reason = "it is a symbolic link"
+    else:
+        state_dir.mkdir()
+        os.chown(state_dir, local_user.pw_uid, local_user.pw_gid)
+        reason = f"it is owned by uid {local_user.pw_uid}, not 0"
+    dev = short_tmp / "kmsg"
+    dev.write_bytes(b"6,1,1,-;one\n")
+    memlogd = start_memlogd("-kmsg", "-kmsg-path", str(dev), "-state-dir", str(state_dir))
+    wait_value(lambda: "role_failed" in memlogd.stderr(), bool, DEADLINE_S, "the role's refusal")
+    assert f"cannot use state directory {state_dir}: {reason}" in memlogd.stderr()
+    assert os.listdir(real) == [] and os.listdir(state_dir) == []
+    assert not any(e["source"] == "kmsg" for e in dump_all(memlogd.query_path))

@@ -96,6 +96,16 @@ def test_name_is_decoded_as_memlogd_keeps_it():
     assert parse_fd_datagram(b"n" * 600, anc, 0).name == "n" * 512
 
 
+@given(st.binary(max_size=600))
+def test_names_beginning_with_memlogd_are_never_a_writers(raw: bytes) -> None:
+    """SPEC 19: memlogd's own events are the only entries of such a source."""
+    anc = [(SOL, RIGHTS, fd_bytes(3))]
+    name = parse_fd_datagram(b"memlogd" + raw, anc, 0).name
+    assert name.startswith("user:memlogd") and len(name.encode()) <= 512
+    other = parse_fd_datagram(raw, anc, 0).name
+    assert not other.startswith("memlogd")
+
+
 cmsgs = st.lists(
     st.one_of(
         st.tuples(

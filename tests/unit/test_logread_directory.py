@@ -444,3 +444,13 @@ def test_bad_lines_of_the_instances_file_are_skipped_and_counted() -> None:
 @given(st.lists(strategies.log_entries(), max_size=30))
 def test_the_batch_renderer_writes_what_render_text_writes(entries: list[LogEntry]) -> None:
     assert render_text_batch(entries) == "".join(map(render_text, entries))
+
+
+def test_a_source_field_escapes_controls_as_logread_does_and_reads_back() -> None:
+    """SPEC 19: logwrite writes a name's controls as logread shows them."""
+    source = "a\nb\x1b[2J\rc\td"
+    field = source_field(source)
+    assert field == "a\\x0ab\\x1b[2J\\x0dc\td"
+    assert source in source_readings(field)
+    assert source_readings("plain\\x41\\x09") == ["plain\\x41\\x09"]  # never escaped: literal
+    assert source_readings("old\\nname") == ["old\\nname", "old\nname"]  # files before \xNN

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -455,3 +456,19 @@ def test_query_mode_base_asks_for_the_same():
     assert QueryMode.base(dump=True, follow=False) is QueryMode.DUMP
     assert QueryMode.base(dump=False, follow=True) is QueryMode.FOLLOW
     assert QueryMode.base(dump=True, follow=True) is QueryMode.DUMP_FOLLOW
+
+
+@pytest.mark.parametrize(
+    ("globs", "reason"),
+    [
+        (["a"] * 65, "request key 'sources' holds more than 64 globs"),
+        (["é" * 129], "request key 'sources' holds a glob over 256 bytes"),
+        (["a"] * 64 + ["b"], "request key 'sources' holds more than 64 globs"),
+    ],
+)
+def test_a_requests_globs_are_bounded(globs: list[str], reason: str) -> None:
+    """SPEC 19: a request's cost is bounded (64 globs of 256 bytes at most)."""
+    with pytest.raises(ProtocolError, match=f"^{re.escape(reason)}$"):
+        proto.parse_request(json.dumps({"sources": globs}).encode())
+    most = ["é" * 128] * 64
+    assert proto.parse_request(json.dumps({"sources": most}).encode()).sources == tuple(most)

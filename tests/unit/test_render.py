@@ -32,6 +32,7 @@ from logread.render import (
 from memlogd.wire import protocol as proto
 from memlogd.wire import timefmt
 from memlogd.wire.severity import level_or_default
+from memlogd.wire.textescape import escape_name
 from tests.unit.test_protocol import encode_lines
 
 pytestmark = pytest.mark.unit
@@ -75,7 +76,9 @@ def test_render_text_is_time_escaped_source_msg(entry: proto.LogEntry) -> None:
     assert text == f"{timefmt.format_time(entry.time_ns)};{escaped};{entry.msg}\n"
     assert re.search(r"(?<!\\);", escaped) is None  # every ';' of the source is escaped
     if "\\" not in entry.source:  # as in Go, a backslash itself is not escaped
-        assert escaped.replace("\\;", ";") == entry.source
+        assert escaped.replace("\\;", ";") == escape_name(entry.source)
+    assert text.count("\n") == 1 + entry.msg.count("\n")  # SPEC 19: no line forged by a name
+    assert "\r" not in escaped and "\x1b" not in escaped
 
 
 @given(entries)
@@ -264,7 +267,8 @@ def test_make_renderer_joins_the_entry_renderers(
 
 def test_make_renderer_escapes_only_when_asked() -> None:
     entry = proto.LogEntry(0, "s\x1b", "a\x1b[2Jb\x9b", seq=1)
-    assert make_renderer("short")([entry]) == "1970-01-01T00:00:00Z;s\x1b;a\x1b[2Jb\x9b\n"
+    # a source's controls always escaped (SPEC 19), a message's on a terminal only
+    assert make_renderer("short")([entry]) == "1970-01-01T00:00:00Z;s\\x1b;a\x1b[2Jb\x9b\n"
     assert make_renderer("short", escape=True)([entry]) == (
         "1970-01-01T00:00:00Z;s\\x1b;a\\x1b[2Jb\\x9b\n"
     )
@@ -384,3 +388,20 @@ def test_render_stats_one_row_per_source(counts: dict[str, int]) -> None:
         lines[2:4] == ["sources", "  SOURCE  ENTRIES  RECEIVED  EVICTED  OPEN  PID  UID"] or counts
     )
     assert len(lines) == 4 + len(counts)
+
+
+def test_a_newline_in_a_source_never_forges_a_line() -> None:
+    entry = proto.LogEntry(0, "web\n1970-01-01T00:00:00Z;root\r", "hello", seq=1)
+    for output in ("short", "short-iso"):
+        line = make_renderer(output)([entry])
+        assert line.count("\n") == 1
+        assert "web\\x0a1970-01-01T00:00:00Z\\;root\\x0d;hello\n" in line
+
+
+def test_bidirectional_overrides_are_escaped_on_a_terminal_only() -> None:
+    entry = proto.LogEntry(0, "s\u202e", "txt.exe\u2066x\u202a", seq=1)
+    assert make_renderer("short", escape=True)([entry]) == (
+        "1970-01-01T00:00:00Z;s\\u202e;txt.exe\\u2066x\\u202a\n"
+    )
+    assert make_renderer("short")([entry]) == "1970-01-01T00:00:00Z;s\u202e;txt.exe\u2066x\u202a\n"
+    assert escape_controls("\u2029\u202f\u2065\u206a") == "\u2029\u202f\u2065\u206a"

@@ -16,6 +16,7 @@ from logwrite.rotation import (
     Rename,
     Segment,
     choose_victim,
+    is_log_stem,
     log_file_name,
     needs_rotation,
     parse_log_file_name,
@@ -95,6 +96,41 @@ def test_a_name_and_its_sanitised_form_never_share_a_file(source: str) -> None:
 def test_safe_short_names_are_kept_as_upstream_names_them(source: str) -> None:
     if source and not source.startswith(".") and len(source.encode()) <= MAX_STEM_BYTES:
         assert safe_log_name(source) == source
+
+
+@given(hostile)
+def test_every_stem_logwrite_writes_is_a_log_stem(source: str) -> None:
+    assert is_log_stem(safe_log_name(source))
+
+
+@given(hostile)
+def test_a_log_stem_is_always_a_direct_child_of_the_dir(stem: str) -> None:
+    """What a cursor file names is used only if logwrite could have written it
+    (SPEC 19): so never a path, a hidden file, or a name too long."""
+    if is_log_stem(stem):
+        assert_direct_child(stem)
+
+
+@pytest.mark.parametrize(
+    "stem",
+    [
+        "/etc/passwd",
+        "../victim/x",
+        "..",
+        ".",
+        "",
+        "a/b",
+        ".hidden",
+        "x\ny",
+        "n" * 201,
+        "%2Fx",
+        "a%~0123456789ab/x",
+        "%2E%~0123456789AB",
+        "%zz%~0123456789ab",
+    ],
+)
+def test_names_logwrite_never_writes_are_no_log_stems(stem: str) -> None:
+    assert not is_log_stem(stem)
 
 
 @given(hostile)
@@ -284,8 +320,8 @@ def test_lines_in_upstream_format() -> None:
 
 
 def test_a_newline_in_source_or_message_cannot_split_an_entry() -> None:
-    line = LineFormatter().line(T, "a\nb", "x\ny\x00\udcff")
-    assert line == b"2026-11-29T10:00:01Z a\\nb x\\ny\x00?\n"
+    line = LineFormatter().line(T, "a\nb\r\x1b\u202e", "x\ny\x00\udcff")
+    assert line == b"2026-11-29T10:00:01Z a\\x0ab\\x0d\\x1b\xe2\x80\xae x\\ny\x00?\n"
     assert line.count(b"\n") == 1
 
 
