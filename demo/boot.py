@@ -468,6 +468,7 @@ def main() -> None:
     say(
         f"\nEvery one of the {lines} lines the on-boot actions and services wrote before the "
         f"disk existed is in "
-        f"{where}, once, although a worker was killed on the way. Read them with e.g. "
-        f"`cat {boot.log_dir}/chatty.out.log`."
+        f"{where}, once, although a worker was killed on the way. Read them as after a "
+        f"reboot, merged in time order: `.venv/bin/logread -D {boot.log_dir} -u chatty` "
+        f"(or `-p err`, `--list-boots`)."
     )
