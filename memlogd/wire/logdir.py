@@ -163,38 +163,37 @@ def _is_hex(text: str) -> bool:
 def source_field(source: str) -> str:
     """``source`` as it is written in a persisted line ``TIME SOURCE MSG``: its
     control characters but tab as ``\\xNN``, as logread writes them (SPEC 19),
-    so that one entry stays one line and a name cannot drive a terminal."""
-    return escape_name(source)
+    so that one entry stays one line and a name cannot drive a terminal.  A
+    name that needs escaping has its backslashes written as ``\\x5c`` too, so
+    that reading it back is exact (a name without a control character is
+    written as it is, as upstream writes it)."""
+    escaped = escape_name(source)
+    if escaped == source:
+        return source
+    return escape_name(source.replace("\\", "\\x5c"))
 
 
-MAX_READINGS = 256  # of a field with many escapes: beyond, only all-or-nothing readings
-_FIELD_ESCAPE = re.compile(r"\\x([0-9a-f]{2})|\\n")  # (\n: files written before \xNN)
+_HEX_ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
+_DECODED = {f"{c:02x}" for c in (*CONTROL_ESCAPES, 0x5C)}  # what source_field escapes
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    return chr(int(code, 16)) if code in _DECODED else match.group(0)
 
 
 def source_readings(field: str) -> list[str]:
     """The sources that :func:`source_field` may have written as ``field`` (the
-    field as written first): each ``\\xNN`` of a control character in it was
-    that character or the four characters themselves (and a ``\\n`` a newline
-    or a backslash and an ``n``).  The file name decides between them."""
-    parts: list[str] = []
-    choices: list[tuple[str, str]] = []
-    last = 0
-    for m in _FIELD_ESCAPE.finditer(field):
-        code = 0x0A if m.group(1) is None else int(m.group(1), 16)
-        if code not in CONTROL_ESCAPES:  # never escaped (tab, a printable): only itself
-            continue
-        parts.append(field[last : m.start()])
-        choices.append((m.group(0), chr(code)))
-        last = m.end()
-    if not choices:
-        return [field]
-    parts.append(field[last:])
-    if 2 ** len(choices) > MAX_READINGS:
-        unescaped = parts[0] + "".join(c + p for (_, c), p in zip(choices, parts[1:], strict=True))
-        return [field, unescaped]
-    readings = [parts[0]]
-    for (literal, char), part in zip(choices, parts[1:], strict=True):
-        readings = [r + sep + part for r in readings for sep in (literal, char)]
+    field as written first): the field itself, and where it holds an escape of
+    a control character or of a backslash, the field decoded (exact, since such
+    a name had its backslashes escaped); a ``\\n`` may also be a newline
+    (files written before ``\\xNN``).  The file name decides between them."""
+    readings = [field]
+    decoded = _HEX_ESCAPE.sub(_unescape, field)
+    if decoded != field:
+        readings.append(decoded)
+    if "\\n" in field:
+        readings.append(field.replace("\\n", "\n"))
     return readings
 
 
