@@ -529,6 +529,13 @@ class Journal:
                     self._placing_copy = False
                 self.relocated += 1
                 self.unsafe_copies += 1
+        self._claim(pos, total, marker, area)
+        return pos
+
+    def _claim(self, pos: int, total: int, marker: int, area: int) -> None:
+        """Make ``total`` bytes at ``pos`` writable: commit first when they (or
+        the wrap marker at ``marker``, -1 for none) overlap what the committed
+        header still counts, then write the marker."""
         has_marker = marker >= 0 and area - marker >= _REC.size
         if self._overlaps_committed(pos, total) or (
             has_marker and self._overlaps_committed(marker, _REC.size)
@@ -536,7 +543,6 @@ class Journal:
             self._commit()
         if has_marker:
             self._write(HEADER_SIZE + marker, _WRAP)
-        return pos
 
     def _copy_elsewhere(self, live: _Live) -> bool:
         """Write what is held of a record again in free space, the original
@@ -556,13 +562,7 @@ class Journal:
             pos = end
         else:
             return False
-        has_marker = marker >= 0 and area - marker >= _REC.size
-        if self._overlaps_committed(pos, total) or (
-            has_marker and self._overlaps_committed(marker, _REC.size)
-        ):
-            self._commit()
-        if has_marker:
-            self._write(HEADER_SIZE + marker, _WRAP)
+        self._claim(pos, total, marker, area)
         first, count = live.first_seq + live.dead, live.count - live.dead
         evicted = self._evicted_of(live)
         self._write_record(
