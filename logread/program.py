@@ -184,7 +184,7 @@ class Session:
         """Show what ``subscription`` delivers through ``selector``, and say what the
         user must know.  Returns the last header memlogd sent (None: upstream's)."""
         header: proto.Header | None = None
-        riding = subscription.session.retry and not self.opts.retry  # through worker restarts
+        riding = subscription.retry and not self.opts.retry  # through worker restarts
         async with subscription:
             async for event in subscription:
                 if isinstance(event, Entries):

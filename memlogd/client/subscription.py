@@ -155,6 +155,11 @@ class Subscription:
         return self.session.cursor
 
     @property
+    def retry(self) -> bool:
+        """Whether a lost connection is resumed (asked for with ``retry``)."""
+        return self.session.retry
+
+    @property
     def upstream(self) -> bool:
         """Base modes only: asked for, or memlogd ignored the extended query."""
         return self.session.upstream
