@@ -30,6 +30,7 @@ from bench.procfs import (
     cpu_seconds,
     descendants,
     parse_kib_fields,
+    parse_schedstat,
     parse_stat,
     peak_rss_kib,
     process_tree,
@@ -316,6 +317,21 @@ def test_a_keeper_and_its_worker_are_one_tree_in_fake_proc(tmp_path: Path) -> No
     assert both.pss_kib == 28_050
     assert rss_kib(100, proc) == 47_060 and peak_rss_kib(200, proc) == 9_100
     assert cpu_seconds(100, proc) > 0
+
+
+def test_cpu_seconds_are_the_threads_nanoseconds_where_schedstat_has_them(
+    tmp_path: Path,
+) -> None:
+    proc = _fake_proc(tmp_path, {100: (1, 10_000, 26_000), 101: (100, 11_000, 21_000)})
+    ticks = cpu_seconds(100, proc)
+    for pid, threads in ((100, {"100": "1500000000 7 3\n", "105": "250000000 0 1\n"}),):
+        for tid, text in threads.items():
+            (proc / str(pid) / "task" / tid).mkdir(parents=True)
+            (proc / str(pid) / "task" / tid / "schedstat").write_text(text)
+    # 100 from its threads' nanoseconds, 101 (no task directory) from its ticks
+    assert cpu_seconds(100, proc) == pytest.approx(1.75 + ticks / 2)
+    assert parse_schedstat("12 3 4\n") == 12 and parse_schedstat("x") is None
+    assert parse_schedstat("") is None
 
 
 def test_a_tree_without_every_pss_has_no_pss_sum(tmp_path: Path) -> None:
