@@ -49,7 +49,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from memlogd.config import READ_BURST
@@ -73,6 +73,8 @@ _REC = struct.Struct("<IIQQHHIQ")  # size, count, first_seq, time_ns, name_len, 
 _REC1 = struct.Struct("<IIQQH")  # version 1: no dead, no evicted
 _DEAD_AT = 28  # offsets in a record of dead (4 bytes) and evicted (8 bytes)
 _EVICTED_AT = 32
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 _WRAP = b"\0" * _REC.size  # a size of 0: the records continue at the area's start
 SLACK = 4 << 20  # bytes of dropped lines that records held in part may keep (docs)
 
@@ -362,26 +364,39 @@ class Journal:
         self.next_seq = max(self.next_seq, first_seq + count)
         return live
 
-    def trim(self, origin: int, held_from: int, source: str, evicted: int) -> None:
-        """The ring holds the batch of seq ``origin`` only from seq ``held_from``
-        on now, and its ``source``'s count of evicted entries is ``evicted``."""
-        for live in self._batches.get(origin, ()):
-            dead = min(live.count, max(live.dead, held_from - live.first_seq))
-            if dead != live.dead:
-                total, n = live.total, live.count
+    def trim(self, cuts: Iterable[tuple[int, int]], evicted: Iterable[tuple[str, int]]) -> None:
+        """The ring cut batches: it holds the batch of seq ``origin`` only from
+        seq ``held_from`` on now (each ``(origin, held_from)`` of ``cuts``), and
+        a source's count of evicted entries is ``evicted`` (each ``(source,
+        evicted)``).  Each record's ``dead`` and each newest record's
+        ``evicted`` is one store, not committed until :meth:`commit`."""
+        batches, write, sparse = self._batches, self._write, self._sparse
+        compact_above = self.compact_above
+        pack_dead = _U32.pack
+        for origin, held_from in cuts:
+            for live in batches.get(origin, ()):
+                n = live.count
+                dead = held_from - live.first_seq
+                if dead <= live.dead:
+                    continue
+                if dead > n:
+                    dead = n
+                total = live.total
                 self._waste -= total * live.dead // n
                 if dead == n:
                     self._live_bytes -= total
                 else:
                     self._waste += total * dead // n
-                    if 4 * (n - live.dead) >= n > 4 * (n - dead) and total > self.compact_above:
-                        self._sparse.append(live)  # copied once the slack is passed
+                    if 4 * (n - live.dead) >= n > 4 * (n - dead) and total > compact_above:
+                        sparse.append(live)  # copied once the slack is passed
                 live.dead = dead
-                self._write(HEADER_SIZE + live.pos + _DEAD_AT, struct.pack("<I", dead))
-        newest = self._newest.get(source)
-        if newest is not None:
-            at = HEADER_SIZE + newest.pos + _EVICTED_AT
-            self._write(at, struct.pack("<Q", evicted))
+                write(HEADER_SIZE + live.pos + _DEAD_AT, pack_dead(dead))
+        newest = self._newest
+        pack_evicted = _U64.pack
+        for source, count in evicted:
+            live = newest.get(source)
+            if live is not None:
+                write(HEADER_SIZE + live.pos + _EVICTED_AT, pack_evicted(count))
 
     def commit(self, overwritten: int) -> None:
         """Commit the ring's count of entries that left it (after trims)."""

@@ -39,6 +39,8 @@ from itertools import accumulate, count
 from operator import attrgetter, sub
 
 _FIRST_SEQ = attrgetter("first_seq")
+_push = heapq.heappush
+_pop = heapq.heappop
 
 
 class Block:
@@ -266,7 +268,7 @@ class _Source:
     (in ``fair`` mode with ``max_bytes``: exact; else its blocks counted
     whole), and how many of its entries were evicted."""
 
-    __slots__ = ("blocks", "bytes", "count", "evicted", "head", "name", "order")
+    __slots__ = ("bkey", "blocks", "bytes", "count", "evicted", "head", "key", "name", "order")
 
     def __init__(self, name: str, order: int) -> None:
         self.name = name
@@ -276,6 +278,9 @@ class _Source:
         self.count = 0
         self.bytes = 0
         self.evicted = 0
+        # its keys in the ring's heaps now (any other key of it there is stale)
+        self.key: _Key | None = None
+        self.bkey: _Key | None = None
 
     @property
     def oldest(self) -> int:
@@ -433,38 +438,45 @@ class Ring:
         return max(0, min(k, protect - block.first_seq - block.start))
 
     def _note(self, source: _Source) -> None:
-        """Push the source's key (its older keys become stale)."""
+        """Push the source's key (its older keys become stale): called after
+        every change of its count, bytes or oldest entry."""
         if not source.count:
+            source.key = source.bkey = None
             return
-        oldest = source.oldest
+        block = source.blocks[source.head]
+        oldest = block.first_seq + block.start
         heap = self._by_count
-        heapq.heappush(heap, (-source.count, oldest, source.order, source))
+        source.key = key = (-source.count, oldest, source.order, source)
+        _push(heap, key)
         if self._exact:
-            heapq.heappush(self._by_bytes, (-source.bytes, oldest, source.order, source))
+            source.bkey = key = (-source.bytes, oldest, source.order, source)
+            _push(self._by_bytes, key)
         if len(heap) > 4 * len(self._sources) + 64:  # many stale keys: start again
             self._rebuild_heaps()
 
     def _rebuild_heaps(self) -> None:
-        held = [s for s in self._sources.values() if s.count]
-        self._by_count = [(-s.count, s.oldest, s.order, s) for s in held]
-        heapq.heapify(self._by_count)
-        if self._exact:
-            self._by_bytes = [(-s.bytes, s.oldest, s.order, s) for s in held]
-            heapq.heapify(self._by_bytes)
+        by_count: list[_Key] = []
+        by_bytes: list[_Key] = []
+        for s in self._sources.values():
+            if s.count:
+                s.key = key = (-s.count, s.oldest, s.order, s)
+                by_count.append(key)
+                if self._exact:
+                    s.bkey = key = (-s.bytes, key[1], s.order, s)
+                    by_bytes.append(key)
+        heapq.heapify(by_count)
+        heapq.heapify(by_bytes)
+        self._by_count, self._by_bytes = by_count, by_bytes
 
     @staticmethod
-    def _valid(key: _Key, by_bytes: bool) -> bool:
-        source = key[3]
-        size = source.bytes if by_bytes else source.count
-        return source.count > 0 and -key[0] == size and key[1] == source.oldest
-
-    def _top(self, heap: list[_Key], by_bytes: bool) -> _Key | None:
+    def _top(heap: list[_Key], by_bytes: bool) -> _Key | None:
         """The valid key of the largest source (stale keys above it popped)."""
         while heap:
             key = heap[0]
-            if self._valid(key, by_bytes):
+            source = key[3]
+            if key is (source.bkey if by_bytes else source.key):
                 return key
-            heapq.heappop(heap)
+            _pop(heap)
         return None
 
     def _choose(self, by_bytes: bool) -> tuple[_Source, _Key | None]:

@@ -118,11 +118,14 @@ class LogState:
         if protect is not None and ring.over:
             self.protected()
         journal = self.journal
-        if journal is not None and ring.trimmed:
-            for cut in ring.trimmed:
-                held_from = cut.first_seq + cut.start
-                journal.trim(cut.origin, held_from, cut.source, ring.evicted_of(cut.source))
-            ring.trimmed.clear()
+        trimmed = ring.trimmed
+        if journal is not None and trimmed:
+            # a block cut twice is listed twice (the copy of a compacted one:
+            # the same origin and held seqs); each record's store is written once
+            cuts = {cut.origin: cut.first_seq + cut.start for cut in trimmed}
+            sources = {cut.source for cut in trimmed}
+            journal.trim(cuts.items(), [(s, ring.evicted_of(s)) for s in sources])
+            trimmed.clear()
             journal.commit(ring.overwritten)
 
     def append_event(self, text: str) -> None:
