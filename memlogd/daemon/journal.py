@@ -394,9 +394,9 @@ class Journal:
         newest = self._newest
         pack_evicted = _U64.pack
         for source, count in evicted:
-            live = newest.get(source)
-            if live is not None:
-                write(HEADER_SIZE + live.pos + _EVICTED_AT, pack_evicted(count))
+            record = newest.get(source)
+            if record is not None:
+                write(HEADER_SIZE + record.pos + _EVICTED_AT, pack_evicted(count))
 
     def commit(self, overwritten: int) -> None:
         """Commit the ring's count of entries that left it (after trims)."""
