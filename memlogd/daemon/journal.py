@@ -76,7 +76,7 @@ _EVICTED_AT = 32
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _WRAP = b"\0" * _REC.size  # a size of 0: the records continue at the area's start
-SLACK = 4 << 20  # bytes of dropped lines that records held in part may keep (docs)
+SLACK = 1 << 20  # bytes of dropped lines that records held in part may keep (docs)
 
 
 class JournalError(MemlogdError):
@@ -435,8 +435,8 @@ class Journal:
             self._forget_before(0)
 
     def _span_allowed(self, total: int) -> int:
-        """Bytes the records may span: four times what is held, and the slack."""
-        return 4 * (self._live_bytes - self._waste + total) + self._waste + 65536
+        """Bytes the records may span: twice what is held, and the slack."""
+        return 2 * (self._live_bytes - self._waste + total) + self._waste + 65536
 
     def _compact(self) -> None:
         """Once the records held in part keep more than ``slack`` bytes of

@@ -23,7 +23,7 @@ order may have holes.  A read from a cursor lists them (``Slice.gaps``).
 The largest source is the top of a heap (stale entries are skipped), so a
 dropped block costs O(log sources); finding a seq is a bisection over the
 blocks, gone ones included until they are more than half of them
-(O(held blocks)).  A partly held block of which less than a quarter is
+(O(held blocks)).  A partly held block of which less than half is
 still held is compacted: what it holds is copied into a new block.
 """
 
@@ -633,7 +633,7 @@ class Ring:
                 source.head = 0
             self._gone += 1
             self._forget_gone()
-        elif 4 * (block.count - b) < block.count and len(block.data) > 4096:
+        elif 2 * (block.count - b) < block.count and len(block.data) > 4096:
             self._compact(source, block)
         if self._fair:
             self._note(source)
