@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from itertools import accumulate, pairwise
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -375,3 +375,35 @@ def test_a_block_little_of_which_is_held_is_compacted():
 def test_invalid_policy_is_refused():
     with pytest.raises(ValueError, match="policy"):
         Ring(1, policy="random")
+
+
+@given(
+    max_lines=st.integers(1, 40),
+    batches=st.lists(
+        st.tuples(st.integers(0, 5), st.integers(1, 15), st.booleans()), min_size=1, max_size=30
+    ),
+)
+def test_fair_by_count_does_not_depend_on_when_entries_go(
+    max_lines: int, batches: list[tuple[int, int, bool]]
+) -> None:
+    """Under -max-lines the fair ring's contents are a function of what was
+    appended: making room after every batch, after some, or once at the end
+    leaves the same entries (what a replay of a journal that is behind the ring
+    relies on).  (Not so under -max-bytes, where the last entry always stays.)"""
+    every, some, once = Ring(max_lines), Ring(max_lines), Ring(max_lines)
+    for i, (source, n, evict) in enumerate(batches):
+        for ring in (every, some, once):
+            block, _ = make_block(f"s{source}", ring.next_seq, [i % 7 + 1] * n, "explicit")
+            ring.append(block)
+        every.evict()
+        if evict:
+            some.evict()
+    some.evict()
+    once.evict()
+
+    def held(ring: Ring) -> list[tuple[str, int, int]]:
+        return [(b.source, b.first_seq + a, b.first_seq + z) for b, a, z in ring.snapshot().parts]
+
+    assert held(some) == held(every) == held(once)
+    assert every.evicted_by_source() == some.evicted_by_source() == once.evicted_by_source()
+    assert len(every) == min(max_lines, sum(n for _, n, _ in batches))
