@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import builtins
 import heapq
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -268,7 +268,20 @@ class _Source:
     (in ``fair`` mode with ``max_bytes``: exact; else its blocks counted
     whole), and how many of its entries were evicted."""
 
-    __slots__ = ("bkey", "blocks", "bytes", "count", "evicted", "head", "key", "name", "order")
+    __slots__ = (
+        "bkey",
+        "blocks",
+        "bytes",
+        "count",
+        "evicted",
+        "head",
+        "key",
+        "lazy",
+        "name",
+        "order",
+        "place",
+        "rkey",
+    )
 
     def __init__(self, name: str, order: int) -> None:
         self.name = name
@@ -281,6 +294,12 @@ class _Source:
         # its keys in the ring's heaps now (any other key of it there is stale)
         self.key: _Key | None = None
         self.bkey: _Key | None = None
+        # the level (Ring._evict_level): of its ``count`` entries in the blocks,
+        # the oldest ``lazy`` left the ring (``count - lazy`` held); where it is
+        # (_ABOVE, _AT: at the level, in ring._at as ``rkey``, or below: its count)
+        self.lazy = 0
+        self.place = _NOWHERE
+        self.rkey: _AtKey | None = None
 
     @property
     def oldest(self) -> int:
@@ -290,27 +309,33 @@ class _Source:
 
 
 _Key = tuple[int, int, int, _Source]  # -size, oldest seq, order, source
+_AtKey = tuple[int, int, _Source]  # oldest seq held, order, source
+_NOWHERE, _ABOVE, _AT = -3, -2, -1  # _Source.place; a count (>= 0): below the level
 
 POLICIES = ("fair", "oldest")
 
 
 class Ring:
     __slots__ = (
+        "_at",
+        "_below",
         "_blocks",
         "_by_bytes",
         "_by_count",
         "_cap",
         "_count",
+        "_dropped",
         "_exact",
         "_fair",
         "_gone",
         "_head",
         "_held",
+        "_lazy",
+        "_level",
         "_max_bytes",
         "_protect",
         "_sources",
         "next_seq",
-        "overwritten",
         "trimmed",
     )
 
@@ -338,15 +363,35 @@ class Ring:
         self.next_seq = first_seq
         self._count = 0
         self._held = 0  # message bytes held (see _Source.bytes)
-        self.overwritten = 0
+        self._dropped = 0  # entries dropped from the blocks (``overwritten`` less the lazy)
         self._sources: dict[str, _Source] = {}
         self._by_count: list[_Key] = []  # fair: heaps of the sources, stale keys skipped
         self._by_bytes: list[_Key] = []
         self._protect: int | None = None
         self.trimmed: list[Block] | None = None  # set to a list: blocks evicted from, noted
+        # fair by count, once full: the level (docs in _evict_level), None before
+        self._level: int | None = None
+        self._at: list[_AtKey] = []  # the sources at the level, by their oldest entry
+        self._below: dict[int, set[_Source]] = {}  # the others under it, by count held
+        self._lazy = 0  # entries that left the ring still in its blocks (sum of lazy)
 
     def __len__(self) -> int:
-        return self._count
+        return self._count - self._lazy
+
+    @property
+    def overwritten(self) -> int:
+        """Entries that left the ring because it was full."""
+        return self._dropped + self._lazy
+
+    @overwritten.setter
+    def overwritten(self, value: int) -> None:  # a ring rebuilt from a journal
+        self._dropped = value - self._lazy
+
+    @property
+    def dropped(self) -> int:
+        """``overwritten`` less the entries that left the ring but are still in
+        its blocks (what a journal of the blocks counts: docs in _evict_level)."""
+        return self._dropped
 
     @property
     def capacity(self) -> int:
@@ -360,10 +405,55 @@ class Ring:
     def first_seq(self) -> int:
         """The seq of the oldest entry held (``next_seq`` when empty)."""
         blocks = self._blocks
+        if not self._lazy:
+            if self._head >= len(blocks):
+                return self.next_seq
+            block = blocks[self._head]
+            return block.first_seq + block.start
+        for i in range(self._head, len(blocks)):
+            block = blocks[i]
+            start = self._start_of(block)
+            if start < block.count:
+                return block.first_seq + start
+        return self.next_seq
+
+    @property
+    def first_block_seq(self) -> int:
+        """The seq of the oldest entry still in the blocks (``first_seq`` but
+        for entries that left the ring lazily: what a journal may drop before)."""
+        blocks = self._blocks
         if self._head >= len(blocks):
             return self.next_seq
         block = blocks[self._head]
         return block.first_seq + block.start
+
+    def _start_of(self, block: Block) -> int:
+        """The first entry of ``block`` the ring holds (``count``: none)."""
+        start = block.start
+        if self._lazy:
+            source = self._sources.get(block.source)
+            if source is not None and source.lazy:
+                cut = self._oldest_held(source) - block.first_seq
+                if cut > start:
+                    return min(cut, block.count)
+        return start
+
+    def _oldest_held(self, source: _Source) -> int:
+        """The seq of the oldest entry the source holds (its ``lazy`` oldest
+        skipped; none held: the seq after its newest)."""
+        i = source.lazy
+        blocks = source.blocks
+        if i >= source.count:
+            last = blocks[-1]
+            return last.first_seq + last.count
+        j = source.head
+        while True:
+            block = blocks[j]
+            held = block.count - block.start
+            if i < held:
+                return block.first_seq + block.start + i
+            i -= held
+            j += 1
 
     @property
     def bytes(self) -> int:
@@ -376,6 +466,13 @@ class Ring:
                 block = source.blocks[source.head]
                 if block.start:
                     held -= block.size(0, block.start)
+                k, j = source.lazy, source.head
+                while k:  # entries that left lazily
+                    block = source.blocks[j]
+                    n = min(k, block.count - block.start)
+                    held -= block.size(block.start, block.start + n)
+                    k -= n
+                    j += 1
         return held
 
     # ------------------------------------------------------------------ writing
@@ -400,6 +497,8 @@ class Ring:
         source = self._sources.get(block.source)
         if source is None:
             source = self._sources[block.source] = _Source(block.source, len(self._sources))
+        elif source.lazy:
+            self._materialize(source)
         source.blocks.append(block)
         source.count += n
         source.bytes += block.total
@@ -414,7 +513,7 @@ class Ring:
     @property
     def over(self) -> bool:
         """Whether the ring holds more than its limits (entries must go)."""
-        return self._count > self._cap or (
+        return self._count - self._lazy > self._cap or (
             self._max_bytes > 0 and self._held > self._max_bytes and self._count > 1
         )
 
@@ -424,9 +523,14 @@ class Ring:
         seq ``protect`` on (not yet handed to a follower) do not go: the
         eviction stops before the first of them, the ring over its limits."""
         self._protect = protect
-        over = self._count - self._cap
+        over = self._count - self._lazy - self._cap
+        if over > 0 and self._level is not None:
+            self._evict_level(over)
+            return
         if over > 0 and not self._evict_lines(over):
             return  # the next entry to go is protected: nothing else goes first
+        if over > 0 and self._fair and not self._max_bytes:
+            self._start_level()
         if self._max_bytes and self._held > self._max_bytes and self._count > 1:
             self._evict_bytes()
 
@@ -439,7 +543,11 @@ class Ring:
 
     def _note(self, source: _Source) -> None:
         """Push the source's key (its older keys become stale): called after
-        every change of its count, bytes or oldest entry."""
+        every change of its count, bytes or oldest entry.  Once the ring keeps
+        a level, the source goes where it belongs (:meth:`_place`)."""
+        if self._level is not None:
+            self._place(source)
+            return
         if not source.count:
             source.key = source.bkey = None
             return
@@ -457,8 +565,9 @@ class Ring:
     def _rebuild_heaps(self) -> None:
         by_count: list[_Key] = []
         by_bytes: list[_Key] = []
+        leveled = self._level is not None
         for s in self._sources.values():
-            if s.count:
+            if s.count and (not leveled or s.place == _ABOVE):
                 s.key = key = (-s.count, s.oldest, s.order, s)
                 by_count.append(key)
                 if self._exact:
@@ -493,7 +602,7 @@ class Ring:
 
     def _evict_lines(self, need: int) -> bool:
         """False when it stopped at a protected entry."""
-        if self._fair and need > 1 and self._level(need):
+        if self._fair and need > 1 and self._level_all(need):
             return True
         while need > 0:
             source, second = self._choose(False)
@@ -510,7 +619,7 @@ class Ring:
             need -= k
         return True
 
-    def _level(self, need: int) -> bool:
+    def _level_all(self, need: int) -> bool:
         """Fair by count, all at once: the largest sources are cut down to one
         level ``L`` (and ``r`` of those then at ``L``, those whose oldest entry
         is oldest, lose one more), which is what dropping the largest source's
@@ -571,6 +680,198 @@ class Ring:
                 k -= n
         return True
 
+    # ----------------------------------------------------- the level (fair, by count)
+    #
+    # Fair by count, the entries held do not depend on when room is made (the
+    # largest sources are cut down to one level, the oldest first among equals:
+    # tests/unit/test_ring.py), so once the ring is full it keeps that level
+    # ``L`` instead of a heap of every source.  Each source is above it (just
+    # appended to: in the heap, cut by the largest first, down to ``L`` at
+    # most), at it (in ``_at``, by the seq of its oldest entry held: the order
+    # in which they lose one each), or below it (in ``_below``, by count).
+    # When room is needed the sources above go first; then the first sources
+    # at the level lose their oldest entry each, without touching their
+    # blocks: the source's ``lazy`` count says that its oldest entries left
+    # (readers skip them, stats count them out), and it moves below.  When
+    # none is left at the level, the level goes down by one: those below at
+    # the new level are at it.  So a batch costs the ring O(log sources) plus
+    # a count per source cut by one, instead of a drop (a trim of its block
+    # and of the journal) per source.  The entries left lazily are dropped
+    # from the blocks (and then from the journal) when the source is appended
+    # to, forgotten, or holds less than half its blocks' entries at a new
+    # level: memory stays within twice what is held.  A journal of the blocks
+    # holds more than the ring then, with consistent counts (``dropped``,
+    # ``dropped_of``), and a replay that makes room gives this ring back.
+
+    def _start_level(self) -> None:
+        """The ring is full, fair by count: keep a level from now on."""
+        level = max((s.count for s in self._sources.values()), default=0)
+        if not level:
+            return
+        self._level = level
+        self._by_count = []
+        for source in self._sources.values():
+            source.key = None
+            source.place = _NOWHERE
+            self._place(source)
+
+    def _place(self, source: _Source) -> None:
+        """Put a source where it belongs after a change of what it holds."""
+        level = self._level
+        assert level is not None
+        held = source.count - source.lazy
+        place = source.place
+        if held > level:
+            if place != _ABOVE:
+                self._unplace(source)
+                source.place = _ABOVE
+            source.key = key = (-source.count, self._oldest_held(source), source.order, source)
+            _push(self._by_count, key)
+            if len(self._by_count) > 4 * len(self._sources) + 64:
+                self._rebuild_heaps()
+        elif held == level and held:
+            if place == _AT:
+                return
+            self._unplace(source)
+            rkey = (self._oldest_held(source), source.order, source)
+            insort(self._at, rkey)
+            source.rkey, source.place = rkey, _AT
+        else:
+            if place == held:
+                return
+            self._unplace(source)
+            self._below.setdefault(held, set()).add(source)
+            source.place = held
+
+    def _unplace(self, source: _Source) -> None:
+        place = source.place
+        if place == _ABOVE:
+            source.key = None
+        elif place == _AT:
+            at, rkey = self._at, source.rkey
+            assert rkey is not None
+            i = bisect_left(at, rkey)
+            assert at[i] is rkey
+            del at[i]
+            source.rkey = None
+        elif place >= 0:
+            below = self._below[place]
+            below.discard(source)
+            if not below:
+                del self._below[place]
+        source.place = _NOWHERE
+
+    def _evict_level(self, need: int) -> bool:
+        """Make room for ``need`` entries by the level; False when it stopped
+        at a protected entry."""
+        heap = self._by_count
+        protect = self._protect
+        while need > 0:
+            level = self._level
+            assert level is not None
+            top = self._top(heap, False)
+            if top is not None:  # above the level: the largest first, as ever
+                source = top[3]
+                _pop(heap)
+                second = self._top(heap, False)
+                floor = level if second is None else max(level, -second[0])
+                block = source.blocks[source.head]
+                k = min(need, block.count - block.start, max(1, source.count - floor))
+                k = self._allowed(block, k)
+                if not k:
+                    self._note(source)
+                    return False
+                self._drop(source, block, k)
+                need -= k
+                continue
+            at = self._at
+            if protect is None and need >= len(at):  # whole levels down at once
+                need = self._lower(need)
+                if not self._at:
+                    return True  # nothing held: nothing to drop
+                continue
+            if not at:  # a follower's entries among them: one level at a time
+                self._lower(0)
+                if not self._at:
+                    return True
+                continue
+            r = min(need, len(at))
+            if protect is not None:
+                r = min(r, bisect_left(at, (protect,)))
+                if not r:
+                    return False
+            below = self._below.get(level - 1)
+            if below is None:
+                below = self._below[level - 1] = set()
+            for _seq, _order, source in at[:r]:
+                source.lazy += 1
+                source.rkey = None
+                source.place = level - 1
+                below.add(source)
+            del at[:r]
+            self._lazy += r
+            need -= r
+        return True
+
+    def _lower(self, need: int) -> int:
+        """The level goes down while ``need`` covers a whole level (each source
+        at it one entry less; those below join it as it reaches their count),
+        or, with none at it, to the largest below; returns what is still
+        needed (less than the sources at the new level)."""
+        level = self._level
+        assert level is not None
+        group = [rkey[2] for rkey in self._at]
+        below = self._below
+        m = len(group)
+        while need >= m and level > 0:
+            if m:
+                need -= m
+                level -= 1
+            else:  # none at this level: down to the largest below
+                level = max((c for c in below if c < level), default=0)
+            joiners = below.pop(level, None) if level else None
+            if joiners:
+                group += joiners
+                m += len(joiners)
+        self._level = level
+        at: list[_AtKey] = []
+        cut = 0
+        for source in group:
+            k = source.count - source.lazy - level
+            if k:
+                source.lazy += k
+                cut += k
+            if not level:
+                below.setdefault(0, set()).add(source)
+                source.rkey, source.place = None, 0
+                continue
+            if source.lazy and 2 * source.lazy >= source.count:
+                self._materialize(source)  # twice what it holds: drop what left
+            block = source.blocks[source.head]
+            i = source.lazy
+            if i < block.count - block.start:
+                oldest = block.first_seq + block.start + i
+            else:
+                oldest = self._oldest_held(source)
+            rkey = (oldest, source.order, source)
+            source.rkey, source.place = rkey, _AT
+            at.append(rkey)
+        at.sort()
+        self._at = at
+        self._lazy += cut
+        return need
+
+    def _materialize(self, source: _Source) -> None:
+        """Drop from the blocks the entries that left the source lazily."""
+        k = source.lazy
+        source.lazy = 0
+        self._lazy -= k
+        while k:
+            block = source.blocks[source.head]
+            n = min(k, block.count - block.start)
+            self._drop(source, block, n, note=False)
+            k -= n
+
     def _seq_at(self, source: _Source, i: int) -> int:
         """The seq of the source's ``i``-th oldest entry held (``count``: past its newest)."""
         blocks = source.blocks
@@ -607,14 +908,14 @@ class Ring:
                 return
             self._drop(source, block, n)
 
-    def _drop(self, source: _Source, block: Block, k: int) -> None:
+    def _drop(self, source: _Source, block: Block, k: int, note: bool = True) -> None:
         """The ``k`` oldest entries of ``source`` (of its oldest ``block``) go."""
         a = block.start
         block.start = b = a + k
         source.count -= k
         source.evicted += k
         self._count -= k
-        self.overwritten += k
+        self._dropped += k
         if self._exact:
             size = block.total if (a == 0 and b == block.count) else block.size(a, b)
             source.bytes -= size
@@ -635,7 +936,7 @@ class Ring:
             self._forget_gone()
         elif 2 * (block.count - b) < block.count and len(block.data) > 4096:
             self._compact(source, block)
-        if self._fair:
+        if self._fair and note:
             self._note(source)
 
     def _bury(self, block: Block) -> None:
@@ -676,7 +977,11 @@ class Ring:
     def forget(self, name: str) -> None:
         """Forget a source that holds no entry (its ``evicted`` count too)."""
         source = self._sources.get(name)
-        if source is not None and not source.count:
+        if source is not None and source.count == source.lazy:
+            if source.lazy:
+                self._materialize(source)
+            if self._level is not None:
+                self._unplace(source)
             del self._sources[name]
 
     # ------------------------------------------------------------------ reading
@@ -695,11 +1000,13 @@ class Ring:
         parts: list[Part] = []
         gaps: list[Gap] = []
         seq = cursor
+        lazy = self._lazy
         while i < len(blocks) and room:
             block = blocks[i]
             i += 1
             first = block.first_seq
-            lo, hi = max(first + block.start, seq), first + block.count
+            lo = first + (self._start_of(block) if lazy else block.start)
+            lo, hi = max(lo, seq), first + block.count
             if lo >= hi:
                 continue
             if lo > seq:
@@ -722,7 +1029,7 @@ class Ring:
     def last_of(self, source: str) -> builtins.bytes | None:
         """The newest entry held of ``source`` (its encoded JSON), if any."""
         held = self._sources.get(source)
-        if held is None or not held.count:
+        if held is None or held.count == held.lazy:
             return None
         block = held.blocks[-1]
         n = len(block)
@@ -730,15 +1037,24 @@ class Ring:
 
     def held_by_source(self) -> Counter[str]:
         """How many entries each source has in the ring now (for stats)."""
-        return Counter({s.name: s.count for s in self._sources.values() if s.count})
+        return Counter(
+            {s.name: s.count - s.lazy for s in self._sources.values() if s.count > s.lazy}
+        )
 
     def evicted_of(self, name: str) -> int:
+        """How many entries of the source left the ring (since first seen)."""
+        source = self._sources.get(name)
+        return source.evicted + source.lazy if source is not None else 0
+
+    def dropped_of(self, name: str) -> int:
+        """``evicted_of`` less its entries that left but are still in the
+        blocks (what a journal of the blocks counts, with ``dropped``)."""
         source = self._sources.get(name)
         return source.evicted if source is not None else 0
 
     def evicted_by_source(self) -> dict[str, int]:
         """How many entries of each source were evicted (since first seen)."""
-        return {s.name: s.evicted for s in self._sources.values() if s.evicted}
+        return {s.name: s.evicted + s.lazy for s in self._sources.values() if s.evicted + s.lazy}
 
     def set_evicted(self, name: str, count: int) -> None:
         """A ring rebuilt from a journal: a source's count of evicted entries."""
@@ -749,12 +1065,17 @@ class Ring:
 
     def next_victim(self) -> int | None:
         """The seq of the entry that would go next (None when empty)."""
-        if not self._count:
+        if not len(self):
             return None
         if not self._fair:
             return self.first_seq
         top = self._top(self._by_count, False)
-        return top[1] if top is not None else None
+        if top is not None or self._level is None:
+            return top[1] if top is not None else None
+        if self._at:
+            return self._at[0][0]
+        level = max((c for c in self._below if c), default=0)  # the next level's first
+        return min((self._oldest_held(s) for s in self._below.get(level, ())), default=None)
 
     def statistics(self) -> RingStats:
         return RingStats(

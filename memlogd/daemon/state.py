@@ -64,7 +64,9 @@ class LogState:
         self.ring = ring
         self.journal = journal  # the ring's crash-safe copy, when a keeper holds it
         if journal is not None:
-            ring.trimmed = []  # the blocks evictions cut, for the journal
+            if ring.trimmed is None:
+                ring.trimmed = []  # the blocks evictions cut, for the journal
+            self._trim_journal(journal)  # what a replay cut (memlogd.daemon.worker)
         self.frozen = False  # handed over to the next worker: nothing more is appended
         self.started = time.monotonic()
         self.sources: dict[str, SourceInfo] = {
@@ -94,8 +96,10 @@ class LogState:
         ring.append(block)
         journal = self.journal
         if journal is not None:  # committed before any reader can see the entries
-            evicted = ring.evicted_of(source)
-            journal.append_lines(first_seq, now, source, lines, n, ring.first_seq, evicted)
+            # (with the trims of what the append dropped from the source's blocks)
+            self._trim_journal(journal, commit=False)
+            evicted = ring.dropped_of(source)
+            journal.append_lines(first_seq, now, source, lines, n, ring.first_block_seq, evicted)
         self.received += n
         if info is None:
             info = self.sources.get(source)
@@ -117,16 +121,25 @@ class LogState:
         ring.evict(protect)
         if protect is not None and ring.over:
             self.protected()
-        journal = self.journal
+        if self.journal is not None:
+            self._trim_journal(self.journal)
+
+    def _trim_journal(self, journal: Journal, commit: bool = True) -> None:
+        """Tell the journal what left the ring's blocks (the ring's ``dropped``
+        counts: entries that left the ring lazily are still in its blocks, and
+        in the journal, which a replay cuts again: docs/memlogd.md)."""
+        ring = self.ring
         trimmed = ring.trimmed
-        if journal is not None and trimmed:
-            # a block cut twice is listed twice (the copy of a compacted one:
-            # the same origin and held seqs); each record's store is written once
-            cuts = {cut.origin: cut.first_seq + cut.start for cut in trimmed}
-            sources = {cut.source for cut in trimmed}
-            journal.trim(cuts.items(), [(s, ring.evicted_of(s)) for s in sources])
-            trimmed.clear()
-            journal.commit(ring.overwritten)
+        if not trimmed:
+            return
+        # a block cut twice is listed twice (the copy of a compacted one:
+        # the same origin and held seqs); each record's store is written once
+        cuts = {cut.origin: cut.first_seq + cut.start for cut in trimmed}
+        sources = {cut.source for cut in trimmed}
+        journal.trim(cuts.items(), [(s, ring.dropped_of(s)) for s in sources])
+        trimmed.clear()
+        if commit:
+            journal.commit(ring.dropped)
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""

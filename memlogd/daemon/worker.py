@@ -98,7 +98,11 @@ def replay(journal: Journal, config: DaemonConfig) -> Ring:
     ring.overwritten = journal.overwritten
     for name, count in evicted.items():
         ring.set_evicted(name, count)
-    ring.evict()  # a worker killed between an append and its eviction
+    # a worker killed between an append and its eviction, or a journal behind
+    # its ring (entries that left lazily): room made now, what went listed for
+    # the journal (LogState writes it)
+    ring.trimmed = []
+    ring.evict()
     return ring
 
 
