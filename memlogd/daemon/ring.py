@@ -21,7 +21,9 @@ from some entry on (``Block.start``) to its end, and the ring in ``seq``
 order may have holes.  A read from a cursor lists them (``Slice.gaps``).
 
 The largest source is the top of a heap (stale entries are skipped), so a
-dropped block costs O(log sources); finding a seq is a bisection over the
+dropped block costs O(log sources); once full, fair by count, the ring keeps
+a level instead (the sources at it lose an entry each by a count: see
+"the level" below); finding a seq is a bisection over the
 blocks, gone ones included until they are more than half of them
 (O(held blocks)).  A partly held block of which less than half is
 still held is compacted: what it holds is copied into a new block.
