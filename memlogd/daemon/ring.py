@@ -335,6 +335,7 @@ class Ring:
         "_lazy",
         "_level",
         "_max_bytes",
+        "_orders",
         "_protect",
         "_sources",
         "next_seq",
@@ -367,6 +368,7 @@ class Ring:
         self._held = 0  # message bytes held (see _Source.bytes)
         self._dropped = 0  # entries dropped from the blocks (``overwritten`` less the lazy)
         self._sources: dict[str, _Source] = {}
+        self._orders = 0  # sources made (a forgotten one's number is not given again)
         self._by_count: list[_Key] = []  # fair: heaps of the sources, stale keys skipped
         self._by_bytes: list[_Key] = []
         self._protect: int | None = None
@@ -379,6 +381,10 @@ class Ring:
 
     def __len__(self) -> int:
         return self._count - self._lazy
+
+    def _order(self) -> int:
+        self._orders += 1
+        return self._orders
 
     @property
     def overwritten(self) -> int:
@@ -498,7 +504,7 @@ class Ring:
         self._held += block.total
         source = self._sources.get(block.source)
         if source is None:
-            source = self._sources[block.source] = _Source(block.source, len(self._sources))
+            source = self._sources[block.source] = _Source(block.source, self._order())
         elif source.lazy:
             self._materialize(source)
         source.blocks.append(block)
@@ -1062,7 +1068,7 @@ class Ring:
         """A ring rebuilt from a journal: a source's count of evicted entries."""
         source = self._sources.get(name)
         if source is None:
-            source = self._sources[name] = _Source(name, len(self._sources))
+            source = self._sources[name] = _Source(name, self._order())
         source.evicted = count
 
     def next_victim(self) -> int | None:

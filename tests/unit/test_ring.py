@@ -218,6 +218,14 @@ class RingMachine(RuleBasedStateMachine):
         self.snapshots.append((snap, list(snap.data)))
 
     @rule(source=st.sampled_from(["a", "b", "c"]))
+    def forget(self, source: str) -> None:
+        """A source that holds nothing is forgotten, its count of evicted too
+        (one that holds entries is not)."""
+        self.ring.forget(source)
+        if not any(h.source == source for h in self.model):
+            self.evicted.pop(source, None)
+
+    @rule(source=st.sampled_from(["a", "b", "c"]))
     def last_of(self, source: str) -> None:
         mine = [h.data for h in self.model if h.source == source]
         assert self.ring.last_of(source) == (mine[-1] if mine else None)
