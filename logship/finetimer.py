@@ -3,7 +3,7 @@
 trio's timeouts go through ``epoll_wait``, whose timeout is in whole
 milliseconds (Python rounds ``trio.sleep(0.0002)`` up to 1 ms).
 :class:`logship.transport.RelpTransport` paces its reads of a fast receiver's
-responses by 0.2 ms (docs/logship.md, "Pacing"), for which a millisecond is
+responses by 0.3 ms (docs/logship.md, "Pacing"), for which a millisecond is
 far too long: a :class:`FineTimer` is a ``timerfd`` (monotonic clock,
 nanoseconds) that trio waits on as on a socket.  Python 3.11 has no
 ``os.timerfd_create``; the two calls are made through ``ctypes`` (the C

@@ -44,7 +44,7 @@ STABLE_S = 1.0  # a session up this long without an error ends an outage (or an 
 CLOSE_TIMEOUT_S = 2.0  # waiting for the answer to close (RELP) or the end of stream (TCP)
 TCP_BATCH = 1024  # messages written at once over TCP
 RECV_BYTES = 64 * 1024  # bytes read from the receiver at once
-PACE_S = 0.0002  # RELP: a fast receiver's responses are read at most twice per this (see _acks)
+PACE_S = 0.0003  # RELP: a fast receiver's responses are read at most twice per this (see _acks)
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
