@@ -248,16 +248,16 @@ class RelpTransport(Transport):
         self, session: Session, parser: ResponseParser, timer: FineTimer | None
     ) -> None:
         """Read the responses.  Paced (docs/logship.md, "Pacing"): librelp writes
-        each response on its own and, Nagle's algorithm, holds the next ones
-        until we acknowledge the last segment, which reading it does.  Read at
-        once, a fast receiver's responses come a few at a time (4-5 a read at
-        100k messages/s), and their reads are most of logship's work.  So when
-        a read comes within PACE_S of the one before and leaves the sender
-        waiting for room, the next read waits PACE_S: the responses of that
-        time gather at the receiver, and the read after the pause (which
-        acknowledges them) is followed at once by the one that takes them all.
-        A slow or distant receiver, whose responses come further apart, is
-        never made to wait."""
+        each response on its own, and Nagle's algorithm holds the next ones
+        back until the segment sent last is acknowledged, which our reading it
+        does.  Read at once, a fast receiver's responses come a few at a time
+        (4-5 a read at 100k messages/s), and their reads are most of logship's
+        work.  So when a read comes within PACE_S of the one before and leaves
+        the sender waiting for room, the next read waits PACE_S: the responses
+        of that time gather at the receiver behind an unacknowledged segment;
+        the read after the pause acknowledges it, and the next one, at once,
+        takes them all.  A slow or distant receiver, whose responses come
+        further apart, is never made to wait."""
         last = -PACE_S
         paused = False
         while True:
