@@ -17,6 +17,8 @@ so that one message costs a lookup, the encoding of its text and one join.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby, repeat
+from operator import itemgetter, methodcaller
 
 from logship.rfc5424 import (
     DEFAULT_SD_ID,
@@ -33,10 +35,17 @@ from logship.rfc5424 import (
     validate_sd_id,
 )
 from memlogd.wire.protocol import LogEntry
-from memlogd.wire.severity import level_or_default
+from memlogd.wire.severity import DEFAULT_LEVEL, level_or_default, levels_or_default
 
 SOURCE_CACHE_MAX = 4096  # source names whose message parts are kept; then the cache starts over
 _BOM = "\ufeff"
+_TIME_SOURCE = itemgetter(0, 1)  # of a LogEntry: the run it belongs to
+_MSG = itemgetter(2)
+_SEQ = itemgetter(3)
+_STARTS_WITH_BOM = methodcaller("startswith", _BOM)
+_ENCODE = methodcaller("encode", "utf-8", "replace")
+_SAME_PRI = b"%s%d%s %s".__mod__  # (PRI + prefix, seq, after, body): a message
+_OWN_PRI = b"%s%s%d%s %s".__mod__  # (PRI, prefix, seq, after, body)
 
 
 class MessageFormatter:
@@ -104,33 +113,51 @@ class MessageFormatter:
         """The messages of ``entries`` of ``instance``, in order: each exactly
         ``format_message(time_ns=e.time_ns, hostname=..., source=e.source,
         msg=e.msg, instance=instance, seq=e.seq, pri=entry_pri(e.msg, facility),
-        sd_id=...)``."""
+        sd_id=...)``.
+
+        A run of entries sharing their time and source (a batch memlogd read
+        at once: the bulk) shares everything but the PRI, the seq and the
+        text; its messages are made by ``map`` over the run, with no Python
+        code per message (:meth:`_run`)."""
         out: list[bytes] = []
-        append = out.append
+        for (time_ns, source), group in groupby(entries, _TIME_SOURCE):
+            run = list(group)
+            seqs = list(map(_SEQ, run))
+            if None in seqs or min(seqs) < 0:
+                bad = next(s for s in seqs if s is None or s < 0)
+                raise Rfc5424Error(f"seq {bad} is not a sequence number")
+            head = self._head if time_ns == self._time_ns else self._time_head(time_ns)
+            before, after = self._source_parts(instance, source)
+            out += self._run(head + before, after, seqs, list(map(_MSG, run)))
+        return out
+
+    def _source_parts(self, instance: str, source: str) -> tuple[bytes, bytes]:
+        if instance == self._instance:
+            parts = self._sources.get(source)
+            if parts is not None:
+                return parts
+        return self._parts(instance, source)
+
+    def _run(self, prefix: bytes, after: bytes, seqs: list[int], msgs: list[str]) -> list[bytes]:
+        """The messages ``PRI prefix SEQ after[ TEXT]`` of one run."""
         pris = self._pris
-        sources = self._sources if instance == self._instance else {}
-        head = self._head
-        head_ns = self._time_ns
-        for entry in entries:
-            seq = entry.seq
-            if seq is None or seq < 0:
-                raise Rfc5424Error(f"seq {seq} is not a sequence number")
-            if entry.time_ns != head_ns:
-                head_ns = entry.time_ns
-                head = self._time_head(head_ns)
-            parts = sources.get(entry.source)
-            if parts is None:
-                parts = self._parts(instance, entry.source)
-                sources = self._sources
-            msg = entry.msg
+        if all(msgs) and not any(map(_STARTS_WITH_BOM, msgs)):  # every one has a text to add
+            levels = levels_or_default(msgs)
+            bodies = map(_ENCODE, msgs)
+            if levels.count(DEFAULT_LEVEL) == len(levels):
+                fields = zip(repeat(pris[DEFAULT_LEVEL] + prefix), seqs, repeat(after), bodies)
+                return list(map(_SAME_PRI, fields))
+            own = zip(map(pris.__getitem__, levels), repeat(prefix), seqs, repeat(after), bodies)
+            return list(map(_OWN_PRI, own))
+        out: list[bytes] = []
+        for seq, msg in zip(seqs, msgs, strict=True):
             pri = pris[level_or_default(msg)]
             if msg.startswith(_BOM):
                 msg = msg.lstrip(_BOM)
             if msg:
-                body = msg.encode("utf-8", "replace")
-                append(b"%s%s%s%d%s %s" % (pri, head, parts[0], seq, parts[1], body))
+                out.append(b"%s%s%d%s %s" % (pri, prefix, seq, after, _ENCODE(msg)))
             else:
-                append(b"%s%s%s%d%s" % (pri, head, parts[0], seq, parts[1]))
+                out.append(b"%s%s%d%s" % (pri, prefix, seq, after))
         return out
 
     def gap(self, *, time_ns: int, instance: str, seq: int, dropped: int) -> bytes:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import trio
 
+from logship.finetimer import FineTimer, open_fine_timer
 from logship.outbox import Outbox, OutboxError
 from logship.relp import (
     RelpError,
@@ -43,6 +44,7 @@ STABLE_S = 1.0  # a session up this long without an error ends an outage (or an 
 CLOSE_TIMEOUT_S = 2.0  # waiting for the answer to close (RELP) or the end of stream (TCP)
 TCP_BATCH = 1024  # messages written at once over TCP
 RECV_BYTES = 64 * 1024  # bytes read from the receiver at once
+PACE_S = 0.0003  # RELP: a fast receiver's responses are read at most twice per this (see _acks)
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -160,6 +162,7 @@ class RelpTransport(Transport):
         self.close_txnr: int | None = None  # our close was sent with it
         self.offset = 0  # txnr - position of the messages sent new in this session
         self.resent: dict[int, int] = {}  # txnr -> position of those sent again
+        self.low = 1  # the sender waits for this much room (with more waiting); set per session
 
     async def session(self, session: Session) -> None:
         counter = self.counter
@@ -178,12 +181,19 @@ class RelpTransport(Transport):
         if again:
             first = counter.peek - len(again)
             await session.send(syslog_frames(first, [data for _, data in again]))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(guard, session, self._acks, parser)
-            nursery.start_soon(guard, session, self._watchdog)
-            nursery.start_soon(self.stable, session)
-            await guard(session, self._send)
-            nursery.cancel_scope.cancel()
+        timer = open_fine_timer()
+        # paced (see _acks), the sender waits for more room: fewer, bigger sends
+        self.low = max(1, self.outbox.window // (4 if timer is None else 2))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(guard, session, self._acks, parser, timer)
+                nursery.start_soon(guard, session, self._watchdog)
+                nursery.start_soon(self.stable, session)
+                await guard(session, self._send)
+                nursery.cancel_scope.cancel()
+        finally:
+            if timer is not None:
+                timer.close()
 
     async def _open_reply(self, session: Session, parser: ResponseParser, txnr: int) -> Any:
         timeout = self.host.ack_timeout_s
@@ -207,7 +217,7 @@ class RelpTransport(Transport):
         outbox = self.outbox
         counter = self.counter
         capacity = outbox.window
-        low = max(1, capacity // 4)  # with more waiting, send no fewer at once
+        low = self.low  # with more waiting, send no fewer at once
         while True:
             renew = counter.remaining <= capacity + 1  # keep the close's number below the wrap
             if host.ending() or renew:
@@ -234,14 +244,46 @@ class RelpTransport(Transport):
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             await session.closed.wait()
 
-    async def _acks(self, session: Session, parser: ResponseParser) -> None:
+    async def _acks(
+        self, session: Session, parser: ResponseParser, timer: FineTimer | None
+    ) -> None:
+        """Read the responses.  Paced (docs/logship.md, "Pacing"): librelp writes
+        each response on its own, and Nagle's algorithm holds the next ones
+        back until the segment sent last is acknowledged, which our reading it
+        does.  Read at once, a fast receiver's responses come a few at a time
+        (4-5 a read at 100k messages/s), and their reads are most of logship's
+        work.  So when a read comes within PACE_S of the one before and leaves
+        the sender waiting for room, the next read waits PACE_S: the responses
+        of that time gather at the receiver behind an unacknowledged segment;
+        the read after the pause acknowledges it, and the next one, at once,
+        takes them all.  A slow or distant receiver, whose responses come
+        further apart, is never made to wait."""
+        last = -PACE_S
+        paused = False
         while True:
             data = await session.recv()
             if not data:
                 raise LinkLost("the receiver closed the connection")
-            session.heard_at = trio.current_time()
+            now = session.heard_at = trio.current_time()
             if self._take_acks(session, parser, data):
                 return
+            if timer is not None and not paused and now - last < PACE_S and self._starved(session):
+                await timer.sleep(PACE_S)
+                paused = True
+            else:
+                paused = False
+            last = now
+
+    def _starved(self, session: Session) -> bool:
+        """The sender waits for room in the window (see :meth:`_send`)."""
+        outbox = self.outbox
+        waiting = outbox.waiting
+        return (
+            not session.closing
+            and waiting > 0
+            and outbox.in_flight > 0
+            and outbox.room() < min(self.low, waiting)
+        )
 
     async def _watchdog(self, session: Session) -> None:
         """The read timeout on acknowledgements: a session with messages (or its

@@ -643,6 +643,22 @@ def test_tcp_once_delivers_everything(
     assert msg.hostname == safe_name(socket.gethostname(), 255)  # the default
 
 
+@pytest.mark.parametrize("window", [1, 8, 128])
+def test_relp_once_bound_by_its_window_delivers_everything_once(
+    memlogd: MemlogdProcess, rsyslog: Rsyslog, tmp_path: Path, window: int
+) -> None:
+    """More entries than the window: the sender waits for room, and the
+    responses are read paced (docs/logship.md, "Pacing"), never stalled."""
+    write_lines(memlogd.log_path, "svc", [f"relp {i}" for i in range(3000)])
+    instance, entries = wait_ring(memlogd.query_path, "relp 2999")
+    ship = Logship(tmp_path, memlogd.query_path, rsyslog.relp_url, "-once", "-window", str(window))
+    assert ship.run() == 0
+    got = wait_delivered(rsyslog, instance, entries)
+    assert extra_copies(rsyslog.records()) == 0
+    assert [got[(instance, e["seq"])][1].msg for e in entries] == [e["msg"] for e in entries]
+    assert ship.events("stopped")[0]["delivered"] >= len(entries)
+
+
 def test_relp_once_without_a_receiver_exits_1_with_the_count(
     memlogd: MemlogdProcess, tmp_path: Path
 ) -> None:

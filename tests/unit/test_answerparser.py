@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from memlogd.errors import NotExtendedError, ProtocolError, RequestRefusedError
 from memlogd.wire import protocol as proto
-from memlogd.wire.answerparser import AnswerParser, stats_in
+from memlogd.wire.answerparser import AnswerParser, _plain_entries, _scan_all, stats_in
 from memlogd.wire.protocol import Dropped, ErrorReply, Header, LogEntry, Malformed, Stats
+from memlogd.wire.timefmt import format_time
 from tests.strategies import log_entries
 from tests.wire import encode_entry
 
@@ -189,3 +190,93 @@ def test_a_chunk_after_the_header_gives_what_each_line_alone_gives(
     data = head + good + line + b"\n" + good
     want = decoded_line_by_line(data, extended)
     assert parse_in_chunks(data, [len(head)], extended) == want
+
+
+# Lines that are entries as memlogd writes them, or nearly: the fast path
+# (_plain_entries) must take the first and leave every other to the exact
+# path, and a chunk with one it leaves goes whole to the exact path.
+_GOOD_PARTS = ('{"time":"', "T", '","source":"', "S", '","msg":"', "M", '"', "Q", "}")
+_BAD_PARTS: tuple[tuple[str, ...], ...] = (
+    ('{ "time":"', '{"Time":"', '["time":"', '{"time": "', "", '{"time":"x","time":"'),
+    ("2019-02-30T00:00:00Z", "2019-02-22T16:04:23", "x", "", "2019-02-22t16:04:23z"),
+    ('", "source":"', '","msg":"', '","source":', '","sourc":"', '","source":"\n'),
+    ('a"b', "a\\b", "a\\", "a\nb", "a\tb", "\x00", "\x1f", "\r", "\x7f", "\ud800"),
+    ('","msg" :"', '","source":"', '","dropped":"', '","msg":', '","msg":""'),
+    ('a"b', "a\\b", '\\"', "a\nb", "\n", "\x00", "\x1f", "\r", "\\u00e9", "\ud800"),
+    ('""', '"\\', "", '" '),
+    (',"seq":01', ',"seq":-1', ',"seq":1.0', ',"seq":1e3', ',"seq": 1', ',"seq":1 ', ',"seq":true'),
+    ("} ", "}}", "", "},{}", "}\r", "}x"),
+)
+_PLAIN_TEXT = st.text(st.characters(blacklist_characters='"\\', min_codepoint=0x20), max_size=12)
+
+
+@st.composite
+def _plainish_lines(draw: st.DrawFn) -> str:
+    """An entry line as memlogd writes it (strings without escapes), half the
+    time with one part of it changed to something near."""
+    parts = list(_GOOD_PARTS)
+    parts[1] = format_time(draw(st.integers(0, 4_102_444_800 * 10**9)))
+    parts[3] = draw(st.one_of(st.just("bench.ship"), _PLAIN_TEXT))
+    parts[5] = draw(_PLAIN_TEXT)
+    seq = draw(st.one_of(st.integers(0, 10**6), st.integers(0, 10**25), st.just(10**19 - 1)))
+    parts[7] = f',"seq":{seq}'
+    if draw(st.booleans()):
+        where = draw(st.integers(0, len(parts) - 1))
+        change = st.sampled_from(_BAD_PARTS[where])
+        parts[where] = draw(
+            st.one_of(change, st.text(max_size=5) if where in (1, 3, 5, 7) else change)
+        )
+    return "".join(parts)
+
+
+@given(
+    st.lists(
+        st.one_of(_plainish_lines(), _plainish_lines(), st.text(max_size=20)),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+@example(['{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x","seq":3}'], True)
+@example(['{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x\\"y","seq":3}'], True)
+@example(['{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x\ty","seq":3}'], True)
+@example(['{"time":"2019-02-22T16:04:23Z","source":"a","msg":"x","seq":' + "9" * 5000 + "}"], True)
+def test_the_plain_fast_path_gives_exactly_what_the_exact_path_gives(
+    lines: list[str], extended: bool
+) -> None:
+    """For any chunk of complete lines: _plain_entries gives None or exactly
+    the replies of decoding each line alone (and of _scan_all); the parser, fed
+    the chunk after the header, gives those replies either way."""
+    data = "\n".join(lines).encode("utf-8", "surrogatepass") + b"\n"
+    head = HEADER if extended else b""
+    everything = decoded_line_by_line(head + data, extended)
+    want = everything[1:] if extended else everything  # after the header
+    try:
+        text = data[:-1].decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        fast = _plain_entries(data[:-1], text)
+        if fast is not None:
+            assert fast == want
+            assert all(type(e) is LogEntry for e in fast)
+            assert fast == _scan_all(text, proto.reply_from_obj, extended)
+    assert parse_in_chunks(head + data, [len(head)], extended) == everything
+
+
+@given(st.lists(log_entries(seq=True), min_size=1, max_size=10))
+def test_entries_as_memlogd_writes_them_take_the_fast_path(entries: list[LogEntry]) -> None:
+    """Every chunk of entries with a seq whose strings need no escape is read
+    by _plain_entries, to the entries written."""
+    plain = [
+        e
+        for e in entries
+        if not any(c in '"\\' or c < " " for c in e.source + e.msg)
+        and e.seq is not None
+        and e.seq < 10**19
+    ]
+    if not plain:
+        return
+    data = b"".join(encode_entry(e) for e in plain)[:-1]
+    text = data.decode("utf-8")
+    assert _plain_entries(data, text) == plain

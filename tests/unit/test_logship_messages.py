@@ -138,3 +138,41 @@ def test_pri_is_eight_plus_the_level_and_a_gap_is_a_warning():
     local0 = MessageFormatter("vm1", DEFAULT_SD_ID, 16)
     assert local0.messages("i", batch[:1])[0].startswith(b"<131>1 ")
     assert local0.gap(time_ns=0, instance="i", seq=1, dropped=2).startswith(b"<132>1 ")
+
+
+@given(
+    runs=st.lists(
+        st.tuples(
+            st.sampled_from([1_764_410_401_123_456_789, 1_764_410_402_000_000_000]),
+            st.sampled_from(["svc.out", 'a"b]c\\d', "kmsg"]),
+            st.lists(
+                st.one_of(
+                    st.sampled_from(["plain", "line 7", "<3>err", "level=warn x", "", BOM + "x"]),
+                    texts,
+                ),
+                min_size=1,
+                max_size=8,
+            ),
+        ),
+        max_size=4,
+    ),
+    first_seq=st.integers(0, 2**62),
+)
+def test_runs_sharing_time_and_source_are_format_message_byte_for_byte(
+    runs: list[tuple[int, str, list[str]]], first_seq: int
+) -> None:
+    """memlogd's batches: runs of entries with one time and source (made by
+    map over the run), levels of every kind among them, or none."""
+    batch = [LogEntry(time_ns, source, msg, 0) for time_ns, source, msgs in runs for msg in msgs]
+    batch = [e._replace(seq=first_seq + i) for i, e in enumerate(batch)]
+    formatter = MessageFormatter("vm1")
+    assert formatter.messages("inst", batch) == [
+        reference(e, "inst", "vm1", DEFAULT_SD_ID) for e in batch
+    ]
+
+
+def test_a_bad_seq_in_a_run_is_refused_as_before() -> None:
+    formatter = MessageFormatter("vm1")
+    batch = [LogEntry(1, "s", "a", 1), LogEntry(1, "s", "b", -2), LogEntry(1, "s", "c", None)]
+    with pytest.raises(Rfc5424Error, match="seq -2 is not a sequence number"):
+        formatter.messages("inst", batch)

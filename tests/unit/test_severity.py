@@ -14,6 +14,7 @@ from memlogd.wire.severity import (
     PriorityError,
     level,
     level_or_default,
+    levels_or_default,
     parse_priority,
 )
 
@@ -246,3 +247,12 @@ def test_parse_priority_refuses(text: str) -> None:
 
 def test_level_names_are_syslogs() -> None:
     assert [NAMES[name] for name in LEVEL_NAMES] == list(range(8))
+
+
+@given(
+    st.lists(st.one_of(st.text(max_size=8), _STARTS, st.sampled_from(["", "x", "<"])), max_size=8)
+)
+def test_levels_or_default_is_level_or_default_of_each(texts: list[str]) -> None:
+    """The bulk form (logship's runs): exactly the level of each line, whether
+    or not some line starts as a rule's does."""
+    assert levels_or_default(texts) == [level_or_default(t) for t in texts]
