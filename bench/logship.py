@@ -44,6 +44,7 @@ from typing import Any
 import click
 
 from bench.daemon import Daemon, start_daemon
+from bench.precompile import precompile
 from bench.query import QueryError, stats
 from memlogd.client import open_log_stream
 
@@ -329,6 +330,12 @@ def measure_logship(runs: int = 3) -> dict[str, Any]:
     help="Record logship's profile with py-spy: an SVG, or collapsed stacks for FILE.txt.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON only.")
+@click.option(
+    "--no-precompile",
+    is_flag=True,
+    help="Do not compile the project's modules to .pyc first (logship's CPU then "
+    "includes compiling them at every start where PYTHONDONTWRITEBYTECODE is set).",
+)
 def main(
     lines: int,
     size: int,
@@ -338,8 +345,10 @@ def main(
     jsonf: bool,
     py_spy: str | None,
     as_json: bool,
+    no_precompile: bool,
 ) -> None:
     """Forwarding: logship -once over RELP from a full memlogd ring to a local rsyslog."""
+    precompiled = None if no_precompile else precompile()
     try:
         report = bench_logship(
             lines=lines,
@@ -352,6 +361,7 @@ def main(
         )
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
+    report["precompiled"] = precompiled
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
