@@ -261,9 +261,12 @@ def test_the_end_of_service_line_is_an_entry_of_its_own(memlogd: MemlogdProcess)
 def test_the_end_of_service_line_is_its_own_after_an_outage_too(short_tmp: Path) -> None:
     first = MemlogdProcess(short_tmp, ["-no-keeper"])
     first.start()
-    gate = short_tmp / "gate"
+    # two gates: a second read of one FIFO could open it while the first
+    # writer still holds it, and end at its close (the command ending early)
+    gate, gate2 = short_tmp / "gate", short_tmp / "gate2"
     os.mkfifo(gate)
-    script = f"echo before; read x < {gate}; printf err2 >&2; read x < {gate}"
+    os.mkfifo(gate2)
+    script = f"echo before; read x < {gate}; printf err2 >&2; read x < {gate2}"
     child = exec_then_kill_memlogd(first, "tee", script)
     second = MemlogdProcess(short_tmp)
     try:
@@ -276,7 +279,7 @@ def test_the_end_of_service_line_is_its_own_after_an_outage_too(short_tmp: Path)
             DEADLINE_S,
             "the stream registered again",
         )
-        with open(gate, "w") as g:
+        with open(gate2, "w") as g:
             g.write("go\n")
         assert child.wait(DEADLINE_S) == 0
         assert wait_value(lambda: held(second.query_path, "tee"), lambda m: len(m) >= 2) == [

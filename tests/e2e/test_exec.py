@@ -209,13 +209,14 @@ def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
     whole lines up to 1 MiB, then one line counting the bytes that did not fit."""
     first = MemlogdProcess(short_tmp, ["-no-keeper"])  # killed, nothing of it reads on
     first.start()
-    gate = short_tmp / "gate"
+    gate, gate2 = short_tmp / "gate", short_tmp / "gate2"  # two: see test_disk's
     os.mkfifo(gate)
+    os.mkfifo(gate2)
     lines = 15_000  # 100 bytes each: 1.5 MB, more than the backlog holds
     written = [f"line {i} {0:088d}" for i in range(10_000, 10_000 + lines)]
     burst = short_tmp / "burst"
     burst.write_text("".join(line + "\n" for line in written))  # cat's reads split lines
-    script = f"echo before; read x < {gate}; cat {burst}; read x < {gate}; echo after"
+    script = f"echo before; read x < {gate}; cat {burst}; read x < {gate2}; echo after"
     tee = short_tmp / "tee"  # memlogd-exec's own copy of the output: what it has taken
     with open(tee, "wb") as out:
         child = _exec_then_kill_memlogd(first, "away", script, out)
@@ -241,7 +242,7 @@ def test_output_while_memlogd_is_away_is_kept_up_to_a_mebibyte_then_counted(
                 what="the kept output in the new memlogd",
             )
             assert got == [*written[:kept], lost]
-            with open(gate, "w") as g:
+            with open(gate2, "w") as g:
                 g.write("go\n")
             assert child.wait(20) == 0  # the command never noticed
             wait_value(
