@@ -448,20 +448,8 @@ class Ring:
 
     def _oldest_held(self, source: _Source) -> int:
         """The seq of the oldest entry the source holds (its ``lazy`` oldest
-        skipped; none held: the seq after its newest)."""
-        i = source.lazy
-        blocks = source.blocks
-        if i >= source.count:
-            last = blocks[-1]
-            return last.first_seq + last.count
-        j = source.head
-        while True:
-            block = blocks[j]
-            held = block.count - block.start
-            if i < held:
-                return block.first_seq + block.start + i
-            i -= held
-            j += 1
+        skipped; none held: past its newest)."""
+        return self._seq_at(source, source.lazy)
 
     @property
     def bytes(self) -> int:
