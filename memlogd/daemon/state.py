@@ -140,6 +140,8 @@ class LogState:
         trimmed.clear()
         if commit:
             journal.commit(ring.dropped)
+        else:  # the append's commit carries it
+            journal.overwritten = ring.dropped
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""

@@ -290,6 +290,10 @@ def held_entries(ring: Ring) -> list[tuple[int, bytes]]:
         )
     ),
 )
+@example(  # an append that drops what left a source lazily commits that count too
+    1, "fair", 0, [("quiet", [b""], False), ("quiet", [b""], False), ("flood", [b""], False),
+                   ("quiet", [b""], True)],
+)  # fmt: skip
 def test_a_replay_gives_the_fair_ring_with_its_holes_and_counts(
     max_lines: int, policy: str, max_bytes: int, steps: list[tuple[str, list[bytes], bool]]
 ) -> None:
