@@ -24,12 +24,10 @@ a batch is its lines from some line on: a record's ``dead`` counts its first
 lines the ring no longer holds (set in place, one aligned 4-byte store, when
 the ring evicts them; a record all dead may be overwritten), and ``evicted``
 is its source's count of evicted entries, kept up to date in the newest
-record of that source (for a source that holds nothing, a record of no line
-that only carries that count, until the source writes again or is forgotten).
-A record the ring still holds in part that stands in the way of reusing the
-area's start (a quiet source's, among a flood's dead ones) is *relocated*:
-what it holds is written again as a new record, and the commit that takes the
-copy in leaves the original out.  Version 1 (before the
+record of that source.  A record the ring still holds in part that stands in
+the way of reusing the area's start (a quiet source's, among a flood's dead
+ones) is *relocated*: what it holds is written again as a new record, and the
+commit that takes the copy in leaves the original out.  Version 1 (before the
 fair ring: no ``dead``, ``evicted``, ``overwritten``) is read, for an upgrade
 (:func:`upgrade`).  Writing is ordered
 so that a kill at any instruction leaves a readable journal: a record is
@@ -106,7 +104,6 @@ class _Live:
         "first_seq",
         "origin",
         "pos",
-        "released",
         "source",
         "time_ns",
         "total",
@@ -125,15 +122,6 @@ class _Live:
         self.time_ns = time_ns
         self.origin = first_seq  # the batch's first seq (the ring's Block.origin)
         self.tracked = False  # among the journal's records
-        # a record of no line keeps its source's count of evicted entries (the
-        # source holds none) until a newer record of the source, or its source
-        # is forgotten: then it is released, and may be overwritten
-        self.released = False
-
-    @property
-    def holds(self) -> bool:
-        """Whether the record must be kept: lines the ring holds, or a count."""
-        return self.dead < self.count or not (self.count or self.released)
 
     @property
     def last(self) -> int:
@@ -201,7 +189,6 @@ class Journal:
         self.relocated = 0  # records written again (held in part among dead ones)
         self._sparse: list[_Live] = []  # records little of which is held: copied past the slack
         self._dead_after_commit: list[_Live] = []  # originals of copies not committed yet
-        self._orphans: set[str] = set()  # sources whose newest record the trims left all dead
         self.compact_above = 4096  # bytes: smaller records are not copied
         self.slack = SLACK  # bytes of dropped lines records held in part may keep
         self._waste = 0  # bytes of dropped lines in the records held in part (about)
@@ -256,11 +243,10 @@ class Journal:
             pos += _aligned(size)
 
     def records(self) -> Iterator[Record]:
-        """What the ring held of each batch (none: not listed), and the counts
-        of evicted entries of sources that hold none (records of no line), in
-        the journal's order (a relocated one comes later than its seq)."""
-        for _offset, _size, record, count in self._walk():
-            if record.lines or not count:
+        """What the ring held of each batch (none: not listed), in the journal's
+        order (a relocated one comes later than its seq)."""
+        for _offset, _size, record, _count in self._walk():
+            if record.lines:
                 yield record
 
     def _track(self, live: _Live) -> None:
@@ -271,8 +257,6 @@ class Journal:
         newest = self._newest.get(live.source)
         if newest is None or live.first_seq >= newest.first_seq:  # not a copy of an older one
             self._newest[live.source] = live
-            if newest is not None and not newest.count:
-                newest.released = True  # a newer record (or its copy) carries the count
         if live.dead < live.count:
             self._live_bytes += live.total
             self._waste += live.total * live.dead // live.count
@@ -387,14 +371,13 @@ class Journal:
         evicted)``).  Each record's ``dead`` and each newest record's
         ``evicted`` is one store, not committed until :meth:`commit`."""
         batches, write, sparse = self._batches, self._write, self._sparse
-        newest = self._newest
         compact_above = self.compact_above
         pack_dead = _U32.pack
         for origin, held_from in cuts:
             for live in batches.get(origin, ()):
                 n = live.count
                 dead = held_from - live.first_seq
-                if dead <= live.dead or not n:
+                if dead <= live.dead:
                     continue
                 if dead > n:
                     dead = n
@@ -402,14 +385,13 @@ class Journal:
                 self._waste -= total * live.dead // n
                 if dead == n:
                     self._live_bytes -= total
-                    if newest.get(live.source) is live:  # its source holds nothing now
-                        self._orphans.add(live.source)
                 else:
                     self._waste += total * dead // n
                     if 4 * (n - live.dead) >= n > 4 * (n - dead) and total > compact_above:
                         sparse.append(live)  # copied once the slack is passed
                 live.dead = dead
                 write(HEADER_SIZE + live.pos + _DEAD_AT, pack_dead(dead))
+        newest = self._newest
         pack_evicted = _U64.pack
         for source, count in evicted:
             record = newest.get(source)
@@ -417,32 +399,14 @@ class Journal:
                 write(HEADER_SIZE + record.pos + _EVICTED_AT, pack_evicted(count))
 
     def commit(self, overwritten: int) -> None:
-        """Commit the ring's count of entries that left it (after trims), and
-        the counts of evicted entries of the sources the trims left with none:
-        each in a record of no line, kept while the source is remembered."""
+        """Commit the ring's count of entries that left it (after trims)."""
         self.overwritten = overwritten
-        orphans, self._orphans = self._orphans, set()
-        for source in sorted(orphans):
-            live = self._newest.get(source)
-            if live is not None and live.count and live.dead >= live.count:
-                evicted = self._evicted_of(live)
-                seq = self.next_seq
-                self._write_record(seq, live.time_ns, source, [], 0, evicted, seq)
         self._commit()
 
-    def forget(self, source: str) -> None:
-        """The ring forgot a source that holds nothing: its count goes too."""
-        self._orphans.discard(source)
-        for live in self._live:
-            if live.source == source and not live.count:
-                live.released = True
-                self._write(HEADER_SIZE + live.pos + _EVICTED_AT, _U64.pack(0))
-
     def _forget_before(self, seq: int) -> None:
-        """Records whose entries all left the ring may be overwritten (but a
-        count of a source that holds nothing: :attr:`_Live.holds`)."""
+        """Records whose entries all left the ring may be overwritten."""
         live = self._live
-        while live and ((live[0].last < seq and live[0].count) or not live[0].holds):
+        while live and (live[0].last < seq or live[0].dead >= live[0].count):
             self._untrack(live.popleft())
         self._start = live[0].pos if live else self._end
 
@@ -539,7 +503,7 @@ class Journal:
                 break
             start, end = self._start, self._end
             front = live[0]
-            spare = front.total if front.holds and not self._placing_copy else 0
+            spare = front.total if front.dead < front.count and not self._placing_copy else 0
             if start < end:  # not wrapped: free space after end, and before start
                 if (
                     start >= end - start + total + spare
@@ -553,7 +517,7 @@ class Journal:
                 pos = end  # (and room left for a copy of the oldest record, if held)
                 break
             gone = live[0]  # no room: the oldest batch goes, written again first if held
-            held = gone.holds and not self._placing_copy
+            held = gone.dead < gone.count and not self._placing_copy
             if held and self._copy_elsewhere(gone):
                 held = False  # copied, the original still counted: it may go now
                 self.relocated += 1
@@ -561,7 +525,7 @@ class Journal:
             self._untrack(gone)
             self._forget_before(0)
             self._start = live[0].pos if live else self._end
-            if gone.holds and self._placing_copy:
+            if gone.dead < gone.count and self._placing_copy:
                 self.squeezed += 1  # a copy found no room: the journal is too small
             elif held:  # no free space for its copy: written where the original was
                 self._placing_copy = True  # (a kill before the next commit loses it)

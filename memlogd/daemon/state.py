@@ -160,8 +160,6 @@ class LogState:
         for name in [n for n, i in self.sources.items() if i.open == 0 and not held[n]]:
             del self.sources[name]
             self.ring.forget(name)
-            if self.journal is not None:
-                self.journal.forget(name)
 
     def stats(self) -> dict[str, Any]:
         ring = self.ring.statistics()
