@@ -771,14 +771,17 @@ class Ring:
                 _pop(heap)
                 second = self._top(heap, False)
                 floor = level if second is None else max(level, -second[0])
-                block = source.blocks[source.head]
-                k = min(need, block.count - block.start, max(1, source.count - floor))
-                k = self._allowed(block, k)
-                if not k:
-                    self._note(source)
-                    return False
-                self._drop(source, block, k)
-                need -= k
+                cut = min(need, max(1, source.count - floor))  # its oldest, block by block
+                while cut:
+                    block = source.blocks[source.head]
+                    k = self._allowed(block, min(cut, block.count - block.start))
+                    if not k:
+                        self._note(source)
+                        return False
+                    self._drop(source, block, k, note=False)
+                    cut -= k
+                    need -= k
+                self._note(source)
                 continue
             at = self._at
             if protect is None and need >= len(at):  # whole levels down at once
