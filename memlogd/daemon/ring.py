@@ -547,8 +547,11 @@ class Ring:
         if not source.count:
             source.key = source.bkey = None
             return
-        block = source.blocks[source.head]
-        oldest = block.first_seq + block.start
+        self._push_keys(source)
+
+    def _push_keys(self, source: _Source) -> None:
+        """Push the keys of a source that holds entries, none of them lazily."""
+        oldest = source.oldest
         heap = self._by_count
         source.key = key = (-source.count, oldest, source.order, source)
         _push(heap, key)
@@ -717,14 +720,12 @@ class Ring:
         assert level is not None
         held = source.count - source.lazy
         place = source.place
-        if held > level:
+        if held > level:  # just appended to: it left nothing lazily
+            assert not source.lazy
             if place != _ABOVE:
                 self._unplace(source)
                 source.place = _ABOVE
-            source.key = key = (-source.count, self._oldest_held(source), source.order, source)
-            _push(self._by_count, key)
-            if len(self._by_count) > 4 * len(self._sources) + 64:
-                self._rebuild_heaps()
+            self._push_keys(source)
         elif held == level and held:
             if place == _AT:
                 return
@@ -799,9 +800,7 @@ class Ring:
                 r = min(r, bisect_left(at, (protect,)))
                 if not r:
                     return False
-            below = self._below.get(level - 1)
-            if below is None:
-                below = self._below[level - 1] = set()
+            below = self._below.setdefault(level - 1, set())
             for _seq, _order, source in at[:r]:
                 source.lazy += 1
                 source.rkey = None
@@ -846,13 +845,7 @@ class Ring:
                 continue
             if source.lazy and 2 * source.lazy >= source.count:
                 self._materialize(source)  # twice what it holds: drop what left
-            block = source.blocks[source.head]
-            i = source.lazy
-            if i < block.count - block.start:
-                oldest = block.first_seq + block.start + i
-            else:
-                oldest = self._oldest_held(source)
-            rkey = (oldest, source.order, source)
+            rkey = (self._oldest_held(source), source.order, source)
             source.rkey, source.place = rkey, _AT
             at.append(rkey)
         at.sort()
