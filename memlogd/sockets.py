@@ -218,21 +218,21 @@ def open_sockets(config: DaemonConfig) -> Sockets:
     """Bind (or adopt) both sockets; returns them and the paths to remove at exit."""
     owned: list[str] = []
     log_sock = query_sock = None
+
+    def one(fd: int | None, flag: str, path: str, kind: int) -> socket.socket:
+        """The inherited ``fd`` (given as ``flag``), else ``path`` bound."""
+        if fd is not None:
+            sock = adopt_fd(fd, kind, flag)
+            if config.unlink_inherited and (inherited := socket_path(sock)):
+                owned.append(inherited)
+            return sock
+        sock = bind_unix(path, kind, config.socket_mode)
+        owned.append(path)
+        return sock
+
     try:
-        if config.fd_log is not None:
-            log_sock = adopt_fd(config.fd_log, socket.SOCK_DGRAM, "-fd-log")
-            if config.unlink_inherited and (path := socket_path(log_sock)):
-                owned.append(path)
-        else:
-            log_sock = bind_unix(config.socket_log, socket.SOCK_DGRAM, config.socket_mode)
-            owned.append(config.socket_log)
-        if config.fd_query is not None:
-            query_sock = adopt_fd(config.fd_query, socket.SOCK_STREAM, "-fd-query")
-            if config.unlink_inherited and (path := socket_path(query_sock)):
-                owned.append(path)
-        else:
-            query_sock = bind_unix(config.socket_query, socket.SOCK_STREAM, config.socket_mode)
-            owned.append(config.socket_query)
+        log_sock = one(config.fd_log, "-fd-log", config.socket_log, socket.SOCK_DGRAM)
+        query_sock = one(config.fd_query, "-fd-query", config.socket_query, socket.SOCK_STREAM)
     except BaseException:
         for sock in (log_sock, query_sock):
             if sock is not None:
