@@ -115,7 +115,13 @@ class MemlogdProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout)
-            raise AssertionError("memlogd did not exit on SIGTERM") from None
+            try:  # what it said last: the step of its shutdown it was in
+                said = self.stderr_path.read_text(errors="replace").strip().splitlines()[-8:]
+            except OSError:
+                said = []
+            raise AssertionError(
+                "memlogd did not exit on SIGTERM; its stderr ended: " + " | ".join(said)
+            ) from None
 
     def rss_kib(self) -> int:
         assert self.proc is not None
