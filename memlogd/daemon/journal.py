@@ -73,8 +73,8 @@ _REC = struct.Struct("<IIQQHHIQ")  # size, count, first_seq, time_ns, name_len, 
 _REC1 = struct.Struct("<IIQQH")  # version 1: no dead, no evicted
 _DEAD_AT = 28  # offsets in a record of dead (4 bytes) and evicted (8 bytes)
 _EVICTED_AT = 32
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")  # a record's dead, a slot's crc32
+_U64 = struct.Struct("<Q")  # a record's evicted
 _WRAP = b"\0" * _REC.size  # a size of 0: the records continue at the area's start
 SLACK = 1 << 20  # bytes of dropped lines that records held in part may keep (docs)
 
@@ -157,7 +157,7 @@ def _slot(
 ) -> bytes:
     fields = (generation, start, end, next_seq, overwritten)[: len(slot.format) - 2]
     body = slot.pack(*fields, 0)[:-4]
-    return body + struct.pack("<I", zlib.crc32(body))
+    return body + _U32.pack(zlib.crc32(body))
 
 
 def _read_slot(buf: memoryview, at: int, slot: struct.Struct) -> tuple[int, ...] | None:
@@ -487,7 +487,7 @@ class Journal:
         return data[cut + 1 :]
 
     def _evicted_of(self, live: _Live) -> int:
-        value: int = struct.unpack_from("<Q", self.buf, HEADER_SIZE + live.pos + _EVICTED_AT)[0]
+        value: int = _U64.unpack_from(self.buf, HEADER_SIZE + live.pos + _EVICTED_AT)[0]
         return value
 
     def _place(self, total: int) -> int:
@@ -607,7 +607,7 @@ class Journal:
         done, self._dead_after_commit = self._dead_after_commit, []
         for live in done:  # their copies are committed: the originals go
             if live.tracked:  # (not overwritten since)
-                self._write(HEADER_SIZE + live.pos + _DEAD_AT, struct.pack("<I", live.count))
+                self._write(HEADER_SIZE + live.pos + _DEAD_AT, _U32.pack(live.count))
 
     def _write(self, at: int, data: bytes | memoryview) -> None:
         """Every write to the buffer goes through here (tests tear them)."""
