@@ -14,7 +14,7 @@ import uuid
 import zlib
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from memlogd.config import READ_BURST, DaemonConfig
@@ -207,9 +207,16 @@ def test_any_batches_a_replay_gives_the_newest_batches_in_order(batch_list, ring
         appended.append(Record(seq, i, source.encode("utf-8", "replace").decode(), lines))
         seq += len(lines)
     got = sorted(Journal(memoryview(buf)).records(), key=lambda r: r.first_seq)
-    assert got == appended[len(appended) - len(got) :]  # (a copy comes later: replay sorts)
-    held = [r for r in appended if r.first_seq + len(r.lines) - 1 >= max(1, seq - ring_lines)]
-    assert len(got) >= len(held) - journal.squeezed
+    keep = max(1, seq - ring_lines)
+    held = [r for r in appended if r.first_seq + len(r.lines) - 1 >= keep]
+    # what is held is the newest, in order (a copy comes later: replay sorts);
+    # a record relocated for room before the ring let go of it may still be
+    # there (nothing here marks its lines dead as LogState's trims do): its
+    # lines are then the batch's own
+    got_held = [r for r in got if r.first_seq + len(r.lines) - 1 >= keep]
+    assert got_held == held[len(held) - len(got_held) :]
+    assert all(r in appended for r in got)
+    assert len(got_held) >= len(held) - journal.squeezed
 
 
 @settings(max_examples=60)
@@ -469,6 +476,10 @@ def test_the_worker_reads_a_journal_the_previous_version_wrote(
         entries = entries[-max_lines:]
         old.append_lines(seq, 100 + i, source, Lines.of(lines), len(lines), entries[0][0])
         seq += len(lines)
+    # the previous version dropped a batch its ring still held when a record
+    # found no room right after writing went back to the area's start (tiny
+    # records: counted in its `squeezed`); no upgrade gives back what is gone
+    assume(old.squeezed == 0)
     journal = open_journal(memoryview(buf), config)
     assert (journal.version, journal.instance) == (VERSION, INSTANCE)
     ring = replay(journal, config)
