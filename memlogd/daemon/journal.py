@@ -287,21 +287,34 @@ class Journal:
         count: int,
         keep_from: int,
         evicted: int = 0,
+        skip: int = 0,
+        stop: int | None = None,
     ) -> None:
         """Journal a batch of ``count`` ``lines`` from seq ``first_seq`` on:
         those the ring still holds (from ``keep_from``: no entry before it is
-        held), in as few records as fit (one, but for a batch larger than half
-        the journal).  ``evicted``: the source's count of evicted entries."""
+        held), but for the first ``skip`` (those the ring drops as it makes
+        room: LogState), up to line ``stop`` (None: all), in as few records
+        as fit (one, but for a batch larger than half the journal).
+        ``evicted``: the source's count of evicted entries.  Every record is
+        of the batch (the ring's ``Block.origin``) for trims."""
         name_len = len(source.encode("utf-8", "replace"))
         room = self._area // 2 - _REC.size - name_len - RECORD_ALIGN
-        a = max(0, keep_from - first_seq)
-        if not a and len(lines.head) + lines.stop <= room:  # the common case: as it is
-            self.append(first_seq, time_ns, source, lines.pieces(), count, keep_from, evicted)
+        a = max(skip, keep_from - first_seq, 0)
+        end = count if stop is None else stop
+        if end == count and len(lines.head) + lines.stop <= room:  # the common case
+            if a:  # the lines the ring keeps
+                pieces = lines.tail(a, count)
+                seq = first_seq + a
+                self.append(seq, time_ns, source, pieces, count - a, keep_from, evicted, first_seq)
+            else:  # as it is
+                self.append(first_seq, time_ns, source, lines.pieces(), count, keep_from, evicted)
             return
-        while a < count:
-            b = lines.fit(a, room)
+        while a < end:
+            b = min(end, lines.fit(a, room))
             pieces = lines.pieces(a, b)
-            self.append(first_seq + a, time_ns, source, pieces, b - a, keep_from, evicted)
+            self.append(
+                first_seq + a, time_ns, source, pieces, b - a, keep_from, evicted, first_seq
+            )
             a = b
 
     def append(
@@ -313,11 +326,14 @@ class Journal:
         count: int,
         keep_from: int,
         evicted: int = 0,
+        origin: int = 0,
     ) -> None:
         """Journal one batch (``count`` lines joined with newlines, in the
         pieces of ``block``) and commit it.
 
-        ``keep_from``: no entry before it is held: records wholly before it may go."""
+        ``keep_from``: no entry before it is held: records wholly before it
+        may go.  ``origin``: the seq of the batch's first line, when these
+        are not from it (0: they are)."""
         if self.version != VERSION:
             raise JournalError("a journal of version 1 is read only")
         name = source.encode("utf-8", "replace")
@@ -328,7 +344,7 @@ class Journal:
         self._forget_before(keep_from)
         self._relocate(total)
         self._compact()
-        self._write_record(first_seq, time_ns, source, block, count, evicted, first_seq)
+        self._write_record(first_seq, time_ns, source, block, count, evicted, origin or first_seq)
         self._commit()
 
     def _write_record(

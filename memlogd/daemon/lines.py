@@ -89,6 +89,17 @@ class Lines:
         body = memoryview(self.body)[max(0, start - at) : max(0, end - at)]
         return head[start:end], body
 
+    def tail(self, a: int, n: int) -> tuple[bytes, memoryview]:
+        """Lines ``a .. n-1`` of the ``n`` there are, as :meth:`pieces` gives
+        them; when few of them, found from the end without finding where
+        every line ends."""
+        if self._ends is not None or self.head or 2 * a < n:
+            return self.pieces(a, n)
+        body, at = self.body, self.stop
+        for _ in range(n - a):
+            at = body.rfind(b"\n", 0, at)
+        return b"", memoryview(body)[at + 1 : self.stop]
+
     def fit(self, a: int, room: int) -> int:
         """The most lines from line ``a`` on (at least one) whose joined bytes
         are at most ``room``: the ``b`` of the lines ``a .. b-1``."""

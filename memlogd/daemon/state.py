@@ -23,7 +23,7 @@ from memlogd.daemon.console import Console
 from memlogd.daemon.encoding import encode_block
 from memlogd.daemon.journal import Journal
 from memlogd.daemon.lines import Lines
-from memlogd.daemon.ring import Ring
+from memlogd.daemon.ring import Block, Ring
 from memlogd.ratelimit import LimitedLog
 from memlogd.wire import protocol as proto
 from memlogd.wire.timefmt import format_time
@@ -95,11 +95,17 @@ class LogState:
         n = len(block)
         ring.append(block)
         journal = self.journal
+        cut = 0
         if journal is not None:  # committed before any reader can see the entries
-            # (with the trims of what the append dropped from the source's blocks)
+            # (with the trims of what the append dropped from the source's blocks),
+            # but for the batch's first ``cut`` lines, which the room made next drops
             self._trim_journal(journal, commit=False)
-            evicted = ring.dropped_of(source)
-            journal.append_lines(first_seq, now, source, lines, n, ring.first_block_seq, evicted)
+            cut = ring.planned_cut(block, self.protect())
+            evicted = ring.dropped_of(source) + cut
+            journal.overwritten = ring.dropped + cut
+            journal.append_lines(
+                first_seq, now, source, lines, n, ring.first_block_seq, evicted, skip=cut
+            )
         self.received += n
         if info is None:
             info = self.sources.get(source)
@@ -109,6 +115,8 @@ class LogState:
             self.console.echo(format_time(now), source, lines)
         self.on_append()
         self.make_room()
+        if cut and block.start < cut:  # a follower blocked within it meanwhile: kept
+            self._journal_kept(block, lines, cut)
         return n
 
     def make_room(self) -> None:
@@ -123,6 +131,27 @@ class LogState:
             self.protected()
         if self.journal is not None:
             self._trim_journal(self.journal)
+
+    def _journal_kept(self, block: Block, lines: Lines, cut: int) -> None:
+        """The ring kept more of a batch than the journal was written (a
+        follower blocked within it as it was handed): the rest, and the
+        source's count of evicted entries, now."""
+        journal = self.journal
+        assert journal is not None
+        ring, source, first_seq = self.ring, block.source, block.origin
+        journal.trim((), [(source, ring.dropped_of(source))])
+        journal.overwritten = ring.dropped
+        journal.append_lines(
+            first_seq,
+            block.time_ns,
+            source,
+            lines,
+            len(block),
+            ring.first_block_seq,
+            ring.dropped_of(source),
+            skip=block.start,
+            stop=cut,
+        )
 
     def _trim_journal(self, journal: Journal, commit: bool = True) -> None:
         """Tell the journal what left the ring's blocks (the ring's ``dropped``

@@ -12,6 +12,7 @@ import itertools
 import struct
 import uuid
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -280,6 +281,20 @@ def held_entries(ring: Ring) -> list[tuple[int, bytes]]:
     ]
 
 
+def blocking_follower(first_seq: int, blocked_at: int | None) -> Callable[[], int | None]:
+    """LogState's ``protect`` for a batch from ``first_seq``: no follower is
+    blocked as it is journaled; one blocks at its line ``blocked_at`` (None:
+    none) as it is handed, before the room is made."""
+    calls = itertools.count()
+
+    def protect() -> int | None:
+        if next(calls) == 0 or blocked_at is None:
+            return None
+        return first_seq + blocked_at
+
+    return protect
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     st.integers(1, 30),
@@ -291,6 +306,9 @@ def held_entries(ring: Ring) -> list[tuple[int, bytes]]:
                 st.sampled_from(["quiet", "flood", "kmsg1"]),
                 st.lists(line_text, min_size=n, max_size=n),
                 st.booleans(),  # then a worker restart: a new worker replays the journal
+                # a follower blocks at this line of the batch as it is handed
+                # (after the journal was written what the ring would keep)
+                st.one_of(st.none(), st.integers(0, 6)),
             ),
             min_size=1,
             max_size=60,
@@ -298,28 +316,36 @@ def held_entries(ring: Ring) -> list[tuple[int, bytes]]:
     ),
 )
 @example(  # an append that drops what left a source lazily commits that count too
-    1, "fair", 0, [("quiet", [b""], False), ("quiet", [b""], False), ("flood", [b""], False),
-                   ("quiet", [b""], True)],
+    1, "fair", 0, [("quiet", [b""], False, None), ("quiet", [b""], False, None),
+                   ("flood", [b""], False, None), ("quiet", [b""], True, None)],
 )  # fmt: skip
 def test_a_replay_gives_the_fair_ring_with_its_holes_and_counts(
-    max_lines: int, policy: str, max_bytes: int, steps: list[tuple[str, list[bytes], bool]]
+    max_lines: int,
+    policy: str,
+    max_bytes: int,
+    steps: list[tuple[str, list[bytes], bool, int | None]],
 ) -> None:
     """LogState writes the journal as the ring evicts (dead lines, relocated
-    records); a worker started at any point replays the same entries with the
-    same seqs and times, the same overwritten count and evicted per source."""
+    records, batches without what the ring drops at once, and what a
+    follower that blocked within one kept); a worker started at any point
+    replays the same entries with the same seqs and times, the same
+    overwritten count and evicted per source."""
     config = DaemonConfig(max_lines=max_lines, max_line_len=40, max_bytes=max_bytes, evict=policy)
     buf = fresh(capacity_for(max_lines, 40))
     journal = Journal(memoryview(buf))
     journal.compact_above = 0  # records of any size little of which is held are copied
     journal.slack = 0  # at once
     state = LogState(config, INSTANCE, None, journal)
-    for source, lines, restart in steps:
+    for source, lines, restart, blocked_at in steps:
+        state.protect = blocking_follower(state.ring.next_seq, blocked_at)
         state.append(source, Lines.of(lines))
+        state.protect = lambda: None
         assert state.journal is not None
         if state.journal.squeezed:  # the journal's start came too soon (counted): not here
             break
         if not restart:
             continue
+        state.make_room()  # a new worker has no follower: the ring within its limits
         journal = Journal(memoryview(buf))
         ring = replay(journal, config)
         assert held_entries(ring) == held_entries(state.ring)
@@ -349,6 +375,42 @@ def test_a_quiet_batch_among_a_flood_is_relocated_and_pages_stay_few() -> None:
     ring = replay(Journal(memoryview(buf)), config)
     assert held_entries(ring) == held_entries(state.ring)
     assert ring.held_by_source() == {"onboot": 1, "flood": 4999}
+
+
+def test_a_batch_is_journaled_without_what_the_fair_ring_drops_at_once() -> None:
+    """Fair by count, a batch that makes its source the largest is cut down
+    to the level as soon as followers are handed it: the journal is written
+    only what the ring keeps of it (the rest never reaches the buffer, so it
+    is never copied, carried or compacted).  A follower that blocks within
+    the batch as it is handed keeps more of it in the ring: that is
+    journaled too before the append returns."""
+    config = DaemonConfig(max_lines=100, max_line_len=64)
+    buf = fresh(capacity_for(100, 64))
+    journal = Journal(memoryview(buf))
+    state = LogState(config, INSTANCE, None, journal)
+    for i in range(10):  # full: ten sources of ten
+        state.append(f"w{i}", Lines.of([b"w%d %03d" % (i, k) for k in range(10)]))
+    state.append("w0", Lines.of([b"w0 new %03d" % k for k in range(50)]))  # the level starts
+    state.append("w1", Lines.of([b"w1 new %03d" % k for k in range(50)]))
+    assert b"w1 new 039" not in buf and b"w1 new 040" in buf
+    last = list(Journal(memoryview(buf)).records())[-1]
+    assert (last.source, last.first_seq, last.lines, last.evicted) == (
+        "w1",
+        191,
+        [b"w1 new %03d" % k for k in range(40, 50)],
+        50,
+    )
+    state.protect = blocking_follower(state.ring.next_seq, 20)
+    state.append("w2", Lines.of([b"w2 new %03d" % k for k in range(50)]))
+    assert state.ring.held_by_source()["w2"] == 30
+    assert b"w2 new 019" not in buf and b"w2 new 020" in buf
+    roomy = DaemonConfig(max_lines=1000, max_line_len=64)  # a replay that keeps all
+    assert held_entries(replay(Journal(memoryview(buf)), roomy)) == held_entries(state.ring)
+    state.protect = lambda: None
+    state.make_room()  # the follower read on
+    ring = replay(Journal(memoryview(buf)), config)
+    assert held_entries(ring) == held_entries(state.ring)
+    assert ring.evicted_by_source() == state.ring.evicted_by_source()
 
 
 def v1_journal(size: int, batches: list[tuple[int, str, list[bytes]]], next_seq: int) -> bytearray:
@@ -395,8 +457,10 @@ def test_records_held_in_part_are_copied_only_past_the_slack(slack: int) -> None
     are copied only once the lines dropped from them pass the slack, so the
     journal's span stays within twice what the ring holds and the slack
     (and the pages touched within twice that: writing goes back to the area's
-    start once the space there can hold as much again)."""
-    config = DaemonConfig(max_lines=5000, max_line_len=1024)
+    start once the space there can hold as much again).  ``-max-bytes`` is
+    set (and never reached): the ring keeps no level, so each batch is
+    journaled whole and cut after (as when a follower held the intake)."""
+    config = DaemonConfig(max_lines=5000, max_line_len=1024, max_bytes=64 << 20)
     buf = fresh(capacity_for(5000, 1024))
     journal = Journal(memoryview(buf))
     journal.slack = slack
