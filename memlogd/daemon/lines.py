@@ -92,8 +92,9 @@ class Lines:
     def tail(self, a: int, n: int) -> tuple[bytes, memoryview]:
         """Lines ``a .. n-1`` of the ``n`` there are, as :meth:`pieces` gives
         them; when few of them, found from the end without finding where
-        every line ends."""
-        if self._ends is not None or self.head or 2 * a < n:
+        every line ends (line ``a`` starts after a newline of the body: the
+        head, part of line 0, has none)."""
+        if self._ends is not None or 2 * a < n:
             return self.pieces(a, n)
         body, at = self.body, self.stop
         for _ in range(n - a):

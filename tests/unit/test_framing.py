@@ -207,7 +207,8 @@ def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
     data: st.DataObject, stream: bytes, max_len: int
 ):
     """The console echo and the ring's block made straight from what was read
-    (the partial line, the chunk) equal those made from the lines themselves,
+    (the partial line, the chunk) equal those made from the lines themselves
+    (and the last lines found from the end, without where each ends),
     whatever follows the lines in the chunk (a partial line needing escapes)."""
     splitter = LineSplitter(max_len)
     for chunk in data.draw(splits(stream)):
@@ -221,6 +222,8 @@ def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
         a = data.draw(st.integers(0, len(lines)))
         b = data.draw(st.integers(a, len(lines)))
         assert b"".join(got.pieces(a, b)) == b"\n".join(lines[a:b])
+        unknown = Lines(got.head, got.body, got.stop, None)  # where each ends not found yet
+        assert b"".join(unknown.tail(a, len(lines))) == b"\n".join(lines[a:])
         if a < len(lines):
             room = data.draw(st.integers(0, 40))
             fit = got.fit(a, room)
