@@ -862,20 +862,34 @@ class Ring:
         self._level = level
         at: list[_AtKey] = []
         cut = 0
-        for source in group:
-            k = source.count - source.lazy - level
-            if k:
-                source.lazy += k
-                cut += k
-            if not level:
-                below.setdefault(0, set()).add(source)
+        if not level:
+            for source in group:
+                cut += source.count - source.lazy
+                source.lazy = source.count
                 source.rkey, source.place = None, 0
-                continue
-            if source.lazy and 2 * source.lazy >= source.count:
+            below.setdefault(0, set()).update(group)
+            self._lazy += cut
+            self._at = at
+            return need
+        add = at.append
+        for source in group:
+            lazy = source.lazy
+            count = source.count
+            k = count - lazy - level
+            if k:
+                source.lazy = lazy = lazy + k
+                cut += k
+            if lazy and 2 * lazy >= count:
+                self._lazy += cut  # (what _materialize counts down)
+                cut = 0
                 self._materialize(source)  # twice what it holds: drop what left
-            rkey = (self._oldest_held(source), source.order, source)
-            source.rkey, source.place = rkey, _AT
-            at.append(rkey)
+                lazy = 0
+            block = source.blocks[source.head]  # its oldest held, as _oldest_held finds it
+            seq = block.start + lazy
+            seq = block.first_seq + seq if seq < block.count else self._seq_at(source, lazy)
+            source.rkey = rkey = (seq, source.order, source)
+            source.place = _AT
+            add(rkey)
         at.sort()
         self._at = at
         self._lazy += cut
