@@ -98,9 +98,13 @@ class LogState:
         cut = 0
         if journal is not None:  # committed before any reader can see the entries
             # (with the trims of what the append dropped from the source's blocks),
-            # but for the batch's first ``cut`` lines, which the room made next drops
+            # but for the batch's first ``cut`` lines, which the room made next
+            # drops, when they are most of it: then they would be copied, carried
+            # or compacted (docs/memlogd.md, "What a batch is journaled as")
             self._trim_journal(journal, commit=False)
             cut = ring.planned_cut(block, self.protect())
+            if 2 * cut < n:  # a record mostly held: trimmed as the ring cuts it
+                cut = 0  # (cheaper than finding where the lines kept start)
             evicted = ring.dropped_of(source) + cut
             journal.overwritten = ring.dropped + cut
             journal.append_lines(
