@@ -22,13 +22,14 @@ class Lines:
     ``ends`` may be left to be found when first asked for (``None``): most
     batches of short lines never need it."""
 
-    __slots__ = ("_ends", "body", "head", "stop")
+    __slots__ = ("_ends", "_tail", "body", "head", "stop")
 
     def __init__(self, head: bytes, body: bytes, stop: int, ends: list[int] | None) -> None:
         self.head = head
         self.body = body
         self.stop = stop
         self._ends = ends
+        self._tail: tuple[int, int] | None = None  # (a, where line a starts in body)
 
     @property
     def known_ends(self) -> list[int] | None:
@@ -96,9 +97,13 @@ class Lines:
         head, part of line 0, has none)."""
         if self._ends is not None or 2 * a < n:
             return self.pieces(a, n)
+        known = self._tail
+        if known is not None and known[0] == a:  # asked again (LogState, then the journal)
+            return b"", memoryview(self.body)[known[1] : self.stop]
         body, at = self.body, self.stop
         for _ in range(n - a):
             at = body.rfind(b"\n", 0, at)
+        self._tail = (a, at + 1)
         return b"", memoryview(body)[at + 1 : self.stop]
 
     def fit(self, a: int, room: int) -> int:

@@ -57,6 +57,7 @@ class Block:
 
     __slots__ = (
         "_ends",
+        "_known",
         "count",
         "data",
         "enc_ends",
@@ -88,6 +89,7 @@ class Block:
         self.first_seq = 0  # set by Ring.append
         self.origin = 0  # the seq of the batch's first entry (kept when compacted)
         self.start = 0  # the ring holds entries start .. count-1 (count: none)
+        self._known: tuple[int, int] | None = None  # (i, where entry i starts): remember
         if ends is not None:
             self.count = len(ends)
             self.total = ends[-1] - self.count + 1 if ends else 0  # message bytes
@@ -110,12 +112,23 @@ class Block:
     def __len__(self) -> int:
         return self.count
 
+    def remember(self, i: int, tail: int) -> None:
+        """The lines of entries ``i`` on take ``tail`` bytes joined with
+        newlines (LogState found them for the journal: Lines.tail): where
+        entry ``i`` starts follows, in a block of one ``step``, without
+        finding where each entry ends (the fair ring cuts it there next)."""
+        if self.enc_ends is None and 0 < i < self.count:
+            self._known = (i, len(self.data) - tail - 1 - (self.count - i) * self.step)
+
     def offset(self, i: int) -> int:
         """Where entry ``i`` starts in ``data`` (``len(self)``: its end)."""
         if i <= 0:
             return 0
         if i >= self.count:
             return len(self.data)
+        known = self._known
+        if known is not None and known[0] == i:
+            return known[1]
         if self.enc_ends is not None:
             return self.enc_ends[i - 1]
         return self.ends[i - 1] + 1 + i * self.step
@@ -146,7 +159,10 @@ class Block:
         """A new block of the entries held (``start`` on): the same ``source``,
         ``time_ns`` and ``origin``, its ``first_seq`` that of its first entry."""
         a, n = self.start, self.count
-        if self.enc_ends is None and self._ends is None:  # the held ones' start, from the end
+        known = self._known
+        if known is not None and known[0] == a:
+            data = self.data[known[1] :]
+        elif self.enc_ends is None and self._ends is None:  # the held ones' start, from the end
             data = self.data
             at = len(data) - 1
             for _ in range(n - a):

@@ -105,6 +105,9 @@ class LogState:
             cut = ring.planned_cut(block, self.protect())
             if 2 * cut < n:  # a record mostly held: trimmed as the ring cuts it
                 cut = 0  # (cheaper than finding where the lines kept start)
+            else:  # where the ring cuts the block: found once, for both
+                head, body = lines.tail(cut, n)
+                block.remember(cut, len(head) + len(body))
             evicted = ring.dropped_of(source) + cut
             journal.overwritten = ring.dropped + cut
             journal.append_lines(

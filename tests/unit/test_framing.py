@@ -223,7 +223,15 @@ def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
         b = data.draw(st.integers(a, len(lines)))
         assert b"".join(got.pieces(a, b)) == b"\n".join(lines[a:b])
         unknown = Lines(got.head, got.body, got.stop, None)  # where each ends not found yet
-        assert b"".join(unknown.tail(a, len(lines))) == b"\n".join(lines[a:])
+        tail = b"".join(unknown.tail(a, len(lines)))
+        assert tail == b"\n".join(lines[a:])
+        if 0 < a < len(lines):  # a block told where its entry a starts, from the tail
+            told = encode_block(GOLDEN_NS, "s", Lines(got.head, got.body, got.stop, None))
+            told.remember(a, len(tail))
+            whole = encode_block(GOLDEN_NS, "s", Lines.of(lines))
+            told.start = whole.start = a
+            assert told.offset(a) == whole.offset(a)
+            assert told.compacted().data == whole.compacted().data
         if a < len(lines):
             room = data.draw(st.integers(0, 40))
             fit = got.fit(a, room)
