@@ -41,6 +41,7 @@ from itertools import accumulate, count
 from operator import attrgetter, sub
 
 _FIRST_SEQ = attrgetter("first_seq")
+_COMPACT_ABOVE = 4096  # bytes: a smaller block is never copied to free what left it
 _push = heapq.heappush
 _pop = heapq.heappop
 
@@ -895,12 +896,18 @@ class Ring:
             if k:
                 source.lazy = lazy = lazy + k
                 cut += k
-            if lazy and 2 * lazy >= count:
+            block = source.blocks[source.head]
+            if (
+                lazy
+                and 2 * lazy >= count
+                and (len(block.data) > _COMPACT_ABOVE or len(source.blocks) > source.head + 1)
+            ):  # its blocks hold twice what it holds: drop what left, if that frees memory
                 self._lazy += cut  # (what _materialize counts down)
                 cut = 0
-                self._materialize(source)  # twice what it holds: drop what left
+                self._materialize(source)
                 lazy = 0
-            block = source.blocks[source.head]  # its oldest held, as _oldest_held finds it
+                block = source.blocks[source.head]
+            # its oldest held, as _oldest_held finds it
             seq = block.start + lazy
             seq = block.first_seq + seq if seq < block.count else self._seq_at(source, lazy)
             source.rkey = rkey = (seq, source.order, source)
@@ -984,7 +991,7 @@ class Ring:
                 source.head = 0
             self._gone += 1
             self._forget_gone()
-        elif 2 * (block.count - b) < block.count and len(block.data) > 4096:
+        elif 2 * (block.count - b) < block.count and len(block.data) > _COMPACT_ABOVE:
             self._compact(source, block)
         if self._fair and note:
             self._note(source)
