@@ -828,19 +828,24 @@ class Ring:
             need -= r
         return True
 
-    def planned_cut(self, block: Block, protect: int | None = None) -> int:
+    def planned_cut(self, block: Block, least: int = 1) -> int:
         """How many of the first entries of ``block``, the one just appended,
-        the next :meth:`evict` with ``protect`` drops, where that is known
-        without making room (else 0: the eviction may then drop some).  Fair
-        by count, a source alone above the level is cut down to it: a batch
-        that makes its source the largest is mostly dropped at once (b and c
-        of BENCHMARKS.md), and the journal need not be written what goes."""
+        the next :meth:`evict` drops if nothing is protected, where that is
+        known without making room and at least ``least`` (else 0: the
+        eviction may then drop some).
+        Fair by count, a source alone above the level is cut down to it: a
+        batch that makes its source the largest is mostly dropped at once (b
+        and c of BENCHMARKS.md), and the journal need not be written what
+        goes."""
         level = self._level
-        need = self._count - self._lazy - self._cap
-        if level is None or need <= 0 or block.start:
+        if level is None or block.start or self._count - self._lazy <= self._cap:
             return 0
         source = self._sources.get(block.source)
         if source is None or source.place != _ABOVE or source.blocks[-1] is not block:
+            return 0
+        need = self._count - self._lazy - self._cap
+        cut = min(need, source.count - level) - (source.count - block.count)
+        if cut < max(1, least):  # (its older entries go first)
             return 0
         heap = self._by_count
         top = self._top(heap, False)
@@ -849,12 +854,7 @@ class Ring:
         _pop(heap)  # alone above the level?
         second = self._top(heap, False)
         _push(heap, top)
-        if second is not None:
-            return 0
-        cut = min(need, source.count - level) - (source.count - block.count)
-        if protect is not None:
-            cut = min(cut, protect - block.first_seq)
-        return max(0, min(cut, block.count - 1))
+        return 0 if second is not None else min(cut, block.count - 1)
 
     def _lower(self, need: int) -> int:
         """The level goes down while ``need`` covers a whole level (each source

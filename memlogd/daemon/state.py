@@ -102,12 +102,7 @@ class LogState:
             # drops, when they are most of it: then they would be copied, carried
             # or compacted (docs/memlogd.md, "What a batch is journaled as")
             self._trim_journal(journal, commit=False)
-            cut = ring.planned_cut(block, self.protect())
-            if 2 * cut < n:  # a record mostly held: trimmed as the ring cuts it
-                cut = 0  # (cheaper than finding where the lines kept start)
-            else:  # where the ring cuts the block: found once, for both
-                head, body = lines.tail(cut, n)
-                block.remember(cut, len(head) + len(body))
+            cut = self._journal_cut(block, lines)
             evicted = ring.dropped_of(source) + cut
             journal.overwritten = ring.dropped + cut
             journal.append_lines(
@@ -125,6 +120,26 @@ class LogState:
         if cut and block.start < cut:  # a follower blocked within it meanwhile: kept
             self._journal_kept(block, lines, cut)
         return n
+
+    def _journal_cut(self, block: Block, lines: Lines) -> int:
+        """How many of the first lines of the batch just appended need not be
+        journaled: those the room made next drops (Ring.planned_cut), but for
+        any a blocked follower was not handed yet, when they are at least half
+        of it (fewer: a record mostly held, trimmed as the ring cuts it, is
+        cheaper than finding where the kept lines start).  The block is told
+        where its kept entries start (found once, for both)."""
+        n = len(block)
+        least = (n + 1) // 2
+        cut = self.ring.planned_cut(block, least)
+        if cut:
+            protect = self.protect()
+            if protect is not None:
+                cut = min(cut, protect - block.first_seq)
+            if cut < least:
+                return 0
+            head, body = lines.tail(cut, n)
+            block.remember(cut, len(head) + len(body))
+        return cut
 
     def make_room(self) -> None:
         """Evict what the ring holds beyond its limits, but for what a follower

@@ -12,7 +12,6 @@ import itertools
 import struct
 import uuid
 import zlib
-from collections.abc import Callable
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -281,18 +280,22 @@ def held_entries(ring: Ring) -> list[tuple[int, bytes]]:
     ]
 
 
-def blocking_follower(first_seq: int, blocked_at: int | None) -> Callable[[], int | None]:
-    """LogState's ``protect`` for a batch from ``first_seq``: no follower is
-    blocked as it is journaled; one blocks at its line ``blocked_at`` (None:
-    none) as it is handed, before the room is made."""
-    calls = itertools.count()
+def blocking_follower(state: LogState, blocked_at: int | None) -> None:
+    """A follower of ``state`` for its next batch: not blocked as the batch is
+    journaled; blocked at its line ``blocked_at`` (None: never) once it has
+    been handed the batch (``on_append``), before the room is made."""
+    first_seq = state.ring.next_seq
+    handed = False
+
+    def hand() -> None:
+        nonlocal handed
+        handed = True
 
     def protect() -> int | None:
-        if next(calls) == 0 or blocked_at is None:
-            return None
-        return first_seq + blocked_at
+        return None if not handed or blocked_at is None else first_seq + blocked_at
 
-    return protect
+    state.on_append = hand
+    state.protect = protect
 
 
 @settings(max_examples=80, deadline=None)
@@ -331,21 +334,62 @@ def test_a_replay_gives_the_fair_ring_with_its_holes_and_counts(
     replays the same entries with the same seqs and times, the same
     overwritten count and evicted per source."""
     config = DaemonConfig(max_lines=max_lines, max_line_len=40, max_bytes=max_bytes, evict=policy)
-    buf = fresh(capacity_for(max_lines, 40))
+    check_replays(config, steps)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(2, 12),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(1, 14),
+            st.booleans(),
+            st.one_of(st.none(), st.integers(0, 14)),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_a_replay_after_batches_journaled_without_what_goes_at_once(
+    max_lines: int, batches: list[tuple[str, int, bool, int | None]]
+) -> None:
+    """The same, with batches large against a small fair ring of a few
+    sources: most are journaled without what the level drops at once, and a
+    follower often blocks within one as it is handed."""
+    config = DaemonConfig(max_lines=max_lines, max_line_len=40)
+    steps = [
+        (source, [b"%s%d.%d" % (source.encode(), i, k) for k in range(n)], restart, blocked_at)
+        for i, (source, n, restart, blocked_at) in enumerate(batches)
+    ]
+    check_replays(config, steps)
+
+
+def check_replays(
+    config: DaemonConfig, steps: list[tuple[str, list[bytes], bool, int | None]]
+) -> None:
+    """Each step's batch into a LogState with a journal, a follower maybe
+    blocking within it; where a step says so, the worker is killed and a new
+    one replays the journal: the same ring as this one once it has made room
+    without the follower, counts too."""
+    buf = fresh(capacity_for(config.max_lines, config.max_line_len))
     journal = Journal(memoryview(buf))
     journal.compact_above = 0  # records of any size little of which is held are copied
     journal.slack = 0  # at once
     state = LogState(config, INSTANCE, None, journal)
     for source, lines, restart, blocked_at in steps:
-        state.protect = blocking_follower(state.ring.next_seq, blocked_at)
+        blocking_follower(state, blocked_at)
         state.append(source, Lines.of(lines))
-        state.protect = lambda: None
+        blocking_follower(state, None)
         assert state.journal is not None
         if state.journal.squeezed:  # the journal's start came too soon (counted): not here
             break
         if not restart:
             continue
-        state.make_room()  # a new worker has no follower: the ring within its limits
+        # killed now, a follower maybe still blocked: the new worker has none,
+        # so its ring is this one once room is made without the follower
+        buf = bytearray(buf)
+        state.make_room()
         journal = Journal(memoryview(buf))
         ring = replay(journal, config)
         assert held_entries(ring) == held_entries(state.ring)
@@ -400,13 +444,13 @@ def test_a_batch_is_journaled_without_what_the_fair_ring_drops_at_once() -> None
         [b"w1 new %03d" % k for k in range(40, 50)],
         50,
     )
-    state.protect = blocking_follower(state.ring.next_seq, 20)
+    blocking_follower(state, 20)
     state.append("w2", Lines.of([b"w2 new %03d" % k for k in range(50)]))
     assert state.ring.held_by_source()["w2"] == 30
     assert b"w2 new 019" not in buf and b"w2 new 020" in buf
     roomy = DaemonConfig(max_lines=1000, max_line_len=64)  # a replay that keeps all
     assert held_entries(replay(Journal(memoryview(buf)), roomy)) == held_entries(state.ring)
-    state.protect = lambda: None
+    blocking_follower(state, None)
     state.make_room()  # the follower read on
     ring = replay(Journal(memoryview(buf)), config)
     assert held_entries(ring) == held_entries(state.ring)
