@@ -100,11 +100,21 @@ class Lines:
         known = self._tail
         if known is not None and known[0] == a:  # asked again (LogState, then the journal)
             return b"", memoryview(self.body)[known[1] : self.stop]
-        body, at = self.body, self.stop
-        for _ in range(n - a):
+        # the newline that ends line a-1 (the (n-a)-th before stop): from where
+        # it would be with lines of even length, counted, then one at a time
+        body, stop, k = self.body, self.stop, n - a
+        at = body.find(b"\n", max(0, stop - stop * k // n), stop)
+        found = body.count(b"\n", at, stop) if at >= 0 else 0
+        if at < 0:
+            at = stop
+        while found < k:
             at = body.rfind(b"\n", 0, at)
+            found += 1
+        while found > k:
+            at = body.find(b"\n", at + 1)
+            found -= 1
         self._tail = (a, at + 1)
-        return b"", memoryview(body)[at + 1 : self.stop]
+        return b"", memoryview(body)[at + 1 : stop]
 
     def fit(self, a: int, room: int) -> int:
         """The most lines from line ``a`` on (at least one) whose joined bytes
