@@ -100,21 +100,10 @@ class Lines:
         known = self._tail
         if known is not None and known[0] == a:  # asked again (LogState, then the journal)
             return b"", memoryview(self.body)[known[1] : self.stop]
-        # the newline that ends line a-1 (the (n-a)-th before stop): from where
-        # it would be with lines of even length, counted, then one at a time
-        body, stop, k = self.body, self.stop, n - a
-        at = body.find(b"\n", max(0, stop - stop * k // n), stop)
-        found = body.count(b"\n", at, stop) if at >= 0 else 0
-        if at < 0:
-            at = stop
-        while found < k:
-            at = body.rfind(b"\n", 0, at)
-            found += 1
-        while found > k:
-            at = body.find(b"\n", at + 1)
-            found -= 1
-        self._tail = (a, at + 1)
-        return b"", memoryview(body)[at + 1 : stop]
+        body, stop = self.body, self.stop
+        at = line_start(body, stop, n, a)
+        self._tail = (a, at)
+        return b"", memoryview(body)[at:stop]
 
     def fit(self, a: int, room: int) -> int:
         """The most lines from line ``a`` on (at least one) whose joined bytes
@@ -139,6 +128,30 @@ class Lines:
             cut -= len(sep) + len(body) - stop - 1
             newlines -= 1
         return b"".join((lead, self.head, memoryview(replaced)[:cut], tail)), newlines + 1
+
+
+def line_start(data: bytes, stop: int, n: int, a: int) -> int:
+    """Where line ``a`` (at least 1) starts in ``data``, whose ``n`` lines end
+    at ``stop`` (each but the last with a newline; the first may start before
+    ``data``): after the newline that ends line ``a-1``, the ``(n-a)``-th
+    before ``stop``.  Looked for where it would be with lines of even length,
+    the newlines from there counted in C, then one line at a time: a few
+    calls for most reads, where a search line by line from the end took one
+    a line."""
+    if a <= 0:
+        return 0
+    k = n - a
+    at = data.find(b"\n", max(0, stop - stop * k // n), stop)
+    found = data.count(b"\n", at, stop) if at >= 0 else 0
+    if at < 0:
+        at = stop
+    while found < k:
+        at = data.rfind(b"\n", 0, at)
+        found += 1
+    while found > k:
+        at = data.find(b"\n", at + 1)
+        found -= 1
+    return at + 1
 
 
 def ends_of(lines: list[bytes], past: int = 0) -> list[int]:

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from itertools import accumulate, count
 from operator import attrgetter, sub
 
+from memlogd.daemon.lines import line_start
+
 _FIRST_SEQ = attrgetter("first_seq")
 _COMPACT_ABOVE = 4096  # bytes: a smaller block is never copied to free what left it
 _push = heapq.heappush
@@ -165,10 +167,7 @@ class Block:
             data = self.data[known[1] :]
         elif self.enc_ends is None and self._ends is None:  # the held ones' start, from the end
             data = self.data
-            at = len(data) - 1
-            for _ in range(n - a):
-                at = data.rfind(b"\n", 0, at)
-            data = data[at + 1 :]
+            data = data[line_start(data, len(data) - 1, n, a) :]
         else:
             data = self.data[self.offset(a) :]
         if self.enc_ends is None:

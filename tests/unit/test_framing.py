@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from memlogd.daemon.encoding import encode_block
 from memlogd.daemon.framing import LineSplitter
-from memlogd.daemon.lines import Lines
+from memlogd.daemon.lines import Lines, line_start
 from memlogd.wire.protocol import LogEntry
 from tests.strategies import splits, stream_bytes
 from tests.wire import encode_entry
@@ -243,3 +243,25 @@ def test_what_is_made_of_the_lines_does_not_depend_on_how_they_were_read(
             encode_entry(LogEntry(GOLDEN_NS, "s", line.decode("utf-8", "replace")))[:-1]
             for line in lines
         ]
+
+
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=30),
+    st.binary(max_size=8).map(lambda b: b.replace(b"\n", b"")),
+    st.data(),
+)
+def test_where_a_line_starts_is_found_from_the_end(
+    lines: list[bytes], after: bytes, data: st.DataObject
+) -> None:
+    """line_start finds where line ``a`` starts, whatever the lines' lengths
+    (its first guess assumes them even), the first line maybe cut short and
+    something after the last one's newline."""
+    first = data.draw(st.integers(0, len(lines[0])))
+    lines = [lines[0][first:], *lines[1:]]
+    body = b"\n".join(lines)
+    stop = len(body)
+    if after:
+        body += b"\n" + after
+    a = data.draw(st.integers(0, len(lines) - 1))
+    before = b"".join(line + b"\n" for line in lines[:a])
+    assert line_start(body, stop, len(lines), a) == len(before)
