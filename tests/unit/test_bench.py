@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.bytecodes import count, reads
 from bench.configs import CONFIGS, Load, LoadError, custom_load
 from bench.lines import (
     MIN_LINE_BYTES,
@@ -533,3 +534,21 @@ def test_severity_bench_runs_and_checks_its_table() -> None:
         "memlogd_dump_all_ns",
         "memlogd_dump_priority_ns",
     }
+
+
+def test_the_bytecode_count_reads_as_the_daemon_and_is_the_same_every_run() -> None:
+    """bench.bytecodes: the writers' lines come back whole from reads of 64
+    KiB in turn (a line cut between two reads is one line), with an event
+    as each source opens and closes; the count is the same run after run
+    (but for the time's text, made once a second)."""
+    load = Load("t", writers=3, lines=1500, line_bytes=100, followers=0, max_lines=500)
+    got: dict[str, list[bytes]] = {}
+    for source, lines in reads(load):
+        got.setdefault(source, []).extend(lines.split())
+    for w in range(3):
+        assert got[f"w{w}"] == [b"%03d %08d " % (w, i) + b"x" * 86 for i in range(1500)]
+    assert len(got["memlogd"]) == 6
+    (appended, first), (again, second) = count(load, "fair"), count(load, "fair")
+    assert appended == again == 3 * 1500 + 6 == count(load, "oldest")[0]
+    # the same but for the time's text, made again when a second begins
+    assert {f for f in first | second if first[f] != second[f]} <= {"timefmt.py:format_seconds"}
