@@ -28,7 +28,9 @@ else:
         os._exit(0)
     if keeper == "dead":
         os.waitpid(child, 0)
-    pid = child  # "zombie": never reaped
+    else:  # "zombie": exited (waited for without reaping it), never reaped
+        os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
+    pid = child
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(path)
 srv.listen(64)
