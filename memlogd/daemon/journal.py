@@ -301,6 +301,8 @@ class Journal:
         room = self._area // 2 - _REC.size - name_len - RECORD_ALIGN
         a = max(skip, keep_from - first_seq, 0)
         end = count if stop is None else stop
+        if a >= end:
+            return
         if end == count and len(lines.head) + lines.stop <= room:  # the common case
             if a:  # the lines the ring keeps
                 pieces = lines.tail(a, count)

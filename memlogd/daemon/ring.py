@@ -831,11 +831,10 @@ class Ring:
         """How many of the first entries of ``block``, the one just appended,
         the next :meth:`evict` drops if nothing is protected, where that is
         known without making room and at least ``least`` (else 0: the
-        eviction may then drop some).
-        Fair by count, a source alone above the level is cut down to it: a
-        batch that makes its source the largest is mostly dropped at once (b
-        and c of BENCHMARKS.md), and the journal need not be written what
-        goes."""
+        eviction may then drop some).  Fair by count, a source alone above
+        the level is cut down to it: a batch that makes its source the
+        largest is mostly dropped at once (b and c of BENCHMARKS.md), and the
+        journal need not be written what goes (LogState)."""
         level = self._level
         if level is None or block.start or self._count - self._lazy <= self._cap:
             return 0
@@ -844,7 +843,7 @@ class Ring:
             return 0
         need = self._count - self._lazy - self._cap
         cut = min(need, source.count - level) - (source.count - block.count)
-        if cut < max(1, least):  # (its older entries go first)
+        if cut < max(1, least):  # (its older entries go first: they may be all)
             return 0
         heap = self._by_count
         top = self._top(heap, False)
