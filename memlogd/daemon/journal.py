@@ -303,13 +303,10 @@ class Journal:
         end = count if stop is None else stop
         if a >= end:
             return
-        if end == count and len(lines.head) + lines.stop <= room:  # the common case
-            if a:  # the lines the ring keeps
-                pieces = lines.tail(a, count)
-                seq = first_seq + a
-                self.append(seq, time_ns, source, pieces, count - a, keep_from, evicted, first_seq)
-            else:  # as it is
-                self.append(first_seq, time_ns, source, lines.pieces(), count, keep_from, evicted)
+        if end == count and len(lines.head) + lines.stop <= room:  # the common case: one
+            pieces = lines.tail(a, count) if a else lines.pieces()  # (as it is, if whole)
+            seq = first_seq + a
+            self.append(seq, time_ns, source, pieces, count - a, keep_from, evicted, first_seq)
             return
         while a < end:
             b = min(end, lines.fit(a, room))

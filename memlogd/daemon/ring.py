@@ -465,7 +465,11 @@ class Ring:
     def _oldest_held(self, source: _Source) -> int:
         """The seq of the oldest entry the source holds (its ``lazy`` oldest
         skipped; none held: past its newest)."""
-        return self._seq_at(source, source.lazy)
+        lazy = source.lazy
+        block = source.blocks[source.head] if source.count else None
+        if block is not None and block.start + lazy < block.count:  # in its oldest block
+            return block.first_seq + block.start + lazy
+        return self._seq_at(source, lazy)
 
     @property
     def bytes(self) -> int:
@@ -836,12 +840,12 @@ class Ring:
         largest is mostly dropped at once (b and c of BENCHMARKS.md), and the
         journal need not be written what goes (LogState)."""
         level = self._level
-        if level is None or block.start or self._count - self._lazy <= self._cap:
+        need = self._count - self._lazy - self._cap
+        if level is None or need <= 0 or block.start or block.count < 2:  # (one stays)
             return 0
         source = self._sources.get(block.source)
         if source is None or source.place != _ABOVE or source.blocks[-1] is not block:
             return 0
-        need = self._count - self._lazy - self._cap
         cut = min(need, source.count - level) - (source.count - block.count)
         if cut < max(1, least):  # (its older entries go first: they may be all)
             return 0
@@ -903,12 +907,7 @@ class Ring:
                 self._lazy += cut  # (what _materialize counts down)
                 cut = 0
                 self._materialize(source)
-                lazy = 0
-                block = source.blocks[source.head]
-            # its oldest held, as _oldest_held finds it
-            seq = block.start + lazy
-            seq = block.first_seq + seq if seq < block.count else self._seq_at(source, lazy)
-            source.rkey = rkey = (seq, source.order, source)
+            source.rkey = rkey = (self._oldest_held(source), source.order, source)
             source.place = _AT
             add(rkey)
         at.sort()

@@ -129,8 +129,6 @@ class LogState:
         cheaper than finding where the kept lines start).  The block is told
         where its kept entries start (found once, for both)."""
         n = len(block)
-        if n < 2:  # (memlogd's own events): it keeps at least one
-            return 0
         least = (n + 1) // 2
         cut = self.ring.planned_cut(block, least)
         if cut:
