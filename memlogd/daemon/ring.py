@@ -289,6 +289,7 @@ class _Source:
     __slots__ = (
         "bkey",
         "blocks",
+        "bp",
         "bytes",
         "count",
         "evicted",
@@ -313,11 +314,14 @@ class _Source:
         self.key: _Key | None = None
         self.bkey: _Key | None = None
         # the level (Ring._evict_level): of its ``count`` entries in the blocks,
-        # the oldest ``lazy`` left the ring (``count - lazy`` held); where it is
-        # (_ABOVE, _AT: at the level, in ring._at as ``rkey``, or below: its count)
+        # the oldest ``lazy`` left the ring (``count - lazy`` held; at the level,
+        # Ring._lazy_of); where it is (_ABOVE, _AT: at the level, in ring._at as
+        # ``rkey``, or below: its count); at the level, ``bp``: the level at
+        # which its oldest block's entries are looked at again (Ring._rekey)
         self.lazy = 0
         self.place = _NOWHERE
         self.rkey: _AtKey | None = None
+        self.bp = 0
 
     @property
     def oldest(self) -> int:
@@ -327,7 +331,8 @@ class _Source:
 
 
 _Key = tuple[int, int, int, _Source]  # -size, oldest seq, order, source
-_AtKey = tuple[int, int, _Source]  # oldest seq held, order, source
+_AtKey = tuple[int, int, _Source]  # anchor (oldest seq held + count held), order, source
+_BpKey = tuple[int, int, _Source]  # -bp, order, source
 _NOWHERE, _ABOVE, _AT = -3, -2, -1  # _Source.place; a count (>= 0): below the level
 
 POLICIES = ("fair", "oldest")
@@ -335,13 +340,16 @@ POLICIES = ("fair", "oldest")
 
 class Ring:
     __slots__ = (
+        "_above",
         "_at",
         "_below",
         "_blocks",
+        "_bps",
         "_by_bytes",
         "_by_count",
         "_cap",
         "_count",
+        "_cut",
         "_dropped",
         "_exact",
         "_fair",
@@ -391,8 +399,11 @@ class Ring:
         self.trimmed: list[Block] | None = None  # set to a list: blocks evicted from, noted
         # fair by count, once full: the level (docs in _evict_level), None before
         self._level: int | None = None
+        self._above = 0  # the sources above it (in the heap)
         self._at: list[_AtKey] = []  # the sources at the level, by their oldest entry
+        self._cut = 0  # the first _cut of them hold one less (they lost one at this level)
         self._below: dict[int, set[_Source]] = {}  # the others under it, by count held
+        self._bps: list[_BpKey] = []  # a heap of those at it by their ``bp`` (stale ones skipped)
         self._lazy = 0  # entries that left the ring still in its blocks (sum of lazy)
 
     def __len__(self) -> int:
@@ -456,7 +467,7 @@ class Ring:
         start = block.start
         if self._lazy:
             source = self._sources.get(block.source)
-            if source is not None and source.lazy:
+            if source is not None and self._lazy_of(source):
                 cut = self._oldest_held(source) - block.first_seq
                 if cut > start:
                     return min(cut, block.count)
@@ -465,7 +476,7 @@ class Ring:
     def _oldest_held(self, source: _Source) -> int:
         """The seq of the oldest entry the source holds (its ``lazy`` oldest
         skipped; none held: past its newest)."""
-        lazy = source.lazy
+        lazy = self._lazy_of(source)
         block = source.blocks[source.head] if source.count else None
         if block is not None and block.start + lazy < block.count:  # in its oldest block
             return block.first_seq + block.start + lazy
@@ -482,7 +493,7 @@ class Ring:
                 block = source.blocks[source.head]
                 if block.start:
                     held -= block.size(0, block.start)
-                k, j = source.lazy, source.head
+                k, j = self._lazy_of(source), source.head
                 while k:  # entries that left lazily
                     block = source.blocks[j]
                     n = min(k, block.count - block.start)
@@ -513,8 +524,11 @@ class Ring:
         source = self._sources.get(block.source)
         if source is None:
             source = self._sources[block.source] = _Source(block.source, self._order())
-        elif source.lazy:
-            self._materialize(source)
+        else:
+            if source.place == _AT:
+                self._unplace(source)  # (its ``lazy`` count set)
+            if source.lazy:
+                self._materialize(source)
         source.blocks.append(block)
         source.count += n
         source.bytes += block.total
@@ -571,7 +585,8 @@ class Ring:
 
     def _push_keys(self, source: _Source) -> None:
         """Push the keys of a source that holds entries, none of them lazily."""
-        oldest = source.oldest
+        block = source.blocks[source.head]
+        oldest = block.first_seq + block.start
         heap = self._by_count
         source.key = key = (-source.count, oldest, source.order, source)
         _push(heap, key)
@@ -706,21 +721,43 @@ class Ring:
     # tests/unit/test_ring.py), so once the ring is full it keeps that level
     # ``L`` instead of a heap of every source.  Each source is above it (just
     # appended to: in the heap, cut by the largest first, down to ``L`` at
-    # most), at it (in ``_at``, by the seq of its oldest entry held: the order
-    # in which they lose one each), or below it (in ``_below``, by count).
-    # When room is needed the sources above go first; then the first sources
-    # at the level lose their oldest entry each, without touching their
-    # blocks: the source's ``lazy`` count says that its oldest entries left
-    # (readers skip them, stats count them out), and it moves below.  When
-    # none is left at the level, the level goes down by one: those below at
-    # the new level are at it.  So a batch costs the ring O(log sources) plus
-    # a count per source cut by one, instead of a drop (a trim of its block
-    # and of the journal) per source.  The entries left lazily are dropped
-    # from the blocks (and then from the journal) when the source is appended
-    # to, forgotten, or holds less than half its blocks' entries at a new
-    # level: memory stays within twice what is held.  A journal of the blocks
-    # holds more than the ring then, with consistent counts (``dropped``,
-    # ``dropped_of``), and a replay that makes room gives this ring back.
+    # most), at it (in ``_at``), or below it (in ``_below``, by count).
+    # When room is needed the sources above go first; then the sources at the
+    # level lose their oldest entry each, in the order of their oldest entry,
+    # without touching their blocks: that its oldest entries left the ring is
+    # a count (``lazy``: readers skip them, stats count them out).  Nor are the
+    # sources at the level touched one by one: ``_at`` is in that order and
+    # the first ``_cut`` of them lost one at this level, so the level's loss
+    # is a cursor moved.  When none is left at the level it goes down by one:
+    # ``_cut`` is 0 again, and those below at the new level join.  Each source
+    # at the level is kept in ``_at`` by its *anchor*, the seq of its oldest
+    # entry held plus the count it holds: that stays the same as the level
+    # goes down while its oldest entry held is in its oldest block, so the
+    # order of ``_at`` is that of every level below.  A source is looked at
+    # again only at its ``bp``, the level at which its oldest block's entries
+    # all left (or, for a block over 4 KiB, more than half of them): then the
+    # entries that left are dropped from the blocks (and then from the
+    # journal) and it has a new anchor.  So a batch costs the ring O(log
+    # sources), and a level O(sources whose oldest block then goes), instead
+    # of a count and a drop of each source.  The entries that left lazily are
+    # also dropped from the blocks when the source is appended to or
+    # forgotten: memory stays within what is held plus one oldest block a
+    # source.  A journal of the blocks holds more than the ring then, with
+    # consistent counts (``dropped``, ``dropped_of``), and a replay that makes
+    # room gives this ring back.
+
+    def _lazy_of(self, source: _Source) -> int:
+        """Of the source's entries in its blocks, how many left the ring."""
+        if source.place != _AT:
+            return source.lazy
+        level = self._level
+        assert level is not None
+        cut = self._cut
+        rkey = source.rkey
+        assert rkey is not None
+        if cut and rkey <= self._at[cut - 1]:  # it lost one at this level
+            return source.count - level + 1
+        return source.count - level
 
     def _start_level(self) -> None:
         """The ring is full, fair by count: keep a level from now on."""
@@ -738,21 +775,32 @@ class Ring:
         """Put a source where it belongs after a change of what it holds."""
         level = self._level
         assert level is not None
-        held = source.count - source.lazy
         place = source.place
+        held = source.count - (source.lazy if place != _AT else self._lazy_of(source))
         if held > level:  # just appended to: it left nothing lazily
             assert not source.lazy
             if place != _ABOVE:
-                self._unplace(source)
+                if place != _NOWHERE:
+                    self._unplace(source)
                 source.place = _ABOVE
+                self._above += 1
             self._push_keys(source)
         elif held == level and held:
             if place == _AT:
                 return
-            self._unplace(source)
-            rkey = (self._oldest_held(source), source.order, source)
-            insort(self._at, rkey)
-            source.rkey, source.place = rkey, _AT
+            if place == _ABOVE:
+                source.key = None
+                self._above -= 1
+            elif place != _NOWHERE:
+                self._unplace(source)
+            rkey = self._rekey(source, level)
+            at, cut = self._at, self._cut
+            if cut and rkey < at[cut - 1]:  # older than some that lost one already
+                self._settle()
+            insort(at, rkey)
+            if len(self._bps) > 2 * len(at) + 64:  # many stale keys: start again
+                bps = self._bps = [(-k[2].bp, k[1], k[2]) for k in at if k[2].bp > 0]
+                heapq.heapify(bps)
         else:
             if place == held:
                 return
@@ -760,17 +808,62 @@ class Ring:
             self._below.setdefault(held, set()).add(source)
             source.place = held
 
+    def _rekey(self, source: _Source, level: int) -> _AtKey:
+        """A source that holds ``level`` entries (its ``lazy`` count set) joins
+        the level: its anchor and ``bp``, after the entries that left are
+        dropped from its blocks if its oldest block holds none, or less than
+        half (over 4 KiB).  Returns its key, for the caller to put in ``_at``."""
+        block = source.blocks[source.head]
+        lazy = source.lazy
+        first = block.count - block.start  # its entries in its oldest block
+        if lazy and (
+            lazy >= first or (2 * (first - lazy) < block.count and len(block.data) > _COMPACT_ABOVE)
+        ):
+            self._materialize(source)
+            block = source.blocks[source.head]
+            lazy = 0
+            first = block.count - block.start
+        bp = source.count - first  # its entries in its later blocks
+        if len(block.data) > _COMPACT_ABOVE and bp + (block.count - 1) // 2 < level:
+            bp += (block.count - 1) // 2
+        if bp > 0:
+            _push(self._bps, (-bp, source.order, source))
+        source.bp = bp
+        source.rkey = rkey = (block.first_seq + block.start + lazy + level, source.order, source)
+        source.place = _AT
+        return rkey
+
+    def _settle(self) -> None:
+        """Those that lost one at this level move below it, with their count."""
+        level = self._level
+        assert level is not None
+        cut = self._cut
+        at = self._at
+        below = self._below.setdefault(level - 1, set())
+        for rkey in at[:cut]:
+            source = rkey[2]
+            source.lazy = source.count - level + 1
+            source.rkey, source.place, source.bp = None, level - 1, 0
+            below.add(source)
+        del at[:cut]
+        self._cut = 0
+
     def _unplace(self, source: _Source) -> None:
         place = source.place
         if place == _ABOVE:
             source.key = None
+            self._above -= 1
         elif place == _AT:
             at, rkey = self._at, source.rkey
-            assert rkey is not None
+            assert rkey is not None and self._level is not None
             i = bisect_left(at, rkey)
             assert at[i] is rkey
+            cut = self._cut
+            source.lazy = source.count - self._level + (i < cut)
             del at[i]
-            source.rkey = None
+            if i < cut:
+                self._cut = cut - 1
+            source.rkey, source.bp = None, 0
         elif place >= 0:
             below = self._below[place]
             below.discard(source)
@@ -790,43 +883,35 @@ class Ring:
             if top is not None:  # above the level: the largest first, as ever
                 source = top[3]
                 _pop(heap)
-                second = self._top(heap, False)
+                second = self._top(heap, False) if self._above > 1 else None
                 floor = level if second is None else max(level, -second[0])
                 cut = min(need, max(1, source.count - floor))  # its oldest, block by block
                 while cut:
                     block = source.blocks[source.head]
                     k = self._allowed(block, min(cut, block.count - block.start))
                     if not k:
-                        self._note(source)
+                        self._place(source)
                         return False
                     self._drop(source, block, k, note=False)
                     cut -= k
                     need -= k
-                self._note(source)
+                self._place(source)
                 continue
             at = self._at
-            if protect is None and need >= len(at):  # whole levels down at once
+            cut = self._cut
+            todo = len(at) - cut  # those at the level that hold it still
+            if protect is None and need >= todo:  # whole levels down at once
                 need = self._lower(need)
-                if not self._at:
-                    return True  # nothing held: nothing to drop
                 continue
-            if not at:  # a follower's entries among them: one level at a time
+            if not todo:  # a follower's entries among them: one level at a time
                 self._lower(0)
-                if not self._at:
-                    return True
                 continue
-            r = min(need, len(at))
-            if protect is not None:
-                r = min(r, bisect_left(at, (protect,)))
+            r = min(need, todo)
+            if protect is not None:  # those whose oldest (anchor - level) was handed
+                r = min(r, bisect_left(at, (protect + level,), cut) - cut)
                 if not r:
                     return False
-            below = self._below.setdefault(level - 1, set())
-            for _seq, _order, source in at[:r]:
-                source.lazy += 1
-                source.rkey = None
-                source.place = level - 1
-                below.add(source)
-            del at[:r]
+            self._cut = cut + r
             self._lazy += r
             need -= r
         return True
@@ -847,76 +932,63 @@ class Ring:
         if source is None or source.place != _ABOVE or source.blocks[-1] is not block:
             return 0
         cut = min(need, source.count - level) - (source.count - block.count)
-        if cut < max(1, least):  # (its older entries go first: they may be all)
+        if cut < max(1, least) or self._above > 1:  # (its older entries go first)
             return 0
-        heap = self._by_count
-        top = self._top(heap, False)
-        if top is None or top[3] is not source:
-            return 0
-        _pop(heap)  # alone above the level?
-        second = self._top(heap, False)
-        _push(heap, top)
-        return 0 if second is not None else min(cut, block.count - 1)
+        return min(cut, block.count - 1)  # alone above the level
 
     def _lower(self, need: int) -> int:
-        """The level goes down while ``need`` covers a whole level (each source
-        at it one entry less; those below join it as it reaches their count),
-        or, with none at it, to the largest below; returns what is still
-        needed (less than the sources at the new level)."""
+        """The level goes down while ``need`` covers what is left of it (each
+        source at it one entry less; those below join it as it reaches their
+        count), or, with none at it, to the largest below; returns what is
+        still needed (less than the sources at the new level).  Called when
+        ``need`` covers what is left of the level."""
         level = self._level
         assert level is not None
-        group = [rkey[2] for rkey in self._at]
+        old = level
+        at = self._at
         below = self._below
-        m = len(group)
-        while need >= m and level > 0:
+        m = len(at)
+        todo = m - self._cut
+        joiners: list[_Source] = []
+        while need >= todo and level > 0:
             if m:
-                need -= m
+                need -= todo
+                self._lazy += todo
                 level -= 1
             else:  # none at this level: down to the largest below
                 level = max((c for c in below if c < level), default=0)
-            joiners = below.pop(level, None) if level else None
-            if joiners:
-                group += joiners
-                m += len(joiners)
+            more = below.pop(level, None) if level else None
+            if more:
+                joiners += more
+                m += len(more)
+            todo = m
+        # (the ring keeps an entry: what is needed is less than what is held)
+        assert 0 < level < old, "the level goes down, and not to 0"
         self._level = level
-        at: list[_AtKey] = []
-        cut = 0
-        if not level:
-            for source in group:
-                cut += source.count - source.lazy
-                source.lazy = source.count
-                source.rkey, source.place = None, 0
-            below.setdefault(0, set()).update(group)
-            self._lazy += cut
-            self._at = at
-            return need
-        add = at.append
-        for source in group:
-            lazy = source.lazy
-            count = source.count
-            k = count - lazy - level
-            if k:
-                source.lazy = lazy = lazy + k
-                cut += k
-            block = source.blocks[source.head]
-            if (
-                lazy
-                and 2 * lazy >= count
-                and (len(block.data) > _COMPACT_ABOVE or len(source.blocks) > source.head + 1)
-            ):  # its blocks hold twice what it holds: drop what left, if that frees memory
-                self._lazy += cut  # (what _materialize counts down)
-                cut = 0
-                self._materialize(source)
-            source.rkey = rkey = (self._oldest_held(source), source.order, source)
-            source.place = _AT
-            add(rkey)
-        at.sort()
-        self._at = at
-        self._lazy += cut
+        self._cut = 0
+        fresh: list[_AtKey] = []
+        bps = self._bps
+        while bps and -bps[0][0] >= level:  # the sources whose oldest block is now looked at
+            bp, _order, source = _pop(bps)
+            if source.place == _AT and source.bp == -bp:
+                self._unplace(source)
+                fresh.append(self._rekey(source, level))
+        for source in joiners:  # (each lost one a level since it joined)
+            source.lazy = source.count - level
+            source.place = _NOWHERE
+            fresh.append(self._rekey(source, level))
+        if len(fresh) > 4:
+            at += fresh
+            at.sort()
+        else:
+            for rkey in fresh:
+                insort(at, rkey)
         return need
 
     def _materialize(self, source: _Source) -> None:
         """Drop from the blocks the entries that left the source lazily."""
+        if source.place == _AT:
+            self._unplace(source)  # (its ``lazy`` count set)
         k = source.lazy
         source.lazy = 0
         self._lazy -= k
@@ -1031,8 +1103,8 @@ class Ring:
     def forget(self, name: str) -> None:
         """Forget a source that holds no entry (its ``evicted`` count too)."""
         source = self._sources.get(name)
-        if source is not None and source.count == source.lazy:
-            if source.lazy:
+        if source is not None and source.count == self._lazy_of(source):
+            if source.count:
                 self._materialize(source)
             if self._level is not None:
                 self._unplace(source)
@@ -1083,7 +1155,7 @@ class Ring:
     def last_of(self, source: str) -> builtins.bytes | None:
         """The newest entry held of ``source`` (its encoded JSON), if any."""
         held = self._sources.get(source)
-        if held is None or held.count == held.lazy:
+        if held is None or held.count == self._lazy_of(held):
             return None
         block = held.blocks[-1]
         n = len(block)
@@ -1091,14 +1163,13 @@ class Ring:
 
     def held_by_source(self) -> Counter[str]:
         """How many entries each source has in the ring now (for stats)."""
-        return Counter(
-            {s.name: s.count - s.lazy for s in self._sources.values() if s.count > s.lazy}
-        )
+        lazy = self._lazy_of
+        return Counter({s.name: n for s in self._sources.values() if (n := s.count - lazy(s))})
 
     def evicted_of(self, name: str) -> int:
         """How many entries of the source left the ring (since first seen)."""
         source = self._sources.get(name)
-        return source.evicted + source.lazy if source is not None else 0
+        return source.evicted + self._lazy_of(source) if source is not None else 0
 
     def dropped_of(self, name: str) -> int:
         """``evicted_of`` less its entries that left but are still in the
@@ -1108,7 +1179,8 @@ class Ring:
 
     def evicted_by_source(self) -> dict[str, int]:
         """How many entries of each source were evicted (since first seen)."""
-        return {s.name: s.evicted + s.lazy for s in self._sources.values() if s.evicted + s.lazy}
+        lazy = self._lazy_of
+        return {s.name: n for s in self._sources.values() if (n := s.evicted + lazy(s))}
 
     def set_evicted(self, name: str, count: int) -> None:
         """A ring rebuilt from a journal: a source's count of evicted entries."""
@@ -1126,10 +1198,14 @@ class Ring:
         top = self._top(self._by_count, False)
         if top is not None or self._level is None:
             return top[1] if top is not None else None
-        if self._at:
-            return self._at[0][0]
-        level = max((c for c in self._below if c), default=0)  # the next level's first
-        return min((self._oldest_held(s) for s in self._below.get(level, ())), default=None)
+        at, cut, level = self._at, self._cut, self._level
+        if cut < len(at):
+            return at[cut][0] - level
+        # the next level's first: of those at it now (all lost one) and those below at it
+        level = level - 1 if at else max((c for c in self._below if c), default=0)
+        group = [rkey[2] for rkey in at]
+        group += self._below.get(level, ())
+        return min((self._oldest_held(s) for s in group), default=None)
 
     def statistics(self) -> RingStats:
         return RingStats(

@@ -41,7 +41,7 @@ def make_block(source: str, first: int, sizes: list[int], layout: str) -> tuple[
     "explicit": any bytes, with their ends listed."""
     if layout in ("step", "lazy"):
         prefix = b"<" + source.encode() + b">"
-        lines = [(b"%d-" % (first + i) * 20)[:size] for i, size in enumerate(sizes)]
+        lines = [(b"%d-" % (first + i) * (size // 2 + 1))[:size] for i, size in enumerate(sizes)]
         entries = [prefix + line + b"!}" for line in lines]
         data = b"".join(e + b"\n" for e in entries)
         step = len(prefix) + 2
@@ -54,234 +54,256 @@ def make_block(source: str, first: int, sizes: list[int], layout: str) -> tuple[
     return Block(source, 0, data, raw_ends(sizes), enc_ends=enc_ends), entries
 
 
-class RingMachine(RuleBasedStateMachine):
-    """A Ring and a list of the entries it should hold, by its policy (SPEC 14):
-    while over max_lines (then while over max_bytes with more than one entry)
-    ``fair`` drops the oldest entry of the source holding the most (entries,
-    then message bytes; ties to the source whose oldest entry is oldest),
-    ``oldest`` the oldest entry.  Appends may leave the eviction for later (the
-    ring over its limits until then).  Followers keep a cursor across steps and
-    must be told of every seq after it exactly once: received, or dropped."""
+def ring_machine(
+    names: list[str], max_lines: int, sizes: st.SearchStrategy[int], level_only: bool = False
+) -> type[RuleBasedStateMachine]:
+    """The model check of a ring with sources of these ``names``, at most
+    ``max_lines`` lines and entries of ``sizes`` message bytes (``level_only``:
+    fair, without ``max_bytes``, where the ring keeps a level)."""
+    sources = st.sampled_from(names)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.ring = Ring(1)
-        self.max_lines = 1
-        self.max_bytes = 0
-        self.fair = True
-        self.model: list[Held] = []
-        self.appended = 0
-        self.pending = False  # appended without eviction yet
-        self.snapshots: list[tuple[Slice, list[bytes]]] = []
-        self.every: dict[int, bytes] = {}  # every entry ever appended, by seq
-        self.gone: set[int] = set()
-        self.evicted: Counter[str] = Counter()
-        self.followers: list[tuple[int, list[int]]] = []  # start, seqs told of in order
+    class RingMachine(RuleBasedStateMachine):
+        """A Ring and a list of the entries it should hold, by its policy (SPEC 14):
+        while over max_lines (then while over max_bytes with more than one entry)
+        ``fair`` drops the oldest entry of the source holding the most (entries,
+        then message bytes; ties to the source whose oldest entry is oldest),
+        ``oldest`` the oldest entry.  Appends may leave the eviction for later (the
+        ring over its limits until then).  Followers keep a cursor across steps and
+        must be told of every seq after it exactly once: received, or dropped."""
 
-    @initialize(
-        max_lines=st.integers(1, 8),
-        max_bytes=st.one_of(st.just(0), st.integers(1, 40)),
-        policy=st.sampled_from(["fair", "oldest"]),
-    )
-    def init(self, max_lines: int, max_bytes: int, policy: str) -> None:
-        self.ring = Ring(max_lines, max_bytes, policy=policy)
-        self.max_lines = max_lines
-        self.max_bytes = max_bytes
-        self.fair = policy == "fair"
+        def __init__(self) -> None:
+            super().__init__()
+            self.ring = Ring(1)
+            self.max_lines = 1
+            self.max_bytes = 0
+            self.fair = True
+            self.model: list[Held] = []
+            self.appended = 0
+            self.pending = False  # appended without eviction yet
+            self.snapshots: list[tuple[Slice, list[bytes]]] = []
+            self.every: dict[int, bytes] = {}  # every entry ever appended, by seq
+            self.gone: set[int] = set()
+            self.evicted: Counter[str] = Counter()
+            self.followers: list[tuple[int, list[int]]] = []  # start, seqs told of in order
 
-    def _evict_one(self, by_bytes: bool, protect: int | None = None) -> bool:
-        """Drop the policy's next entry, unless it is protected (False)."""
-        victim = 0
-        if self.fair:
-            size: Counter[str] = Counter()
-            oldest: dict[str, int] = {}
-            for h in self.model:
-                size[h.source] += h.size if by_bytes else 1
-                oldest.setdefault(h.source, h.seq)
-            chosen = min(size, key=lambda s: (-size[s], oldest[s]))
-            victim = next(i for i, h in enumerate(self.model) if h.source == chosen)
-        if protect is not None and self.model[victim].seq >= protect:
-            return False
-        held = self.model.pop(victim)
-        self.gone.add(held.seq)
-        self.evicted[held.source] += 1
-        return True
+        @initialize(
+            max_lines=st.integers(1, max_lines),
+            max_bytes=st.just(0) if level_only else st.just(0) | st.integers(1, 40),
+            policy=st.just("fair") if level_only else st.sampled_from(["fair", "oldest"]),
+        )
+        def init(self, max_lines: int, max_bytes: int, policy: str) -> None:
+            self.ring = Ring(max_lines, max_bytes, policy=policy)
+            self.max_lines = max_lines
+            self.max_bytes = max_bytes
+            self.fair = policy == "fair"
 
-    def _trim(self, protect: int | None = None) -> None:
-        self.pending = False
-        while len(self.model) > self.max_lines:
-            if not self._evict_one(False, protect):
-                self.pending = True
-                return
-        if self.max_bytes:
-            while len(self.model) > 1 and sum(h.size for h in self.model) > self.max_bytes:
-                if not self._evict_one(True, protect):
+        def _evict_one(self, by_bytes: bool, protect: int | None = None) -> bool:
+            """Drop the policy's next entry, unless it is protected (False)."""
+            victim = 0
+            if self.fair:
+                size: Counter[str] = Counter()
+                oldest: dict[str, int] = {}
+                for h in self.model:
+                    size[h.source] += h.size if by_bytes else 1
+                    oldest.setdefault(h.source, h.seq)
+                chosen = min(size, key=lambda s: (-size[s], oldest[s]))
+                victim = next(i for i, h in enumerate(self.model) if h.source == chosen)
+            if protect is not None and self.model[victim].seq >= protect:
+                return False
+            held = self.model.pop(victim)
+            self.gone.add(held.seq)
+            self.evicted[held.source] += 1
+            return True
+
+        def _trim(self, protect: int | None = None) -> None:
+            self.pending = False
+            while len(self.model) > self.max_lines:
+                if not self._evict_one(False, protect):
                     self.pending = True
                     return
+            if self.max_bytes:
+                while len(self.model) > 1 and sum(h.size for h in self.model) > self.max_bytes:
+                    if not self._evict_one(True, protect):
+                        self.pending = True
+                        return
 
-    @rule(
-        sizes=st.lists(st.integers(0, 15), max_size=20),
-        source=st.sampled_from(["a", "b", "c"]),
-        layout=st.sampled_from(["step", "lazy", "explicit"]),
-        evict=st.booleans(),
-    )
-    def extend(self, sizes: list[int], source: str, layout: str, evict: bool) -> None:
-        first = self.appended + 1
-        block, encoded = make_block(source, first, sizes, layout)
-        result = self.ring.extend(block) if evict else self.ring.append(block)
-        for i, (data, size) in enumerate(zip(encoded, sizes, strict=True)):
-            self.model.append(Held(first + i, data, size, source))
-            self.every[first + i] = data
-        self.appended += len(sizes)
-        if evict:
-            self._trim()
-        else:
-            self.pending = self.pending or bool(sizes)
-        assert result == self.appended + 1
-
-    @rule(back=st.none() | st.integers(0, 12))
-    def evict(self, back: int | None) -> None:
-        """Entries from ``protect`` on were not handed to a follower: they stay."""
-        protect = None if back is None else self.ring.next_seq - back
-        self.ring.evict(protect)
-        self._trim(protect)
-        assert self.ring.over == self.pending
-
-    @rule(delta=st.integers(-30, 3), limit=st.none() | st.integers(-2, 10))
-    def read(self, delta: int, limit: int | None) -> None:
-        cursor = self.ring.next_seq + delta
-        got = self.ring.read(cursor, limit)
-        start = max(cursor, 1)
-        wanted = [h for h in self.model if h.seq >= start]
-        end = max(start, self.ring.next_seq)
-        if limit is not None and len(wanted) >= max(0, limit):
-            wanted = wanted[: max(0, limit)]
-            end = wanted[-1].seq + 1 if wanted else start
-        assert (got.start, got.end) == (start, end)
-        assert got.data == [h.data for h in wanted]
-        assert got.count == len(wanted)
-        assert got.joined() == b"".join(h.data + b"\n" for h in wanted)
-        assert [block.source for block, a, b in got.parts for _ in range(a, b)] == [
-            h.source for h in wanted
-        ]
-        assert [block.first_seq + i for block, a, b in got.parts for i in range(a, b)] == [
-            h.seq for h in wanted
-        ]
-        held = {h.seq for h in wanted}
-        assert list(got.gaps) == runs([s for s in range(start, end) if s not in held])
-        assert got.missed == end - start - len(wanted)
-
-    @rule(limit=st.integers(1, 7))
-    def pieces(self, limit: int) -> None:
-        whole = self.ring.read(self.ring.next_seq - 12)
-        pieces = list(whole.pieces(limit))
-        assert all(0 <= piece.count <= limit for piece in pieces)
-        assert [e for piece in pieces for e in piece.data] == whole.data
-        assert [g for piece in pieces for g in piece.gaps] == list(whole.gaps)
-        if pieces:
-            assert pieces[0].start == whole.start
-            assert pieces[-1].end == whole.end
-            assert all(p.end == q.start for p, q in pairwise(pieces))
-
-    @rule()
-    def start_follower(self) -> None:
-        self.followers.append((self.ring.next_seq, []))
-
-    @rule(i=st.integers(0, 3), limit=st.integers(1, 4))
-    def follow(self, i: int, limit: int) -> None:
-        """A follower reads on from its cursor: each seq is an entry or dropped."""
-        if not self.followers:
-            return
-        start, told = self.followers[i % len(self.followers)]
-        cursor = told[-1] + 1 if told else start
-        while cursor < self.ring.next_seq:
-            piece = self.ring.read(cursor, limit)
-            assert piece.start == cursor and piece.end > cursor
-            for item in piece.items():
-                if len(item) == 2:
-                    seq, n = item
-                    assert all(s in self.gone for s in range(seq, seq + n))
-                    told += range(seq, seq + n)
-                else:
-                    block, a, b = item
-                    for j, entry in enumerate(block.entries(a, b)):
-                        assert self.every[block.first_seq + a + j] == entry
-                        told.append(block.first_seq + a + j)
-            cursor = piece.end
-        assert told == list(range(start, cursor))
-
-    @rule()
-    def snapshot(self) -> None:
-        snap = self.ring.snapshot()
-        assert snap.missed == 0
-        assert snap.data == [h.data for h in self.model]
-        self.snapshots.append((snap, list(snap.data)))
-
-    @rule(source=st.sampled_from(["a", "b", "c"]))
-    def forget(self, source: str) -> None:
-        """A source that holds nothing is forgotten, its count of evicted too
-        (one that holds entries is not)."""
-        self.ring.forget(source)
-        if not any(h.source == source for h in self.model):
-            self.evicted.pop(source, None)
-
-    @rule(source=st.sampled_from(["a", "b", "c"]))
-    def last_of(self, source: str) -> None:
-        mine = [h.data for h in self.model if h.source == source]
-        assert self.ring.last_of(source) == (mine[-1] if mine else None)
-
-    @invariant()
-    def contents_and_seqs_equal_the_model(self) -> None:
-        ring = self.ring
-        assert ring.next_seq == self.appended + 1
-        assert len(ring) == len(self.model)
-        assert ring.first_seq == (self.model[0].seq if self.model else ring.next_seq)
-        assert ring.snapshot().data == [h.data for h in self.model]
-
-    @invariant()
-    def bounded_by_lines_and_bytes(self) -> None:
-        held_bytes = sum(h.size for h in self.model)
-        assert self.ring.bytes == held_bytes
-        if self.pending:
-            return
-        assert len(self.ring) <= self.max_lines
-        if self.max_bytes and len(self.ring) > 1:
-            assert self.ring.bytes <= self.max_bytes
-
-    @invariant()
-    def overwritten_is_appended_minus_held(self) -> None:
-        assert self.ring.overwritten == self.appended - len(self.model)
-        assert self.ring.evicted_by_source() == dict(+self.evicted)
-
-    @invariant()
-    def next_victim_is_the_policys(self) -> None:
-        if not self.model or not self.fair:
-            expected = self.model[0].seq if self.model else None
-        else:
-            count = Counter(h.source for h in self.model)
-            oldest: dict[str, int] = {}
-            for h in self.model:
-                oldest.setdefault(h.source, h.seq)
-            expected = min(oldest[s] for s in count if count[s] == max(count.values()))
-        assert self.ring.next_victim() == expected
-
-    @invariant()
-    def statistics_agree(self) -> None:
-        stats = self.ring.statistics()
-        assert (stats.entries, stats.bytes, stats.first_seq, stats.next_seq) == (
-            len(self.ring),
-            self.ring.bytes,
-            self.ring.first_seq,
-            self.ring.next_seq,
+        @rule(
+            sizes=st.lists(sizes, max_size=20),
+            source=sources,
+            layout=st.sampled_from(["step", "lazy", "explicit"]),
+            evict=st.booleans(),
         )
-        assert (stats.capacity, stats.max_bytes) == (self.max_lines, self.max_bytes)
-        assert stats.overwritten == self.ring.overwritten
-        assert self.ring.held_by_source() == Counter(h.source for h in self.model)
+        def extend(self, sizes: list[int], source: str, layout: str, evict: bool) -> None:
+            first = self.appended + 1
+            block, encoded = make_block(source, first, sizes, layout)
+            result = self.ring.extend(block) if evict else self.ring.append(block)
+            for i, (data, size) in enumerate(zip(encoded, sizes, strict=True)):
+                self.model.append(Held(first + i, data, size, source))
+                self.every[first + i] = data
+            self.appended += len(sizes)
+            if evict:
+                self._trim()
+            else:
+                self.pending = self.pending or bool(sizes)
+            assert result == self.appended + 1
 
-    @invariant()
-    def snapshots_never_change(self) -> None:
-        for snap, copy in self.snapshots:
-            assert snap.data == copy
+        @rule(
+            sizes=st.lists(sizes, min_size=1, max_size=20),
+            source=sources,
+            lag=st.integers(0, 10),
+        )
+        def extend_behind_a_follower(self, sizes: list[int], source: str, lag: int) -> None:
+            """A batch appended while a follower is ``lag`` entries short of
+            it: room is made, but neither the batch nor those go yet."""
+            first = self.appended + 1
+            self.extend(sizes, source, "step", False)
+            self.evict(self.ring.next_seq - first + lag)
+
+        @rule(back=st.none() | st.integers(0, 12))
+        def evict(self, back: int | None) -> None:
+            """Entries from ``protect`` on were not handed to a follower: they stay."""
+            protect = None if back is None else self.ring.next_seq - back
+            self.ring.evict(protect)
+            self._trim(protect)
+            assert self.ring.over == self.pending
+
+        @rule(delta=st.integers(-30, 3), limit=st.none() | st.integers(-2, 10))
+        def read(self, delta: int, limit: int | None) -> None:
+            cursor = self.ring.next_seq + delta
+            got = self.ring.read(cursor, limit)
+            start = max(cursor, 1)
+            wanted = [h for h in self.model if h.seq >= start]
+            end = max(start, self.ring.next_seq)
+            if limit is not None and len(wanted) >= max(0, limit):
+                wanted = wanted[: max(0, limit)]
+                end = wanted[-1].seq + 1 if wanted else start
+            assert (got.start, got.end) == (start, end)
+            assert got.data == [h.data for h in wanted]
+            assert got.count == len(wanted)
+            assert got.joined() == b"".join(h.data + b"\n" for h in wanted)
+            assert [block.source for block, a, b in got.parts for _ in range(a, b)] == [
+                h.source for h in wanted
+            ]
+            assert [block.first_seq + i for block, a, b in got.parts for i in range(a, b)] == [
+                h.seq for h in wanted
+            ]
+            held = {h.seq for h in wanted}
+            assert list(got.gaps) == runs([s for s in range(start, end) if s not in held])
+            assert got.missed == end - start - len(wanted)
+
+        @rule(limit=st.integers(1, 7))
+        def pieces(self, limit: int) -> None:
+            whole = self.ring.read(self.ring.next_seq - 12)
+            pieces = list(whole.pieces(limit))
+            assert all(0 <= piece.count <= limit for piece in pieces)
+            assert [e for piece in pieces for e in piece.data] == whole.data
+            assert [g for piece in pieces for g in piece.gaps] == list(whole.gaps)
+            if pieces:
+                assert pieces[0].start == whole.start
+                assert pieces[-1].end == whole.end
+                assert all(p.end == q.start for p, q in pairwise(pieces))
+
+        @rule()
+        def start_follower(self) -> None:
+            self.followers.append((self.ring.next_seq, []))
+
+        @rule(i=st.integers(0, 3), limit=st.integers(1, 4))
+        def follow(self, i: int, limit: int) -> None:
+            """A follower reads on from its cursor: each seq is an entry or dropped."""
+            if not self.followers:
+                return
+            start, told = self.followers[i % len(self.followers)]
+            cursor = told[-1] + 1 if told else start
+            while cursor < self.ring.next_seq:
+                piece = self.ring.read(cursor, limit)
+                assert piece.start == cursor and piece.end > cursor
+                for item in piece.items():
+                    if len(item) == 2:
+                        seq, n = item
+                        assert all(s in self.gone for s in range(seq, seq + n))
+                        told += range(seq, seq + n)
+                    else:
+                        block, a, b = item
+                        for j, entry in enumerate(block.entries(a, b)):
+                            assert self.every[block.first_seq + a + j] == entry
+                            told.append(block.first_seq + a + j)
+                cursor = piece.end
+            assert told == list(range(start, cursor))
+
+        @rule()
+        def snapshot(self) -> None:
+            snap = self.ring.snapshot()
+            assert snap.missed == 0
+            assert snap.data == [h.data for h in self.model]
+            self.snapshots.append((snap, list(snap.data)))
+
+        @rule(source=sources)
+        def forget(self, source: str) -> None:
+            """A source that holds nothing is forgotten, its count of evicted too
+            (one that holds entries is not)."""
+            self.ring.forget(source)
+            if not any(h.source == source for h in self.model):
+                self.evicted.pop(source, None)
+
+        @rule(source=sources)
+        def last_of(self, source: str) -> None:
+            mine = [h.data for h in self.model if h.source == source]
+            assert self.ring.last_of(source) == (mine[-1] if mine else None)
+
+        @invariant()
+        def contents_and_seqs_equal_the_model(self) -> None:
+            ring = self.ring
+            assert ring.next_seq == self.appended + 1
+            assert len(ring) == len(self.model)
+            assert ring.first_seq == (self.model[0].seq if self.model else ring.next_seq)
+            assert ring.snapshot().data == [h.data for h in self.model]
+
+        @invariant()
+        def bounded_by_lines_and_bytes(self) -> None:
+            held_bytes = sum(h.size for h in self.model)
+            assert self.ring.bytes == held_bytes
+            if self.pending:
+                return
+            assert len(self.ring) <= self.max_lines
+            if self.max_bytes and len(self.ring) > 1:
+                assert self.ring.bytes <= self.max_bytes
+
+        @invariant()
+        def overwritten_is_appended_minus_held(self) -> None:
+            assert self.ring.overwritten == self.appended - len(self.model)
+            assert self.ring.evicted_by_source() == dict(+self.evicted)
+
+        @invariant()
+        def next_victim_is_the_policys(self) -> None:
+            if not self.model or not self.fair:
+                expected = self.model[0].seq if self.model else None
+            else:
+                count = Counter(h.source for h in self.model)
+                oldest: dict[str, int] = {}
+                for h in self.model:
+                    oldest.setdefault(h.source, h.seq)
+                expected = min(oldest[s] for s in count if count[s] == max(count.values()))
+            assert self.ring.next_victim() == expected
+
+        @invariant()
+        def statistics_agree(self) -> None:
+            stats = self.ring.statistics()
+            assert (stats.entries, stats.bytes, stats.first_seq, stats.next_seq) == (
+                len(self.ring),
+                self.ring.bytes,
+                self.ring.first_seq,
+                self.ring.next_seq,
+            )
+            assert (stats.capacity, stats.max_bytes) == (self.max_lines, self.max_bytes)
+            assert stats.overwritten == self.ring.overwritten
+            assert self.ring.held_by_source() == Counter(h.source for h in self.model)
+
+        @invariant()
+        def snapshots_never_change(self) -> None:
+            for snap, copy in self.snapshots:
+                assert snap.data == copy
+
+    return RingMachine
 
 
 def runs(seqs: list[int]) -> list[tuple[int, int]]:
@@ -295,8 +317,14 @@ def runs(seqs: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-TestRing = RingMachine.TestCase
+TestRing = ring_machine(["a", "b", "c"], 8, st.integers(0, 15)).TestCase
 TestRing.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+# many sources at a level that goes down a long way, blocks over 4 KiB among them
+# (the level's cursor, the sources looked at again as their oldest block goes)
+TestRingOfManySources = ring_machine(
+    [f"s{i}" for i in range(8)], 30, st.integers(0, 15) | st.integers(200, 700), level_only=True
+).TestCase
+TestRingOfManySources.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
 
 
 def block_of(*entries: bytes) -> Block:
