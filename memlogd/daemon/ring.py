@@ -22,8 +22,8 @@ order may have holes.  A read from a cursor lists them (``Slice.gaps``).
 
 The largest source is the top of a heap (stale entries are skipped), so a
 dropped block costs O(log sources); once full, fair by count, the ring keeps
-a level instead (the sources at it lose an entry each by a count: see
-"the level" below); finding a seq is a bisection over the
+a level instead (the sources at it lose an entry each as a cursor moves
+over them: see "the level" below); finding a seq is a bisection over the
 blocks, gone ones included until they are more than half of them
 (O(held blocks)).  A partly held block of which less than half is
 still held is compacted: what it holds is copied into a new block.
@@ -361,6 +361,7 @@ class Ring:
         "_max_bytes",
         "_orders",
         "_protect",
+        "_solo",
         "_sources",
         "next_seq",
         "trimmed",
@@ -399,7 +400,8 @@ class Ring:
         self.trimmed: list[Block] | None = None  # set to a list: blocks evicted from, noted
         # fair by count, once full: the level (docs in _evict_level), None before
         self._level: int | None = None
-        self._above = 0  # the sources above it (in the heap)
+        self._above = 0  # the sources above it: in the heap, or the one there is _solo
+        self._solo: _Source | None = None
         self._at: list[_AtKey] = []  # the sources at the level, by their oldest entry
         self._cut = 0  # the first _cut of them hold one less (they lost one at this level)
         self._below: dict[int, set[_Source]] = {}  # the others under it, by count held
@@ -601,7 +603,7 @@ class Ring:
         by_bytes: list[_Key] = []
         leveled = self._level is not None
         for s in self._sources.values():
-            if s.count and (not leveled or s.place == _ABOVE):
+            if s.count and (not leveled or (s.place == _ABOVE and s is not self._solo)):
                 s.key = key = (-s.count, s.oldest, s.order, s)
                 by_count.append(key)
                 if self._exact:
@@ -784,6 +786,15 @@ class Ring:
                     self._unplace(source)
                 source.place = _ABOVE
                 self._above += 1
+                if self._above == 1:  # alone above: no heap needed
+                    self._solo = source
+                    return
+                solo = self._solo
+                if solo is not None:  # no longer alone: into the heap
+                    self._solo = None
+                    self._push_keys(solo)
+            elif source is self._solo:
+                return
             self._push_keys(source)
         elif held == level and held:
             if place == _AT:
@@ -791,6 +802,8 @@ class Ring:
             if place == _ABOVE:
                 source.key = None
                 self._above -= 1
+                if source is self._solo:
+                    self._solo = None
             elif place != _NOWHERE:
                 self._unplace(source)
             rkey = self._rekey(source, level)
@@ -822,16 +835,21 @@ class Ring:
             self._materialize(source)
             block = source.blocks[source.head]
             lazy = 0
-            first = block.count - block.start
-        bp = source.count - first  # its entries in its later blocks
+        self._watch(source, block, level)
+        source.rkey = rkey = (block.first_seq + block.start + lazy + level, source.order, source)
+        source.place = _AT
+        return rkey
+
+    def _watch(self, source: _Source, block: Block, level: int) -> None:
+        """Set the ``bp`` of a source at the level (``block``: its oldest):
+        the level at which its oldest block's entries have all left, or, a
+        block over 4 KiB, more than half of them."""
+        bp = source.count - (block.count - block.start)  # its entries in its later blocks
         if len(block.data) > _COMPACT_ABOVE and bp + (block.count - 1) // 2 < level:
             bp += (block.count - 1) // 2
         if bp > 0:
             _push(self._bps, (-bp, source.order, source))
         source.bp = bp
-        source.rkey = rkey = (block.first_seq + block.start + lazy + level, source.order, source)
-        source.place = _AT
-        return rkey
 
     def _settle(self) -> None:
         """Those that lost one at this level move below it, with their count."""
@@ -853,6 +871,8 @@ class Ring:
         if place == _ABOVE:
             source.key = None
             self._above -= 1
+            if source is self._solo:
+                self._solo = None
         elif place == _AT:
             at, rkey = self._at, source.rkey
             assert rkey is not None and self._level is not None
@@ -879,16 +899,23 @@ class Ring:
         while need > 0:
             level = self._level
             assert level is not None
-            top = self._top(heap, False)
-            if top is not None:  # above the level: the largest first, as ever
-                source = top[3]
-                _pop(heap)
-                second = self._top(heap, False) if self._above > 1 else None
+            if self._above:  # above the level: the largest first, as ever
+                solo = self._solo
+                if solo is not None:
+                    source, second, self._solo = solo, None, None  # (in the heap if still above)
+                else:
+                    top = self._top(heap, False)
+                    assert top is not None
+                    source = top[3]
+                    _pop(heap)
+                    second = self._top(heap, False) if self._above > 1 else None
                 floor = level if second is None else max(level, -second[0])
                 cut = min(need, max(1, source.count - floor))  # its oldest, block by block
                 while cut:
                     block = source.blocks[source.head]
-                    k = self._allowed(block, min(cut, block.count - block.start))
+                    k = min(cut, block.count - block.start)
+                    if protect is not None:
+                        k = self._allowed(block, k)
                     if not k:
                         self._place(source)
                         return False
@@ -970,7 +997,15 @@ class Ring:
         bps = self._bps
         while bps and -bps[0][0] >= level:  # the sources whose oldest block is now looked at
             bp, _order, source = _pop(bps)
-            if source.place == _AT and source.bp == -bp:
+            if source.place != _AT or source.bp != -bp:
+                continue  # (a stale key)
+            block = source.blocks[source.head]
+            lazy = source.count - level
+            if lazy < block.count - block.start:  # its oldest held is in its oldest block:
+                self._lazy -= lazy  # what left is dropped, its anchor stands, its bp anew
+                self._drop(source, block, lazy, note=False)
+                self._watch(source, source.blocks[source.head], level)
+            else:
                 self._unplace(source)
                 fresh.append(self._rekey(source, level))
         for source in joiners:  # (each lost one a level since it joined)
@@ -1195,6 +1230,9 @@ class Ring:
             return None
         if not self._fair:
             return self.first_seq
+        solo = self._solo
+        if solo is not None:
+            return solo.oldest
         top = self._top(self._by_count, False)
         if top is not None or self._level is None:
             return top[1] if top is not None else None
