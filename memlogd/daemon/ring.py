@@ -535,7 +535,10 @@ class Ring:
         source.count += n
         source.bytes += block.total
         if self._fair:
-            self._note(source)
+            if self._level is not None:
+                self._place(source)
+            else:
+                self._push_keys(source)
         return self.next_seq
 
     def skip_to(self, seq: int) -> None:
@@ -806,20 +809,24 @@ class Ring:
                     self._solo = None
             elif place != _NOWHERE:
                 self._unplace(source)
-            rkey = self._rekey(source, level)
-            at, cut = self._at, self._cut
-            if cut and rkey < at[cut - 1]:  # older than some that lost one already
-                self._settle()
-            insort(at, rkey)
-            if len(self._bps) > 2 * len(at) + 64:  # many stale keys: start again
-                bps = self._bps = [(-k[2].bp, k[1], k[2]) for k in at if k[2].bp > 0]
-                heapq.heapify(bps)
+            self._join(source, level)
         else:
             if place == held:
                 return
             self._unplace(source)
             self._below.setdefault(held, set()).add(source)
             source.place = held
+
+    def _join(self, source: _Source, level: int) -> None:
+        """A source that holds ``level`` entries, placed nowhere, joins the level."""
+        rkey = self._rekey(source, level)
+        at, cut = self._at, self._cut
+        if cut and rkey < at[cut - 1]:  # older than some that lost one already
+            self._settle()
+        insort(at, rkey)
+        if len(self._bps) > 2 * len(at) + 64:  # many stale keys: start again
+            bps = self._bps = [(-k[2].bp, k[1], k[2]) for k in at if k[2].bp > 0]
+            heapq.heapify(bps)
 
     def _rekey(self, source: _Source, level: int) -> _AtKey:
         """A source that holds ``level`` entries (its ``lazy`` count set) joins
@@ -922,7 +929,12 @@ class Ring:
                     self._drop(source, block, k, note=False)
                     cut -= k
                     need -= k
-                self._place(source)
+                if source.count != level:
+                    self._place(source)
+                    continue
+                source.key = None  # cut down to the level: it joins those at it
+                self._above -= 1
+                self._join(source, level)
                 continue
             at = self._at
             cut = self._cut
