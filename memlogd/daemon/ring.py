@@ -37,12 +37,14 @@ from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate, count
-from operator import attrgetter, sub
+from itertools import accumulate, compress, count
+from operator import attrgetter, lt, sub
 
 from memlogd.daemon.lines import line_start
 
 _FIRST_SEQ = attrgetter("first_seq")
+_START = attrgetter("start")
+_COUNT = attrgetter("count")
 _COMPACT_ABOVE = 4096  # bytes: a smaller block is never copied to free what left it
 _push = heapq.heappush
 _pop = heapq.heappop
@@ -1129,7 +1131,8 @@ class Ring:
             head += 1
         self._head = head
         if self._gone > 32 and 2 * self._gone > len(blocks):
-            self._blocks = [b for b in blocks[head:] if b.start < b.count]
+            kept = blocks[head:]  # (those held in part or whole: start < count, found in C)
+            self._blocks = list(compress(kept, map(lt, map(_START, kept), map(_COUNT, kept))))
             self._head = 0
             self._gone = 0
 
