@@ -804,12 +804,7 @@ class Ring:
         elif held == level and held:
             if place == _AT:
                 return
-            if place == _ABOVE:
-                source.key = None
-                self._above -= 1
-                if source is self._solo:
-                    self._solo = None
-            elif place != _NOWHERE:
+            if place != _NOWHERE:
                 self._unplace(source)
             self._join(source, level)
         else:
