@@ -319,7 +319,7 @@ class _Source:
         # the oldest ``lazy`` left the ring (``count - lazy`` held; at the level,
         # Ring._lazy_of); where it is (_ABOVE, _AT: at the level, in ring._at as
         # ``rkey``, or below: its count); at the level, ``bp``: the level at
-        # which its oldest block's entries are looked at again (Ring._rekey)
+        # which its oldest block's entries are looked at again (Ring._watch)
         self.lazy = 0
         self.place = _NOWHERE
         self.rkey: _AtKey | None = None
