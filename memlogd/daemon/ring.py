@@ -480,11 +480,7 @@ class Ring:
     def _oldest_held(self, source: _Source) -> int:
         """The seq of the oldest entry the source holds (its ``lazy`` oldest
         skipped; none held: past its newest)."""
-        lazy = self._lazy_of(source)
-        block = source.blocks[source.head] if source.count else None
-        if block is not None and block.start + lazy < block.count:  # in its oldest block
-            return block.first_seq + block.start + lazy
-        return self._seq_at(source, lazy)
+        return self._seq_at(source, self._lazy_of(source))
 
     @property
     def bytes(self) -> int:
@@ -537,10 +533,7 @@ class Ring:
         source.count += n
         source.bytes += block.total
         if self._fair:
-            if self._level is not None:
-                self._place(source)
-            else:
-                self._push_keys(source)
+            self._note(source)
         return self.next_seq
 
     def skip_to(self, seq: int) -> None:
@@ -592,8 +585,7 @@ class Ring:
 
     def _push_keys(self, source: _Source) -> None:
         """Push the keys of a source that holds entries, none of them lazily."""
-        block = source.blocks[source.head]
-        oldest = block.first_seq + block.start
+        oldest = source.oldest
         heap = self._by_count
         source.key = key = (-source.count, oldest, source.order, source)
         _push(heap, key)
@@ -783,7 +775,7 @@ class Ring:
         level = self._level
         assert level is not None
         place = source.place
-        held = source.count - (source.lazy if place != _AT else self._lazy_of(source))
+        held = source.count - self._lazy_of(source)
         if held > level:  # just appended to: it left nothing lazily
             assert not source.lazy
             if place != _ABOVE:
@@ -830,30 +822,34 @@ class Ring:
         the level: its anchor and ``bp``, after the entries that left are
         dropped from its blocks if its oldest block holds none, or less than
         half (over 4 KiB).  Returns its key, for the caller to put in ``_at``."""
-        block = source.blocks[source.head]
         lazy = source.lazy
-        first = block.count - block.start  # its entries in its oldest block
-        if lazy and (
-            lazy >= first or (2 * (first - lazy) < block.count and len(block.data) > _COMPACT_ABOVE)
-        ):
+        bp = self._bp(source)
+        if lazy and level <= bp:  # (it would be looked at now)
             self._materialize(source)
-            block = source.blocks[source.head]
             lazy = 0
-        self._watch(source, block, level)
+            bp = self._bp(source)
+        self._watch(source, bp)
+        block = source.blocks[source.head]
         source.rkey = rkey = (block.first_seq + block.start + lazy + level, source.order, source)
         source.place = _AT
         return rkey
 
-    def _watch(self, source: _Source, block: Block, level: int) -> None:
-        """Set the ``bp`` of a source at the level (``block``: its oldest):
-        the level at which its oldest block's entries have all left, or, a
-        block over 4 KiB, more than half of them."""
+    @staticmethod
+    def _bp(source: _Source) -> int:
+        """The count at which a source has left none of its oldest block's
+        entries held, or, a block over 4 KiB, less than half of them."""
+        block = source.blocks[source.head]
         bp = source.count - (block.count - block.start)  # its entries in its later blocks
-        if len(block.data) > _COMPACT_ABOVE and bp + (block.count - 1) // 2 < level:
+        if len(block.data) > _COMPACT_ABOVE:
             bp += (block.count - 1) // 2
+        return bp
+
+    def _watch(self, source: _Source, bp: int) -> None:
+        """Set the ``bp`` (:meth:`_bp`) of a source at the level: it is looked
+        at again when the level comes down to it (Ring._lower)."""
+        source.bp = bp
         if bp > 0:
             _push(self._bps, (-bp, source.order, source))
-        source.bp = bp
 
     def _settle(self) -> None:
         """Those that lost one at this level move below it, with their count."""
@@ -926,12 +922,7 @@ class Ring:
                     self._drop(source, block, k, note=False)
                     cut -= k
                     need -= k
-                if source.count != level:
-                    self._place(source)
-                    continue
-                source.key = None  # cut down to the level: it joins those at it
-                self._above -= 1
-                self._join(source, level)
+                self._place(source)
                 continue
             at = self._at
             cut = self._cut
@@ -1013,7 +1004,7 @@ class Ring:
             if lazy < block.count - block.start:  # its oldest held is in its oldest block:
                 self._lazy -= lazy  # what left is dropped, its anchor stands, its bp anew
                 self._drop(source, block, lazy, note=False)
-                self._watch(source, source.blocks[source.head], level)
+                self._watch(source, self._bp(source))
             else:
                 self._unplace(source)
                 fresh.append(self._rekey(source, level))
