@@ -19,8 +19,9 @@ usage error: nothing could ever take the output.  CMD runs in its own process
 group (unless stdin is a terminal), which gets the signals memlogd-exec is
 sent.  memlogd-exec ends when CMD does, once it relayed what is in the pipes
 (its background children may hold them: they are not waited for, within
-``DRAIN_S``); it waits at most ``EXIT_WAIT_S`` for memlogd to take the rest,
-and counts on stderr what it could not deliver.
+``DRAIN_S``); it gives memlogd the rest for as long as memlogd takes some of
+it, and gives up after ``EXIT_WAIT_S`` in which memlogd took nothing (gone, or
+stuck), counting on stderr what it could not deliver.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ SETTLE_S = 0.1  # after a break, memlogd is looked at again after this
 REFUSED_MIN_S = 2.0  # a refused source is retried after this, doubling...
 REFUSED_MAX_S = 60.0  # ...up to this
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-EXIT_WAIT_S = 2.0  # at CMD's end, memlogd (maybe restarting) is given this to take the rest
+EXIT_WAIT_S = 2.0  # at CMD's end, memlogd (maybe restarting) has this to take more of the rest
 DRAIN_S = 1.0  # at CMD's end, what is in its pipes is relayed within this
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
@@ -120,6 +121,8 @@ class Link:
         self._broke_soon = False  # the last stream closed soon after it was handed over
         self._refusals = 0
         self._outage = False  # said once per outage
+        # at CMD's end: the wait for memlogd to take the rest, moved on by what it takes
+        self.grace: trio.CancelScope | None = None
 
     # -------------------------------------------------------------- connection
 
@@ -214,6 +217,7 @@ class Link:
                 self._broken()
             if sent:
                 self.mid_line = data[sent - 1] != NEWLINE
+                self._took()
             data = data[sent:]
         if not data:
             return
@@ -265,6 +269,8 @@ class Link:
                     self._broken()
                     continue
                 del self.backlog[:sent]
+                if sent:
+                    self._took()
                 if not self.backlog:
                     self._report_lost()  # (while connected: memlogd was too slow)
                 continue
@@ -297,6 +303,11 @@ class Link:
             nursery.start_soon(watch)
             await self._wake.wait()
             nursery.cancel_scope.cancel()
+
+    def _took(self) -> None:
+        """memlogd took some output: after CMD's end, it has EXIT_WAIT_S again."""
+        if self.grace is not None:
+            self.grace.deadline = max(self.grace.deadline, trio.current_time() + EXIT_WAIT_S)
 
     @property
     def undelivered(self) -> int:
@@ -385,8 +396,11 @@ async def run_command(argv: list[str], path: str, name: str) -> int:
         finally:
             for link in (out_link, err_link):
                 link.close()
-        # a last moment for memlogd (maybe restarting) to take what is left
+        # memlogd (maybe restarting, or busy) takes what is left: as long as it takes
+        # some within each EXIT_WAIT_S (a slow memlogd loses nothing)
         links.cancel_scope.deadline = trio.current_time() + EXIT_WAIT_S
+        for link in (out_link, err_link):
+            link.grace = links.cancel_scope
     for link in (out_link, err_link):
         link.release()
     _report_undelivered(path, out_link, err_link)

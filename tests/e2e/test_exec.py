@@ -9,6 +9,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -440,3 +441,56 @@ def test_signals_reach_the_commands_process_group(
         child.kill()
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+# A memlogd that takes each stream slowly but steadily (16 KiB every 0.1 s: the
+# load, not a synchronisation), writing what it took to DIR/NAME; it exits once
+# both of memlogd-exec's streams ended.
+SLOW_MEMLOGD = r"""
+import os, select, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+server.bind(path)
+print("ready", flush=True)
+streams = {}
+while len(streams) < 2:
+    name, fds, _flags, _addr = socket.recv_fds(server, 1024, 4)
+    streams[fds[0]] = open(os.path.join(out, name.decode()), "wb")
+while streams:
+    ready, _, _ = select.select(list(streams), [], [])
+    for fd in ready:
+        data = os.read(fd, 16384)
+        if data:
+            streams[fd].write(data)
+        else:
+            streams.pop(fd).close()
+            os.close(fd)
+    time.sleep(0.1)
+"""
+
+
+def test_a_slow_memlogd_gets_everything_after_the_command_ended(short_tmp: Path) -> None:
+    """At the end memlogd-exec waits for memlogd as long as memlogd takes some
+    output within each EXIT_WAIT_S: a memlogd busy for longer (a worker upgraded
+    under load) still gets every line (it was given up after 2 s in all)."""
+    path, out = str(short_tmp / "log.sock"), short_tmp / "got"
+    out.mkdir()
+    slow = subprocess.Popen(
+        [sys.executable, "-c", SLOW_MEMLOGD, path, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert slow.stdout is not None and slow.stdout.readline() == "ready\n"
+        # 600 KiB at once: the stream's buffer takes about 200, the rest waits in
+        # memlogd-exec; taken at 160 KiB/s, it takes about 4 s
+        line = "f'{i:07d} {52 * \"x\"}\\n'"
+        script = f"import sys; sys.stdout.write(''.join({line} for i in range(10000)))"
+        result = run_exec("-socket", path, "-n", "w", "--", sys.executable, "-c", script)
+        assert result.returncode == 0
+        assert "could not be delivered" not in result.stderr
+        assert slow.wait(20) == 0
+        expected = "".join(f"{i:07d} {52 * 'x'}\n" for i in range(10000))
+        assert (out / "w.out").read_text() == expected
+        assert (out / "w").read_text() == "memlogd-exec: w exited with status 0\n"
+    finally:
+        slow.kill()
+        slow.wait()
