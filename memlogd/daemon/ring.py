@@ -1089,12 +1089,11 @@ class Ring:
                 self._held -= block.total
             source.blocks[source.head] = _GONE
             source.head += 1
-            self._bury(block)
             if source.head > 32 and 2 * source.head > len(source.blocks):
                 del source.blocks[: source.head]
                 source.head = 0
             self._gone += 1
-            self._forget_gone()
+            self._bury(block)
         elif 2 * (block.count - b) < block.count and len(block.data) > _COMPACT_ABOVE:
             self._compact(source, block)
         if self._fair and note:
@@ -1102,15 +1101,20 @@ class Ring:
 
     def _bury(self, block: Block) -> None:
         """In the index, a gone block's place is kept by an empty one (its
-        bytes are freed, unless a reader's slice still holds them)."""
+        bytes are freed, unless a reader's slice still holds them); the index
+        moves past it if it was the first held (fair: mostly not)."""
         blocks = self._blocks
-        i = bisect_left(blocks, block.first_seq, lo=self._head, key=_FIRST_SEQ)
+        head = self._head
+        i = bisect_left(blocks, block.first_seq, lo=head, key=_FIRST_SEQ)
         if i < len(blocks) and blocks[i] is block:
-            mark = Block("", 0, b"", [])
-            mark.first_seq = block.first_seq
-            blocks[i] = mark
+            blocks[i] = _mark(block.first_seq)
+            if i > head and self._gone <= 32:  # (blocks[head] is held: the index stands)
+                return
+        self._forget_gone()
 
     def _forget_gone(self) -> None:
+        """The index from its first held block on, compressed when gone
+        blocks are most of it."""
         blocks = self._blocks
         head = self._head
         while head < len(blocks) and blocks[head].start >= blocks[head].count:
@@ -1259,3 +1263,14 @@ class Ring:
 
 
 _GONE = Block("", 0, b"", [])  # in the place of a source's block that left the ring
+_new_block = Block.__new__
+
+
+def _mark(first_seq: int) -> Block:
+    """An empty block keeping a gone one's place in the ring's index: only
+    what the index is read by is set (its seq, its source, no entries)."""
+    mark = _new_block(Block)
+    mark.source = ""
+    mark.first_seq = first_seq
+    mark.start = mark.count = 0
+    return mark
