@@ -116,7 +116,7 @@ class LogState:
         if self.console is not None:
             self.console.echo(format_time(now), source, lines)
         self.on_append()
-        self.make_room()
+        self.make_room((block, cut) if cut else None)
         if cut and block.start < cut:  # a follower blocked within it meanwhile: kept
             self._journal_kept(block, lines, cut)
         return n
@@ -141,9 +141,13 @@ class LogState:
             block.remember(cut, len(head) + len(body))
         return cut
 
-    def make_room(self) -> None:
+    def make_room(self, journaled: tuple[Block, int] | None = None) -> None:
         """Evict what the ring holds beyond its limits, but for what a follower
-        that holds the intake was not handed yet (SPEC 14); then the journal."""
+        that holds the intake was not handed yet (SPEC 14); then the journal.
+        ``journaled``: the batch just appended and its first lines the journal
+        was not written (LogState.append): when the room made is those lines
+        only, the journal has it already (the batch from there on, and the
+        counts: the commit of the append), so nothing more is written."""
         ring = self.ring
         if not ring.over:
             return
@@ -151,8 +155,16 @@ class LogState:
         ring.evict(protect)
         if protect is not None and ring.over:
             self.protected()
-        if self.journal is not None:
-            self._trim_journal(self.journal)
+        journal = self.journal
+        if journal is None:
+            return
+        trimmed = ring.trimmed
+        if journaled is not None and trimmed == [journaled[0]]:
+            block, cut = journaled
+            if block.start == cut:
+                trimmed.clear()
+                return
+        self._trim_journal(journal)
 
     def _journal_kept(self, block: Block, lines: Lines, cut: int) -> None:
         """The ring kept more of a batch than the journal was written (a
