@@ -45,7 +45,7 @@ from memlogd.daemon.lines import line_start
 _FIRST_SEQ = attrgetter("first_seq")
 _START = attrgetter("start")
 _COUNT = attrgetter("count")
-_COMPACT_ABOVE = 4096  # bytes: a smaller block is never copied to free what left it
+_COMPACT_ABOVE = 16384  # bytes: a smaller block is never copied to free what left it
 _push = heapq.heappush
 _pop = heapq.heappop
 
@@ -734,7 +734,7 @@ class Ring:
     # goes down while its oldest entry held is in its oldest block, so the
     # order of ``_at`` is that of every level below.  A source is looked at
     # again only at its ``bp``, the level at which its oldest block's entries
-    # all left (or, for a block over 4 KiB, more than half of them): then the
+    # all left (or, for a block over 16 KiB, more than half of them): then the
     # entries that left are dropped from the blocks (and then from the
     # journal) and it has a new anchor.  So a batch costs the ring O(log
     # sources), and a level O(sources whose oldest block then goes), instead
@@ -821,7 +821,7 @@ class Ring:
         """A source that holds ``level`` entries (its ``lazy`` count set) joins
         the level: its anchor and ``bp``, after the entries that left are
         dropped from its blocks if its oldest block holds none, or less than
-        half (over 4 KiB).  Returns its key, for the caller to put in ``_at``."""
+        half (over 16 KiB).  Returns its key, for the caller to put in ``_at``."""
         lazy = source.lazy
         bp = self._bp(source)
         if lazy and level <= bp:  # (it would be looked at now)
@@ -837,7 +837,7 @@ class Ring:
     @staticmethod
     def _bp(source: _Source) -> int:
         """The count at which a source has left none of its oldest block's
-        entries held, or, a block over 4 KiB, less than half of them."""
+        entries held, or, a block over 16 KiB, less than half of them."""
         block = source.blocks[source.head]
         bp = source.count - (block.count - block.start)  # its entries in its later blocks
         if len(block.data) > _COMPACT_ABOVE:
@@ -951,17 +951,14 @@ class Ring:
         the level is cut down to it: a batch that makes its source the
         largest is mostly dropped at once (b and c of BENCHMARKS.md), and the
         journal need not be written what goes (LogState)."""
-        level = self._level
+        source, level = self._solo, self._level  # (more above: their older entries go first)
+        if source is None or level is None or source.blocks[-1] is not block or block.start:
+            return 0
         need = self._count - self._lazy - self._cap
-        if level is None or need <= 0 or block.start or block.count < 2:  # (one stays)
-            return 0
-        source = self._sources.get(block.source)
-        if source is None or source.place != _ABOVE or source.blocks[-1] is not block:
-            return 0
         cut = min(need, source.count - level) - (source.count - block.count)
-        if cut < max(1, least) or self._above > 1:  # (its older entries go first)
+        if cut < max(1, least):
             return 0
-        return min(cut, block.count - 1)  # alone above the level
+        return min(cut, block.count - 1)  # (one stays)
 
     def _lower(self, need: int) -> int:
         """The level goes down while ``need`` covers what is left of it (each

@@ -320,10 +320,10 @@ def runs(seqs: list[int]) -> list[tuple[int, int]]:
 
 TestRing = ring_machine(["a", "b", "c"], 8, st.integers(0, 15)).TestCase
 TestRing.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
-# many sources at a level that goes down a long way, blocks over 4 KiB among them
+# many sources at a level that goes down a long way, blocks over 16 KiB among them
 # (the level's cursor, the sources looked at again as their oldest block goes)
 TestRingOfManySources = ring_machine(
-    [f"s{i}" for i in range(8)], 30, st.integers(0, 15) | st.integers(200, 700), level_only=True
+    [f"s{i}" for i in range(8)], 30, st.integers(0, 15) | st.integers(900, 2500), level_only=True
 ).TestCase
 TestRingOfManySources.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
 
@@ -399,13 +399,23 @@ def test_oldest_policy_is_upstreams_order():
 
 def test_a_block_little_of_which_is_held_is_compacted():
     ring = Ring(10)
-    block, entries = make_block("a", 1, [50] * 100, "lazy")
+    block, entries = make_block("a", 1, [200] * 100, "lazy")  # over 16 KiB
     ring.extend(block)
     held = ring.snapshot()
     assert held.parts[0][0] is not block  # a copy of the 10 held
     assert len(held.parts[0][0].data) < len(block.data) // 4
     assert held.data == entries[90:]
     assert ring.read(85).gaps == ((85, 6),)
+    assert ring.bytes == 2000
+
+
+def test_a_block_of_16_kib_or_less_is_not_copied():
+    ring = Ring(10)
+    block, entries = make_block("a", 1, [50] * 100, "lazy")  # about 8 KiB
+    ring.extend(block)
+    held = ring.snapshot()
+    assert held.parts == ((block, 90, 100),)  # held in part: no copy
+    assert held.data == entries[90:]
     assert ring.bytes == 500
 
 
