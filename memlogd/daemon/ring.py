@@ -775,7 +775,7 @@ class Ring:
         level = self._level
         assert level is not None
         place = source.place
-        held = source.count - self._lazy_of(source)
+        held = source.count - (self._lazy_of(source) if place == _AT else source.lazy)
         if held > level:  # just appended to: it left nothing lazily
             assert not source.lazy
             if place != _ABOVE:
@@ -1128,10 +1128,13 @@ class Ring:
         new = block.compacted()
         source.blocks[source.head] = new
         blocks = self._blocks
-        i = bisect_left(blocks, block.first_seq, lo=self._head, key=_FIRST_SEQ)
-        while blocks[i] is not block:
-            i += 1
-        blocks[i] = new
+        if blocks[-1] is block:  # the batch just appended (the fair ring's planned cut)
+            blocks[-1] = new
+        else:
+            i = bisect_left(blocks, block.first_seq, lo=self._head, key=_FIRST_SEQ)
+            while blocks[i] is not block:
+                i += 1
+            blocks[i] = new
         if not self._exact:  # its blocks are counted whole: now the copy
             gone = block.total - new.total  # (no need to find where each entry ends)
             source.bytes -= gone
