@@ -775,34 +775,41 @@ class Ring:
         level = self._level
         assert level is not None
         place = source.place
-        held = source.count - (self._lazy_of(source) if place == _AT else source.lazy)
-        if held > level:  # just appended to: it left nothing lazily
-            assert not source.lazy
-            if place != _ABOVE:
+        if place == _ABOVE:  # appended to, or cut down: it left nothing lazily
+            held = source.count
+            if held > level:
+                if source is not self._solo:
+                    self._push_keys(source)
+                return
+            source.key = None  # (its keys in the heap are stale now)
+            source.place = _NOWHERE
+            self._above -= 1
+            if source is self._solo:
+                self._solo = None
+        else:
+            held = source.count - (self._lazy_of(source) if place == _AT else source.lazy)
+            if held > level:  # just appended to: it left nothing lazily
+                assert not source.lazy
                 if place != _NOWHERE:
                     self._unplace(source)
                 source.place = _ABOVE
-                self._above += 1
-                if self._above == 1:  # alone above: no heap needed
+                self._above = above = self._above + 1
+                if above == 1:  # alone above: no heap needed
                     self._solo = source
                     return
                 solo = self._solo
                 if solo is not None:  # no longer alone: into the heap
                     self._solo = None
                     self._push_keys(solo)
-            elif source is self._solo:
+                self._push_keys(source)
                 return
-            self._push_keys(source)
-        elif held == level and held:
-            if place == _AT:
+            if place == (_AT if held == level else held):  # where it is
                 return
             if place != _NOWHERE:
                 self._unplace(source)
+        if held == level:  # (at least 1)
             self._join(source, level)
         else:
-            if place == held:
-                return
-            self._unplace(source)
             self._below.setdefault(held, set()).add(source)
             source.place = held
 
@@ -867,13 +874,11 @@ class Ring:
         self._cut = 0
 
     def _unplace(self, source: _Source) -> None:
+        """Take a source at or below the level out of its place (one above it
+        leaves in :meth:`_place`)."""
         place = source.place
-        if place == _ABOVE:
-            source.key = None
-            self._above -= 1
-            if source is self._solo:
-                self._solo = None
-        elif place == _AT:
+        assert place != _ABOVE
+        if place == _AT:
             at, rkey = self._at, source.rkey
             assert rkey is not None and self._level is not None
             i = bisect_left(at, rkey)
