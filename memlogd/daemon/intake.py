@@ -127,6 +127,7 @@ class Intake:
         self._uid_fds: dict[int | None, int] = {}  # open fds per writer's uid (SPEC 19)
         self._uid_of: dict[Source, int | None] = {}
         self.handing_over = False  # stop for the next worker: keep the partial lines
+        self.ended = False  # run() returned: no source is read here any more
         self.partials: list[Partial] = []  # what handing over left for the next worker
         self._epoll = select.epoll()
         _heap_allocated_reads()
@@ -137,8 +138,17 @@ class Intake:
 
     def accept(self, grant: FdGrant, keys: list[int] | None = None) -> bool:
         """Take a datagram's fds as sources, whole or not at all (closed with a
-        warning when over ``-max-sources`` or when the datagram is refused)."""
+        warning when over ``-max-sources`` or when the datagram is refused;
+        closed quietly once :meth:`run` returned: at an upgrade the keeper
+        hands them to the next worker, else they end as the others did)."""
         state = self.state
+        if self.ended:  # (the keeper's link outlives the intake as the worker stops)
+            for fd in grant.fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if keys and not self.handing_over and self.on_released is not None:
+                self.on_released(keys)  # (handing over: the keeper keeps it for the next worker)
+            return False
         refusal = grant.problem
         if refusal is None and self.open_fds + len(grant.fds) > state.config.max_sources:
             refusal = f"over -max-sources {state.config.max_sources}"
@@ -264,6 +274,7 @@ class Intake:
                     await trio.lowlevel.checkpoint()  # followers, the console, new fds
         finally:
             self._nursery = None
+            self.ended = True
             for source in [*self._sources.values(), *self._unpollable]:
                 self._close(source)
             self._epoll.close()
