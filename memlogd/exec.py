@@ -129,6 +129,7 @@ class Link:
     def register(self) -> bool:
         """Hand memlogd a new stream (never waits); False when it cannot."""
         ours, theirs = socket.socketpair()
+        _hold_in_the_kernel(ours)
         try:
             send_fds(self.path, self.name, [theirs.fileno()], wait=False)
         except ConnectError as exc:
@@ -323,6 +324,23 @@ class Link:
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
             self.sock = None
+
+
+_SO_SNDBUFFORCE = 32  # Linux: SO_SNDBUF past net.core.wmem_max (CAP_NET_ADMIN; not in socket)
+
+
+def _hold_in_the_kernel(sock: socket.socket) -> None:
+    """Let a stream to memlogd hold as much as the backlog would (as far as
+    the kernel allows): CMD's output then waits in the kernel, not here, so a
+    memlogd that reads it late (an upgrade under load) still gets what was
+    written before memlogd-exec ended.  (The default, about 200 KiB, takes
+    only about 90 writes of a few lines each.)"""
+    for option in (_SO_SNDBUFFORCE, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, BACKLOG_BYTES)
+            return
+        except OSError:
+            continue
 
 
 def _pending(fd: int) -> int:

@@ -494,3 +494,70 @@ def test_a_slow_memlogd_gets_everything_after_the_command_ended(short_tmp: Path)
     finally:
         slow.kill()
         slow.wait()
+
+
+# Takes memlogd-exec's two streams and reads nothing until told (a line on
+# stdin), then everything, into DIR/NAME: a memlogd busy for longer than
+# memlogd-exec waits at its end (a worker upgraded under load).
+LATE_MEMLOGD = r"""
+import os, select, socket, sys
+path, out = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+server.bind(path)
+print("ready", flush=True)
+streams = {}
+while len(streams) < 2:
+    name, fds, _flags, _addr = socket.recv_fds(server, 1024, 4)
+    streams[fds[0]] = open(os.path.join(out, name.decode()), "wb")
+sys.stdin.readline()
+while streams:
+    ready, _, _ = select.select(list(streams), [], [])
+    for fd in ready:
+        data = os.read(fd, 65536)
+        if data:
+            streams[fd].write(data)
+        else:
+            streams.pop(fd).close()
+            os.close(fd)
+"""
+
+
+def test_output_written_in_small_pieces_waits_in_the_kernel_for_a_late_memlogd(
+    short_tmp: Path,
+) -> None:
+    """A command that wrote 300 writes of 16 lines ends while memlogd reads
+    nothing: memlogd-exec ends at once with nothing undelivered, and memlogd
+    gets every line later (the stream holds what memlogd-exec's backlog would;
+    with the default buffer about 90 such writes fit, and the rest was given
+    up 2 s after the command's end)."""
+    path, out = str(short_tmp / "log.sock"), short_tmp / "got"
+    out.mkdir()
+    late = subprocess.Popen(
+        [sys.executable, "-c", LATE_MEMLOGD, path, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert late.stdout is not None and late.stdin is not None
+        assert late.stdout.readline() == "ready\n"
+        # paced, so that each write is read (and sent) on its own: the load's shape
+        script = (
+            "import sys, time\n"
+            "for n in range(300):\n"
+            "    sys.stdout.write(''.join(f'{n:04d} {i:02d} {40 * \"x\"}\\n' for i in range(16)))\n"
+            "    sys.stdout.flush()\n"
+            "    time.sleep(0.002)\n"
+        )
+        result = run_exec("-socket", path, "-n", "w", "--", sys.executable, "-c", script)
+        assert result.returncode == 0
+        assert "could not be delivered" not in result.stderr
+        late.stdin.write("go\n")
+        late.stdin.flush()
+        assert late.wait(20) == 0
+        expected = "".join(f"{n:04d} {i:02d} {40 * 'x'}\n" for n in range(300) for i in range(16))
+        assert (out / "w.out").read_text() == expected
+        assert (out / "w").read_text() == "memlogd-exec: w exited with status 0\n"
+    finally:
+        late.kill()
+        late.wait()
