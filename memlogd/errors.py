@@ -26,12 +26,15 @@ class SocketError(MemlogdError):
 
 
 class ConnectError(MemlogdError):
-    """memlogd cannot be reached at a path; ``reason`` says why, in words."""
+    """memlogd cannot be reached at a path; ``reason`` says why, in words.
+    ``busy``: it is there, but its queue of handed-over fds is full (a moment
+    later it has room)."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, busy: bool = False) -> None:
         super().__init__(f"cannot connect to memlogd at {path}: {reason}")
         self.path = path
         self.reason = reason
+        self.busy = busy
 
 
 class RequestRefusedError(MemlogdError):

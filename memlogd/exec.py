@@ -30,6 +30,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import random
 import signal
 import socket
 import stat
@@ -52,6 +53,7 @@ log = structlog.get_logger("memlogd-exec")
 CHUNK = 64 * 1024
 BACKLOG_BYTES = 1024 * 1024  # kept per source while memlogd is away
 RETRY_S = 1.0  # how often a memlogd that went away is looked for again
+BUSY_S = (0.01, 0.1)  # a busy memlogd (its fd queue full) is offered a stream again within this
 REFUSED_WITHIN_S = 1.0  # a stream memlogd closes this soon after we handed it over: refused
 SETTLE_S = 0.1  # after a break, memlogd is looked at again after this
 REFUSED_MIN_S = 2.0  # a refused source is retried after this, doubling...
@@ -134,7 +136,10 @@ class Link:
             send_fds(self.path, self.name, [theirs.fileno()], wait=False)
         except ConnectError as exc:
             ours.close()
-            self._unavailable(exc.reason)
+            if exc.busy:  # many streams offered at once (a boot): again in a moment,
+                self._retry_at = trio.current_time() + random.uniform(*BUSY_S)  # not in step
+            else:
+                self._unavailable(exc.reason)
             return False
         finally:
             theirs.close()

@@ -23,6 +23,7 @@ stores what it is given.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -66,7 +67,8 @@ def send_fds(path: str, name: str, fds: Sequence[int], *, wait: bool = True) -> 
             sock.connect(path)
             sock.sendmsg([payload], fd_ancdata(fds))
         except OSError as exc:
-            raise ConnectError(path, connect_reason(path, exc, socket.SOCK_DGRAM)) from None
+            reason = connect_reason(path, exc, socket.SOCK_DGRAM)
+            raise ConnectError(path, reason, busy=exc.errno == errno.EAGAIN) from None
 
 
 def open_log_stream(path: str, name: str) -> socket.socket:
