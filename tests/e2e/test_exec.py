@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -443,44 +444,73 @@ def test_signals_reach_the_commands_process_group(
             os.kill(pid, signal.SIGKILL)
 
 
-# A memlogd that takes each stream slowly but steadily (16 KiB every 0.1 s: the
-# load, not a synchronisation), writing what it took to DIR/NAME; it exits once
-# both of memlogd-exec's streams ended.
-SLOW_MEMLOGD = r"""
+# A log socket that keeps memlogd-exec's two streams (in DIR/NAME) until both
+# end, as MODE says: "slow" takes 16 KiB a stream every 0.1 s; "late" takes
+# nothing until told (a line on stdin); "busy" takes no datagram until told
+# (the test fills its queue first) and 1.5 s more.  The pauses are the load's
+# shape, not a synchronisation.
+FAKE_MEMLOGD = r"""
 import os, select, socket, sys, time
-path, out = sys.argv[1], sys.argv[2]
+mode, path, out = sys.argv[1:4]
 server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 server.bind(path)
 print("ready", flush=True)
+if mode == "busy":
+    sys.stdin.readline()
+    time.sleep(1.5)
 streams = {}
 while len(streams) < 2:
     name, fds, _flags, _addr = socket.recv_fds(server, 1024, 4)
-    streams[fds[0]] = open(os.path.join(out, name.decode()), "wb")
+    if fds:
+        streams[fds[0]] = open(os.path.join(out, name.decode()), "wb")
+if mode == "late":
+    sys.stdin.readline()
 while streams:
     ready, _, _ = select.select(list(streams), [], [])
     for fd in ready:
-        data = os.read(fd, 16384)
+        data = os.read(fd, 16384 if mode == "slow" else 65536)
         if data:
             streams[fd].write(data)
         else:
             streams.pop(fd).close()
             os.close(fd)
-    time.sleep(0.1)
+    if mode == "slow":
+        time.sleep(0.1)
 """
+
+
+@contextlib.contextmanager
+def fake_memlogd(mode: str, tmp: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    """FAKE_MEMLOGD in ``mode`` at TMP/log.sock: the process, the path, and
+    the directory its streams go to."""
+    path, out = str(tmp / "log.sock"), tmp / "got"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE_MEMLOGD, mode, path, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield proc, path, out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def tell(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
 
 
 def test_a_slow_memlogd_gets_everything_after_the_command_ended(short_tmp: Path) -> None:
     """At the end memlogd-exec waits for memlogd as long as memlogd takes some
     output within each EXIT_WAIT_S: a memlogd busy for longer (a worker upgraded
     under load) still gets every line (it was given up after 2 s in all)."""
-    path, out = str(short_tmp / "log.sock"), short_tmp / "got"
-    out.mkdir()
-    slow = subprocess.Popen(
-        [sys.executable, "-c", SLOW_MEMLOGD, path, str(out)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert slow.stdout is not None and slow.stdout.readline() == "ready\n"
-        # 600 KiB at once: the stream's buffer takes about 200, the rest waits in
+    with fake_memlogd("slow", short_tmp) as (slow, path, out):
+        # 600 KiB at once: the stream's buffer takes part of it, the rest waits in
         # memlogd-exec; taken at 160 KiB/s, it takes about 4 s
         line = "f'{i:07d} {52 * \"x\"}\\n'"
         script = f"import sys; sys.stdout.write(''.join({line} for i in range(10000)))"
@@ -491,35 +521,6 @@ def test_a_slow_memlogd_gets_everything_after_the_command_ended(short_tmp: Path)
         expected = "".join(f"{i:07d} {52 * 'x'}\n" for i in range(10000))
         assert (out / "w.out").read_text() == expected
         assert (out / "w").read_text() == "memlogd-exec: w exited with status 0\n"
-    finally:
-        slow.kill()
-        slow.wait()
-
-
-# Takes memlogd-exec's two streams and reads nothing until told (a line on
-# stdin), then everything, into DIR/NAME: a memlogd busy for longer than
-# memlogd-exec waits at its end (a worker upgraded under load).
-LATE_MEMLOGD = r"""
-import os, select, socket, sys
-path, out = sys.argv[1], sys.argv[2]
-server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-server.bind(path)
-print("ready", flush=True)
-streams = {}
-while len(streams) < 2:
-    name, fds, _flags, _addr = socket.recv_fds(server, 1024, 4)
-    streams[fds[0]] = open(os.path.join(out, name.decode()), "wb")
-sys.stdin.readline()
-while streams:
-    ready, _, _ = select.select(list(streams), [], [])
-    for fd in ready:
-        data = os.read(fd, 65536)
-        if data:
-            streams[fd].write(data)
-        else:
-            streams.pop(fd).close()
-            os.close(fd)
-"""
 
 
 def test_output_written_in_small_pieces_waits_in_the_kernel_for_a_late_memlogd(
@@ -530,17 +531,7 @@ def test_output_written_in_small_pieces_waits_in_the_kernel_for_a_late_memlogd(
     gets every line later (the stream holds what memlogd-exec's backlog would;
     with the default buffer about 90 such writes fit, and the rest was given
     up 2 s after the command's end)."""
-    path, out = str(short_tmp / "log.sock"), short_tmp / "got"
-    out.mkdir()
-    late = subprocess.Popen(
-        [sys.executable, "-c", LATE_MEMLOGD, path, str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert late.stdout is not None and late.stdin is not None
-        assert late.stdout.readline() == "ready\n"
+    with fake_memlogd("late", short_tmp) as (late, path, out):
         # paced, so that each write is read (and sent) on its own: the load's shape
         script = (
             "import sys, time\n"
@@ -552,43 +543,11 @@ def test_output_written_in_small_pieces_waits_in_the_kernel_for_a_late_memlogd(
         result = run_exec("-socket", path, "-n", "w", "--", sys.executable, "-c", script)
         assert result.returncode == 0
         assert "could not be delivered" not in result.stderr
-        late.stdin.write("go\n")
-        late.stdin.flush()
+        tell(late)
         assert late.wait(20) == 0
         expected = "".join(f"{n:04d} {i:02d} {40 * 'x'}\n" for n in range(300) for i in range(16))
         assert (out / "w.out").read_text() == expected
         assert (out / "w").read_text() == "memlogd-exec: w exited with status 0\n"
-    finally:
-        late.kill()
-        late.wait()
-
-
-# A log socket whose queue the test fills first; it takes nothing for a moment
-# (the load's shape), then every datagram, keeping the streams memlogd-exec
-# hands it (DIR/NAME) until both end.
-BUSY_MEMLOGD = r"""
-import os, select, socket, sys, time
-path, out = sys.argv[1], sys.argv[2]
-server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-server.bind(path)
-print("ready", flush=True)
-sys.stdin.readline()  # the queue is full now
-time.sleep(1.5)
-streams = {}
-while len(streams) < 2:
-    name, fds, _flags, _addr = socket.recv_fds(server, 1024, 4)
-    if fds:
-        streams[fds[0]] = open(os.path.join(out, name.decode()), "wb")
-while streams:
-    ready, _, _ = select.select(list(streams), [], [])
-    for fd in ready:
-        data = os.read(fd, 65536)
-        if data:
-            streams[fd].write(data)
-        else:
-            streams.pop(fd).close()
-            os.close(fd)
-"""
 
 
 def test_a_busy_memlogd_is_offered_the_streams_again_at_once(short_tmp: Path) -> None:
@@ -597,31 +556,18 @@ def test_a_busy_memlogd_is_offered_the_streams_again_at_once(short_tmp: Path) ->
     step with every other memlogd-exec, so that under a boot's herd some never
     got in): the streams are offered again within 0.1 s, and every line gets
     through."""
-    path, out = str(short_tmp / "log.sock"), short_tmp / "got"
-    out.mkdir()
-    busy = subprocess.Popen(
-        [sys.executable, "-c", BUSY_MEMLOGD, path, str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-    try:
-        assert busy.stdout is not None and busy.stdin is not None
-        assert busy.stdout.readline() == "ready\n"
+    with (
+        fake_memlogd("busy", short_tmp) as (busy, path, out),
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK) as filler,
+    ):
         filler.connect(path)
         with contextlib.suppress(BlockingIOError):
             while True:
                 filler.send(b"filler")
-        busy.stdin.write("full\n")
-        busy.stdin.flush()
+        tell(busy)
         result = run_exec("-socket", path, "-n", "w", "--", "sh", "-c", "sleep 2.5; echo hi")
         assert result.returncode == 0
         assert result.stderr == ""  # no memlogd_unavailable, nothing undelivered
         assert busy.wait(20) == 0
         assert (out / "w.out").read_text() == "hi\n"
         assert (out / "w").read_text() == "memlogd-exec: w exited with status 0\n"
-    finally:
-        filler.close()
-        busy.kill()
-        busy.wait()
