@@ -1109,7 +1109,9 @@ class Ring:
         head = self._head
         i = bisect_left(blocks, block.first_seq, lo=head, key=_FIRST_SEQ)
         if i < len(blocks) and blocks[i] is block:
-            blocks[i] = _mark(block.first_seq)
+            mark = Block("", 0, b"", [])
+            mark.first_seq = block.first_seq
+            blocks[i] = mark
             if i > head and self._gone <= 32:  # (blocks[head] is held: the index stands)
                 return
         self._forget_gone()
@@ -1268,14 +1270,3 @@ class Ring:
 
 
 _GONE = Block("", 0, b"", [])  # in the place of a source's block that left the ring
-_new_block = Block.__new__
-
-
-def _mark(first_seq: int) -> Block:
-    """An empty block keeping a gone one's place in the ring's index: only
-    what the index is read by is set (its seq, its source, no entries)."""
-    mark = _new_block(Block)
-    mark.source = ""
-    mark.first_seq = first_seq
-    mark.start = mark.count = 0
-    return mark

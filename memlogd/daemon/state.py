@@ -159,9 +159,9 @@ class LogState:
         if journal is None:
             return
         trimmed = ring.trimmed
-        if journaled is not None and trimmed == [journaled[0]]:
+        if journaled is not None and trimmed is not None and len(trimmed) == 1:
             block, cut = journaled
-            if block.start == cut:
+            if trimmed[0] is block and block.start == cut:
                 trimmed.clear()
                 return
         self._trim_journal(journal)
