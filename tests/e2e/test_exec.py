@@ -445,10 +445,9 @@ def test_signals_reach_the_commands_process_group(
 
 
 # A log socket that keeps memlogd-exec's two streams (in DIR/NAME) until both
-# end, as MODE says: "slow" takes 16 KiB a stream every 0.1 s; "late" takes
-# nothing until told (a line on stdin); "busy" takes no datagram until told
-# (the test fills its queue first) and 1.5 s more.  The pauses are the load's
-# shape, not a synchronisation.
+# end, as MODE says: "slow" takes 16 KiB a stream every 0.1 s (the load's
+# shape, not a synchronisation); "late" takes nothing until told (a line on
+# stdin); "busy" takes no datagram until told (the test fills its queue first).
 FAKE_MEMLOGD = r"""
 import os, select, socket, sys, time
 mode, path, out = sys.argv[1:4]
@@ -457,7 +456,6 @@ server.bind(path)
 print("ready", flush=True)
 if mode == "busy":
     sys.stdin.readline()
-    time.sleep(1.5)
 streams = {}
 while len(streams) < 2:
     name, fds, _flags, _addr = socket.recv_fds(server, 1024, 4)
@@ -564,10 +562,36 @@ def test_a_busy_memlogd_is_offered_the_streams_again_at_once(short_tmp: Path) ->
         with contextlib.suppress(BlockingIOError):
             while True:
                 filler.send(b"filler")
-        tell(busy)
-        result = run_exec("-socket", path, "-n", "w", "--", "sh", "-c", "sleep 2.5; echo hi")
-        assert result.returncode == 0
-        assert result.stderr == ""  # no memlogd_unavailable, nothing undelivered
+        child = subprocess.Popen(
+            python_m(
+                "memlogd.exec",
+                "-socket",
+                path,
+                "-n",
+                "w",
+                "--",
+                "sh",
+                "-c",
+                "echo started; read x; echo hi",
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdin is not None and child.stdout is not None
+            # the command runs: memlogd-exec offered its streams first, to the full queue
+            assert child.stdout.readline() == "started\n"
+            tell(busy)  # memlogd takes datagrams again
+            child.stdin.write("go\n")
+            child.stdin.close()
+            assert child.wait(20) == 0
+            assert child.stderr is not None
+            assert child.stderr.read() == ""  # no memlogd_unavailable, nothing undelivered
+        finally:
+            child.kill()
+            child.wait()
         assert busy.wait(20) == 0
-        assert (out / "w.out").read_text() == "hi\n"
+        assert (out / "w.out").read_text() == "started\nhi\n"
         assert (out / "w").read_text() == "memlogd-exec: w exited with status 0\n"

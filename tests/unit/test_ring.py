@@ -55,6 +55,18 @@ def make_block(source: str, first: int, sizes: list[int], layout: str) -> tuple[
     return Block(source, 0, data, raw_ends(sizes), enc_ends=enc_ends), entries
 
 
+def fair_choice(held: list[tuple[str, int, int]]) -> str:
+    """The source the fair policy takes the next entry from: ``held`` is each
+    entry's (source, seq, weight) in seq order, weight 1 by count or its
+    message bytes; the largest total, ties to the oldest oldest entry."""
+    size: Counter[str] = Counter()
+    oldest: dict[str, int] = {}
+    for source, seq, weight in held:
+        size[source] += weight
+        oldest.setdefault(source, seq)
+    return min(size, key=lambda s: (-size[s], oldest[s]))
+
+
 def ring_machine(
     names: list[str], max_lines: int, sizes: st.SearchStrategy[int], level_only: bool = False
 ) -> type[RuleBasedStateMachine]:
@@ -102,12 +114,9 @@ def ring_machine(
             """Drop the policy's next entry, unless it is protected (False)."""
             victim = 0
             if self.fair:
-                size: Counter[str] = Counter()
-                oldest: dict[str, int] = {}
-                for h in self.model:
-                    size[h.source] += h.size if by_bytes else 1
-                    oldest.setdefault(h.source, h.seq)
-                chosen = min(size, key=lambda s: (-size[s], oldest[s]))
+                chosen = fair_choice(
+                    [(h.source, h.seq, h.size if by_bytes else 1) for h in self.model]
+                )
                 victim = next(i for i, h in enumerate(self.model) if h.source == chosen)
             if protect is not None and self.model[victim].seq >= protect:
                 return False
@@ -279,11 +288,8 @@ def ring_machine(
             if not self.model or not self.fair:
                 expected = self.model[0].seq if self.model else None
             else:
-                count = Counter(h.source for h in self.model)
-                oldest: dict[str, int] = {}
-                for h in self.model:
-                    oldest.setdefault(h.source, h.seq)
-                expected = min(oldest[s] for s in count if count[s] == max(count.values()))
+                chosen = fair_choice([(h.source, h.seq, 1) for h in self.model])
+                expected = next(h.seq for h in self.model if h.source == chosen)
             assert self.ring.next_victim() == expected
 
         @invariant()
@@ -481,12 +487,8 @@ def test_a_long_run_of_small_batches_keeps_what_the_policy_keeps(
         ring.extend(block)
         model += [(first + i, source) for i in range(n)]
         while len(model) > max_lines:
-            count = Counter(s for _, s in model)
-            oldest: dict[str, int] = {}
-            for seq, s in model:
-                oldest.setdefault(s, seq)
-            chosen = min(count, key=lambda s: (-count[s], oldest[s]))
-            model.remove((oldest[chosen], chosen))
+            chosen = fair_choice([(s, seq, 1) for seq, s in model])
+            model.remove(next(held for held in model if held[1] == chosen))
             evicted[chosen] += 1
         parts = ring.snapshot().parts
         assert [(b.first_seq + i, b.source) for b, a, z in parts for i in range(a, z)] == model
