@@ -526,14 +526,23 @@ class Ring:
             source = self._sources[block.source] = _Source(block.source, self._order())
         else:
             if source.place == _AT:
-                self._unplace(source)  # (its ``lazy`` count set)
+                self._leave(source)  # (its ``lazy`` count set)
             if source.lazy:
                 self._materialize(source)
         source.blocks.append(block)
         source.count += n
         source.bytes += block.total
         if self._fair:
-            self._note(source)
+            level = self._level
+            if (
+                level is not None
+                and not self._above
+                and source.place == _NOWHERE
+                and source.count > level
+            ):  # alone above the level (as _place would put it, without its checks)
+                self._above, self._solo, source.place = 1, source, _ABOVE
+            else:
+                self._note(source)
         return self.next_seq
 
     def skip_to(self, seq: int) -> None:
@@ -879,22 +888,29 @@ class Ring:
         place = source.place
         assert place != _ABOVE
         if place == _AT:
-            at, rkey = self._at, source.rkey
-            assert rkey is not None and self._level is not None
-            i = bisect_left(at, rkey)
-            assert at[i] is rkey
-            cut = self._cut
-            source.lazy = source.count - self._level + (i < cut)
-            del at[i]
-            if i < cut:
-                self._cut = cut - 1
-            source.rkey, source.bp = None, 0
-        elif place >= 0:
+            self._leave(source)
+            return
+        if place >= 0:
             below = self._below[place]
             below.discard(source)
             if not below:
                 del self._below[place]
         source.place = _NOWHERE
+
+    def _leave(self, source: _Source) -> None:
+        """Take a source at the level out of ``_at`` (its ``lazy`` count set)."""
+        at, rkey = self._at, source.rkey
+        assert rkey is not None and self._level is not None
+        i = bisect_left(at, rkey)
+        assert at[i] is rkey
+        del at[i]
+        cut = self._cut
+        if i < cut:
+            self._cut = cut - 1
+            source.lazy = source.count - self._level + 1
+        else:
+            source.lazy = source.count - self._level
+        source.rkey, source.bp, source.place = None, 0, _NOWHERE
 
     def _evict_level(self, need: int) -> bool:
         """Make room for ``need`` entries by the level; False when it stopped
@@ -927,7 +943,11 @@ class Ring:
                     self._drop(source, block, k, note=False)
                     cut -= k
                     need -= k
-                self._place(source)
+                if second is None and source.count == level:  # alone above, down to it: it joins
+                    self._above, source.key, source.place = self._above - 1, None, _NOWHERE
+                    self._join(source, level)
+                else:
+                    self._place(source)
                 continue
             at = self._at
             cut = self._cut
@@ -1112,8 +1132,8 @@ class Ring:
             mark = Block("", 0, b"", [])
             mark.first_seq = block.first_seq
             blocks[i] = mark
-            if i > head and self._gone <= 32:  # (blocks[head] is held: the index stands)
-                return
+            if i > head and (self._gone <= 32 or 2 * self._gone <= len(blocks)):
+                return  # (blocks[head] is held, and few are gone: the index stands)
         self._forget_gone()
 
     def _forget_gone(self) -> None:
