@@ -51,6 +51,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from memlogd.config import READ_BURST
 from memlogd.daemon.lines import Lines
@@ -77,6 +78,10 @@ _U32 = struct.Struct("<I")  # a record's dead, a slot's crc32
 _U64 = struct.Struct("<Q")  # a record's evicted
 _WRAP = b"\0" * _REC.size  # a size of 0: the records continue at the area's start
 SLACK = 1 << 20  # bytes of dropped lines that records held in part may keep (docs)
+GROUP_BYTES = 1 << 16  # bytes of copies of records held in part written together at most
+
+
+_TRACKED = attrgetter("tracked")
 
 
 class JournalError(MemlogdError):
@@ -426,14 +431,20 @@ class Journal:
         self._start = live[0].pos if live else self._end
 
     def _relocate(self, total: int) -> None:
-        """Write again the record at the front while the records span more than
-        twice what is held (a quiet source's batch among a flood's dead ones),
-        so that the start moves on as with oldest-first eviction, writing goes
-        back to the area's start, and the pages touched stay few.  (A record
-        in the way of one that finds no room is written again too: _place.)"""
+        """Write again the records at the front while the records span more
+        than twice what is held (a quiet source's batch among a flood's dead
+        ones), so that the start moves on as with oldest-first eviction,
+        writing goes back to the area's start, and the pages touched stay few.
+        Those the span needs moved are written together (:meth:`_move`); one
+        at a time only when that found no room.  (A record in the way of one
+        that finds no room is written again too: _place.)"""
         live = self._live
         budget = len(live)
         while live and budget and self._all_bytes > self._span_allowed(total):
+            group, sizes, pieces = self._front_group(total)
+            if self._move(group, sizes, pieces):
+                budget -= len(group)
+                continue
             budget -= 1
             front = live[0]
             held = self._held_lines(front)
@@ -448,6 +459,81 @@ class Journal:
                 self._untrack(live.popleft())
             self.relocated += 1
             self._forget_before(0)
+
+    def _front_group(self, total: int) -> tuple[list[_Live], list[int], list[bytes]]:
+        """The records held in part at the front that :meth:`_relocate` would
+        write again one by one (before a record of ``total`` bytes), up to
+        GROUP_BYTES of copies: the records, the size of each copy, and the
+        copies' bytes in pieces.  The span as each is moved and the dead ones
+        after it are let go is reckoned here."""
+        all_bytes, held_bytes, waste = self._all_bytes, self._live_bytes, self._waste
+        group: list[_Live] = []
+        sizes: list[int] = []
+        pieces: list[bytes] = []
+        room = GROUP_BYTES
+        pack, head_size, align = _REC.pack, _REC.size, RECORD_ALIGN
+        for rec in self._live:
+            dead, count, gone = rec.dead, rec.count, rec.total
+            if dead >= count:  # let go once those before it are moved
+                all_bytes -= gone
+                continue
+            if group and all_bytes <= 2 * (held_bytes - waste + total) + waste + 65536:
+                break  # (_span_allowed, as it will be)
+            held = self._held_lines(rec)
+            name = rec.source.encode("utf-8", "replace")
+            size = head_size + len(name) + len(held)
+            copy = -(-size // align) * align
+            if group and copy > room:
+                break
+            evicted = self._evicted_of(rec)
+            head = pack(
+                size, count - dead, rec.first_seq + dead, rec.time_ns, len(name), 0, 0, evicted
+            )
+            pieces += (head, name, held, bytes(copy - size))
+            group.append(rec)
+            sizes.append(copy)
+            room -= copy
+            all_bytes += copy - gone
+            held_bytes += copy - gone
+            waste -= gone * dead // count
+        return group, sizes, pieces
+
+    def _move(self, group: list[_Live], sizes: list[int], pieces: list[bytes]) -> bool:
+        """Write the copies of the front records of ``group`` together, after
+        the last record, not committed yet: each record is then its copy (the
+        commit that takes the copies in leaves the originals out).  False,
+        nothing written, when the place found for them made room by letting
+        some of them go (the journal is smaller than the ring needs: _place)."""
+        pos = self._place(sum(sizes))
+        if not all(map(_TRACKED, group)):
+            return False
+        self._write(HEADER_SIZE + pos, b"".join(pieces))
+        at = pos
+        grown = waste = 0
+        for rec, copy in zip(group, sizes, strict=True):
+            gone, dead = rec.total, rec.dead
+            grown += copy - gone
+            waste += gone * dead // rec.count
+            rec.pos, rec.total = at, copy
+            rec.first_seq += dead
+            rec.count -= dead
+            rec.dead = 0
+            at += copy
+        self._all_bytes += grown
+        self._live_bytes += grown
+        self._waste -= waste
+        live = self._live
+        for _rec in group:  # the originals leave the front, and the dead among them
+            while live[0].dead >= live[0].count:
+                self._untrack(live.popleft())
+            live.popleft()
+        while live and live[0].dead >= live[0].count:
+            self._untrack(live.popleft())
+        live.extend(group)
+        self._start = live[0].pos
+        self._end = at
+        self.relocated += len(group)
+        return True
 
     def _span_allowed(self, total: int) -> int:
         """Bytes the records may span: twice what is held, and the slack."""
@@ -471,8 +557,14 @@ class Journal:
                 self._sparse = sparse[i:]
                 break
             batch = self._batches.get(live.origin)
-            if not live.tracked or live.dead >= live.count or batch is None or live not in batch:
-                continue  # gone meanwhile, or copied already
+            if (
+                not live.tracked
+                or not live.dead
+                or live.dead >= live.count
+                or batch is None
+                or live not in batch
+            ):
+                continue  # gone meanwhile, or copied already (as it holds it, whole)
             held = self._held_lines(live)
             first = live.first_seq + live.dead
             evicted = self._evicted_of(live)

@@ -552,6 +552,43 @@ def test_a_quiet_record_written_again_is_never_out_of_the_journal(area: int) -> 
         killed[offset : offset + len(chunk)] = chunk
 
 
+@pytest.mark.parametrize("area", [0, 4000])  # 0: as sized for the ring; else tight
+def test_quiet_records_written_again_together_are_never_out_of_the_journal(area: int) -> None:
+    """Five quiet batches of three sources among a flood: the span needs them
+    written again, and they are, together (one write holds all five; in a
+    journal too small for the ring, one at a time as writing meets them), the
+    originals leaving with the commit that takes the copies in: killed at any
+    write, torn anywhere, the journal holds every quiet line."""
+    config = DaemonConfig(max_lines=40, max_line_len=40)
+    original = fresh(HEADER_SIZE + area if area else capacity_for(40, 40))
+    buf = bytearray(original)
+    log: list[tuple[int, bytes]] = []
+    journal = Recorder(memoryview(buf), log)
+    journal.compact_above = 0
+    state = LogState(config, INSTANCE, None, journal)
+    quiet = [("onboot", b"mounted /data"), ("kmsg", b"eth0 up"), ("onboot", b"mounted /var")]
+    quiet += [("acpid", b"listening"), ("kmsg", b"sda ready")]
+    for source, line in quiet:
+        state.append(source, Lines.of([line]))
+    committed = len(log)
+    for i in range(300):
+        state.append("flood", Lines.of([b"%05d " % i + b"x" * 30] * 7))
+    assert journal.relocated > 0 and journal.unsafe_copies == 0 and journal.squeezed == 0
+    together = max(sum(line in chunk for _source, line in quiet) for _at, chunk in log)
+    assert together == (len(quiet) if not area else 1)  # tight: each as the writing meets it
+    killed = bytearray(original)
+    for offset, chunk in log[:committed]:
+        killed[offset : offset + len(chunk)] = chunk
+    for offset, chunk in log[committed:]:
+        for kept in {0, len(chunk) // 2}:
+            torn = bytearray(killed)
+            torn[offset : offset + kept] = chunk[:kept]
+            ring = replay(Journal(memoryview(torn)), config)
+            held = ring.held_by_source()
+            assert (held["onboot"], held["kmsg"], held["acpid"]) == (2, 2, 1)
+        killed[offset : offset + len(chunk)] = chunk
+
+
 @settings(max_examples=40)
 @given(
     st.integers(1, 30),
