@@ -102,7 +102,7 @@ class LogState:
             # drops, when they are most of it: then they would be copied, carried
             # or compacted (docs/memlogd.md, "What a batch is journaled as")
             self._trim_journal(journal, commit=False)
-            cut = self._journal_cut(block, lines)
+            cut = self._journal_cut(block, lines) if n > 1 else 0  # (one entry always stays)
             evicted = ring.dropped_of(source) + cut
             journal.overwritten = ring.dropped + cut
             journal.append_lines(
