@@ -442,7 +442,9 @@ class Journal:
         budget = len(live)
         while live and budget and self._all_bytes > self._span_allowed(total):
             group, sizes, pieces = self._front_group(total)
-            if self._move(group, sizes, pieces):
+            pos = self._place(sum(sizes))
+            if all(map(_TRACKED, group)):  # (else _place made room by letting some go)
+                self._move(group, sizes, pieces, pos)
                 budget -= len(group)
                 continue
             budget -= 1
@@ -460,25 +462,33 @@ class Journal:
             self.relocated += 1
             self._forget_before(0)
 
-    def _front_group(self, total: int) -> tuple[list[_Live], list[int], list[bytes]]:
+    def _front_group(self, total: int, free: int = 0) -> tuple[list[_Live], list[int], list[bytes]]:
         """The records held in part at the front that :meth:`_relocate` would
-        write again one by one (before a record of ``total`` bytes), up to
-        GROUP_BYTES of copies: the records, the size of each copy, and the
-        copies' bytes in pieces.  The span as each is moved and the dead ones
-        after it are let go is reckoned here."""
+        write again one by one (before a record of ``total`` bytes), or, with
+        ``free``, that :meth:`_place` would, to free that many bytes at the
+        front; up to GROUP_BYTES of copies: the records, the size of each
+        copy, and the copies' bytes in pieces.  The span as each is moved and
+        the dead ones after it are let go is reckoned here."""
         all_bytes, held_bytes, waste = self._all_bytes, self._live_bytes, self._waste
         group: list[_Live] = []
         sizes: list[int] = []
         pieces: list[bytes] = []
         room = GROUP_BYTES
         pack, head_size, align = _REC.pack, _REC.size, RECORD_ALIGN
+        freed = 0
         for rec in self._live:
             dead, count, gone = rec.dead, rec.count, rec.total
             if dead >= count:  # let go once those before it are moved
                 all_bytes -= gone
+                freed += gone
                 continue
-            if group and all_bytes <= 2 * (held_bytes - waste + total) + waste + 65536:
+            if group and (
+                freed >= free
+                if free
+                else all_bytes <= 2 * (held_bytes - waste + total) + waste + 65536
+            ):
                 break  # (_span_allowed, as it will be)
+            freed += gone
             held = self._held_lines(rec)
             name = rec.source.encode("utf-8", "replace")
             size = head_size + len(name) + len(held)
@@ -498,15 +508,11 @@ class Journal:
             waste -= gone * dead // count
         return group, sizes, pieces
 
-    def _move(self, group: list[_Live], sizes: list[int], pieces: list[bytes]) -> bool:
-        """Write the copies of the front records of ``group`` together, after
-        the last record, not committed yet: each record is then its copy (the
-        commit that takes the copies in leaves the originals out).  False,
-        nothing written, when the place found for them made room by letting
-        some of them go (the journal is smaller than the ring needs: _place)."""
-        pos = self._place(sum(sizes))
-        if not all(map(_TRACKED, group)):
-            return False
+    def _move(self, group: list[_Live], sizes: list[int], pieces: list[bytes], pos: int) -> None:
+        """Write the copies of the front records of ``group`` together at
+        ``pos`` (after the last record), not committed yet: each record is
+        then its copy (the commit that takes the copies in leaves the
+        originals out)."""
         self._write(HEADER_SIZE + pos, b"".join(pieces))
         at = pos
         grown = waste = 0
@@ -533,7 +539,6 @@ class Journal:
         self._start = live[0].pos
         self._end = at
         self.relocated += len(group)
-        return True
 
     def _span_allowed(self, total: int) -> int:
         """Bytes the records may span: twice what is held, and the slack."""
@@ -625,6 +630,12 @@ class Journal:
                 break
             gone = live[0]  # no room: the oldest batch goes, written again first if held
             held = gone.dead < gone.count and not self._placing_copy
+            if held:  # it and those held after it, together, if free space holds them
+                group, sizes, pieces = self._front_group(total, free=total + spare)
+                at = self._free_place(sum(sizes)) if len(group) > 1 else None
+                if at is not None:
+                    self._move(group, sizes, pieces, at)
+                    continue
             if held and self._copy_elsewhere(gone):
                 held = False  # copied, the original still counted: it may go now
                 self.relocated += 1
@@ -673,7 +684,19 @@ class Journal:
         original out.  False when no free space can hold the copy."""
         held = self._held_lines(live)
         name = live.source.encode("utf-8", "replace")
-        total = _aligned(_REC.size + len(name) + len(held))
+        pos = self._free_place(_aligned(_REC.size + len(name) + len(held)))
+        if pos is None:
+            return False
+        first, count = live.first_seq + live.dead, live.count - live.dead
+        evicted = self._evicted_of(live)
+        self._write_record(
+            first, live.time_ns, live.source, [held], count, evicted, live.origin, pos
+        )
+        return True
+
+    def _free_place(self, total: int) -> int | None:
+        """Where ``total`` bytes go in free space, made writable (:meth:`_claim`),
+        without letting any record go (None: no free space holds them)."""
         start, end, area = self._start, self._end, self._area
         marker = -1
         if start < end and end + total <= area:
@@ -683,14 +706,9 @@ class Journal:
         elif start >= end and end + total < start:
             pos = end
         else:
-            return False
+            return None
         self._claim(pos, total, marker, area)
-        first, count = live.first_seq + live.dead, live.count - live.dead
-        evicted = self._evicted_of(live)
-        self._write_record(
-            first, live.time_ns, live.source, [held], count, evicted, live.origin, pos
-        )
-        return True
+        return pos
 
     def _overlaps_committed(self, pos: int, total: int) -> bool:
         """Would writing ``[pos, pos+total)`` touch what the last commit counts?"""
