@@ -18,6 +18,7 @@ The phases and what moves between them::
        |                           PROBE  --probe_answered(base)--> STREAM (upstream)
        |                           PROBE  --probe_answered(extended)/probe_failed()--> ANSWER
        +-- ended()/send_failed(): Disconnected (retry), Restarted, or to upstream
+       +-- ended() of a very first query without a header, once: asked again
     any --close(), end of a dump, no retry, a refusal--> DONE
 
 The driver's part in each phase:
@@ -28,7 +29,11 @@ The driver's part in each phase:
 * ANSWER and STREAM: receive; :meth:`received` with the bytes, or
   :meth:`ended` at the end of stream (or a broken connection).  In ANSWER,
   when :attr:`answer_timeout_s` is set, a receive that gets nothing within it
-  is :meth:`answer_timed_out`;
+  is :meth:`answer_timed_out`.  A very first query whose connection ends
+  without a header is asked again once: a worker of ours killed as it took
+  it (or sent the header) ends it so; upstream's memlogd when it closes mode
+  3 does so every time, and ended so twice without a word, the daemon is
+  taken for upstream's;
 * PROBE: open a second connection, send :attr:`base_request` on it, and race
   the two for the first bytes: :meth:`probe_answered` says which won (the
   driver keeps that connection and closes the other), :meth:`probe_failed`
@@ -121,6 +126,8 @@ class SubscriptionSession:
         self._after_seq: int | None = None  # the sent after_seq
         self._answered = False  # the current connection's answer started
         self._ever_answered = False
+        self._closed_unanswered = 0  # very first extended queries that ended without a header
+        self._heard = False  # the current connection's answer sent bytes
         self._outage = False  # connection attempts are failing
         self._restarted = False  # a new instance: its whole ring is asked for
         self._unbounded = False  # the next receive in ANSWER waits without a bound
@@ -184,6 +191,7 @@ class SubscriptionSession:
         extended = not self.upstream
         self._parser = AnswerParser(extended=extended)
         self._answered = False
+        self._heard = False
         self._unbounded = False
         if extended:
             self.phase = Phase.ANSWER
@@ -202,6 +210,7 @@ class SubscriptionSession:
         """Bytes of the answer (not empty: the end is :meth:`ended`)."""
         self._expect_phase(Phase.ANSWER, Phase.STREAM)
         self._unbounded = False
+        self._heard = True
         self._take(self._parser.feed(data))
 
     def ended(self, reason: str) -> None:
@@ -211,8 +220,15 @@ class SubscriptionSession:
         parser = self._parser
         parser.close()  # a line cut short by a daemon that died while sending it
         if parser.extended and parser.header is None and not self._ever_answered:
-            self._to_upstream("memlogd closed the extended query without answering")
-            return
+            self._closed_unanswered += 1
+            if self._closed_unanswered == 1:
+                # ours closes it so only when its worker was killed as it took the
+                # query (or sent the header): asked again, the next worker answers
+                self.phase = Phase.CONNECT
+                return
+            if not self._heard:  # twice without a word: upstream's, which closes on mode 3
+                self._to_upstream("memlogd closed the extended query without answering")
+                return
         if not self.request.follow:
             self.events.extend(self._filter.finish())
             self.phase = Phase.DONE

@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,9 +23,11 @@ from logwrite.rotation import safe_log_name
 from memlogd.wire import protocol as proto
 from memlogd.wire import timefmt
 from tests.e2e.test_kmsg import CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, examples, unprivileged
+from tests.e2e.test_logread import FakeServer
 from tests.helpers import MemlogdProcess, dump, ignores, new_source, python_m, query_raw, wait_for
 from tests.helpers import messages as messages_of
 from tests.oneflags import one_dash_mismatches
+from tests.wire import encode_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -692,6 +695,55 @@ def test_falls_back_to_base_mode_with_upstream_memlogd(
     wait_for(lambda: read(follow / "up.log") == UPSTREAM_LINES, what="followed lines", timeout=15)
     assert lw.events("connected")[-1]["mode"] == "base"
     assert lw.stop() == 0
+
+
+KILLED_ENTRIES = [proto.LogEntry(1_764_000_000 * 10**9 + i, "s", f"l {i}", i) for i in range(1, 5)]
+
+
+def answer_as_a_worker(
+    fake: FakeServer, conn: socket.socket, entries: list[proto.LogEntry]
+) -> None:
+    """What a worker of ours answers: the extended query after its cursor (the
+    base modes, which logwrite asks of upstream's memlogd: the whole ring)."""
+    request = fake.read_request(conn)
+    if request[:1] != b"\x03":
+        conn.sendall(b"".join(encode_entry(e._replace(seq=None)) for e in entries))
+        return
+    after = json.loads(request[1:]).get("after_seq", 0)
+    chosen = [e for e in entries if e.seq is not None and e.seq > after]
+    header = proto.Header("i-1", 1, len(entries) + 1)  # (seqs 1..n)
+    conn.sendall(proto.encode_header(header) + b"".join(encode_entry(e) for e in chosen))
+
+
+def test_a_worker_killed_as_it_took_the_first_query_is_not_taken_for_upstreams(
+    short_tmp: Path, running: list[Logwrite]
+) -> None:
+    """memlogd's worker killed just after it accepted logwrite's very first query
+    closes it without a word, as upstream's memlogd closes mode 3 (every time):
+    logwrite asks again and follows the next worker in extended mode, so when
+    that one is killed too, it resumes after its cursor.  It took such a memlogd
+    for upstream's, and wrote its whole ring again after the next kill (the
+    keeper test saw each of a writer's 1,500 lines twice in its file)."""
+    fake = FakeServer(short_tmp)
+    logs = short_tmp / "logs"
+    lw = Logwrite(short_tmp, fake.path, logs)
+    running.append(lw.start())
+    first = [f"l {i}" for i in (1, 2, 3)]
+    try:
+        with fake.accept() as conn:  # the worker killed as it took the query
+            assert fake.read_request(conn)[:1] == b"\x03"
+        with fake.accept() as conn:  # the next worker, killed after three lines
+            answer_as_a_worker(fake, conn, KILLED_ENTRIES[:3])
+            wait_for(lambda: messages(logs / "s.log")[-1:] == first[-1:], what="three lines")
+        with fake.accept() as conn:  # and the next
+            answer_as_a_worker(fake, conn, KILLED_ENTRIES)
+            wait_for(lambda: messages(logs / "s.log")[-1:] == ["l 4"], what="the fourth")
+            assert messages(logs / "s.log") == [*first, "l 4"]  # nothing twice
+    finally:
+        fake.close()
+    assert lw.stop() == 0
+    assert lw.events("connected")[0]["mode"] == "extended"
+    assert not lw.events("extended_query_unavailable")
 
 
 # --------------------------------------------------------------------------- faults

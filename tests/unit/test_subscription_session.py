@@ -174,18 +174,49 @@ def test_without_fallback_silence_is_not_extended() -> None:
     session = new_session(fallback=False)
     session.connected()
     session.sent()
+    session.ended("memlogd closed the connection")  # once: asked again
+    session.connected()
+    session.sent()
     with pytest.raises(NotExtendedError, match="closed the extended query without answering"):
         session.ended("memlogd closed the connection")
 
 
 def test_a_memlogd_that_closes_on_mode_3_is_asked_again_in_base_mode() -> None:
+    """Twice in a row, as upstream's does every time (once is ours: the next test)."""
     session = new_session()
-    session.connected()
-    session.sent()
-    session.ended("memlogd closed the connection")
+    for _ in range(2):
+        assert session.connected()[:1] == b"\x03"
+        session.sent()
+        session.ended("memlogd closed the connection")
     assert session.phase is Phase.CONNECT and session.upstream and take(session) == []
     assert session.delay == 0.0
     assert session.connected() == b"\x02"
+
+
+@pytest.mark.parametrize("said", [b"", b'{"memlogd":'], ids=["nothing", "half a header"])
+def test_a_worker_killed_as_it_took_the_very_first_query_is_not_taken_for_upstreams(
+    said: bytes,
+) -> None:
+    """Its connection ends without a header (and without a word, or in the middle
+    of the header): the query is asked again, and the next worker's answer is
+    followed in extended mode; so its cursor holds across the next kill, and the
+    ring is not written again (the keeper test's logwrite wrote each line twice)."""
+    session = new_session()
+    session.connected()
+    session.sent()
+    if said:
+        session.received(said)
+    session.ended("memlogd closed the connection")
+    assert session.phase is Phase.CONNECT and not session.upstream and take(session) == []
+    assert session.delay == 0.0
+    assert session.connected()[:1] == b"\x03"
+    session.sent()
+    session.received(answer("i-1", 1, 3, [entry(1), entry(2)]))
+    assert take(session) == [Connected(Header("i-1", 1, 3)), Entries([entry(1), entry(2)])]
+    session.ended("memlogd closed the connection")  # the next worker killed too
+    assert take(session) == [Disconnected("memlogd closed the connection")]
+    request = session.connected()
+    assert proto.parse_request(request[1:-1]).after_seq == 2  # resumed, not the whole ring
 
 
 def test_calls_out_of_phase_are_refused() -> None:
@@ -256,6 +287,7 @@ class SubscriptionModel(RuleBasedStateMachine):
         self.waiting = 0  # Waiting events in a row (an outage)
         self.failed = 0  # attempts in a row that got no answer: the backoff
         self.answered = False
+        self.ended_unanswered = False  # a very first query ended without a header
         self.conn_answered = False  # the current connection's answer started
 
     # ---------------------------------------------------------------- memlogd's doing
@@ -309,9 +341,15 @@ class SubscriptionModel(RuleBasedStateMachine):
 
     def unanswered_ok(self) -> bool:
         """Whether a connection may end now: a very first query that ends
-        unanswered is taken for upstream's memlogd (SPEC), which is not
-        what this part of the model is about."""
-        return self.answered or self.conn is None or self.memlogd.upstream is not None
+        unanswered once (a worker killed as it took it) is asked again; twice,
+        it is taken for upstream's memlogd (SPEC), which is not what this part
+        of the model is about."""
+        if self.answered or self.conn is None or self.memlogd.upstream is not None:
+            return True
+        if self.ended_unanswered:
+            return False
+        self.ended_unanswered = True
+        return True
 
     @rule()
     def go_down(self) -> None:
