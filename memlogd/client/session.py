@@ -51,6 +51,7 @@ from collections import deque
 from dataclasses import replace
 from operator import attrgetter
 
+from memlogd.client.config import PROBE_GRACE_S
 from memlogd.errors import ConnectError, NotExtendedError, RequestRefusedError
 from memlogd.wire import protocol as proto
 from memlogd.wire.answerparser import AnswerParser
@@ -141,7 +142,17 @@ class SubscriptionSession:
         query is bounded: a memlogd that answered once is this project's."""
         if self.phase is not Phase.ANSWER or self._ever_answered or self._unbounded:
             return None
-        return self.header_timeout_s
+        return self.header_timeout_s - self.probe_grace_s
+
+    @property
+    def probe_grace_s(self) -> float:
+        """In PROBE, how long the extended query may still answer after the
+        base-mode one did (it is then taken): ours answers the extended query
+        first, since it accepts connections in order, but the two answers of
+        a memlogd slow to start may come in one poll, where either may be
+        read first.  The probe is sent that much before the header timeout,
+        so that against upstream's the fallback still takes that timeout."""
+        return min(PROBE_GRACE_S, self.header_timeout_s / 5)
 
     @property
     def base_request(self) -> bytes:

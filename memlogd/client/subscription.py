@@ -258,7 +258,9 @@ class Subscription:
         """A base-mode query beside the unanswered extended one; the first
         connection to answer says what this daemon is: upstream's never answers
         the extended query; ours (still starting, or busy) answers the first
-        connection first, since it accepts connections in order."""
+        connection first, since it accepts connections in order, but the two
+        answers may come in one poll: the extended one is taken if it comes
+        within the session's ``probe_grace_s`` of the base-mode one."""
         session = self.session
         extended = self._stream
         assert extended is not None
@@ -268,6 +270,7 @@ class Subscription:
             session.probe_failed()
             return
         request = session.base_request
+        grace = session.probe_grace_s
         winner: tuple[trio.abc.Stream, bytes] | None = None
 
         async def first(stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
@@ -280,6 +283,10 @@ class Subscription:
                 data = b""
             if stream is extended and not data:
                 return  # closed without a word (older upstream): the base query answers
+            if stream is base:  # (cancelled if the extended query answers meanwhile)
+                await trio.sleep(grace)
+                if winner is not None:  # it did, as the grace ended
+                    return
             winner = (stream, data)
             nursery.cancel_scope.cancel()
 

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import time
 import tty
 from collections.abc import Iterator
@@ -514,6 +517,31 @@ def test_following_asks_extended_first_then_falls_back_to_upstreams_modes(
     code = reader.proc.wait(DEADLINE_S)
     assert code == 0 and reader.stderr() == b""
     assert b"".join(line + b"\n" for line in reader.lines(2)) == UPSTREAM_SHORT
+
+
+def unread(conn: socket.socket) -> int:
+    """Bytes sent on ``conn`` that the other end has not read yet."""
+    count: int = struct.unpack("i", fcntl.ioctl(conn, termios.TIOCOUTQ, b"\0" * 4))[0]
+    return count
+
+
+def test_an_extended_answer_just_after_the_base_one_is_taken(fake: FakeServer, logread) -> None:
+    """Ours answers the extended query first (it accepts connections in
+    order), but a memlogd slow to answer (a worker starting) answers both at
+    once when it does, and logread may read the base-mode answer first: the
+    extended answer that comes a moment later is still taken (before, logread
+    took the daemon for upstream's: no gaps told, no cursor to resume from)."""
+    reader = logread("-socket", fake.path, "-f", "-o", "raw")
+    with fake.accept() as extended:
+        assert fake.read_request(extended)[:1] == b"\x03"
+        with fake.accept() as base:  # the extended query unanswered: logread probes
+            assert base.recv(1) == b"\x01"
+            base.sendall(UPSTREAM_LINES)
+            wait_for(lambda: unread(base) == 0, DEADLINE_S, "logread to read the base answer")
+            extended.sendall(header("A", 1, 2) + entry(1, "ours"))
+            assert base.recv(1) == b"", "logread closes the base-mode connection"
+        assert reader.lines(1) == [b"ours"]
+        assert reader.interrupt() == (130, b"")
 
 
 @pytest.mark.parametrize("args", [[], ["-o", "json"]], ids=str)

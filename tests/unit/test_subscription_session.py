@@ -143,7 +143,7 @@ def test_a_silent_memlogd_is_probed_in_base_mode_then_used_as_upstreams() -> Non
     session = new_session(QueryRequest(dump=True, follow=True, sources=("a*",)))
     session.connected()
     session.sent()
-    assert session.answer_timeout_s == HEADER_S
+    assert session.answer_timeout_s == HEADER_S - session.probe_grace_s
     session.answer_timed_out()
     assert session.phase is Phase.PROBE and session.base_request == b"\x02"
     session.probe_answered(base=True)
