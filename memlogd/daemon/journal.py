@@ -632,7 +632,7 @@ class Journal:
             held = gone.dead < gone.count and not self._placing_copy
             if held:  # it and those held after it, together, if free space holds them
                 group, sizes, pieces = self._front_group(total, free=total + spare)
-                at = self._free_place(sum(sizes)) if len(group) > 1 else None
+                at = self._free_place(sum(sizes))
                 if at is not None:
                     self._move(group, sizes, pieces, at)
                     continue
