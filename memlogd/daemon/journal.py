@@ -51,7 +51,6 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 from memlogd.config import READ_BURST
 from memlogd.daemon.lines import Lines
@@ -79,9 +78,6 @@ _U64 = struct.Struct("<Q")  # a record's evicted
 _WRAP = b"\0" * _REC.size  # a size of 0: the records continue at the area's start
 SLACK = 1 << 20  # bytes of dropped lines that records held in part may keep (docs)
 GROUP_BYTES = 1 << 16  # bytes of copies of records held in part written together at most
-
-
-_TRACKED = attrgetter("tracked")
 
 
 class JournalError(MemlogdError):
@@ -435,15 +431,16 @@ class Journal:
         than twice what is held (a quiet source's batch among a flood's dead
         ones), so that the start moves on as with oldest-first eviction,
         writing goes back to the area's start, and the pages touched stay few.
-        Those the span needs moved are written together (:meth:`_move`); one
-        at a time only when that found no room.  (A record in the way of one
-        that finds no room is written again too: _place.)"""
+        Those the span needs moved are written together (:meth:`_move`) in
+        free space; one at a time only when free space does not hold them.
+        (A record in the way of one that finds no room is written again too:
+        _place.)"""
         live = self._live
         budget = len(live)
         while live and budget and self._all_bytes > self._span_allowed(total):
             group, sizes, pieces = self._front_group(total)
-            pos = self._place(sum(sizes))
-            if all(map(_TRACKED, group)):  # (else _place made room by letting some go)
+            pos = self._free_place(sum(sizes))
+            if pos is not None:  # (else one at a time, making room if need be)
                 self._move(group, sizes, pieces, pos)
                 budget -= len(group)
                 continue
@@ -609,6 +606,9 @@ class Journal:
         moved past it."""
         live, area = self._live, self._area
         marker = -1  # where a wrap marker goes, if one does
+        # records written again here at most: past a whole round of them (all
+        # held, their copies no smaller), free space does not grow: they go
+        rounds = len(live)
         while True:
             if not live:
                 pos = 0
@@ -630,15 +630,18 @@ class Journal:
                 break
             gone = live[0]  # no room: the oldest batch goes, written again first if held
             held = gone.dead < gone.count and not self._placing_copy
-            if held:  # it and those held after it, together, if free space holds them
+            copy = held and rounds > 0
+            if copy:  # it and those held after it, together, if free space holds them
                 group, sizes, pieces = self._front_group(total, free=total + spare)
                 at = self._free_place(sum(sizes))
                 if at is not None:
                     self._move(group, sizes, pieces, at)
+                    rounds -= len(group)
                     continue
-            if held and self._copy_elsewhere(gone):
+            if copy and self._copy_elsewhere(gone):
                 held = False  # copied, the original still counted: it may go now
                 self.relocated += 1
+                rounds -= 1
             live.popleft()
             self._untrack(gone)
             self._forget_before(0)
