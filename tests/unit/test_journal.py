@@ -12,6 +12,7 @@ import itertools
 import struct
 import uuid
 import zlib
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -523,33 +524,49 @@ def test_records_held_in_part_are_copied_only_past_the_slack(slack: int) -> None
     assert held_entries(ring) == held_entries(state.ring)
 
 
-@pytest.mark.parametrize("area", [0, 2400, 2800])  # 0: as sized for the ring; else tight
-def test_a_quiet_record_written_again_is_never_out_of_the_journal(area: int) -> None:
-    """A quiet source's record among a flood's is written again for room (the
-    copy first, in free space, then the original leaves with the commit that
-    takes the copy in): killed at any write, torn anywhere, the journal holds it."""
-    config = DaemonConfig(max_lines=20, max_line_len=40)
-    original = fresh(HEADER_SIZE + area if area else capacity_for(20, 40))
+def quiet_among_a_flood(
+    area: int, max_lines: int, quiet: list[tuple[str, bytes]], floods: int
+) -> tuple[Journal, list[tuple[int, bytes]], Iterator[Ring]]:
+    """The ``quiet`` lines (a batch each), then ``floods`` batches of 7 lines
+    of a flood, into a LogState journaled in ``area`` bytes (0: as sized for
+    the ring): the journal, its writes, and the ring a worker killed at each
+    write after the quiet ones (whole, or torn in half) replays."""
+    config = DaemonConfig(max_lines=max_lines, max_line_len=40)
+    original = fresh(HEADER_SIZE + area if area else capacity_for(max_lines, 40))
     buf = bytearray(original)
     log: list[tuple[int, bytes]] = []
     journal = Recorder(memoryview(buf), log)
     journal.compact_above = 0
     state = LogState(config, INSTANCE, None, journal)
-    state.append("onboot", Lines.of([b"mounted /data"]))
+    for source, line in quiet:
+        state.append(source, Lines.of([line]))
     committed = len(log)
-    for i in range(400):
+    for i in range(floods):
         state.append("flood", Lines.of([b"%05d " % i + b"x" * 30] * 7))
+
+    def replays() -> Iterator[Ring]:
+        killed = bytearray(original)
+        for offset, chunk in log[:committed]:
+            killed[offset : offset + len(chunk)] = chunk
+        for offset, chunk in log[committed:]:
+            for kept in {0, len(chunk) // 2}:
+                torn = bytearray(killed)
+                torn[offset : offset + kept] = chunk[:kept]
+                yield replay(Journal(memoryview(torn)), config)
+            killed[offset : offset + len(chunk)] = chunk
+
+    return journal, log, replays()
+
+
+@pytest.mark.parametrize("area", [0, 2400, 2800])  # 0: as sized for the ring; else tight
+def test_a_quiet_record_written_again_is_never_out_of_the_journal(area: int) -> None:
+    """A quiet source's record among a flood's is written again for room (the
+    copy first, in free space, then the original leaves with the commit that
+    takes the copy in): killed at any write, torn anywhere, the journal holds it."""
+    journal, _log, replays = quiet_among_a_flood(area, 20, [("onboot", b"mounted /data")], 400)
     assert journal.relocated > 0 and journal.unsafe_copies == 0 and journal.squeezed == 0
-    killed = bytearray(original)
-    for offset, chunk in log[:committed]:
-        killed[offset : offset + len(chunk)] = chunk
-    for offset, chunk in log[committed:]:
-        for kept in {0, len(chunk) // 2}:
-            torn = bytearray(killed)
-            torn[offset : offset + kept] = chunk[:kept]
-            ring = replay(Journal(memoryview(torn)), config)
-            assert ring.held_by_source()["onboot"] == 1
-        killed[offset : offset + len(chunk)] = chunk
+    for ring in replays:
+        assert ring.held_by_source()["onboot"] == 1
 
 
 @pytest.mark.parametrize("area", [0, 4000])  # 0: as sized for the ring; else tight
@@ -559,34 +576,15 @@ def test_quiet_records_written_again_together_are_never_out_of_the_journal(area:
     meets them), and they are, together: one write holds all five; the
     originals leaving with the commit that takes the copies in: killed at any
     write, torn anywhere, the journal holds every quiet line."""
-    config = DaemonConfig(max_lines=40, max_line_len=40)
-    original = fresh(HEADER_SIZE + area if area else capacity_for(40, 40))
-    buf = bytearray(original)
-    log: list[tuple[int, bytes]] = []
-    journal = Recorder(memoryview(buf), log)
-    journal.compact_above = 0
-    state = LogState(config, INSTANCE, None, journal)
     quiet = [("onboot", b"mounted /data"), ("kmsg", b"eth0 up"), ("onboot", b"mounted /var")]
     quiet += [("acpid", b"listening"), ("kmsg", b"sda ready")]
-    for source, line in quiet:
-        state.append(source, Lines.of([line]))
-    committed = len(log)
-    for i in range(300):
-        state.append("flood", Lines.of([b"%05d " % i + b"x" * 30] * 7))
+    journal, log, replays = quiet_among_a_flood(area, 40, quiet, 300)
     assert journal.relocated > 0 and journal.unsafe_copies == 0 and journal.squeezed == 0
     together = max(sum(line in chunk for _source, line in quiet) for _at, chunk in log)
     assert together == len(quiet)  # each lap writes the five again in one piece
-    killed = bytearray(original)
-    for offset, chunk in log[:committed]:
-        killed[offset : offset + len(chunk)] = chunk
-    for offset, chunk in log[committed:]:
-        for kept in {0, len(chunk) // 2}:
-            torn = bytearray(killed)
-            torn[offset : offset + kept] = chunk[:kept]
-            ring = replay(Journal(memoryview(torn)), config)
-            held = ring.held_by_source()
-            assert (held["onboot"], held["kmsg"], held["acpid"]) == (2, 2, 1)
-        killed[offset : offset + len(chunk)] = chunk
+    for ring in replays:
+        held = ring.held_by_source()
+        assert (held["onboot"], held["kmsg"], held["acpid"]) == (2, 2, 1)
 
 
 @settings(max_examples=40)
