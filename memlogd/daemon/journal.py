@@ -484,7 +484,7 @@ class Journal:
                 if free
                 else all_bytes <= 2 * (held_bytes - waste + total) + waste + 65536
             ):
-                break  # (_span_allowed, as it will be)
+                break  # enough freed; or within _span_allowed, as it will be
             freed += gone
             held = self._held_lines(rec)
             name = rec.source.encode("utf-8", "replace")
