@@ -534,13 +534,8 @@ class Ring:
         source.bytes += block.total
         if self._fair:
             level = self._level
-            if (
-                level is not None
-                and not self._above
-                and source.place == _NOWHERE
-                and source.count > level
-            ):  # alone above the level (as _place would put it, without its checks)
-                self._above, self._solo, source.place = 1, source, _ABOVE
+            if level is not None and source.place == _NOWHERE and source.count > level:
+                self._go_above(source)  # (what _place does then, without its checks)
             else:
                 self._note(source)
         return self.next_seq
@@ -790,27 +785,14 @@ class Ring:
                 if source is not self._solo:
                     self._push_keys(source)
                 return
-            source.key = None  # (its keys in the heap are stale now)
-            source.place = _NOWHERE
-            self._above -= 1
-            if source is self._solo:
-                self._solo = None
+            self._come_down(source)
         else:
             held = source.count - (self._lazy_of(source) if place == _AT else source.lazy)
             if held > level:  # just appended to: it left nothing lazily
                 assert not source.lazy
                 if place != _NOWHERE:
                     self._unplace(source)
-                source.place = _ABOVE
-                self._above = above = self._above + 1
-                if above == 1:  # alone above: no heap needed
-                    self._solo = source
-                    return
-                solo = self._solo
-                if solo is not None:  # no longer alone: into the heap
-                    self._solo = None
-                    self._push_keys(solo)
-                self._push_keys(source)
+                self._go_above(source)
                 return
             if place == (_AT if held == level else held):  # where it is
                 return
@@ -821,6 +803,29 @@ class Ring:
         else:
             self._below.setdefault(held, set()).add(source)
             source.place = held
+
+    def _go_above(self, source: _Source) -> None:
+        """A source placed nowhere that holds more than the level (none of it
+        lazily) goes above it: alone there, as ``_solo``, without a heap."""
+        source.place = _ABOVE
+        self._above = above = self._above + 1
+        if above == 1:
+            self._solo = source
+            return
+        solo = self._solo
+        if solo is not None:  # no longer alone: into the heap
+            self._solo = None
+            self._push_keys(solo)
+        self._push_keys(source)
+
+    def _come_down(self, source: _Source) -> None:
+        """A source above the level that holds no more than it is placed
+        nowhere (its keys in the heap are stale now)."""
+        source.key = None
+        source.place = _NOWHERE
+        self._above -= 1
+        if source is self._solo:
+            self._solo = None
 
     def _join(self, source: _Source, level: int) -> None:
         """A source that holds ``level`` entries, placed nowhere, joins the level."""
@@ -943,8 +948,8 @@ class Ring:
                     self._drop(source, block, k, note=False)
                     cut -= k
                     need -= k
-                if second is None and source.count == level:  # alone above, down to it: it joins
-                    self._above, source.key, source.place = self._above - 1, None, _NOWHERE
+                if source.count == level:  # down to it: it joins (_place, without its checks)
+                    self._come_down(source)
                     self._join(source, level)
                 else:
                     self._place(source)
