@@ -459,13 +459,16 @@ class Journal:
             self.relocated += 1
             self._forget_before(0)
 
-    def _front_group(self, total: int, free: int = 0) -> tuple[list[_Live], list[int], list[bytes]]:
+    def _front_group(
+        self, total: int, free: int = 0, most: int = 0
+    ) -> tuple[list[_Live], list[int], list[bytes]]:
         """The records held in part at the front that :meth:`_relocate` would
         write again one by one (before a record of ``total`` bytes), or, with
         ``free``, that :meth:`_place` would, to free that many bytes at the
-        front; up to GROUP_BYTES of copies: the records, the size of each
-        copy, and the copies' bytes in pieces.  The span as each is moved and
-        the dead ones after it are let go is reckoned here."""
+        front; up to GROUP_BYTES of copies (and ``most`` records, if set):
+        the records, the size of each copy, and the copies' bytes in pieces.
+        The span as each is moved and the dead ones after it are let go is
+        reckoned here."""
         all_bytes, held_bytes, waste = self._all_bytes, self._live_bytes, self._waste
         group: list[_Live] = []
         sizes: list[int] = []
@@ -480,7 +483,7 @@ class Journal:
                 freed += gone
                 continue
             if group and (
-                freed >= free
+                len(group) == most or freed >= free
                 if free
                 else all_bytes <= 2 * (held_bytes - waste + total) + waste + 65536
             ):
@@ -634,21 +637,20 @@ class Journal:
             if copy:  # it and those held after it, together, if free space holds them
                 group, sizes, pieces = self._front_group(total, free=total + spare)
                 at = self._free_place(sum(sizes))
+                if at is None and len(group) > 1:  # (else it alone)
+                    group, sizes, pieces = self._front_group(total, free=total + spare, most=1)
+                    at = self._free_place(sizes[0])
                 if at is not None:
                     self._move(group, sizes, pieces, at)
                     rounds -= len(group)
                     continue
-            if copy and self._copy_elsewhere(gone):
-                held = False  # copied, the original still counted: it may go now
-                self.relocated += 1
-                rounds -= 1
             live.popleft()
             self._untrack(gone)
             self._forget_before(0)
             self._start = live[0].pos if live else self._end
             if gone.dead < gone.count and self._placing_copy:
                 self.squeezed += 1  # a copy found no room: the journal is too small
-            elif held:  # no free space for its copy: written where the original was
+            elif held:  # no free space for a copy (or a round made none): where it was
                 self._placing_copy = True  # (a kill before the next commit loses it)
                 try:
                     first, count = gone.first_seq + gone.dead, gone.count - gone.dead
@@ -679,23 +681,6 @@ class Journal:
             self._commit()
         if has_marker:
             self._write(HEADER_SIZE + marker, _WRAP)
-
-    def _copy_elsewhere(self, live: _Live) -> bool:
-        """Write what is held of a record again in free space, the original
-        still counted (a commit needed first to free that space counts it), so
-        that the commit that takes the copy in is the one that leaves the
-        original out.  False when no free space can hold the copy."""
-        held = self._held_lines(live)
-        name = live.source.encode("utf-8", "replace")
-        pos = self._free_place(_aligned(_REC.size + len(name) + len(held)))
-        if pos is None:
-            return False
-        first, count = live.first_seq + live.dead, live.count - live.dead
-        evicted = self._evicted_of(live)
-        self._write_record(
-            first, live.time_ns, live.source, [held], count, evicted, live.origin, pos
-        )
-        return True
 
     def _free_place(self, total: int) -> int | None:
         """Where ``total`` bytes go in free space, made writable (:meth:`_claim`),

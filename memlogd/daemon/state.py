@@ -159,9 +159,9 @@ class LogState:
         if journal is None:
             return
         trimmed = ring.trimmed
-        if journaled is not None and trimmed is not None and len(trimmed) == 1:
+        if journaled is not None and trimmed is not None:
             block, cut = journaled
-            if trimmed[0] is block and block.start == cut:
+            if len(trimmed) == 1 and trimmed[0] is block and block.start == cut:
                 trimmed.clear()
                 return
         self._trim_journal(journal)
