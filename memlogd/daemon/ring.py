@@ -833,7 +833,10 @@ class Ring:
         at, cut = self._at, self._cut
         if cut and rkey < at[cut - 1]:  # older than some that lost one already
             self._settle()
-        insort(at, rkey)
+        if not at or at[-1] < rkey:  # mostly: its oldest entry held is the newest
+            at.append(rkey)
+        else:
+            insort(at, rkey)
         if len(self._bps) > 2 * len(at) + 64:  # many stale keys: start again
             bps = self._bps = [(-k[2].bp, k[1], k[2]) for k in at if k[2].bp > 0]
             heapq.heapify(bps)
@@ -906,7 +909,8 @@ class Ring:
         """Take a source at the level out of ``_at`` (its ``lazy`` count set)."""
         at, rkey = self._at, source.rkey
         assert rkey is not None and self._level is not None
-        i = bisect_left(at, rkey)
+        # mostly the first (the oldest writes again) or the last (it just joined)
+        i = 0 if at[0] is rkey else len(at) - 1 if at[-1] is rkey else bisect_left(at, rkey)
         assert at[i] is rkey
         del at[i]
         cut = self._cut
