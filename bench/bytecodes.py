@@ -13,6 +13,12 @@ to the ring or the journal shows its effect at once, where the daemon's CPU
 per line moves by 10-20% from run to run on a shared machine (BENCHMARKS.md,
 "The fair ring", round 5).  C code (encoding, copies, searches) is one
 bytecode a call: this measures the Python work only, beside the daemon's CPU.
+
+``--replay POLICY`` only appends the first config's batches, untraced, for a
+counter of machine instructions that sees the C work too (BENCHMARKS.md,
+"The fair ring", round 9): ``valgrind --tool=cachegrind --cache-sim=no
+python -m bench.bytecodes --config b --replay fair``, less the same with
+``--replay none`` (the start, the imports and the batches made).
 """
 
 from __future__ import annotations
@@ -63,14 +69,30 @@ def reads(load: Load, read: int = READ_CHUNK) -> Iterator[tuple[str, Lines]]:
         at += read
 
 
-def count(load: Load, policy: str) -> tuple[int, Counter[str]]:
-    """Lines appended, and the bytecodes each function executed appending them."""
+def new_state(load: Load, policy: str) -> LogState:
+    """A ``LogState`` with a journal, as the daemon's (no follower)."""
     config = DaemonConfig(max_lines=load.max_lines, evict=policy)
     size = capacity_for(config.max_lines, config.max_line_len)
     buf = bytearray(size)
     header = new_header(size, str(uuid.uuid4()))
     buf[: len(header)] = header
-    state = LogState(config, str(uuid.uuid4()), journal=Journal(memoryview(buf)))
+    return LogState(config, str(uuid.uuid4()), journal=Journal(memoryview(buf)))
+
+
+def replay(load: Load, policy: str | None) -> int:
+    """The load's batches appended without tracing (``policy`` None: only
+    read, for the run that a CPU counter subtracts); returns the lines."""
+    batches = list(reads(load))
+    if policy is None:
+        return 0
+    state = new_state(load, policy)
+    gc.collect()
+    return sum(state.append(source, batch) for source, batch in batches)
+
+
+def count(load: Load, policy: str) -> tuple[int, Counter[str]]:
+    """Lines appended, and the bytecodes each function executed appending them."""
+    state = new_state(load, policy)
     batches = list(reads(load))
     ops: Counter[str] = Counter()
 
@@ -110,8 +132,19 @@ def count(load: Load, policy: str) -> tuple[int, Counter[str]]:
 )
 @click.option("--top", type=int, default=8, show_default=True, help="Functions listed a policy.")
 @click.option("--json", "as_json", is_flag=True, help="Also print the figures as JSON.")
-def main(configs: tuple[str, ...], top: int, as_json: bool) -> None:
+@click.option(
+    "--replay",
+    "replay_policy",
+    type=click.Choice(["fair", "oldest", "none"]),
+    help="Only append the first config's batches under this policy, untraced "
+    "(none: only make them), for a CPU counter: valgrind --tool=cachegrind.",
+)
+def main(configs: tuple[str, ...], top: int, as_json: bool, replay_policy: str | None) -> None:
     """Bytecodes a line of the ring and the journal, fair against oldest."""
+    if replay_policy is not None:
+        lines = replay(CONFIGS[configs[0]], None if replay_policy == "none" else replay_policy)
+        click.echo(f"{configs[0]} {replay_policy}: {lines} lines appended")
+        return
     report: dict[str, dict[str, float]] = {}
     for name in configs:
         load = CONFIGS[name]

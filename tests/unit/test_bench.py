@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.bytecodes import count, reads
+from bench.bytecodes import count, reads, replay
 from bench.configs import CONFIGS, Load, LoadError, custom_load
 from bench.lines import (
     MIN_LINE_BYTES,
@@ -552,3 +552,11 @@ def test_the_bytecode_count_reads_as_the_daemon_and_is_the_same_every_run() -> N
     assert appended == again == 3 * 1500 + 6 == count(load, "oldest")[0]
     # the same but for the time's text, made again when a second begins
     assert {f for f in first | second if first[f] != second[f]} <= {"timefmt.py:format_seconds"}
+
+
+def test_a_replay_appends_every_line_untraced_and_none_only_reads() -> None:
+    """bench.bytecodes --replay: the same lines as the count, under either
+    policy; ``none`` (the run a CPU counter subtracts) appends nothing."""
+    load = Load("t", writers=2, lines=700, line_bytes=100, followers=0, max_lines=300)
+    assert replay(load, "fair") == replay(load, "oldest") == 2 * 700 + 4 == count(load, "fair")[0]
+    assert replay(load, None) == 0
