@@ -475,6 +475,7 @@ class Journal:
         pieces: list[bytes] = []
         room = GROUP_BYTES
         pack, head_size, align = _REC.pack, _REC.size, RECORD_ALIGN
+        buf = self.buf
         freed = 0
         for rec in self._live:
             dead, count, gone = rec.dead, rec.count, rec.total
@@ -489,17 +490,24 @@ class Journal:
             ):
                 break  # enough freed; or within _span_allowed, as it will be
             freed += gone
-            held = self._held_lines(rec)
-            name = rec.source.encode("utf-8", "replace")
-            size = head_size + len(name) + len(held)
-            copy = -(-size // align) * align
-            if group and copy > room:
-                break
-            evicted = self._evicted_of(rec)
-            head = pack(
-                size, count - dead, rec.first_seq + dead, rec.time_ns, len(name), 0, 0, evicted
-            )
-            pieces += (head, name, held, bytes(copy - size))
+            if not dead:  # held whole (a quiet source's): the copy is the record as it is
+                if group and gone > room:
+                    break
+                at = HEADER_SIZE + rec.pos
+                pieces.append(bytes(buf[at : at + gone]))
+                copy = gone
+            else:
+                held = self._held_lines(rec)
+                name = rec.source.encode("utf-8", "replace")
+                size = head_size + len(name) + len(held)
+                copy = -(-size // align) * align
+                if group and copy > room:
+                    break
+                evicted = self._evicted_of(rec)
+                head = pack(
+                    size, count - dead, rec.first_seq + dead, rec.time_ns, len(name), 0, 0, evicted
+                )
+                pieces += (head, name, held, bytes(copy - size))
             group.append(rec)
             sizes.append(copy)
             room -= copy
