@@ -438,11 +438,9 @@ class Journal:
         live = self._live
         budget = len(live)
         while live and budget and self._all_bytes > self._span_allowed(total):
-            group, sizes, pieces = self._front_group(total)
-            pos = self._free_place(sum(sizes))
-            if pos is not None:  # (else one at a time, making room if need be)
-                self._move(group, sizes, pieces, pos)
-                budget -= len(group)
+            moved = self._move_front(total)
+            if moved:  # (else one at a time, making room if need be)
+                budget -= moved
                 continue
             budget -= 1
             front = live[0]
@@ -490,24 +488,23 @@ class Journal:
             ):
                 break  # enough freed; or within _span_allowed, as it will be
             freed += gone
-            if not dead:  # held whole (a quiet source's): the copy is the record as it is
-                if group and gone > room:
-                    break
-                at = HEADER_SIZE + rec.pos
-                pieces.append(bytes(buf[at : at + gone]))
-                copy = gone
-            else:
+            if dead:  # held in part: what is held, under a header of its own
                 held = self._held_lines(rec)
                 name = rec.source.encode("utf-8", "replace")
                 size = head_size + len(name) + len(held)
                 copy = -(-size // align) * align
-                if group and copy > room:
-                    break
                 evicted = self._evicted_of(rec)
                 head = pack(
                     size, count - dead, rec.first_seq + dead, rec.time_ns, len(name), 0, 0, evicted
                 )
-                pieces += (head, name, held, bytes(copy - size))
+                written: tuple[bytes, ...] = (head, name, held, bytes(copy - size))
+            else:  # held whole (a quiet source's): the record as it is
+                at = HEADER_SIZE + rec.pos
+                copy = gone
+                written = (bytes(buf[at : at + gone]),)
+            if group and copy > room:
+                break
+            pieces += written
             group.append(rec)
             sizes.append(copy)
             room -= copy
@@ -515,6 +512,17 @@ class Journal:
             held_bytes += copy - gone
             waste -= gone * dead // count
         return group, sizes, pieces
+
+    def _move_front(self, total: int, free: int = 0, most: int = 0) -> int:
+        """Write the front records :meth:`_front_group` picks (with its
+        arguments) again together in free space (:meth:`_move`); returns how
+        many (0: free space does not hold them, nothing written)."""
+        group, sizes, pieces = self._front_group(total, free, most)
+        pos = self._free_place(sum(sizes)) if group else None
+        if pos is None:
+            return 0
+        self._move(group, sizes, pieces, pos)
+        return len(group)
 
     def _move(self, group: list[_Live], sizes: list[int], pieces: list[bytes], pos: int) -> None:
         """Write the copies of the front records of ``group`` together at
@@ -641,16 +649,12 @@ class Journal:
                 break
             gone = live[0]  # no room: the oldest batch goes, written again first if held
             held = gone.dead < gone.count and not self._placing_copy
-            copy = held and rounds > 0
-            if copy:  # it and those held after it, together, if free space holds them
-                group, sizes, pieces = self._front_group(total, free=total + spare)
-                at = self._free_place(sum(sizes))
-                if at is None and len(group) > 1:  # (else it alone)
-                    group, sizes, pieces = self._front_group(total, free=total + spare, most=1)
-                    at = self._free_place(sizes[0])
-                if at is not None:
-                    self._move(group, sizes, pieces, at)
-                    rounds -= len(group)
+            if held and rounds > 0:  # it and those held after it, together, else it
+                # alone, if free space holds them
+                free = total + spare
+                moved = self._move_front(total, free) or self._move_front(total, free, most=1)
+                if moved:
+                    rounds -= moved
                     continue
             live.popleft()
             self._untrack(gone)
