@@ -134,14 +134,14 @@ def line_start(data: bytes, stop: int, n: int, a: int) -> int:
     """Where line ``a`` (at least 1) starts in ``data``, whose ``n`` lines end
     at ``stop`` (each but the last with a newline; the first may start before
     ``data``): after the newline that ends line ``a-1``, the ``(n-a)``-th
-    before ``stop``.  Looked for where it would be with lines of even length,
-    the newlines from there counted in C, then one line at a time: a few
+    before ``stop``.  Looked for half a line before where it would be with
+    lines of even length, the newlines from there counted in C, then one line at a time: a few
     calls for most reads, where a search line by line from the end took one
     a line."""
     if a <= 0:
         return 0
     k = n - a
-    at = data.find(b"\n", max(0, stop - stop * k // n), stop)
+    at = data.find(b"\n", max(0, stop - (2 * k + 1) * stop // (2 * n)), stop)  # (half a line early)
     # (bytes.count of one byte looks at every byte; replace finds each
     # newline with memchr: three times faster with lines of 100 bytes)
     found = stop - at - len(data[at:stop].replace(b"\n", b"")) if at >= 0 else 0

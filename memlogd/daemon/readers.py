@@ -104,6 +104,7 @@ class Readers:
         self.ring = ring
         self.hold = hold
         self.active: set[Reader] = set()
+        self.blocked: set[Reader] = set()  # those of them whose socket is full
         self.dropped = 0
         self.closing = False
         self.make_room: Callable[[], None] = _nothing  # the ring over its limits
@@ -116,19 +117,20 @@ class Readers:
         """The first seq a blocked follower has not been handed: the ring keeps
         it (over its limits) until the follower reads it or its hold of the
         intake ends (SPEC 14)."""
+        if not self.blocked:  # (mostly: asked twice a batch)
+            return None
         hold = self.hold
         cursors = [
             r.cursor
-            for r in self.active
-            if r.blocked and r.cursor is not None and (not r.lagging or hold.holding(r))
+            for r in self.blocked
+            if r.cursor is not None and (not r.lagging or hold.holding(r))
         ]
         return min(cursors, default=None)
 
     def protected(self) -> None:
         """The ring kept entries a blocked follower has not read: it holds the intake."""
-        for reader in self.active:
-            if reader.blocked:
-                reader.check_lag()
+        for reader in self.blocked:
+            reader.check_lag()
 
 
 class Reader:
@@ -206,6 +208,7 @@ class Reader:
 
     def _block(self) -> None:
         self.blocked = True
+        self.readers.blocked.add(self)
         self._kick.set()
         self.check_lag()
 
@@ -245,6 +248,7 @@ class Reader:
             while self.blocked and not self.done:
                 await trio.lowlevel.wait_writable(self.sock)
                 self.blocked = False
+                self.readers.blocked.discard(self)
                 self.push()
                 self._caught_up()
                 self.readers.make_room()
@@ -389,6 +393,7 @@ class QueryService:
         finally:
             if reader is not None:
                 readers.active.discard(reader)
+                readers.blocked.discard(reader)
                 readers.hold.end(reader)
                 if reader.dropped and reader.cursor is not None:
                     log.warning("reader_dropped", count=reader.dropped)

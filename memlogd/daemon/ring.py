@@ -568,12 +568,24 @@ class Ring:
         if self._max_bytes and self._held > self._max_bytes and self._count > 1:
             self._evict_bytes()
 
-    def _allowed(self, block: Block, k: int) -> int:
-        """How many of ``k`` entries from the block's first held one may go."""
+    def _allowed(self, source: _Source, k: int) -> int:
+        """How many of the source's ``k`` oldest entries held may go: those
+        before the first a follower has not been handed (``protect``)."""
         protect = self._protect
         if protect is None:
             return k
-        return max(0, min(k, protect - block.first_seq - block.start))
+        blocks = source.blocks
+        j = source.head
+        done = 0
+        while done < k:
+            block = blocks[j]
+            first = block.first_seq + block.start
+            held = min(k - done, block.count - block.start)
+            if protect < first + held:
+                return done + max(0, protect - first)
+            done += held
+            j += 1
+        return done
 
     def _note(self, source: _Source) -> None:
         """Push the source's key (its older keys become stale): called after
@@ -647,12 +659,12 @@ class Ring:
             k = min(need, block.count - block.start)
             if second is not None:  # it stays the largest while it has more
                 k = max(1, min(k, source.count + second[0]))
-            k = self._allowed(block, k)
+            k = self._allowed(source, k)
             if not k:  # a follower has not been handed it yet
                 if self._fair:
                     self._note(source)
                 return False
-            self._drop(source, block, k)
+            self._drop(source, k)
             need -= k
         return True
 
@@ -710,11 +722,8 @@ class Ring:
         for s, k in plan.values():
             if not k:
                 self._note(s)  # unchanged: its key back
-            while k:
-                block = s.blocks[s.head]
-                n = min(k, block.count - block.start)
-                self._drop(s, block, n)
-                k -= n
+            if k:
+                self._drop(s, k)
         return True
 
     # ----------------------------------------------------- the level (fair, by count)
@@ -847,33 +856,28 @@ class Ring:
         dropped from its blocks if its oldest block holds none, or less than
         half (over 16 KiB).  Returns its key, for the caller to put in ``_at``."""
         lazy = source.lazy
-        bp = self._bp(source)
-        if lazy and level <= bp:  # (it would be looked at now)
+        block = self._watch(source)
+        if lazy and level <= source.bp:  # (it would be looked at now)
             self._materialize(source)
             lazy = 0
-            bp = self._bp(source)
-        self._watch(source, bp)
-        block = source.blocks[source.head]
+            block = self._watch(source)  # (the first key is stale: another bp)
         source.rkey = rkey = (block.first_seq + block.start + lazy + level, source.order, source)
         source.place = _AT
         return rkey
 
-    @staticmethod
-    def _bp(source: _Source) -> int:
-        """The count at which a source has left none of its oldest block's
-        entries held, or, a block over 16 KiB, less than half of them."""
+    def _watch(self, source: _Source) -> Block:
+        """Set the ``bp`` of a source at the level, the count at which it has
+        left none of its oldest block's entries held, or, a block over 16 KiB,
+        less than half of them: it is looked at again when the level comes
+        down to it (Ring._lower).  Returns its oldest block."""
         block = source.blocks[source.head]
         bp = source.count - (block.count - block.start)  # its entries in its later blocks
         if len(block.data) > _COMPACT_ABOVE:
             bp += (block.count - 1) // 2
-        return bp
-
-    def _watch(self, source: _Source, bp: int) -> None:
-        """Set the ``bp`` (:meth:`_bp`) of a source at the level: it is looked
-        at again when the level comes down to it (Ring._lower)."""
         source.bp = bp
         if bp > 0:
             _push(self._bps, (-bp, source.order, source))
+        return block
 
     def _settle(self) -> None:
         """Those that lost one at this level move below it, with their count."""
@@ -940,18 +944,14 @@ class Ring:
                     _pop(heap)
                     second = self._top(heap, False) if self._above > 1 else None
                 floor = level if second is None else max(level, -second[0])
-                cut = min(need, max(1, source.count - floor))  # its oldest, block by block
-                while cut:
-                    block = source.blocks[source.head]
-                    k = min(cut, block.count - block.start)
-                    if protect is not None:
-                        k = self._allowed(block, k)
-                    if not k:
-                        self._place(source)
-                        return False
-                    self._drop(source, block, k, note=False)
-                    cut -= k
-                    need -= k
+                cut = min(need, max(1, source.count - floor))  # its oldest
+                if protect is not None and (allowed := self._allowed(source, cut)) < cut:
+                    if allowed:  # (a follower was not handed the rest)
+                        self._drop(source, allowed, note=False)
+                    self._place(source)
+                    return False
+                self._drop(source, cut, note=False)
+                need -= cut
                 if source.count == level:  # down to it: it joins (_place, without its checks)
                     self._come_down(source)
                     self._join(source, level)
@@ -1034,8 +1034,8 @@ class Ring:
             lazy = source.count - level
             if lazy < block.count - block.start:  # its oldest held is in its oldest block:
                 self._lazy -= lazy  # what left is dropped, its anchor stands, its bp anew
-                self._drop(source, block, lazy, note=False)
-                self._watch(source, self._bp(source))
+                self._drop(source, lazy, note=False)
+                self._watch(source)
             else:
                 self._unplace(source)
                 fresh.append(self._rekey(source, level))
@@ -1058,11 +1058,7 @@ class Ring:
         k = source.lazy
         source.lazy = 0
         self._lazy -= k
-        while k:
-            block = source.blocks[source.head]
-            n = min(k, block.count - block.start)
-            self._drop(source, block, n, note=False)
-            k -= n
+        self._drop(source, k, note=False)
 
     def _seq_at(self, source: _Source, i: int) -> int:
         """The seq of the source's ``i``-th oldest entry held (``count``: past its newest)."""
@@ -1093,40 +1089,51 @@ class Ring:
                 rest = source.bytes + second[0]  # its bytes over the next one's
                 keep = bisect_left(range(a, b), True, key=lambda i: size(a, i) >= rest) + a
                 k = max(a + 1, min(k, keep))
-            n = self._allowed(block, k - a)
+            n = self._allowed(source, k - a)
             if not n:  # a follower has not been handed it yet
                 if self._fair:
                     self._note(source)
                 return
-            self._drop(source, block, n)
+            self._drop(source, n)
 
-    def _drop(self, source: _Source, block: Block, k: int, note: bool = True) -> None:
-        """The ``k`` oldest entries of ``source`` (of its oldest ``block``) go."""
-        a = block.start
-        block.start = b = a + k
+    def _drop(self, source: _Source, k: int, note: bool = True) -> None:
+        """The ``k`` oldest entries ``source`` holds go, block by block (the
+        blocks they leave are gone; one left with less than half held, over
+        16 KiB, is compacted).  ``note``: the source is placed again (fair)."""
         source.count -= k
         source.evicted += k
         self._count -= k
         self._dropped += k
-        if self._exact:
-            size = block.total if (a == 0 and b == block.count) else block.size(a, b)
+        trimmed = self.trimmed
+        while k:
+            head = source.head
+            block = source.blocks[head]
+            if trimmed is not None:
+                trimmed.append(block)
+            a = block.start
+            b = a + k
+            n = block.count
+            if b < n:  # held in part from now on
+                block.start = b
+                if self._exact:
+                    size = block.size(a, b)
+                    source.bytes -= size
+                    self._held -= size
+                if 2 * (n - b) < n and len(block.data) > _COMPACT_ABOVE:
+                    self._compact(source, block)
+                break
+            block.start = n  # gone
+            size = block.size(a, n) if a and self._exact else block.total
             source.bytes -= size
             self._held -= size
-        if self.trimmed is not None:
-            self.trimmed.append(block)
-        if b == block.count:  # gone
-            if not self._exact:
-                source.bytes -= block.total
-                self._held -= block.total
-            source.blocks[source.head] = _GONE
-            source.head += 1
-            if source.head > 32 and 2 * source.head > len(source.blocks):
-                del source.blocks[: source.head]
-                source.head = 0
+            source.blocks[head] = _GONE
+            source.head = head + 1
             self._gone += 1
             self._bury(block)
-        elif 2 * (block.count - b) < block.count and len(block.data) > _COMPACT_ABOVE:
-            self._compact(source, block)
+            k = b - n
+        if source.head > 32 and 2 * source.head > len(source.blocks):
+            del source.blocks[: source.head]
+            source.head = 0
         if self._fair and note:
             self._note(source)
 

@@ -127,6 +127,32 @@ async def test_follower_a_ring_behind_loses_oldest_and_it_is_counted(short_tmp: 
             daemon.begin_shutdown()
 
 
+async def test_readers_know_which_followers_are_blocked(short_tmp: Path) -> None:
+    """Readers.blocked is the followers whose socket is full: none while they
+    keep up (the ring's eviction asks twice a batch, and then looks at no
+    reader), the stuck one once it is, and none again when it hangs up."""
+    configure_logging("memlogd", "json")
+    config = make_config(short_tmp, max_lines=50)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            daemon: Daemon = await nursery.start(serve, config)
+            stuck = await stuck_follower(daemon, config)
+            (reader,) = daemon.readers.active
+            assert daemon.readers.blocked == set()
+            assert daemon.readers.protect() is None
+            writer = await new_writer(config, "fast")
+            await writer.send_all(b"".join(b"line %d %s\n" % (i, b"x" * 100) for i in range(20000)))
+            await writer.aclose()
+            await wait_entries(daemon, 20000)
+            assert daemon.readers.blocked == {reader}
+            stuck.close()
+            while daemon.readers.active:
+                await trio.sleep(0.005)
+            assert daemon.readers.blocked == set()
+            assert daemon.readers.protect() is None
+            daemon.begin_shutdown()
+
+
 async def test_extended_stats_reports_sources(short_tmp: Path) -> None:
     configure_logging("memlogd", "json")
     config = make_config(short_tmp)
