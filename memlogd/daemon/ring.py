@@ -1097,15 +1097,16 @@ class Ring:
             self._drop(source, n)
 
     def _drop(self, source: _Source, k: int, note: bool = True) -> None:
-        """The ``k`` oldest entries ``source`` holds go, block by block (the
-        blocks they leave are gone; one left with less than half held, over
-        16 KiB, is compacted).  ``note``: the source is placed again (fair)."""
+        """The ``k`` oldest entries ``source`` holds (at least one) go, block by
+        block (the blocks they leave are gone; one left with less than half
+        held, over 16 KiB, is compacted).  ``note``: the source is placed
+        again (fair)."""
         source.count -= k
         source.evicted += k
         self._count -= k
         self._dropped += k
         trimmed = self.trimmed
-        while k:
+        while True:
             head = source.head
             block = source.blocks[head]
             if trimmed is not None:
@@ -1130,6 +1131,8 @@ class Ring:
             source.head = head + 1
             self._gone += 1
             self._bury(block)
+            if b == n:
+                break
             k = b - n
         if source.head > 32 and 2 * source.head > len(source.blocks):
             del source.blocks[: source.head]
