@@ -432,7 +432,8 @@ class Journal:
         ones), so that the start moves on as with oldest-first eviction,
         writing goes back to the area's start, and the pages touched stay few.
         Those the span needs moved are written together (:meth:`_move`) in
-        free space; one at a time only when free space does not hold them.
+        free space, as many as it holds; one at a time (making room) only
+        when it does not hold the first.
         (A record in the way of one that finds no room is written again too:
         _place.)"""
         live = self._live
@@ -458,12 +459,12 @@ class Journal:
             self._forget_before(0)
 
     def _front_group(
-        self, total: int, free: int = 0, most: int = 0
+        self, total: int, free: int, room: int
     ) -> tuple[list[_Live], list[int], list[bytes]]:
         """The records held in part at the front that :meth:`_relocate` would
         write again one by one (before a record of ``total`` bytes), or, with
         ``free``, that :meth:`_place` would, to free that many bytes at the
-        front; up to GROUP_BYTES of copies (and ``most`` records, if set):
+        front; as many as ``room`` bytes of copies hold (and GROUP_BYTES):
         the records, the size of each copy, and the copies' bytes in pieces.
         The span as each is moved and the dead ones after it are let go is
         reckoned here."""
@@ -471,7 +472,7 @@ class Journal:
         group: list[_Live] = []
         sizes: list[int] = []
         pieces: list[bytes] = []
-        room = GROUP_BYTES
+        room = min(room, GROUP_BYTES)
         pack, head_size, align = _REC.pack, _REC.size, RECORD_ALIGN
         buf = self.buf
         freed = 0
@@ -482,7 +483,7 @@ class Journal:
                 freed += gone
                 continue
             if group and (
-                len(group) == most or freed >= free
+                freed >= free
                 if free
                 else all_bytes <= 2 * (held_bytes - waste + total) + waste + 65536
             ):
@@ -502,7 +503,7 @@ class Journal:
                 at = HEADER_SIZE + rec.pos
                 copy = gone
                 written = (bytes(buf[at : at + gone]),)
-            if group and copy > room:
+            if copy > room:  # (the first too: then none is moved)
                 break
             pieces += written
             group.append(rec)
@@ -513,14 +514,16 @@ class Journal:
             waste -= gone * dead // count
         return group, sizes, pieces
 
-    def _move_front(self, total: int, free: int = 0, most: int = 0) -> int:
+    def _move_front(self, total: int, free: int = 0) -> int:
         """Write the front records :meth:`_front_group` picks (with its
-        arguments) again together in free space (:meth:`_move`); returns how
-        many (0: free space does not hold them, nothing written)."""
-        group, sizes, pieces = self._front_group(total, free, most)
-        pos = self._free_place(sum(sizes)) if group else None
-        if pos is None:
+        arguments), as many as free space holds, again together there
+        (:meth:`_move`); returns how many (0: free space does not hold the
+        first, nothing written)."""
+        group, sizes, pieces = self._front_group(total, free, self._free_room())
+        if not group:
             return 0
+        pos = self._free_place(sum(sizes))
+        assert pos is not None  # (they fit the free room)
         self._move(group, sizes, pieces, pos)
         return len(group)
 
@@ -649,10 +652,10 @@ class Journal:
                 break
             gone = live[0]  # no room: the oldest batch goes, written again first if held
             held = gone.dead < gone.count and not self._placing_copy
-            if held and rounds > 0:  # it and those held after it, together, else it
-                # alone, if free space holds them
+            if held and rounds > 0:  # it and those held after it, together, as many
+                # as free space holds
                 free = total + spare
-                moved = self._move_front(total, free) or self._move_front(total, free, most=1)
+                moved = self._move_front(total, free)
                 if moved:
                     rounds -= moved
                     continue
@@ -693,6 +696,12 @@ class Journal:
             self._commit()
         if has_marker:
             self._write(HEADER_SIZE + marker, _WRAP)
+
+    def _free_room(self) -> int:
+        """The most bytes :meth:`_free_place` finds a place for."""
+        start, end, area = self._start, self._end, self._area
+        room: int = max(area - end, start - 1) if start < end else max(0, start - end - 1)
+        return room
 
     def _free_place(self, total: int) -> int | None:
         """Where ``total`` bytes go in free space, made writable (:meth:`_claim`),
