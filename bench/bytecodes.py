@@ -35,6 +35,7 @@ from typing import Any
 import click
 
 from bench.configs import CONFIGS, Load
+from bench.record import BatchFileError, read_batches
 from memlogd.config import READ_CHUNK, DaemonConfig
 from memlogd.daemon.framing import LineSplitter
 from memlogd.daemon.journal import Journal, capacity_for, new_header
@@ -79,10 +80,15 @@ def new_state(load: Load, policy: str) -> LogState:
     return LogState(config, str(uuid.uuid4()), journal=Journal(memoryview(buf)))
 
 
-def replay(load: Load, policy: str | None) -> int:
-    """The load's batches appended without tracing (``policy`` None: only
-    read, for the run that a CPU counter subtracts); returns the lines."""
-    batches = list(reads(load))
+Batches = list[tuple[str, Lines]]
+
+
+def replay(load: Load, policy: str | None, batches: Batches | None = None) -> int:
+    """The load's batches (or ``batches``: bench.record's) appended without
+    tracing (``policy`` None: only read, for the run that a CPU counter
+    subtracts); returns the lines."""
+    if batches is None:
+        batches = list(reads(load))
     if policy is None:
         return 0
     state = new_state(load, policy)
@@ -90,10 +96,12 @@ def replay(load: Load, policy: str | None) -> int:
     return sum(state.append(source, batch) for source, batch in batches)
 
 
-def count(load: Load, policy: str) -> tuple[int, Counter[str]]:
-    """Lines appended, and the bytecodes each function executed appending them."""
+def count(load: Load, policy: str, batches: Batches | None = None) -> tuple[int, Counter[str]]:
+    """Lines appended (the load's, or ``batches``: bench.record's), and the
+    bytecodes each function executed appending them."""
     state = new_state(load, policy)
-    batches = list(reads(load))
+    if batches is None:
+        batches = list(reads(load))
     ops: Counter[str] = Counter()
 
     def trace(frame: FrameType, event: str, arg: Any) -> Any:
@@ -139,10 +147,31 @@ def count(load: Load, policy: str) -> tuple[int, Counter[str]]:
     help="Only append the first config's batches under this policy, untraced "
     "(none: only make them), for a CPU counter: valgrind --tool=cachegrind.",
 )
-def main(configs: tuple[str, ...], top: int, as_json: bool, replay_policy: str | None) -> None:
+@click.option(
+    "--batches",
+    "batches_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Append the batches a daemon's run appended (python -m bench.record), "
+    "not the config's writers' lines: with the first config's -max-lines.",
+)
+def main(
+    configs: tuple[str, ...],
+    top: int,
+    as_json: bool,
+    replay_policy: str | None,
+    batches_file: str | None,
+) -> None:
     """Bytecodes a line of the ring and the journal, fair against oldest."""
+    batches = None
+    if batches_file is not None:
+        try:
+            batches = read_batches(batches_file)
+        except BatchFileError as e:
+            raise click.ClickException(f"{batches_file}: {e}") from None
+        configs = configs[:1]
     if replay_policy is not None:
-        lines = replay(CONFIGS[configs[0]], None if replay_policy == "none" else replay_policy)
+        policy = None if replay_policy == "none" else replay_policy
+        lines = replay(CONFIGS[configs[0]], policy, batches)
         click.echo(f"{configs[0]} {replay_policy}: {lines} lines appended")
         return
     report: dict[str, dict[str, float]] = {}
@@ -150,10 +179,11 @@ def main(configs: tuple[str, ...], top: int, as_json: bool, replay_policy: str |
         load = CONFIGS[name]
         report[name] = {}
         for policy in ("fair", "oldest"):
-            lines, ops = count(load, policy)
+            lines, ops = count(load, policy, batches)
             per_line = sum(ops.values()) / lines
             report[name][policy] = round(per_line, 2)
-            click.echo(f"{name} ({load.describe()}) {policy}: {per_line:.2f} bytecodes a line")
+            what = load.describe() if batches is None else f"{len(batches)} recorded batches"
+            click.echo(f"{name} ({what}) {policy}: {per_line:.2f} bytecodes a line")
             for function, n in ops.most_common(top):
                 click.echo(f"    {n / lines:7.3f}  {function}")
         fair, oldest = report[name]["fair"], report[name]["oldest"]

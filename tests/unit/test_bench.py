@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench import record
 from bench.bytecodes import count, reads, replay
 from bench.configs import CONFIGS, Load, LoadError, custom_load
 from bench.lines import (
@@ -42,6 +43,7 @@ from bench.procfs import (
 from bench.query import QueryError, parse_stats_answer
 from bench.report import combine, human, percentile, render_table, summarise, targets_of
 from bench.settle import wait_stable, wait_until
+from memlogd.daemon.lines import Lines, ends_of
 from memlogd.wire.protocol import LogEntry
 from tests.wire import encode_entry
 
@@ -560,3 +562,54 @@ def test_a_replay_appends_every_line_untraced_and_none_only_reads() -> None:
     load = Load("t", writers=2, lines=700, line_bytes=100, followers=0, max_lines=300)
     assert replay(load, "fair") == replay(load, "oldest") == 2 * 700 + 4 == count(load, "fair")[0]
     assert replay(load, None) == 0
+
+
+_line = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"."))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=12),
+            st.lists(_line, min_size=1, max_size=6),
+            st.booleans(),
+            st.binary(max_size=8),
+        ),
+        max_size=6,
+    )
+)
+def test_recorded_batches_read_back_as_they_were_appended(
+    batches: list[tuple[str, list[bytes], bool, bytes]],
+) -> None:
+    """bench.record's file: each batch's source and lines, in order, with
+    where each line ends known as the daemon knew it (a head carried over
+    from the read before, a partial line after the body's stop)."""
+    made = []
+    for source, lines, known, rest in batches:
+        head, body = lines[0][:3], b"\n".join([lines[0][3:], *lines[1:]])
+        stop = len(body)
+        body += b"\n" + rest.replace(b"\n", b".")
+        made.append((source, Lines(head, body, stop, ends_of(lines) if known else None)))
+    back = list(record.decode(b"".join(record.encode(s, lines) for s, lines in made)))
+    assert [(s, lines.known_ends, lines.split()) for s, lines in back] == [
+        (s, lines.known_ends, lines.split()) for s, lines in made
+    ]
+
+
+def test_a_damaged_batches_file_is_refused() -> None:
+    data = record.encode("w1", Lines.of([b"one", b"two"]))
+    assert [lines.split() for _s, lines in record.decode(data)] == [[b"one", b"two"]]
+    with pytest.raises(record.BatchFileError, match="cut short at byte 0"):
+        list(record.decode(data[:5]))
+    with pytest.raises(record.BatchFileError, match="at byte 0 is damaged"):
+        list(record.decode(data[:-1]))
+
+
+def test_recorded_batches_are_replayed_in_their_order() -> None:
+    """bench.bytecodes --batches: the recorded batches, not the load's."""
+    load = Load("t", writers=2, lines=700, line_bytes=100, followers=0, max_lines=300)
+    batches = list(reads(load))
+    data = b"".join(record.encode(s, lines) for s, lines in batches)
+    again = list(record.decode(data))
+    assert replay(load, "fair", again) == replay(load, "fair") == count(load, "oldest", again)[0]
+    assert replay(load, "fair", again[:3]) == sum(len(lines) for _s, lines in batches[:3])
