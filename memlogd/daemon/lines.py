@@ -135,9 +135,9 @@ def line_start(data: bytes, stop: int, n: int, a: int) -> int:
     at ``stop`` (each but the last with a newline; the first may start before
     ``data``): after the newline that ends line ``a-1``, the ``(n-a)``-th
     before ``stop``.  Looked for half a line before where it would be with
-    lines of even length, the newlines from there counted in C, then one line at a time: a few
-    calls for most reads, where a search line by line from the end took one
-    a line."""
+    lines of even length, the newlines from there counted in C, then one
+    line at a time: a few calls for most reads, where a search line by line
+    from the end took one a line."""
     if a <= 0:
         return 0
     k = n - a
