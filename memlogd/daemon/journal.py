@@ -461,7 +461,7 @@ class Journal:
     def _front_group(
         self, total: int, free: int, room: int
     ) -> tuple[list[_Live], list[int], list[bytes]]:
-        """The records held in part at the front that :meth:`_relocate` would
+        """The records still held at the front that :meth:`_relocate` would
         write again one by one (before a record of ``total`` bytes), or, with
         ``free``, that :meth:`_place` would, to free that many bytes at the
         front; as many as ``room`` bytes of copies hold (and GROUP_BYTES):
@@ -697,27 +697,29 @@ class Journal:
         if has_marker:
             self._write(HEADER_SIZE + marker, _WRAP)
 
+    def _free_spans(self) -> list[tuple[int, int, int]]:
+        """The free space, where a record may go without letting any go:
+        each ``(pos, bytes, marker)``, ``marker`` where a wrap marker then
+        goes (-1: none).  Not wrapped: after the end, and from the area's
+        start to before the start; wrapped: between the end and the start
+        (a byte short of either start: a full area would look empty)."""
+        start, end, area = self._start, self._end, self._area
+        if start < end:
+            return [(end, area - end, -1), (0, start - 1, end)]
+        return [(end, start - end - 1, -1)]
+
     def _free_room(self) -> int:
         """The most bytes :meth:`_free_place` finds a place for."""
-        start, end, area = self._start, self._end, self._area
-        room: int = max(area - end, start - 1) if start < end else max(0, start - end - 1)
-        return room
+        return max(0, *(size for _pos, size, _marker in self._free_spans()))
 
     def _free_place(self, total: int) -> int | None:
         """Where ``total`` bytes go in free space, made writable (:meth:`_claim`),
         without letting any record go (None: no free space holds them)."""
-        start, end, area = self._start, self._end, self._area
-        marker = -1
-        if start < end and end + total <= area:
-            pos = end
-        elif start < end and total < start:
-            pos, marker = 0, end
-        elif start >= end and end + total < start:
-            pos = end
-        else:
-            return None
-        self._claim(pos, total, marker, area)
-        return pos
+        for pos, size, marker in self._free_spans():
+            if total <= size:
+                self._claim(pos, total, marker, self._area)
+                return pos
+        return None
 
     def _overlaps_committed(self, pos: int, total: int) -> bool:
         """Would writing ``[pos, pos+total)`` touch what the last commit counts?"""

@@ -150,11 +150,15 @@ class Reader:
         self.cursor = follow_from
         self._render = render
         self._pending: memoryview | None = None
-        self.blocked = False
         self.done = False
         self.dropped = 0
         self._kick = trio.Event()
         self.lagging = False  # more than half a ring behind since it last blocked
+
+    @property
+    def blocked(self) -> bool:
+        """Whether its socket is full (it is in ``Readers.blocked``)."""
+        return self in self.readers.blocked
 
     def push(self) -> None:
         """Send what there is without ever blocking: called by appenders."""
@@ -207,7 +211,6 @@ class Reader:
         return None
 
     def _block(self) -> None:
-        self.blocked = True
         self.readers.blocked.add(self)
         self._kick.set()
         self.check_lag()
@@ -247,7 +250,6 @@ class Reader:
             self._kick = trio.Event()
             while self.blocked and not self.done:
                 await trio.lowlevel.wait_writable(self.sock)
-                self.blocked = False
                 self.readers.blocked.discard(self)
                 self.push()
                 self._caught_up()

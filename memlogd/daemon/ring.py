@@ -574,17 +574,11 @@ class Ring:
         protect = self._protect
         if protect is None:
             return k
-        blocks = source.blocks
-        j = source.head
         done = 0
-        while done < k:
-            block = blocks[j]
-            first = block.first_seq + block.start
-            held = min(k - done, block.count - block.start)
-            if protect < first + held:
-                return done + max(0, protect - first)
+        for first, held in self._runs(source):
+            if protect < first + held or done + held >= k:
+                return min(k, done + max(0, protect - first))
             done += held
-            j += 1
         return done
 
     def _note(self, source: _Source) -> None:
@@ -1062,16 +1056,19 @@ class Ring:
 
     def _seq_at(self, source: _Source, i: int) -> int:
         """The seq of the source's ``i``-th oldest entry held (``count``: past its newest)."""
-        blocks = source.blocks
-        j = source.head
-        while j < len(blocks):
-            block = blocks[j]
-            held = block.count - block.start
+        for first, held in self._runs(source):
             if i < held:
-                return block.first_seq + block.start + i
+                return first + i
             i -= held
-            j += 1
         return self.next_seq
+
+    @staticmethod
+    def _runs(source: _Source) -> Iterator[tuple[int, int]]:
+        """The seqs a source holds, block by block: the first, and how many."""
+        blocks = source.blocks
+        for j in range(source.head, len(blocks)):
+            block = blocks[j]
+            yield block.first_seq + block.start, block.count - block.start
 
     def _evict_bytes(self) -> None:
         """Drop entries until the bytes fit (the last entry always stays)."""
