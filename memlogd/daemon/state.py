@@ -93,20 +93,22 @@ class LogState:
         first_seq = ring.next_seq
         block = encode_block(now, source, lines)
         n = len(block)
-        ring.append(block)
         journal = self.journal
+        # the counts the journal's trims have reached (the append may drop more)
+        dropped, evicted, keep_from = ring.dropped, ring.dropped_of(source), ring.first_block_seq
+        ring.append(block)
         cut = 0
         if journal is not None:  # committed before any reader can see the entries
-            # (with the trims of what the append dropped from the source's blocks),
             # but for the batch's first ``cut`` lines, which the room made next
             # drops, when they are most of it: then they would be copied, carried
-            # or compacted (docs/memlogd.md, "What a batch is journaled as")
-            self._trim_journal(journal, commit=False)
+            # or compacted (docs/memlogd.md, "What a batch is journaled as").
+            # What the append dropped of the source's entries that had left the
+            # ring lazily is trimmed with the room made next (one trim a batch):
+            # until then the journal holds those entries and does not count them
             cut = self._journal_cut(block, lines) if n > 1 else 0  # (one entry always stays)
-            evicted = ring.dropped_of(source) + cut
-            journal.overwritten = ring.dropped + cut
+            journal.overwritten = dropped + cut
             journal.append_lines(
-                first_seq, now, source, lines, n, ring.first_block_seq, evicted, skip=cut
+                first_seq, now, source, lines, n, keep_from, evicted + cut, skip=cut
             )
         self.received += n
         if info is None:
@@ -147,9 +149,13 @@ class LogState:
         ``journaled``: the batch just appended and its first lines the journal
         was not written (LogState.append): when the room made is those lines
         only, the journal has it already (the batch from there on, and the
-        counts: the commit of the append), so nothing more is written."""
+        counts: the commit of the append), so nothing more is written.  The
+        journal is trimmed of what the append dropped too (the entries of the
+        source that had left the ring lazily), even with no room to make."""
         ring = self.ring
         if not ring.over:
+            if ring.trimmed and self.journal is not None:  # (an append's drops)
+                self._trim_journal(self.journal)
             return
         protect = self.protect()
         ring.evict(protect)
@@ -187,7 +193,7 @@ class LogState:
             stop=cut,
         )
 
-    def _trim_journal(self, journal: Journal, commit: bool = True) -> None:
+    def _trim_journal(self, journal: Journal) -> None:
         """Tell the journal what left the ring's blocks (the ring's ``dropped``
         counts: entries that left the ring lazily are still in its blocks, and
         in the journal, which a replay cuts again: docs/memlogd.md)."""
@@ -201,10 +207,7 @@ class LogState:
         sources = {cut.source for cut in trimmed}
         journal.trim(cuts.items(), [(s, ring.dropped_of(s)) for s in sources])
         trimmed.clear()
-        if commit:
-            journal.commit(ring.dropped)
-        else:  # the append's commit carries it
-            journal.overwritten = ring.dropped
+        journal.commit(ring.dropped)
 
     def append_event(self, text: str) -> None:
         """The daemon's own structlog events, as lines of source ``memlogd``."""

@@ -12,7 +12,7 @@ import itertools
 import struct
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -372,7 +372,8 @@ def check_replays(
     """Each step's batch into a LogState with a journal, a follower maybe
     blocking within it; where a step says so, the worker is killed and a new
     one replays the journal: the same ring as this one once it has made room
-    without the follower, counts too."""
+    without the follower, counts too; and so does the journal as the append
+    committed it, before the room was made (and the journal trimmed)."""
     buf = fresh(capacity_for(config.max_lines, config.max_line_len))
     journal = Journal(memoryview(buf))
     journal.compact_above = 0  # records of any size little of which is held are copied
@@ -380,6 +381,16 @@ def check_replays(
     state = LogState(config, INSTANCE, None, journal)
     for source, lines, restart, blocked_at in steps:
         blocking_follower(state, blocked_at)
+        committed: list[bytearray] = []  # the journal when the followers are handed the batch
+        hand = state.on_append
+
+        def commit_point(
+            hand: Callable[[], None] = hand, seen: list[bytearray] = committed, at: bytearray = buf
+        ) -> None:
+            seen.append(bytearray(at))
+            hand()
+
+        state.on_append = commit_point
         state.append(source, Lines.of(lines))
         blocking_follower(state, None)
         assert state.journal is not None
@@ -396,9 +407,13 @@ def check_replays(
         assert held_entries(ring) == held_entries(state.ring)
         assert (ring.next_seq, ring.overwritten) == (state.ring.next_seq, state.ring.overwritten)
         held = state.ring.held_by_source()
-        assert {n: c for n, c in ring.evicted_by_source().items() if held[n]} == {
-            n: c for n, c in state.ring.evicted_by_source().items() if held[n]
-        }
+        evicted = {n: c for n, c in state.ring.evicted_by_source().items() if held[n]}
+        assert {n: c for n, c in ring.evicted_by_source().items() if held[n]} == evicted
+        for snapshot in committed:  # (none when the batch was empty)
+            early = replay(Journal(memoryview(snapshot)), config)
+            assert held_entries(early) == held_entries(state.ring)
+            assert (early.next_seq, early.overwritten) == (ring.next_seq, ring.overwritten)
+            assert {n: c for n, c in early.evicted_by_source().items() if held[n]} == evicted
         journal.compact_above = 0
         journal.slack = 0
         state = LogState(config, INSTANCE, ring, journal)
