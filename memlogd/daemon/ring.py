@@ -524,17 +524,23 @@ class Ring:
         source = self._sources.get(block.source)
         if source is None:
             source = self._sources[block.source] = _Source(block.source, self._order())
-        else:
-            if source.place == _AT:
-                self._leave(source)  # (its ``lazy`` count set)
-            if source.lazy:
+        elif source.place == _AT:
+            self._leave(source)  # (its ``lazy`` count set)
+            level = self._level
+            assert level is not None
+            # alone above the level now, it keeps the entries that left lazily
+            # until the room is made: they go with what the room takes of it
+            if source.lazy and (self._above or source.count - source.lazy + n <= level):
                 self._materialize(source)
+        elif source.lazy:
+            self._materialize(source)
         source.blocks.append(block)
         source.count += n
         source.bytes += block.total
         if self._fair:
             level = self._level
-            if level is not None and source.place == _NOWHERE and source.count > level:
+            held = source.count - source.lazy
+            if level is not None and source.place == _NOWHERE and held > level:
                 self._go_above(source)  # (what _place does then, without its checks)
             else:
                 self._note(source)
@@ -746,7 +752,8 @@ class Ring:
     # journal) and it has a new anchor.  So a batch costs the ring O(log
     # sources), and a level O(sources whose oldest block then goes), instead
     # of a count and a drop of each source.  The entries that left lazily are
-    # also dropped from the blocks when the source is appended to or
+    # also dropped from the blocks when the source is appended to (alone
+    # above the level then, with what the room made next takes of it) or
     # forgotten: memory stays within what is held plus one oldest block a
     # source.  A journal of the blocks holds more than the ring then, with
     # consistent counts (``dropped``, ``dropped_of``), and a replay that makes
@@ -783,6 +790,7 @@ class Ring:
         assert level is not None
         place = source.place
         if place == _ABOVE:  # appended to, or cut down: it left nothing lazily
+            # (but for the one alone above, until the room is made: not placed)
             held = source.count
             if held > level:
                 if source is not self._solo:
@@ -818,6 +826,8 @@ class Ring:
         solo = self._solo
         if solo is not None:  # no longer alone: into the heap
             self._solo = None
+            if solo.lazy:
+                self._materialize(solo)
             self._push_keys(solo)
         self._push_keys(source)
 
@@ -929,8 +939,13 @@ class Ring:
             assert level is not None
             if self._above:  # above the level: the largest first, as ever
                 solo = self._solo
+                lazy = 0
                 if solo is not None:
                     source, second, self._solo = solo, None, None  # (in the heap if still above)
+                    lazy = source.lazy  # (what left the ring lazily goes with the cut)
+                    if lazy and protect is not None:
+                        self._materialize(source)
+                        lazy = 0
                 else:
                     top = self._top(heap, False)
                     assert top is not None
@@ -938,13 +953,16 @@ class Ring:
                     _pop(heap)
                     second = self._top(heap, False) if self._above > 1 else None
                 floor = level if second is None else max(level, -second[0])
-                cut = min(need, max(1, source.count - floor))  # its oldest
+                cut = min(need, max(1, source.count - lazy - floor))  # its oldest
                 if protect is not None and (allowed := self._allowed(source, cut)) < cut:
                     if allowed:  # (a follower was not handed the rest)
                         self._drop(source, allowed, note=False)
                     self._place(source)
                     return False
-                self._drop(source, cut, note=False)
+                if lazy:
+                    source.lazy = 0
+                    self._lazy -= lazy
+                self._drop(source, lazy + cut, note=False)
                 need -= cut
                 if source.count == level:  # down to it: it joins (_place, without its checks)
                     self._come_down(source)
@@ -983,7 +1001,8 @@ class Ring:
         if source is None or level is None or source.blocks[-1] is not block or block.start:
             return 0
         need = self._count - self._lazy - self._cap
-        cut = min(need, source.count - level) - (source.count - block.count)
+        held = source.count - source.lazy  # (alone above: its lazy ones go too)
+        cut = min(need, held - level) - (held - block.count)
         if cut < max(1, least):
             return 0
         return min(cut, block.count - 1)  # (one stays)
@@ -1280,7 +1299,7 @@ class Ring:
             return self.first_seq
         solo = self._solo
         if solo is not None:
-            return solo.oldest
+            return self._oldest_held(solo)
         top = self._top(self._by_count, False)
         if top is not None or self._level is None:
             return top[1] if top is not None else None
