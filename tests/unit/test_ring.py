@@ -98,6 +98,9 @@ def ring_machine(
             self.gone: set[int] = set()
             self.evicted: Counter[str] = Counter()
             self.followers: list[tuple[int, list[int]]] = []  # start, seqs told of in order
+            # the last batch appended without room made: its first seq, count,
+            # and the cut the ring planned for it (Ring.planned_cut)
+            self.planned: tuple[int, int, int] | None = None
 
         @initialize(
             max_lines=st.integers(1, max_lines),
@@ -147,6 +150,7 @@ def ring_machine(
             first = self.appended + 1
             block, encoded = make_block(source, first, sizes, layout)
             result = self.ring.extend(block) if evict else self.ring.append(block)
+            self.planned = None if evict else (first, len(sizes), self.ring.planned_cut(block))
             for i, (data, size) in enumerate(zip(encoded, sizes, strict=True)):
                 self.model.append(Held(first + i, data, size, source))
                 self.every[first + i] = data
@@ -176,6 +180,11 @@ def ring_machine(
             self.ring.evict(protect)
             self._trim(protect)
             assert self.ring.over == self.pending
+            planned, self.planned = self.planned, None
+            if planned is not None and planned[2] and protect is None:  # the cut it planned
+                first, n, cut = planned
+                gone = [seq for seq in range(first, first + n) if seq in self.gone]
+                assert gone == list(range(first, first + cut))
 
         @rule(delta=st.integers(-30, 3), limit=st.none() | st.integers(-2, 10))
         def read(self, delta: int, limit: int | None) -> None:
@@ -251,6 +260,7 @@ def ring_machine(
         def forget(self, source: str) -> None:
             """A source that holds nothing is forgotten, its count of evicted too
             (one that holds entries is not)."""
+            self.planned = None
             self.ring.forget(source)
             if not any(h.source == source for h in self.model):
                 self.evicted.pop(source, None)
