@@ -991,12 +991,14 @@ class Ring:
 
     def planned_cut(self, block: Block, least: int = 1) -> int:
         """How many of the first entries of ``block``, the one just appended,
-        the next :meth:`evict` drops if nothing is protected, where that is
-        known without making room and at least ``least`` (else 0: the
-        eviction may then drop some).  Fair by count, a source alone above
-        the level is cut down to it: a batch that makes its source the
+        the next :meth:`evict` drops at least if nothing is protected, where
+        that is known without making room and at least ``least`` (else 0:
+        the eviction may then drop some).  Fair by count, a source alone
+        above the level is cut down to it: a batch that makes its source the
         largest is mostly dropped at once (b and c of BENCHMARKS.md), and the
-        journal need not be written what goes (LogState)."""
+        journal need not be written what goes (LogState).  (When the room
+        needed is more than that cut, the level goes down too, and the
+        block's next entries may go with it.)"""
         source, level = self._solo, self._level  # (more above: their older entries go first)
         if source is None or level is None or source.blocks[-1] is not block or block.start:
             return 0
