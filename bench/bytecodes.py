@@ -35,7 +35,7 @@ from typing import Any
 import click
 
 from bench.configs import CONFIGS, Load
-from bench.record import BatchFileError, read_batches
+from bench.record import Batches, BatchFileError, read_batches
 from memlogd.config import READ_CHUNK, DaemonConfig
 from memlogd.daemon.framing import LineSplitter
 from memlogd.daemon.journal import Journal, capacity_for, new_header
@@ -78,9 +78,6 @@ def new_state(load: Load, policy: str) -> LogState:
     header = new_header(size, str(uuid.uuid4()))
     buf[: len(header)] = header
     return LogState(config, str(uuid.uuid4()), journal=Journal(memoryview(buf)))
-
-
-Batches = list[tuple[str, Lines]]
 
 
 def replay(load: Load, policy: str | None, batches: Batches | None = None) -> int:

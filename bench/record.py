@@ -31,9 +31,11 @@ from typing import Any
 
 import click
 
-from memlogd.daemon.lines import Lines, ends_of
+from memlogd.daemon.lines import Lines
 
 HEADER = struct.Struct("<BIIII")  # ends known, name, head, body, stop
+
+Batches = list[tuple[str, Lines]]  # each batch's source and lines, in order
 
 
 class BatchFileError(ValueError):
@@ -62,12 +64,12 @@ def decode(data: bytes) -> Iterator[tuple[str, Lines]]:
         name = data[at : at + name_len].decode("utf-8", "surrogateescape")
         head = data[at + name_len : at + name_len + head_len]
         body = data[at + name_len + head_len : end]
-        ends = ends_of((head + body[:stop]).split(b"\n")) if known else None
+        ends = Lines(head, body, stop, None).ends if known else None  # (as the daemon had it)
         yield name, Lines(head, body, stop, ends)
         at = end
 
 
-def read_batches(path: str) -> list[tuple[str, Lines]]:
+def read_batches(path: str) -> Batches:
     with open(path, "rb") as f:
         return list(decode(f.read()))
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import trio
+
 from memlogd.wire.fdmsg import fd_ancdata
 
 T = TypeVar("T")
@@ -33,6 +35,13 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+async def wait_until(condition: Callable[[], object]) -> None:
+    """Inside a trio test: yield until ``condition()`` holds (the deadline is
+    the caller's ``trio.fail_after``)."""
+    while not condition():
+        await trio.sleep(0.005)
 
 
 def wait_value(

@@ -652,10 +652,8 @@ class Journal:
                 break
             gone = live[0]  # no room: the oldest batch goes, written again first if held
             held = gone.dead < gone.count and not self._placing_copy
-            if held and rounds > 0:  # it and those held after it, together, as many
-                # as free space holds
-                free = total + spare
-                moved = self._move_front(total, free)
+            if held and rounds > 0:  # it and those held after it, together, as many as fit
+                moved = self._move_front(total, free=total + spare)
                 if moved:
                     rounds -= moved
                     continue

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from memlogd.config import FOLLOWER_SNDBUF, DaemonConfig
 from memlogd.daemon.serve import Daemon, serve
 from memlogd.logconfig import configure_logging
 from memlogd.wire import protocol as proto
+from tests.helpers import wait_until
 from tests.wire import register_fd
 
 pytestmark = pytest.mark.integration
@@ -38,11 +38,6 @@ def wmem_max() -> int:
             return int(f.read())
     except OSError:
         return FOLLOWER_SNDBUF
-
-
-async def wait_until(condition: Callable[[], object]) -> None:
-    while not condition():
-        await trio.sleep(0.005)
 
 
 def connect(path: str, mode: proto.QueryMode) -> socket.socket:

@@ -17,6 +17,7 @@ from memlogd.daemon.serve import Daemon, serve
 from memlogd.logconfig import configure_logging
 from memlogd.wire import protocol as proto
 from memlogd.wire.answerparser import AnswerParser
+from tests.helpers import wait_until
 from tests.wire import register_fd
 
 pytestmark = pytest.mark.integration
@@ -46,8 +47,7 @@ async def collect(path: str, what: proto.QueryMode | proto.QueryRequest) -> list
 
 
 async def wait_entries(daemon: Daemon, count: int) -> None:
-    while daemon.state.received < count:
-        await trio.sleep(0.005)
+    await wait_until(lambda: daemon.state.received >= count)
 
 
 async def stuck_follower(daemon: Daemon, config: DaemonConfig) -> socket.socket:
@@ -129,8 +129,7 @@ async def test_follower_a_ring_behind_loses_oldest_and_it_is_counted(short_tmp: 
             # every entry since it started is either received or counted as dropped
             assert len(got) + reader.dropped == daemon.ring.next_seq - follow_start
             stuck.close()
-            while daemon.readers.active:
-                await trio.sleep(0.005)
+            await wait_until(lambda: not daemon.readers.active)
             assert daemon.readers.blocked == set() and daemon.readers.protect() is None
             daemon.begin_shutdown()
 
