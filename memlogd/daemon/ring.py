@@ -25,8 +25,8 @@ dropped block costs O(log sources); once full, fair by count, the ring keeps
 a level instead (the sources at it lose an entry each as a cursor moves
 over them: see "the level" below); finding a seq is a bisection over the
 blocks, gone ones included until they are more than half of them
-(O(held blocks)).  A partly held block of which less than half is
-still held is compacted: what it holds is copied into a new block.
+(O(held blocks)).  A partly held block over 16 KiB of which less than two
+thirds is still held is compacted: what it holds is copied into a new block.
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ class Block:
 
 
 Part = tuple[Block, int, int]  # entries a .. b-1 of a block
+Cut = tuple[int, int, str]  # a block cut: its origin, the seq it is held from now, its source
 Gap = tuple[int, int]  # a run of seqs not held: its first seq, how many
 
 
@@ -399,7 +400,11 @@ class Ring:
         self._by_count: list[_Key] = []  # fair: heaps of the sources, stale keys skipped
         self._by_bytes: list[_Key] = []
         self._protect: int | None = None
-        self.trimmed: list[Block] | None = None  # set to a list: blocks evicted from, noted
+        # set to a list: each cut of a block by an eviction, noted as the block's
+        # origin, the seq it is held from now (past its end: gone) and its source
+        # (not the block: one that is gone is freed at once, and its memory is
+        # there for the copy of the next block compacted)
+        self.trimmed: list[Cut] | None = None
         # fair by count, once full: the level (docs in _evict_level), None before
         self._level: int | None = None
         self._above = 0  # the sources above it: in the heap, or the one there is _solo
@@ -747,7 +752,7 @@ class Ring:
     # goes down while its oldest entry held is in its oldest block, so the
     # order of ``_at`` is that of every level below.  A source is looked at
     # again only at its ``bp``, the level at which its oldest block's entries
-    # all left (or, for a block over 16 KiB, more than half of them): then the
+    # all left (or, for a block over 16 KiB, more than a third of them): then the
     # entries that left are dropped from the blocks (and then from the
     # journal) and it has a new anchor.  So a batch costs the ring O(log
     # sources), and a level O(sources whose oldest block then goes), instead
@@ -858,7 +863,7 @@ class Ring:
         """A source that holds ``level`` entries (its ``lazy`` count set) joins
         the level: its anchor and ``bp``, after the entries that left are
         dropped from its blocks if its oldest block holds none, or less than
-        half (over 16 KiB).  Returns its key, for the caller to put in ``_at``."""
+        two thirds (over 16 KiB).  Returns its key, for the caller to put in ``_at``."""
         lazy = source.lazy
         block = self._watch(source)
         if lazy and level <= source.bp:  # (it would be looked at now)
@@ -872,12 +877,12 @@ class Ring:
     def _watch(self, source: _Source) -> Block:
         """Set the ``bp`` of a source at the level, the count at which it has
         left none of its oldest block's entries held, or, a block over 16 KiB,
-        less than half of them: it is looked at again when the level comes
+        less than two thirds of them: it is looked at again when the level comes
         down to it (Ring._lower).  Returns its oldest block."""
         block = source.blocks[source.head]
         bp = source.count - (block.count - block.start)  # its entries in its later blocks
         if len(block.data) > _COMPACT_ABOVE:
-            bp += (block.count - 1) // 2
+            bp += (2 * block.count - 1) // 3
         source.bp = bp
         if bp > 0:
             _push(self._bps, (-bp, source.order, source))
@@ -1116,8 +1121,8 @@ class Ring:
 
     def _drop(self, source: _Source, k: int, note: bool = True) -> None:
         """The ``k`` oldest entries ``source`` holds (at least one) go, block by
-        block (the blocks they leave are gone; one left with less than half
-        held, over 16 KiB, is compacted).  ``note``: the source is placed
+        block (the blocks they leave are gone; one left with less than two
+        thirds held, over 16 KiB, is compacted).  ``note``: the source is placed
         again (fair)."""
         source.count -= k
         source.evicted += k
@@ -1127,21 +1132,23 @@ class Ring:
         while True:
             head = source.head
             block = source.blocks[head]
-            if trimmed is not None:
-                trimmed.append(block)
             a = block.start
             b = a + k
             n = block.count
             if b < n:  # held in part from now on
                 block.start = b
+                if trimmed is not None:
+                    trimmed.append((block.origin, block.first_seq + b, block.source))
                 if self._exact:
                     size = block.size(a, b)
                     source.bytes -= size
                     self._held -= size
-                if 2 * (n - b) < n and len(block.data) > _COMPACT_ABOVE:
+                if 3 * (n - b) < 2 * n and len(block.data) > _COMPACT_ABOVE:
                     self._compact(source, block)
                 break
             block.start = n  # gone
+            if trimmed is not None:
+                trimmed.append((block.origin, block.first_seq + n, block.source))
             size = block.size(a, n) if a and self._exact else block.total
             source.bytes -= size
             self._held -= size

@@ -167,7 +167,7 @@ class LogState:
         trimmed = ring.trimmed
         if journaled is not None and trimmed is not None:
             block, cut = journaled
-            if len(trimmed) == 1 and trimmed[0] is block and block.start == cut:
+            if len(trimmed) == 1 and trimmed[0] == (block.origin, block.origin + cut, block.source):
                 trimmed.clear()
                 return
         self._trim_journal(journal)
@@ -201,10 +201,10 @@ class LogState:
         trimmed = ring.trimmed
         if not trimmed:
             return
-        # a block cut twice is listed twice (the copy of a compacted one:
-        # the same origin and held seqs); each record's store is written once
-        cuts = {cut.origin: cut.first_seq + cut.start for cut in trimmed}
-        sources = {cut.source for cut in trimmed}
+        # a block cut twice is listed twice (or its compacted copy: the same
+        # origin), the last cut last; each record's store is written once
+        cuts = {origin: seq for origin, seq, _ in trimmed}
+        sources = {source for _, _, source in trimmed}
         journal.trim(cuts.items(), [(s, ring.dropped_of(s)) for s in sources])
         trimmed.clear()
         journal.commit(ring.dropped)

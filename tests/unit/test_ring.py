@@ -450,6 +450,36 @@ def test_a_block_little_of_which_is_held_is_compacted():
     assert ring.bytes == 2000
 
 
+@pytest.mark.parametrize(("held", "copied"), [(66, False), (65, True)])
+def test_a_block_is_compacted_when_less_than_two_thirds_of_it_is_held(
+    held: int, copied: bool
+) -> None:
+    ring = Ring(held)
+    block, entries = make_block("a", 1, [200] * 99, "lazy")  # over 16 KiB
+    ring.extend(block)
+    snap = ring.snapshot()
+    assert (snap.parts[0][0] is not block) == copied  # 66 of 99: two thirds, kept
+    assert snap.data == entries[99 - held :]
+
+
+@pytest.mark.parametrize(("level", "copied"), [(100, False), (99, True)])
+def test_a_source_at_the_level_is_compacted_when_it_holds_less_than_two_thirds_of_its_block(
+    level: int, copied: bool
+) -> None:
+    ring = Ring(300)
+    a, a_entries = make_block("a", 1, [200] * 150, "lazy")  # over 16 KiB
+    b, _ = make_block("b", 151, [200] * 150, "lazy")
+    ring.extend(a)
+    ring.extend(b)
+    ring.extend(make_block("c", 301, [10] * 30, "step")[0])  # a and b cut to 135: the level
+    for i in range(2 * (135 - level)):  # each a one-entry source: a, b lose one in turn
+        ring.extend(make_block(f"z{i}", ring.next_seq, [10], "step")[0])
+    assert ring.held_by_source()["a"] == level
+    part = ring.snapshot().parts[0]
+    assert (part[0] is not a) == copied  # 100 of a's 150: two thirds, left as it is
+    assert part[0].entries(part[1], part[2]) == a_entries[150 - level :]
+
+
 def test_a_block_of_16_kib_or_less_is_not_copied():
     ring = Ring(10)
     block, entries = make_block("a", 1, [50] * 100, "lazy")  # about 8 KiB
