@@ -131,16 +131,18 @@ class Lines:
 
 
 def line_start(data: bytes, stop: int, n: int, a: int) -> int:
-    """Where line ``a`` (at least 1) starts in ``data``, whose ``n`` lines end
-    at ``stop`` (each but the last with a newline; the first may start before
-    ``data``): after the newline that ends line ``a-1``, the ``(n-a)``-th
-    before ``stop``.  Looked for half a line before where it would be with
-    lines of even length, the newlines from there counted in C, then one
-    line at a time: a few calls for most reads, where a search line by line
-    from the end took one a line."""
+    """Where line ``a`` (at least 1; ``n``: past the last, ``stop + 1``)
+    starts in ``data``, whose ``n`` lines end at ``stop`` (each but the last
+    with a newline; the first may start before ``data``): after the newline
+    that ends line ``a-1``, the ``(n-a)``-th before ``stop``.  Looked for
+    half a line before where it would be with lines of even length, the
+    newlines from there counted in C, then one line at a time: a few calls
+    for most reads, where a search line by line from the end took one a line."""
     if a <= 0:
         return 0
     k = n - a
+    if k <= 0:  # line n: none, past the newline after the last
+        return stop + 1
     at = data.find(b"\n", max(0, stop - (2 * k + 1) * stop // (2 * n)), stop)  # (half a line early)
     # (bytes.count of one byte looks at every byte; replace finds each
     # newline with memchr: three times faster with lines of 100 bytes)

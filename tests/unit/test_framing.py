@@ -262,6 +262,14 @@ def test_where_a_line_starts_is_found_from_the_end(
     stop = len(body)
     if after:
         body += b"\n" + after
-    a = data.draw(st.integers(0, len(lines) - 1))
+    a = data.draw(st.integers(0, len(lines)))  # (len(lines): past the last, after its newline)
     before = b"".join(line + b"\n" for line in lines[:a])
     assert line_start(body, stop, len(lines), a) == len(before)
+
+
+def test_the_lines_from_the_last_on_are_none() -> None:
+    """A tail from past the last line is empty, found from the end too (the
+    first guess then lands on the last line's newline: it once gave all)."""
+    lines = Lines(b"", b"\rxy\n", 4, None)  # two lines, the last one empty
+    assert b"".join(lines.tail(2, 2)) == b""
+    assert line_start(b"\rxy\n", 4, 2, 2) == 5
