@@ -26,7 +26,8 @@ a level instead (the sources at it lose an entry each as a cursor moves
 over them: see "the level" below); finding a seq is a bisection over the
 blocks, gone ones included until they are more than half of them
 (O(held blocks)).  A partly held block over 16 KiB of which less than two
-thirds is still held is compacted: what it holds is copied into a new block.
+thirds (oldest-first: half) is still held is compacted: what it holds is
+copied into a new block.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ _COUNT = attrgetter("count")
 _COMPACT_ABOVE = 16384  # bytes: a smaller block is never copied to free what left it
 _push = heapq.heappush
 _pop = heapq.heappop
+
+
+def _most_compacted(count: int, fair: bool) -> int:
+    """The most of a block's ``count`` entries it may hold and be compacted
+    (when over 16 KiB): less than two thirds of them under the fair policy
+    (else a flood's first blocks hold the ring twice over while the level
+    falls), less than half oldest-first (the block held in part is the
+    oldest, which the room made next takes next: a copy is mostly wasted)."""
+    return (2 * count - 1) // 3 if fair else (count - 1) // 2
 
 
 class Block:
@@ -882,7 +892,7 @@ class Ring:
         block = source.blocks[source.head]
         bp = source.count - (block.count - block.start)  # its entries in its later blocks
         if len(block.data) > _COMPACT_ABOVE:
-            bp += (2 * block.count - 1) // 3
+            bp += _most_compacted(block.count, True)
         source.bp = bp
         if bp > 0:
             _push(self._bps, (-bp, source.order, source))
@@ -1143,7 +1153,7 @@ class Ring:
                     size = block.size(a, b)
                     source.bytes -= size
                     self._held -= size
-                if 3 * (n - b) < 2 * n and len(block.data) > _COMPACT_ABOVE:
+                if n - b <= _most_compacted(n, self._fair) and len(block.data) > _COMPACT_ABOVE:
                     self._compact(source, block)
                 break
             block.start = n  # gone

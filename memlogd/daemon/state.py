@@ -153,22 +153,18 @@ class LogState:
         journal is trimmed of what the append dropped too (the entries of the
         source that had left the ring lazily), even with no room to make."""
         ring = self.ring
-        if not ring.over:
-            if ring.trimmed and self.journal is not None:  # (an append's drops)
-                self._trim_journal(self.journal)
-            return
-        protect = self.protect()
-        ring.evict(protect)
-        if protect is not None and ring.over:
-            self.protected()
+        if ring.over:
+            protect = self.protect()
+            ring.evict(protect)
+            if protect is not None and ring.over:
+                self.protected()
         journal = self.journal
         if journal is None:
             return
-        trimmed = ring.trimmed
-        if journaled is not None and trimmed is not None:
+        if journaled is not None:
             block, cut = journaled
-            if len(trimmed) == 1 and trimmed[0] == (block.origin, block.origin + cut, block.source):
-                trimmed.clear()
+            if ring.trimmed == [(block.origin, block.origin + cut, block.source)]:
+                ring.trimmed.clear()
                 return
         self._trim_journal(journal)
 
