@@ -462,6 +462,20 @@ def test_a_block_is_compacted_when_less_than_two_thirds_of_it_is_held(
     assert snap.data == entries[99 - held :]
 
 
+@pytest.mark.parametrize(("held", "copied"), [(50, False), (49, True)])
+def test_oldest_first_compacts_a_block_when_less_than_half_of_it_is_held(
+    held: int, copied: bool
+) -> None:
+    """Its block held in part is the oldest, which the next room made takes
+    next: not copied at two thirds as the fair ring's are."""
+    ring = Ring(held, policy="oldest")
+    block, entries = make_block("a", 1, [200] * 99, "lazy")  # over 16 KiB
+    ring.extend(block)
+    snap = ring.snapshot()
+    assert (snap.parts[0][0] is not block) == copied  # 50 of 99: more than half, kept
+    assert snap.data == entries[99 - held :]
+
+
 @pytest.mark.parametrize(("level", "copied"), [(100, False), (99, True)])
 def test_a_source_at_the_level_is_compacted_when_it_holds_less_than_two_thirds_of_its_block(
     level: int, copied: bool
